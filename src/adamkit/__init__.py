@@ -1,0 +1,11 @@
+"""adamkit: Adam, momentum and RMSProp — exact to the equations, fast, and observable.
+
+Drop-in replacements for torch.optim's optimizers (same arguments, state and checkpoints),
+a NumPy reference of the equations (:mod:`adamkit.reference`) and the kernels that run them
+(:mod:`adamkit.kernels`).
+"""
+
+from .optim import SGD, Adam, AdamW, RMSprop
+
+__version__ = "0.1.0"
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "__version__"]

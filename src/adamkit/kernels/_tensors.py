@@ -1,0 +1,34 @@
+"""Small tensor helpers shared by the kernels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def real_view(t: Tensor) -> Tensor:
+    """View a complex tensor as real (…, 2); real tensors are returned unchanged."""
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+def real_views(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """:func:`real_view` over a list."""
+    return [real_view(t) for t in tensors]
+
+
+def scalar(x: float | Tensor) -> float:
+    """A hyperparameter as a Python float (tensor hyperparameters hold one element)."""
+    return x.item() if isinstance(x, Tensor) else x
+
+
+def group_by_device_and_dtype(params: Sequence[Tensor]) -> list[list[int]]:
+    """Indices of ``params`` grouped so that each group shares a device and a dtype.
+
+    torch's ``_foreach_*`` ops need the tensors of one call on one device with one dtype.
+    """
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, p in enumerate(params):
+        groups.setdefault((p.device, p.dtype), []).append(i)
+    return list(groups.values())

@@ -1,0 +1,178 @@
+"""The multi-tensor kernels: each operation applied to a whole list with torch._foreach_* ops.
+
+Same math and operation order as :mod:`adamkit.kernels.forloop` (and torch.optim's foreach
+path); fewer dispatches, but each operation makes a pass over memory and some allocate
+temporaries the size of the parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ._tensors import group_by_device_and_dtype, real_views, scalar
+
+
+def _pick(tensors: Sequence[Tensor], indices: list[int]) -> list[Tensor]:
+    return [tensors[i] for i in indices]
+
+
+def adam(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    exp_avgs: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor],
+    max_exp_avg_sqs: Sequence[Tensor],
+    steps: Sequence[Tensor],
+    *,
+    lr: float | Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    amsgrad: bool,
+    maximize: bool,
+    capturable: bool = False,
+) -> None:
+    """Adam/AdamW over lists; see :func:`adamkit.kernels.forloop.adam` for the math."""
+    lr = scalar(lr)
+    for idx in group_by_device_and_dtype(params):
+        p = real_views(_pick(params, idx))
+        g = real_views(_pick(grads, idx))
+        m = real_views(_pick(exp_avgs, idx))
+        v = real_views(_pick(exp_avg_sqs, idx))
+        if maximize:
+            g = torch._foreach_neg(g)
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                torch._foreach_mul_(p, 1 - lr * weight_decay)
+            elif maximize:
+                torch._foreach_add_(g, p, alpha=weight_decay)
+            else:
+                g = torch._foreach_add(g, p, alpha=weight_decay)
+
+        torch._foreach_lerp_(m, g, 1 - beta1)
+        torch._foreach_mul_(v, beta2)
+        torch._foreach_addcmul_(v, g, g, 1 - beta2)
+        del g
+
+        step_values = [s.item() for s in _pick(steps, idx)]
+        neg_step_sizes = [(lr / (1 - beta1**t)) * -1 for t in step_values]
+        bias_correction2_sqrt = [(1 - beta2**t) ** 0.5 for t in step_values]
+        if amsgrad:
+            v_max = real_views(_pick(max_exp_avg_sqs, idx))
+            torch._foreach_maximum_(v_max, v)
+            denom = torch._foreach_sqrt(v_max)
+        else:
+            denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(p, m, denom, neg_step_sizes)
+
+
+def sgd(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    momentum_buffers: list[Tensor | None],
+    *,
+    lr: float | Tensor,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+) -> None:
+    """SGD over lists; see :func:`adamkit.kernels.forloop.sgd` for the math."""
+    lr = scalar(lr)
+    for idx in group_by_device_and_dtype(params):
+        p = _pick(params, idx)
+        g = _pick(grads, idx)
+        if maximize:
+            g = torch._foreach_neg(g)
+        if weight_decay != 0:
+            if maximize:
+                torch._foreach_add_(g, p, alpha=weight_decay)
+            else:
+                g = torch._foreach_add(g, p, alpha=weight_decay)
+        if momentum != 0:
+            bufs = _momentum_buffers(g, momentum_buffers, idx, momentum, dampening)
+            # Out of place: torch's foreach path adds into p.grad here; adamkit leaves grads alone.
+            g = torch._foreach_add(g, bufs, alpha=momentum) if nesterov else bufs
+        torch._foreach_add_(p, g, alpha=-lr)
+
+
+def _momentum_buffers(
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor | None],
+    idx: list[int],
+    momentum: float,
+    dampening: float,
+) -> list[Tensor]:
+    """Update the existing buffers, create missing ones as copies of the gradient."""
+    existing = [j for j, i in enumerate(idx) if momentum_buffers[i] is not None]
+    if existing:
+        bufs = [momentum_buffers[idx[j]] for j in existing]
+        torch._foreach_mul_(bufs, momentum)
+        torch._foreach_add_(bufs, [grads[j] for j in existing], alpha=1 - dampening)
+    out = []
+    for j, i in enumerate(idx):
+        if momentum_buffers[i] is None:
+            momentum_buffers[i] = grads[j].detach().clone()
+        out.append(momentum_buffers[i])
+    return out
+
+
+def rmsprop(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    square_avgs: Sequence[Tensor],
+    grad_avgs: Sequence[Tensor],
+    momentum_buffers: Sequence[Tensor],
+    steps: Sequence[Tensor],
+    *,
+    lr: float | Tensor,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+    maximize: bool,
+    capturable: bool = False,
+) -> None:
+    """RMSprop over lists; see :func:`adamkit.kernels.forloop.rmsprop` for the math."""
+    del steps, capturable
+    lr = scalar(lr)
+    for idx in group_by_device_and_dtype(params):
+        p = _pick(params, idx)
+        g = _pick(grads, idx)
+        if maximize:
+            g = torch._foreach_neg(g)
+        if weight_decay != 0:
+            if maximize:
+                torch._foreach_add_(g, p, alpha=weight_decay)
+            else:
+                g = torch._foreach_add(g, p, alpha=weight_decay)
+        p, g = real_views(p), real_views(g)
+        v = real_views(_pick(square_avgs, idx))
+
+        torch._foreach_mul_(v, alpha)
+        torch._foreach_addcmul_(v, g, g, value=1 - alpha)
+        if centered:
+            g_avg = real_views(_pick(grad_avgs, idx))
+            torch._foreach_lerp_(g_avg, g, 1 - alpha)
+            avg = torch._foreach_addcmul(v, g_avg, g_avg, value=-1)
+            torch._foreach_sqrt_(avg)
+        else:
+            avg = torch._foreach_sqrt(v)
+        torch._foreach_add_(avg, eps)
+
+        if momentum > 0:
+            bufs = real_views(_pick(momentum_buffers, idx))
+            torch._foreach_mul_(bufs, momentum)
+            torch._foreach_addcdiv_(bufs, g, avg)
+            torch._foreach_add_(p, bufs, alpha=-lr)
+        else:
+            torch._foreach_addcdiv_(p, g, avg, value=-lr)

@@ -1,0 +1,147 @@
+"""The for-loop kernels: one tensor at a time, plain torch ops. The ground truth for torch.
+
+Operation order follows torch.optim's single-tensor path so that results agree with it to
+the last bit where possible. ``steps`` already hold the new step count t (the optimizer
+increments them); kernels only read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ._tensors import real_view, scalar
+
+
+def adam(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    exp_avgs: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor],
+    max_exp_avg_sqs: Sequence[Tensor],
+    steps: Sequence[Tensor],
+    *,
+    lr: float | Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    amsgrad: bool,
+    maximize: bool,
+    capturable: bool = False,
+) -> None:
+    """Adam/AdamW: m ← β1·m + (1-β1)·g; v ← β2·v + (1-β2)·g²; φ ← φ - α·m̂/(√v̂ + ε)."""
+    if not capturable:
+        lr = scalar(lr)
+    for i, param in enumerate(params):
+        grad = -grads[i] if maximize else grads[i]
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                param.mul_(1 - lr * weight_decay)
+            else:
+                grad = grad.add(param, alpha=weight_decay)
+        param, grad = real_view(param), real_view(grad)
+        exp_avg, exp_avg_sq = real_view(exp_avgs[i]), real_view(exp_avg_sqs[i])
+
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        second_moment = exp_avg_sq
+        if amsgrad:
+            max_exp_avg_sq = real_view(max_exp_avg_sqs[i])
+            torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+            second_moment = max_exp_avg_sq
+
+        if capturable:
+            # Step, bias corrections and lr stay tensors: no host synchronisation.
+            step = steps[i]
+            neg_step_size = -(lr / (1 - beta1**step))
+            bias_correction2_sqrt = (1 - beta2**step).sqrt()
+            denom = (second_moment.sqrt() / (bias_correction2_sqrt * neg_step_size)).add_(
+                eps / neg_step_size
+            )
+            param.addcdiv_(exp_avg, denom)
+        else:
+            step = steps[i].item()
+            step_size = lr / (1 - beta1**step)
+            bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+            denom = (second_moment.sqrt() / bias_correction2_sqrt).add_(eps)
+            param.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+def sgd(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    momentum_buffers: list[Tensor | None],
+    *,
+    lr: float | Tensor,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+) -> None:
+    """SGD: b ← μ·b + (1-τ)·g (b = g on the first step); φ ← φ - α·(g + μ·b if Nesterov else b).
+
+    ``momentum_buffers[i]`` is None before the first step; the kernel fills it in.
+    """
+    lr = scalar(lr)
+    for i, param in enumerate(params):
+        grad = -grads[i] if maximize else grads[i]
+        if weight_decay != 0:
+            grad = grad.add(param, alpha=weight_decay)
+        if momentum != 0:
+            buf = momentum_buffers[i]
+            if buf is None:
+                buf = grad.detach().clone()
+                momentum_buffers[i] = buf
+            else:
+                buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+            grad = grad.add(buf, alpha=momentum) if nesterov else buf
+        param.add_(grad, alpha=-lr)
+
+
+def rmsprop(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    square_avgs: Sequence[Tensor],
+    grad_avgs: Sequence[Tensor],
+    momentum_buffers: Sequence[Tensor],
+    steps: Sequence[Tensor],
+    *,
+    lr: float | Tensor,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+    maximize: bool,
+    capturable: bool = False,
+) -> None:
+    """RMSprop: v ← a·v + (1-a)·g²; s = √(v - ḡ²) + ε (centered) or √v + ε; φ ← φ - α·g/s."""
+    del steps, capturable  # RMSprop has no bias correction: the step count is bookkeeping only.
+    lr = scalar(lr)
+    for i, param in enumerate(params):
+        grad = -grads[i] if maximize else grads[i]
+        if weight_decay != 0:
+            grad = grad.add(param, alpha=weight_decay)
+        param, grad = real_view(param), real_view(grad)
+        square_avg = real_view(square_avgs[i])
+
+        square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+        if centered:
+            grad_avg = real_view(grad_avgs[i])
+            grad_avg.lerp_(grad, 1 - alpha)
+            avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
+        else:
+            avg = square_avg.sqrt()
+        avg = avg.add_(eps)
+
+        if momentum > 0:
+            buf = real_view(momentum_buffers[i])
+            buf.mul_(momentum).addcdiv_(grad, avg)
+            param.add_(buf, alpha=-lr)
+        else:
+            param.addcdiv_(grad, avg, value=-lr)

@@ -1,0 +1,67 @@
+"""Choose a kernel by algorithm, device and the user's ``foreach``/``fused`` flags.
+
+Backends: ``forloop`` (plain torch ops, one tensor at a time: the ground truth),
+``foreach`` (torch._foreach_* ops over lists) and ``fused`` (one pass over memory per tensor;
+the device-specific implementation is picked here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
+from torch import Tensor
+
+from . import foreach as _foreach
+from . import forloop as _forloop
+
+ALGORITHMS = ("adam", "sgd", "rmsprop")
+Kernel = Callable[..., None]
+
+
+def choose_backend(
+    *, foreach: bool | None, fused: bool | None, differentiable: bool, capturable: bool = False
+) -> str:
+    """Map torch.optim's flags to a backend name.
+
+    ``fused=True`` → fused; ``foreach=True`` → foreach; ``foreach=False`` → forloop;
+    ``differentiable=True`` or ``capturable=True`` (not fused) → forloop, the only path that
+    keeps autograd history or keeps the step count on the device. With neither flag set, the
+    default is the fastest correct backend for the device.
+    """
+    if fused:
+        return "fused"
+    if differentiable or capturable or foreach is False:
+        return "forloop"
+    if foreach:
+        return "foreach"
+    return default_backend()
+
+
+def default_backend() -> str:
+    """The backend used when the user sets neither ``foreach`` nor ``fused``."""
+    return "foreach"
+
+
+def _fused_module(device_type: str) -> ModuleType:
+    # The single-pass kernels arrive per device; until one exists for a device, its
+    # fused path runs the foreach kernel (same results, more memory traffic).
+    return _foreach
+
+
+def kernel(algorithm: str, backend: str, params: Sequence[Tensor]) -> Kernel:
+    """The kernel function for ``algorithm`` on ``backend`` for tensors like ``params``."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+    module: Any
+    if backend == "forloop":
+        module = _forloop
+    elif backend == "foreach":
+        module = _foreach
+    elif backend == "fused":
+        device_type = params[0].device.type if params else "cpu"
+        module = _fused_module(device_type)
+    else:
+        raise ValueError(f"unknown backend {backend!r}; expected 'forloop', 'foreach' or 'fused'")
+    return getattr(module, algorithm)

@@ -1,0 +1,7 @@
+"""Drop-in torch.optim optimizers whose math lives in :mod:`adamkit.kernels`."""
+
+from .adam import Adam, AdamW
+from .rmsprop import RMSprop
+from .sgd import SGD
+
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop"]

@@ -1,0 +1,193 @@
+"""Adam and AdamW: drop-in replacements for torch.optim.Adam and torch.optim.AdamW."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..kernels._tensors import scalar
+from . import _validation as check
+from ._base import KernelOptimizer, increment, new_step
+
+
+class Adam(KernelOptimizer):
+    r"""Adam (Kingma & Ba, 2015), with torch.optim.Adam's arguments, defaults and state.
+
+    For each parameter φ with gradient g_t at step t (m_0 = v_0 = 0)::
+
+        m_t = β1·m_{t-1} + (1-β1)·g_t
+        v_t = β2·v_{t-1} + (1-β2)·g_t²
+        φ_t = φ_{t-1} - α · m̂_t / (√v̂_t + ε),   m̂_t = m_t/(1-β1^t),  v̂_t = v_t/(1-β2^t)
+
+    ε is added after the square root of the bias-corrected v̂ (paper and torch.optim); Keras's
+    ε̂ is added to √v_t before bias correction, i.e. ``ε = ε̂/√(1-β2^t)`` here.
+    ``weight_decay`` adds λ·φ to the gradient (L2), or with ``decoupled_weight_decay=True``
+    multiplies φ by (1 - α·λ) before the update (AdamW). ``amsgrad`` uses the running max of v.
+    Complex parameters are optimized as pairs of real coordinates, as torch does.
+
+    Args:
+        params: iterable of parameters or of dicts defining parameter groups.
+        lr: learning rate α (float or 1-element tensor), default 1e-3.
+        betas: (β1, β2), default (0.9, 0.999).
+        eps: ε, default 1e-8.
+        weight_decay: λ, default 0.
+        amsgrad: use AMSGrad's max of v, default False.
+        foreach: True for the multi-tensor kernel, False for the for-loop kernel.
+        maximize: ascend the objective instead of descending it.
+        capturable: keep the step count on the device (no host synchronisation).
+        differentiable: keep autograd history through the step (for-loop kernel).
+        fused: True for the single-pass kernel. With neither foreach nor fused set,
+            adamkit picks the fastest kernel for the device.
+        decoupled_weight_decay: AdamW's decoupled weight decay.
+
+    Example:
+        >>> import torch, adamkit
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> opt = adamkit.Adam([w], lr=0.1)
+        >>> w.grad = torch.tensor([3.0, -0.5])
+        >>> opt.step()
+        >>> w.data  # the first step is lr·g/(|g|+ε)
+        tensor([-0.1000,  0.1000])
+    """
+
+    algorithm = "adam"
+    group_key_defaults = {
+        "amsgrad": False,
+        "maximize": False,
+        "foreach": None,
+        "capturable": False,
+        "differentiable": False,
+        "decoupled_weight_decay": False,
+        "fused": None,
+    }
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        check.check_backend_flags(foreach=foreach, fused=fused, differentiable=differentiable)
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas) if isinstance(betas, (tuple, list)) else betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "fused": fused,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
+        super().__init__(params, defaults)
+
+    @staticmethod
+    def validate_group(group: dict[str, Any]) -> None:
+        check.check_nonnegative("lr", group["lr"])
+        check.check_betas(group["betas"])
+        check.check_nonnegative("eps", group["eps"])
+        check.check_nonnegative("weight_decay", group["weight_decay"])
+
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        state = self.state[p]
+        if len(state) == 0:
+            state["step"] = new_step(p, group)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    def _update_group(self, group: dict[str, Any]) -> None:
+        params, grads = self._params_with_grad(group)
+        if not params:
+            return
+        states = [self._init_state(p, group) for p in params]
+        steps = [s["step"] for s in states]
+        increment(steps)
+        beta1, beta2 = group["betas"]
+        self._kernel(group, params)(
+            params,
+            grads,
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [],
+            steps,
+            lr=group["lr"],
+            beta1=scalar(beta1),
+            beta2=scalar(beta2),
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            decoupled_weight_decay=group["decoupled_weight_decay"],
+            amsgrad=group["amsgrad"],
+            maximize=group["maximize"],
+            capturable=group["capturable"],
+        )
+
+
+class AdamW(Adam):
+    r"""AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay.
+
+    φ is multiplied by (1 - α·λ) before the Adam update instead of adding λ·φ to the
+    gradient, so the decay is not rescaled by √v̂. Arguments and defaults are those of
+    torch.optim.AdamW (``weight_decay=1e-2``); see :class:`Adam` for the rest.
+
+    Example:
+        >>> import torch, adamkit
+        >>> w = torch.nn.Parameter(torch.ones(1))
+        >>> opt = adamkit.AdamW([w], lr=0.1, weight_decay=0.5)
+        >>> w.grad = torch.zeros(1)
+        >>> opt.step()
+        >>> w.data  # decay only: 1 · (1 - 0.1·0.5)
+        tensor([0.9500])
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=True,
+        )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True

@@ -1,0 +1,127 @@
+"""RMSprop: a drop-in replacement for torch.optim.RMSprop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import _validation as check
+from ._base import KernelOptimizer, increment, new_step
+
+
+class RMSprop(KernelOptimizer):
+    r"""RMSprop (Tieleman & Hinton, 2012) with torch.optim.RMSprop's arguments and state.
+
+    The second-moment half of Adam alone, with no bias correction::
+
+        v_t = a·v_{t-1} + (1-a)·g_t²                      a = alpha
+        s_t = √v_t + ε      (centered: √(v_t - ḡ_t²) + ε, ḡ_t = a·ḡ_{t-1} + (1-a)·g_t)
+        φ_t = φ_{t-1} - α·g_t/s_t      (momentum μ > 0: b_t = μ·b_{t-1} + g_t/s_t, φ_t -= α·b_t)
+
+    ε is added outside the square root, as in torch.optim; TensorFlow/Keras add it inside,
+    ``√(v_t + ε)``, so the same ε value means a different thing there.
+
+    Args:
+        params: iterable of parameters or of dicts defining parameter groups.
+        lr: learning rate α (float or 1-element tensor), default 1e-2.
+        alpha: smoothing constant a, default 0.99.
+        eps: ε, default 1e-8.
+        weight_decay: λ (L2 penalty), default 0.
+        momentum: μ, default 0.
+        centered: divide by an estimate of the gradient's standard deviation instead.
+        capturable, foreach, maximize, differentiable: as in :class:`adamkit.Adam`.
+
+    Example:
+        >>> import torch, adamkit
+        >>> w = torch.nn.Parameter(torch.zeros(1))
+        >>> opt = adamkit.RMSprop([w], lr=0.01, eps=0.0)
+        >>> w.grad = torch.ones(1)
+        >>> opt.step()
+        >>> w.data  # -0.01 / sqrt(1 - 0.99)
+        tensor([-0.1000])
+    """
+
+    algorithm = "rmsprop"
+    group_key_defaults = {
+        "momentum": 0,
+        "centered": False,
+        "foreach": None,
+        "maximize": False,
+        "differentiable": False,
+        "capturable": False,
+    }
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | Tensor = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        check.check_backend_flags(foreach=foreach, fused=None, differentiable=differentiable)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "alpha": alpha,
+            "eps": eps,
+            "centered": centered,
+            "weight_decay": weight_decay,
+            "capturable": capturable,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+        }
+        super().__init__(params, defaults)
+
+    @staticmethod
+    def validate_group(group: dict[str, Any]) -> None:
+        check.check_nonnegative("lr", group["lr"])
+        check.check_in_range("alpha", group["alpha"], upper_inclusive=True)
+        check.check_nonnegative("eps", group["eps"])
+        check.check_nonnegative("weight_decay", group["weight_decay"])
+        check.check_nonnegative("momentum", group["momentum"])
+
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        state = self.state[p]
+        if len(state) == 0:
+            state["step"] = new_step(p, group)
+            state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group["momentum"] > 0:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group["centered"]:
+                state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    def _update_group(self, group: dict[str, Any]) -> None:
+        params, grads = self._params_with_grad(group)
+        if not params:
+            return
+        states = [self._init_state(p, group) for p in params]
+        steps = [s["step"] for s in states]
+        increment(steps)
+        self._kernel(group, params)(
+            params,
+            grads,
+            [s["square_avg"] for s in states],
+            [s["grad_avg"] for s in states] if group["centered"] else [],
+            [s["momentum_buffer"] for s in states] if group["momentum"] > 0 else [],
+            steps,
+            lr=group["lr"],
+            alpha=group["alpha"],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            momentum=group["momentum"],
+            centered=group["centered"],
+            maximize=group["maximize"],
+            capturable=group["capturable"],
+        )

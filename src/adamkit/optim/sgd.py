@@ -1,0 +1,116 @@
+"""SGD with momentum: a drop-in replacement for torch.optim.SGD."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from torch import Tensor
+
+from . import _validation as check
+from ._base import KernelOptimizer
+
+
+class SGD(KernelOptimizer):
+    r"""Stochastic gradient descent with heavy-ball or Nesterov momentum (torch.optim.SGD's API).
+
+    The first-moment half of Adam alone, without bias correction::
+
+        b_1 = g_1,   b_t = μ·b_{t-1} + (1-τ)·g_t
+        φ_t = φ_{t-1} - α·d_t,   d_t = g_t + μ·b_t (Nesterov) | b_t (μ > 0) | g_t (μ = 0)
+
+    torch.optim's convention, which differs from some papers: the buffer starts as the first
+    gradient (dampening τ is not applied on step 1) and α multiplies the buffer rather than
+    being accumulated into it. ``weight_decay`` adds λ·φ to the gradient.
+
+    Args:
+        params: iterable of parameters or of dicts defining parameter groups.
+        lr: learning rate α (float or 1-element tensor), default 1e-3.
+        momentum: μ, default 0.
+        dampening: τ, default 0.
+        weight_decay: λ (L2 penalty), default 0.
+        nesterov: Nesterov momentum (needs momentum > 0 and dampening = 0).
+        maximize: ascend the objective instead of descending it.
+        foreach, fused, differentiable: kernel choice, as in :class:`adamkit.Adam`.
+
+    Example:
+        >>> import torch, adamkit
+        >>> w = torch.nn.Parameter(torch.zeros(1))
+        >>> opt = adamkit.SGD([w], lr=0.1, momentum=0.9)
+        >>> for _ in range(2):
+        ...     w.grad = torch.ones(1)
+        ...     opt.step()
+        >>> w.data  # -0.1·1 - 0.1·1.9
+        tensor([-0.2900])
+    """
+
+    algorithm = "sgd"
+    sparse_grads_supported = True
+    group_key_defaults = {
+        "nesterov": False,
+        "maximize": False,
+        "foreach": None,
+        "differentiable": False,
+        "fused": False,
+    }
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | Tensor = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float | Tensor = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        check.check_backend_flags(foreach=foreach, fused=fused, differentiable=differentiable)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+            "foreach": foreach,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
+        super().__init__(params, defaults)
+
+    @staticmethod
+    def validate_group(group: dict[str, Any]) -> None:
+        check.check_nonnegative("lr", group["lr"])
+        check.check_nonnegative("momentum", group["momentum"])
+        check.check_in_range("dampening", group["dampening"], upper_inclusive=True)
+        check.check_nonnegative("weight_decay", group["weight_decay"])
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError(
+                "Nesterov momentum requires a momentum and zero dampening; got "
+                f"momentum={group['momentum']!r}, dampening={group['dampening']!r}"
+            )
+
+    def _update_group(self, group: dict[str, Any]) -> None:
+        params, grads = self._params_with_grad(group)
+        if not params:
+            return
+        momentum = group["momentum"]
+        buffers = [self.state[p].get("momentum_buffer") for p in params] if momentum else []
+        sparse = any(g.is_sparse for g in grads)
+        self._kernel(group, params, sparse=sparse)(
+            params,
+            grads,
+            buffers,
+            lr=group["lr"],
+            momentum=momentum,
+            dampening=group["dampening"],
+            weight_decay=group["weight_decay"],
+            nesterov=group["nesterov"],
+            maximize=group["maximize"],
+        )
+        for p, buf in zip(params, buffers, strict=False):
+            self.state[p]["momentum_buffer"] = buf
