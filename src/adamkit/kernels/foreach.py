@@ -146,8 +146,8 @@ def rmsprop(
     del steps, capturable
     lr = scalar(lr)
     for idx in group_by_device_and_dtype(params):
-        p = _pick(params, idx)
-        g = _pick(grads, idx)
+        p = real_views(_pick(params, idx))
+        g = real_views(_pick(grads, idx))
         if maximize:
             g = torch._foreach_neg(g)
         if weight_decay != 0:
@@ -155,7 +155,6 @@ def rmsprop(
                 torch._foreach_add_(g, p, alpha=weight_decay)
             else:
                 g = torch._foreach_add(g, p, alpha=weight_decay)
-        p, g = real_views(p), real_views(g)
         v = real_views(_pick(square_avgs, idx))
 
         torch._foreach_mul_(v, alpha)

@@ -33,9 +33,11 @@ def adam(
     maximize: bool,
     capturable: bool = False,
 ) -> None:
-    """Adam/AdamW: m ← β1·m + (1-β1)·g; v ← β2·v + (1-β2)·g²; φ ← φ - α·m̂/(√v̂ + ε)."""
-    if not capturable:
-        lr = scalar(lr)
+    """Adam/AdamW: m ← β1·m + (1-β1)·g; v ← β2·v + (1-β2)·g²; φ ← φ - α·m̂/(√v̂ + ε).
+
+    A tensor ``lr`` stays a tensor, so ``lr/(1-β1^t)`` is computed in its dtype, as torch does.
+    """
+    lr_in_graph = isinstance(lr, Tensor) and lr.requires_grad
     for i, param in enumerate(params):
         grad = -grads[i] if maximize else grads[i]
         if weight_decay != 0:
@@ -54,8 +56,9 @@ def adam(
             torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
             second_moment = max_exp_avg_sq
 
-        if capturable:
-            # Step, bias corrections and lr stay tensors: no host synchronisation.
+        if capturable or lr_in_graph:
+            # Step, bias corrections and lr stay tensors: no host synchronisation, and
+            # autograd sees lr when it requires grad (differentiable=True).
             step = steps[i]
             neg_step_size = -(lr / (1 - beta1**step))
             bias_correction2_sqrt = (1 - beta2**step).sqrt()
@@ -87,7 +90,7 @@ def sgd(
 
     ``momentum_buffers[i]`` is None before the first step; the kernel fills it in.
     """
-    lr = scalar(lr)
+    lr_in_graph = isinstance(lr, Tensor) and lr.requires_grad  # differentiable w.r.t. lr
     for i, param in enumerate(params):
         grad = -grads[i] if maximize else grads[i]
         if weight_decay != 0:
@@ -100,7 +103,10 @@ def sgd(
             else:
                 buf.mul_(momentum).add_(grad, alpha=1 - dampening)
             grad = grad.add(buf, alpha=momentum) if nesterov else buf
-        param.add_(grad, alpha=-lr)
+        if lr_in_graph:
+            param.addcmul_(grad, lr, value=-1)
+        else:
+            param.add_(grad, alpha=-scalar(lr))
 
 
 def rmsprop(

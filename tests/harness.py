@@ -1,0 +1,80 @@
+"""Drive an optimizer (or the reference) through a fixed plan of gradients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from specs import Spec, random_grad, to_numpy_real
+
+GradPlan = list[list[torch.Tensor | None]]
+
+
+def grad_plan(params: list[torch.Tensor], n_steps: int, seed: int) -> GradPlan:
+    """Random gradients per step; parameter 1 has no gradient on every third step."""
+    gen = torch.Generator().manual_seed(seed)
+    plan = []
+    for t in range(n_steps):
+        grads: list[torch.Tensor | None] = [random_grad(p, gen) for p in params]
+        if len(grads) > 1 and t % 3 == 2:
+            grads[1] = None
+        plan.append(grads)
+    return plan
+
+
+def run_optimizer(
+    cls: type[torch.optim.Optimizer],
+    params0: list[torch.Tensor],
+    config: dict[str, Any],
+    plan: GradPlan,
+    **flags: Any,
+) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
+    params = [p.clone().requires_grad_(True) for p in params0]
+    config = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in config.items()}
+    opt = cls(params, **config, **flags)
+    for grads in plan:
+        for p, g in zip(params, grads, strict=True):
+            p.grad = None if g is None else g.clone()
+        opt.step()
+    return params, opt
+
+
+def run_reference(
+    spec: Spec, params0: list[torch.Tensor], config: dict[str, Any], plan: GradPlan
+) -> tuple[list[np.ndarray], list[Any]]:
+    hyper = spec.make_hyper(config)
+    params = [p.detach().numpy().copy() for p in params0]
+    states = [spec.reference.init(p) for p in params]
+    for grads in plan:
+        for i, g in enumerate(grads):
+            if g is None:
+                continue
+            params[i], states[i], _ = spec.reference.step(params[i], g.numpy(), states[i], hyper)
+    return params, states
+
+
+def assert_state_equal(a: torch.optim.Optimizer, b: torch.optim.Optimizer, **tol: Any) -> None:
+    """Every state tensor of ``a`` equals ``b``'s (same keys, values within ``tol``)."""
+    sa, sb = a.state_dict()["state"], b.state_dict()["state"]
+    assert sa.keys() == sb.keys()
+    for idx in sa:
+        assert sa[idx].keys() == sb[idx].keys(), idx
+        for key in sa[idx]:
+            torch.testing.assert_close(sa[idx][key], sb[idx][key], **tol, msg=f"{idx}/{key}")
+
+
+def assert_params_close(a: list[torch.Tensor], b: list[torch.Tensor], **tol: Any) -> None:
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        torch.testing.assert_close(x.detach(), y.detach(), **tol, msg=f"param {i}")
+
+
+def reference_close(
+    actual: torch.Tensor, expected: np.ndarray, *, rtol: float, atol: float, what: str
+) -> None:
+    expected = np.ascontiguousarray(expected)
+    if np.iscomplexobj(expected):
+        expected = expected.view(np.float64)
+    got = to_numpy_real(actual)
+    np.testing.assert_allclose(got, expected.reshape(-1), rtol=rtol, atol=atol, err_msg=what)

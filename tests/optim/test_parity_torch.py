@@ -1,0 +1,57 @@
+"""adamkit's optimizers against their torch.optim namesakes: parameters and every state tensor."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness import assert_params_close, assert_state_equal, grad_plan, run_optimizer
+from specs import ALL_CONFIGS, ALL_IDS, make_params
+
+N_STEPS = 40
+
+
+def _torch_accepts(config, foreach):
+    # torch.optim refuses a tensor lr on its non-capturable foreach path; adamkit accepts it.
+    return not (foreach and isinstance(config.get("lr"), torch.Tensor))
+
+
+@pytest.mark.parametrize(("spec", "config"), ALL_CONFIGS, ids=ALL_IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("foreach", [False, True], ids=["forloop", "foreach"])
+def test_matches_torch_bitwise_on_same_backend(spec, config, dtype, foreach):
+    if not _torch_accepts(config, foreach):
+        pytest.skip("torch.optim has no foreach path for a tensor lr without capturable")
+    gen = torch.Generator().manual_seed(21)
+    params0 = make_params(dtype, gen)
+    plan = grad_plan(params0, N_STEPS, seed=8)
+    ours, o_ours = run_optimizer(spec.ours, params0, config, plan, foreach=foreach)
+    theirs, o_theirs = run_optimizer(spec.theirs, params0, config, plan, foreach=foreach)
+    # The kernels mirror torch's operation order, so the results are identical.
+    assert_params_close(ours, theirs, rtol=0, atol=0)
+    assert_state_equal(o_ours, o_theirs, rtol=0, atol=0)
+    assert o_ours.state_dict()["param_groups"] == o_theirs.state_dict()["param_groups"]
+
+
+@pytest.mark.parametrize(("spec", "config"), ALL_CONFIGS, ids=ALL_IDS)
+def test_default_backend_matches_torch_default(spec, config):
+    gen = torch.Generator().manual_seed(5)
+    params0 = make_params(torch.float32, gen)
+    plan = grad_plan(params0, N_STEPS, seed=9)
+    ours, o_ours = run_optimizer(spec.ours, params0, config, plan)
+    theirs, o_theirs = run_optimizer(spec.theirs, params0, config, plan)
+    assert_params_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert_state_equal(o_ours, o_theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("spec", "config"), ALL_CONFIGS, ids=ALL_IDS)
+def test_fused_flag_accepted_on_cpu(spec, config):
+    if "fused" not in spec.ours.__init__.__code__.co_varnames:
+        pytest.skip(f"torch.optim.{spec.name} has no fused argument")
+    gen = torch.Generator().manual_seed(6)
+    params0 = make_params(torch.float64, gen)
+    plan = grad_plan(params0, 10, seed=2)
+    ours, o_ours = run_optimizer(spec.ours, params0, config, plan, fused=True)
+    loop, o_loop = run_optimizer(spec.ours, params0, config, plan, foreach=False)
+    assert_params_close(ours, loop, rtol=1e-12, atol=1e-12)
+    assert_state_equal(o_ours, o_loop, rtol=1e-12, atol=1e-12)

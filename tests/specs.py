@@ -1,0 +1,187 @@
+"""The table of optimizer specs that drives the shared tests (PyTorch's OptimizerInfo idea).
+
+Each spec pairs an adamkit optimizer with its torch.optim namesake and its NumPy reference,
+and lists the configurations that torch's own tests exercise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+import adamkit
+from adamkit.reference import adam as ref_adam
+from adamkit.reference import rmsprop as ref_rmsprop
+from adamkit.reference import sgd as ref_sgd
+
+
+@dataclass
+class Spec:
+    name: str
+    ours: type[torch.optim.Optimizer]
+    theirs: type[torch.optim.Optimizer]
+    configs: list[dict[str, Any]]
+    reference: Any  # the reference module: init, step
+    make_hyper: Callable[[dict[str, Any]], Any]
+    # torch state key -> reference state field
+    state_fields: dict[str, str] = field(default_factory=dict)
+
+    def config_ids(self) -> list[str]:
+        return [f"{self.name}-{describe(c)}" for c in self.configs]
+
+
+def describe(config: dict[str, Any]) -> str:
+    if not config:
+        return "defaults"
+    parts = []
+    for k, v in config.items():
+        if isinstance(v, torch.Tensor):
+            v = f"tensor({v.item():g})"
+        parts.append(f"{k}={v}")
+    return ",".join(parts)
+
+
+def _f(x: Any) -> float:
+    return float(x.item()) if isinstance(x, torch.Tensor) else float(x)
+
+
+def _adam_hyper(decoupled_default: bool) -> Callable[[dict[str, Any]], Any]:
+    def make(c: dict[str, Any]) -> ref_adam.AdamHyper:
+        betas = c.get("betas", (0.9, 0.999))
+        return ref_adam.AdamHyper(
+            lr=_f(c.get("lr", 1e-3)),
+            beta1=_f(betas[0]),
+            beta2=_f(betas[1]),
+            eps=c.get("eps", 1e-8),
+            weight_decay=c.get("weight_decay", 1e-2 if decoupled_default else 0.0),
+            decoupled=c.get("decoupled_weight_decay", decoupled_default),
+            amsgrad=c.get("amsgrad", False),
+            maximize=c.get("maximize", False),
+        )
+
+    return make
+
+
+def _sgd_hyper(c: dict[str, Any]) -> ref_sgd.SGDHyper:
+    return ref_sgd.SGDHyper(
+        lr=_f(c.get("lr", 1e-3)),
+        momentum=c.get("momentum", 0.0),
+        dampening=c.get("dampening", 0.0),
+        weight_decay=c.get("weight_decay", 0.0),
+        nesterov=c.get("nesterov", False),
+        maximize=c.get("maximize", False),
+    )
+
+
+def _rmsprop_hyper(c: dict[str, Any]) -> ref_rmsprop.RMSpropHyper:
+    return ref_rmsprop.RMSpropHyper(
+        lr=_f(c.get("lr", 1e-2)),
+        alpha=c.get("alpha", 0.99),
+        eps=c.get("eps", 1e-8),
+        weight_decay=c.get("weight_decay", 0.0),
+        momentum=c.get("momentum", 0.0),
+        centered=c.get("centered", False),
+        maximize=c.get("maximize", False),
+    )
+
+
+ADAM_STATE = {"exp_avg": "m", "exp_avg_sq": "v", "max_exp_avg_sq": "v_max"}
+
+SPECS = [
+    Spec(
+        "Adam",
+        adamkit.Adam,
+        torch.optim.Adam,
+        [
+            {},
+            {"lr": 0.01, "betas": (0.5, 0.8), "eps": 1e-6},
+            {"weight_decay": 0.1},
+            {"weight_decay": 0.1, "amsgrad": True},
+            {"amsgrad": True, "maximize": True},
+            {"maximize": True, "weight_decay": 0.1},
+            {"decoupled_weight_decay": True, "weight_decay": 0.1},
+            # A float64 tensor lr: torch computes lr/(1-β1^t) in the tensor's dtype.
+            {"lr": torch.tensor(0.01, dtype=torch.float64)},
+            {"eps": 0.0, "lr": 0.1},
+        ],
+        ref_adam,
+        _adam_hyper(False),
+        ADAM_STATE,
+    ),
+    Spec(
+        "AdamW",
+        adamkit.AdamW,
+        torch.optim.AdamW,
+        [{}, {"weight_decay": 0.5, "amsgrad": True}, {"maximize": True, "lr": 0.05}],
+        ref_adam,
+        _adam_hyper(True),
+        ADAM_STATE,
+    ),
+    Spec(
+        "SGD",
+        adamkit.SGD,
+        torch.optim.SGD,
+        [
+            {},
+            {"momentum": 0.9},
+            {"momentum": 0.9, "dampening": 0.5},
+            {"momentum": 0.9, "nesterov": True, "weight_decay": 0.1},
+            {"momentum": 0.5, "maximize": True},
+            {"weight_decay": 0.2, "maximize": True},
+            {"lr": torch.tensor(0.01, dtype=torch.float64), "momentum": 0.9},
+        ],
+        ref_sgd,
+        _sgd_hyper,
+        {"momentum_buffer": "buf"},
+    ),
+    Spec(
+        "RMSprop",
+        adamkit.RMSprop,
+        torch.optim.RMSprop,
+        [
+            {},
+            {"centered": True},
+            {"momentum": 0.9},
+            {"centered": True, "momentum": 0.9, "weight_decay": 0.1},
+            {"maximize": True, "weight_decay": 0.1},
+            {"alpha": 0.5, "eps": 1e-4},
+            {"lr": torch.tensor(0.001, dtype=torch.float64)},
+        ],
+        ref_rmsprop,
+        _rmsprop_hyper,
+        {"square_avg": "v", "grad_avg": "g_avg", "momentum_buffer": "buf"},
+    ),
+]
+
+ALL_CONFIGS = [(spec, c) for spec in SPECS for c in spec.configs]
+ALL_IDS = [i for spec in SPECS for i in spec.config_ids()]
+
+
+def random_grad(like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Gradients with magnitudes spread log-uniformly over 1e-3..1e2 and random signs."""
+    real = torch.view_as_real(like) if like.is_complex() else like
+    dtype = real.dtype
+    mag = 10.0 ** (torch.rand(real.shape, generator=gen, dtype=torch.float64) * 5 - 3)
+    sign = torch.randint(0, 2, real.shape, generator=gen, dtype=torch.int64) * 2 - 1
+    g = (mag * sign).to(dtype)
+    return torch.view_as_complex(g.contiguous()) if like.is_complex() else g
+
+
+def make_params(dtype: torch.dtype, gen: torch.Generator) -> list[torch.Tensor]:
+    """Odd sizes, a matrix, an empty tensor, a scalar and (for float types) a complex tensor."""
+    shapes = [(7, 13), (1,), (0,), (), (3, 0), (1031,)]
+    params = [torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in shapes]
+    complex_dtype = {torch.float32: torch.complex64, torch.float64: torch.complex128}[dtype]
+    params.append(torch.randn(5, 3, generator=gen, dtype=complex_dtype))
+    return params
+
+
+def to_numpy_real(t: torch.Tensor) -> np.ndarray:
+    t = t.detach()
+    if t.is_complex():
+        t = torch.view_as_real(t)
+    return t.double().reshape(-1).numpy()
