@@ -84,7 +84,7 @@ def test_momentum_buffer_is_geometric_sum_of_constant_gradient():
 
 def test_nesterov_looks_ahead():
     hyper = sgd.SGDHyper(lr=1.0, momentum=0.5, nesterov=True)
-    _, state, aux = sgd.step(np.zeros(1), np.ones(1), sgd.init(np.zeros(1)), hyper)
+    _, _state, aux = sgd.step(np.zeros(1), np.ones(1), sgd.init(np.zeros(1)), hyper)
     np.testing.assert_allclose(aux.direction, [1.5])  # g + μ·b with b = g
 
 
@@ -99,7 +99,7 @@ def test_rmsprop_normalizes_by_root_mean_square():
 
 def test_centered_rmsprop_of_constant_gradient_grows_large_steps():
     hyper = rmsprop.RMSpropHyper(lr=0.01, alpha=0.9, eps=1e-8, centered=True)
-    _, state, aux = rmsprop.step(np.zeros(1), np.ones(1), rmsprop.init(np.zeros(1)), hyper)
+    _, _state, aux = rmsprop.step(np.zeros(1), np.ones(1), rmsprop.init(np.zeros(1)), hyper)
     # v - ḡ² = 0.1 - 0.01 = 0.09: the variance estimate, not the second moment
     np.testing.assert_allclose(aux.denom, [0.3 + 1e-8], rtol=1e-12)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -54,7 +54,7 @@ class Adam(KernelOptimizer):
     """
 
     algorithm = "adam"
-    group_key_defaults = {
+    group_key_defaults: ClassVar[dict[str, Any]] = {
         "amsgrad": False,
         "maximize": False,
         "foreach": None,

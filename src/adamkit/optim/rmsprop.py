@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -45,7 +45,7 @@ class RMSprop(KernelOptimizer):
     """
 
     algorithm = "rmsprop"
-    group_key_defaults = {
+    group_key_defaults: ClassVar[dict[str, Any]] = {
         "momentum": 0,
         "centered": False,
         "foreach": None,

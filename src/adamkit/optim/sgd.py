@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -46,7 +46,7 @@ class SGD(KernelOptimizer):
 
     algorithm = "sgd"
     sparse_grads_supported = True
-    group_key_defaults = {
+    group_key_defaults: ClassVar[dict[str, Any]] = {
         "nesterov": False,
         "maximize": False,
         "foreach": None,

@@ -13,8 +13,8 @@ Options, each a one-line change to the above:
 
 * ``maximize``: use ``-g_t`` in place of ``g_t``.
 * ``weight_decay`` λ with ``decoupled=False`` (Adam's L2 penalty): ``g_t ← g_t + λ·φ_{t-1}``.
-* ``weight_decay`` λ with ``decoupled=True`` (AdamW): ``φ_{t-1} ← φ_{t-1}·(1 - α·λ)`` before the update,
-  and the gradient is left alone.
+* ``weight_decay`` λ with ``decoupled=True`` (AdamW): ``φ_{t-1} ← φ_{t-1}·(1 - α·λ)``
+  before the update, and the gradient is left alone.
 * ``amsgrad``: ``v_max_t = max(v_max_{t-1}, v_t)`` and ``v̂_t = v_max_t / (1-β2^t)``.
 
 Conventions other libraries do differently: TensorFlow/Keras add an "ε-hat" to
@@ -47,7 +47,7 @@ from ._common import as_real, like_input
 
 @dataclass(frozen=True)
 class AdamHyper:
-    """Hyperparameters of Adam with torch.optim's defaults (α = 1e-3, β = (0.9, 0.999), ε = 1e-8)."""
+    """Adam's hyperparameters, with torch.optim's defaults."""
 
     lr: float = 1e-3
     beta1: float = 0.9
@@ -60,7 +60,7 @@ class AdamHyper:
 
 
 class AdamState(NamedTuple):
-    """Adam's state for one parameter: step count t, moments m and v, and AMSGrad's running max of v."""
+    """Adam's state for one parameter: step t, moments m and v, AMSGrad's running max of v."""
 
     step: int
     m: np.ndarray
