@@ -10,7 +10,9 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive whole number, got {text!r}"
+        ) from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
     return value
@@ -35,7 +37,10 @@ def _run_demo(args: argparse.Namespace) -> int:
     from .demo import format_table, run_demo
 
     results = run_demo(
-        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=not args.no_progress,
     )
     print(f"\nMLP 64-64-10 on scikit-learn digits, {args.epochs} epochs, batch {args.batch_size}")
     print(format_table(results))

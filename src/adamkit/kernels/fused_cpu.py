@@ -1,0 +1,221 @@
+"""Fused CPU kernels: each tensor is updated in one pass by a numba loop, with no temporaries.
+
+Same signatures as :mod:`adamkit.kernels.forloop`. Tensors the single-pass loop cannot take
+as they are go to a correct slower path instead:
+
+* float16/bfloat16 parameters: computed in float32 on upcast copies, written back, so a tiny
+  ε or gradient never underflows to 0 inside the arithmetic;
+* non-contiguous tensors (or state with other strides): the for-loop kernel.
+
+Complex tensors are updated through their real views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import _numba_cpu as loops
+from . import forloop
+from ._tensors import real_view, scalar
+
+PARALLEL_MIN_ELEMENTS = 1 << 16  # below this, a parallel region costs more than it saves
+_FAST_DTYPES = (torch.float32, torch.float64)
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+_NO_ARRAY = {torch.float32: np.empty(0, np.float32), torch.float64: np.empty(0, np.float64)}
+
+
+def _flat(t: Tensor) -> np.ndarray:
+    return real_view(t.detach()).reshape(-1).numpy()
+
+
+def _split(params: Sequence[Tensor], *others: Sequence[Tensor]) -> tuple[list[int], list[int]]:
+    """Indices of tensors the loops take directly, and of those that need another path."""
+    fast, other = [], []
+    for i, p in enumerate(params):
+        real_dtype = real_view(p).dtype if p.is_complex() else p.dtype
+        ok = (
+            p.device.type == "cpu"
+            and real_dtype in _FAST_DTYPES
+            and all(seq[i].is_contiguous() and not seq[i].is_sparse for seq in (params, *others))
+        )
+        (fast if ok else other).append(i)
+    return fast, other
+
+
+def _pick(seq: Sequence[Tensor], idx: list[int]) -> list[Tensor]:
+    return [seq[i] for i in idx] if seq else []
+
+
+def _upcast_run(fn, idx: list[int], tensor_lists: list[Sequence[Tensor]], *args, **kwargs) -> None:
+    """Run ``fn`` on float32 copies of half-precision tensors, then write the results back."""
+    copies = [
+        [t.float() if t.dtype in _HALF_DTYPES else t for t in _pick(ts, idx)] for ts in tensor_lists
+    ]
+    fn(*copies, *args, **kwargs)
+    for originals, updated in zip(tensor_lists, copies, strict=True):
+        for o, u in zip(_pick(originals, idx), updated, strict=True):
+            if u is not o:
+                o.copy_(u)
+
+
+def _slow_path(kernel, params, mutable: list[Sequence[Tensor]], other_idx, *extra, **kw) -> None:
+    """Half-precision tensors in float32 via upcast copies; the rest with the for-loop kernel."""
+    half = [i for i in other_idx if params[i].dtype in _HALF_DTYPES and params[i].is_contiguous()]
+    rest = [i for i in other_idx if i not in half]
+    if half:
+        _upcast_run(kernel, half, [params, *mutable], *[_pick(e, half) for e in extra], **kw)
+    if rest:
+        kernel(_pick(params, rest), *[_pick(m, rest) for m in mutable],
+               *[_pick(e, rest) for e in extra], **kw)  # fmt: skip
+
+
+def adam(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    exp_avgs: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor],
+    max_exp_avg_sqs: Sequence[Tensor],
+    steps: Sequence[Tensor],
+    *,
+    lr: float | Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    amsgrad: bool,
+    maximize: bool,
+    capturable: bool = False,
+) -> None:
+    """Adam/AdamW in one pass per tensor; see :func:`adamkit.kernels.forloop.adam` for the math."""
+    lr = scalar(lr)
+    state = [grads, exp_avgs, exp_avg_sqs] + ([max_exp_avg_sqs] if amsgrad else [])
+    fast, other = _split(params, *state)
+    flags = (bool(decoupled_weight_decay), bool(amsgrad), bool(maximize))
+    for i in fast:
+        p = params[i]
+        t = steps[i].item()
+        hyper = (lr, beta1, beta2, eps, float(weight_decay), lr / (1 - beta1**t),
+                 (1 - beta2**t) ** 0.5)  # fmt: skip
+        dtype = real_view(p).dtype
+        vmax = _flat(max_exp_avg_sqs[i]) if amsgrad else _NO_ARRAY[dtype]
+        loop = loops.adam_parallel if p.numel() >= PARALLEL_MIN_ELEMENTS else loops.adam_serial
+        loop(
+            _flat(p), _flat(grads[i]), _flat(exp_avgs[i]), _flat(exp_avg_sqs[i]), vmax, hyper, flags
+        )
+    if other:
+        kw = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                  decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad,
+                  maximize=maximize)  # fmt: skip
+        _slow_path(forloop.adam, params,
+                   [grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else []],
+                   other, steps, **kw)  # fmt: skip
+
+
+def sgd(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    momentum_buffers: list[Tensor | None],
+    *,
+    lr: float | Tensor,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+) -> None:
+    """SGD in one pass per tensor; see :func:`adamkit.kernels.forloop.sgd` for the math."""
+    if any(g.is_sparse for g in grads):
+        forloop.sgd(params, grads, momentum_buffers, lr=lr, momentum=momentum,
+                    dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                    maximize=maximize)  # fmt: skip
+        return
+    lr = scalar(lr)
+    first = [momentum != 0 and momentum_buffers[i] is None for i in range(len(params))]
+    if momentum != 0:
+        for i, is_first in enumerate(first):
+            if is_first:  # the loop writes b_1 = g_1 into it
+                momentum_buffers[i] = torch.empty_like(
+                    grads[i], memory_format=torch.preserve_format
+                )
+    bufs = momentum_buffers if momentum != 0 else []
+    fast, other = _split(params, grads, *([bufs] if bufs else []))
+    hyper = (lr, float(momentum), float(dampening), float(scalar(weight_decay)))
+    for i in fast:
+        p = params[i]
+        buf = _flat(bufs[i]) if bufs else _NO_ARRAY[real_view(p).dtype]
+        flags = (bool(nesterov), bool(maximize), bool(first[i]))
+        loop = loops.sgd_parallel if p.numel() >= PARALLEL_MIN_ELEMENTS else loops.sgd_serial
+        loop(_flat(p), _flat(grads[i]), buf, hyper, flags)
+    for i in other:
+        if first[i]:
+            momentum_buffers[i] = None  # let the for-loop kernel start the buffer itself
+    if other:
+        kw = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                  nesterov=nesterov, maximize=maximize)  # fmt: skip
+        sub_bufs = [momentum_buffers[i] for i in other] if momentum != 0 else []
+        _sgd_other(params, grads, sub_bufs, other, **kw)
+        if momentum != 0:
+            for j, i in enumerate(other):
+                momentum_buffers[i] = sub_bufs[j]
+
+
+def _sgd_other(params, grads, sub_bufs, other, **kw) -> None:
+    half = [j for j, i in enumerate(other) if params[i].dtype in _HALF_DTYPES]
+    for j, i in enumerate(other):
+        p, g = params[i], grads[i]
+        buf = [sub_bufs[j]] if sub_bufs else []
+        if j in half:
+            p32, g32 = p.float(), g.float()
+            b32 = [b.float() if b is not None else None for b in buf]
+            forloop.sgd([p32], [g32], b32, **kw)
+            p.copy_(p32)
+            if buf:
+                sub_bufs[j] = b32[0].to(p.dtype) if buf[0] is None else buf[0].copy_(b32[0])
+        else:
+            forloop.sgd([p], [g], buf, **kw)
+            if buf:
+                sub_bufs[j] = buf[0]
+
+
+def rmsprop(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    square_avgs: Sequence[Tensor],
+    grad_avgs: Sequence[Tensor],
+    momentum_buffers: Sequence[Tensor],
+    steps: Sequence[Tensor],
+    *,
+    lr: float | Tensor,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+    maximize: bool,
+    capturable: bool = False,
+) -> None:
+    """RMSprop in one pass per tensor; see :func:`adamkit.kernels.forloop.rmsprop` for the math."""
+    lr = scalar(lr)
+    optional = ([grad_avgs] if centered else []) + ([momentum_buffers] if momentum > 0 else [])
+    fast, other = _split(params, grads, square_avgs, *optional)
+    hyper = (lr, float(alpha), float(eps), float(weight_decay), float(momentum))
+    flags = (bool(centered), bool(maximize))
+    for i in fast:
+        p = params[i]
+        none = _NO_ARRAY[real_view(p).dtype]
+        gavg = _flat(grad_avgs[i]) if centered else none
+        buf = _flat(momentum_buffers[i]) if momentum > 0 else none
+        loop = (
+            loops.rmsprop_parallel if p.numel() >= PARALLEL_MIN_ELEMENTS else loops.rmsprop_serial
+        )
+        loop(_flat(p), _flat(grads[i]), _flat(square_avgs[i]), gavg, buf, hyper, flags)
+    if other:
+        kw = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                  centered=centered, maximize=maximize)  # fmt: skip
+        _slow_path(forloop.rmsprop, params, [grads, square_avgs, grad_avgs, momentum_buffers],
+                   other, steps, **kw)  # fmt: skip
