@@ -30,6 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch-size", type=_positive_int, default=64, help="minibatch size")
     demo.add_argument("--seed", type=int, default=0, help="seed for init, split and batches")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    bench = commands.add_parser("bench", help="time Adam steps against torch.optim, interleaved")
+    bench.add_argument("--rounds", type=_positive_int, default=15, help="timed rounds (default 15)")
+    bench.add_argument(
+        "--workload",
+        action="append",
+        choices=["a-one-50M-tensor", "b-transformer-54M", "c-tiny-mlp-50k"],
+        help="run only this workload (repeatable; default: all)",
+    )
+    bench.add_argument("--json", default="bench-results.json", help="where to write the JSON")
     return parser
 
 
@@ -47,9 +57,17 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_bench(args: argparse.Namespace) -> int:
+    from .bench import WORKLOADS, run_bench
+
+    print(run_bench(args.workload or WORKLOADS, args.rounds, args.json))
+    print(f"JSON written to {args.json}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"demo": _run_demo}
+    handlers = {"demo": _run_demo, "bench": _run_bench}
     return handlers[args.command](args)
 
 

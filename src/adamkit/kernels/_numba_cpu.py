@@ -1,11 +1,17 @@
 """numba loops for the fused CPU kernels: one pass over flat contiguous arrays.
 
 Each loop reads p, g and the state once and writes p and the state once, with no
-temporaries. The per-element math lives in one inlined function per algorithm; each has a
-parallel loop (``prange``, for large arrays) and a serial twin (small arrays, where starting
-a parallel region costs more than it saves). No fastmath: NaN and Inf propagate as in the
-for-loop kernel. Compiled loops are cached on disk, so a new process does not compile again.
-Operation order follows torch's for-loop kernel.
+temporaries. The per-element math lives in one inlined function per algorithm; the loops are
+serial and vectorized by LLVM. Measured here (2 cores): the serial Adam loop moves 50M float32
+parameters at ~90% of the parallel memory-limit loop, while a ``prange`` version of the same
+loop did not vectorize and ran 3-5x slower; a second core adds little to a memory-bound loop.
+
+* Scalars arrive in the arrays' dtype, so float32 data is computed in float32 (8 lanes wide),
+  in torch's for-loop operation order.
+* ``error_model="numpy"``: division by zero gives Inf/NaN as IEEE and torch do (the default
+  "python" model checks every division, which also stops vectorization).
+* No fastmath: NaN and Inf propagate exactly as in the for-loop kernel.
+* ``cache=True``: compiled loops are kept on disk, so a new process does not compile again.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ import math
 
 import numba
 
-_jit = numba.njit(cache=True)
-_jit_parallel = numba.njit(cache=True, parallel=True)
-_inline = numba.njit(cache=True, inline="always")
+_OPTIONS = {"cache": True, "error_model": "numpy"}
+_jit = numba.njit(**_OPTIONS)
+_jit_parallel = numba.njit(parallel=True, **_OPTIONS)
+_inline = numba.njit(inline="always", **_OPTIONS)
 
 
 @_inline
@@ -28,18 +35,27 @@ def _nan_max(a, b):
 
 
 @_inline
+def _lerp(start, end, weight, one_minus_weight):
+    # torch's lerp formula, exact at both ends. Both sides are computed and one selected:
+    # a branch here stops vectorization. ``one_minus_weight`` comes in the data's dtype (a
+    # literal 1 would promote float32 math to float64).
+    diff = end - start
+    low = start + weight * diff
+    high = end - diff * one_minus_weight
+    return low if weight < 0.5 else high
+
+
+@_inline
 def _adam_element(p, g, m, v, vmax, hyper, flags):
-    lr, beta1, beta2, eps, wd, step_size, bc2_sqrt = hyper
-    decoupled, amsgrad, maximize = flags
+    decay, wd, one_minus_beta1, beta1, beta2, one_minus_beta2, eps, step_size, bc2_sqrt = hyper
+    maximize, l2, amsgrad = flags
     if maximize:
         g = -g
-    if wd != 0.0:
-        if decoupled:
-            p = p * (1.0 - lr * wd)
-        else:
-            g = g + wd * p
-    m = m + (1.0 - beta1) * (g - m)  # lerp, as torch computes it for weights < 0.5
-    v = v * beta2 + (1.0 - beta2) * g * g
+    p = p * decay  # AdamW's decoupled decay (decay = 1 otherwise, which is exact)
+    if l2:
+        g = g + wd * p
+    m = _lerp(m, g, one_minus_beta1, beta1)
+    v = v * beta2 + one_minus_beta2 * g * g
     second = v
     if amsgrad:
         vmax = _nan_max(vmax, v)
@@ -48,21 +64,11 @@ def _adam_element(p, g, m, v, vmax, hyper, flags):
     return p - step_size * (m / denom), m, v, vmax
 
 
-@_jit_parallel
-def adam_parallel(p, g, m, v, vmax, hyper, flags):
-    amsgrad = flags[1]
-    for i in numba.prange(p.size):
-        old_max = vmax[i] if amsgrad else 0.0
-        p[i], m[i], v[i], new_max = _adam_element(p[i], g[i], m[i], v[i], old_max, hyper, flags)
-        if amsgrad:
-            vmax[i] = new_max
-
-
 @_jit
-def adam_serial(p, g, m, v, vmax, hyper, flags):
-    amsgrad = flags[1]
+def adam(p, g, m, v, vmax, hyper, flags):
+    amsgrad = flags[2]
     for i in range(p.size):
-        old_max = vmax[i] if amsgrad else 0.0
+        old_max = vmax[i] if amsgrad else v[i]
         p[i], m[i], v[i], new_max = _adam_element(p[i], g[i], m[i], v[i], old_max, hyper, flags)
         if amsgrad:
             vmax[i] = new_max
@@ -70,88 +76,63 @@ def adam_serial(p, g, m, v, vmax, hyper, flags):
 
 @_inline
 def _sgd_element(p, g, buf, hyper, flags):
-    lr, momentum, dampening, wd = hyper
-    nesterov, maximize, first = flags
+    lr, momentum, one_minus_dampening, wd = hyper
+    nesterov, maximize, first, l2, has_momentum = flags
     if maximize:
         g = -g
-    if wd != 0.0:
+    if l2:
         g = g + wd * p
-    if momentum != 0.0:
+    if has_momentum:
         if first:
-            buf = g
+            buf = g  # b_1 = g_1
         else:
-            buf = buf * momentum + (1.0 - dampening) * g
+            buf = buf * momentum + one_minus_dampening * g
         g = g + momentum * buf if nesterov else buf
     return p - lr * g, buf
 
 
-@_jit_parallel
-def sgd_parallel(p, g, buf, hyper, flags):
-    has_buf = hyper[1] != 0.0
-    for i in numba.prange(p.size):
-        old = buf[i] if has_buf else 0.0
-        p[i], new = _sgd_element(p[i], g[i], old, hyper, flags)
-        if has_buf:
-            buf[i] = new
-
-
 @_jit
-def sgd_serial(p, g, buf, hyper, flags):
-    has_buf = hyper[1] != 0.0
+def sgd(p, g, buf, hyper, flags):
+    has_momentum = flags[4]
     for i in range(p.size):
-        old = buf[i] if has_buf else 0.0
+        old = buf[i] if has_momentum else g[i]
         p[i], new = _sgd_element(p[i], g[i], old, hyper, flags)
-        if has_buf:
+        if has_momentum:
             buf[i] = new
 
 
 @_inline
 def _rmsprop_element(p, g, v, gavg, buf, hyper, flags):
-    lr, alpha, eps, wd, momentum = hyper
-    centered, maximize = flags
+    lr, alpha, one_minus_alpha, lerp_complement, eps, wd, momentum = hyper
+    centered, maximize, l2, has_momentum = flags
     if maximize:
         g = -g
-    if wd != 0.0:
+    if l2:
         g = g + wd * p
-    v = v * alpha + (1.0 - alpha) * g * g
+    v = v * alpha + one_minus_alpha * g * g
     if centered:
-        gavg = gavg + (1.0 - alpha) * (g - gavg)
+        gavg = _lerp(gavg, g, one_minus_alpha, lerp_complement)
         avg = math.sqrt(v - gavg * gavg) + eps
     else:
         avg = math.sqrt(v) + eps
-    if momentum > 0.0:
+    if has_momentum:
         buf = buf * momentum + g / avg
         return p - lr * buf, v, gavg, buf
     return p - lr * (g / avg), v, gavg, buf
 
 
-@_jit_parallel
-def rmsprop_parallel(p, g, v, gavg, buf, hyper, flags):
-    centered, has_buf = flags[0], hyper[4] > 0.0
-    for i in numba.prange(p.size):
-        old_gavg = gavg[i] if centered else 0.0
-        old_buf = buf[i] if has_buf else 0.0
-        p[i], v[i], new_gavg, new_buf = _rmsprop_element(
-            p[i], g[i], v[i], old_gavg, old_buf, hyper, flags
-        )
-        if centered:
-            gavg[i] = new_gavg
-        if has_buf:
-            buf[i] = new_buf
-
-
 @_jit
-def rmsprop_serial(p, g, v, gavg, buf, hyper, flags):
-    centered, has_buf = flags[0], hyper[4] > 0.0
+def rmsprop(p, g, v, gavg, buf, hyper, flags):
+    centered, has_momentum = flags[0], flags[3]
     for i in range(p.size):
-        old_gavg = gavg[i] if centered else 0.0
-        old_buf = buf[i] if has_buf else 0.0
+        old_gavg = gavg[i] if centered else v[i]
+        old_buf = buf[i] if has_momentum else v[i]
         p[i], v[i], new_gavg, new_buf = _rmsprop_element(
             p[i], g[i], v[i], old_gavg, old_buf, hyper, flags
         )
         if centered:
             gavg[i] = new_gavg
-        if has_buf:
+        if has_momentum:
             buf[i] = new_buf
 
 

@@ -22,10 +22,24 @@ from . import _numba_cpu as loops
 from . import forloop
 from ._tensors import real_view, scalar
 
-PARALLEL_MIN_ELEMENTS = 1 << 16  # below this, a parallel region costs more than it saves
 _FAST_DTYPES = (torch.float32, torch.float64)
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 _NO_ARRAY = {torch.float32: np.empty(0, np.float32), torch.float64: np.empty(0, np.float64)}
+
+
+_NUMPY_SCALAR = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _typed(dtype: torch.dtype, *values: float) -> tuple:
+    """Scalars in the arrays' dtype, so float32 data is computed in float32 as torch does."""
+    to_scalar = _NUMPY_SCALAR[dtype]
+    return tuple(to_scalar(v) for v in values)
+
+
+def _complement(dtype: torch.dtype, weight: float) -> float:
+    """``1 - weight`` as torch's lerp computes it: in the data's dtype, after rounding weight."""
+    to_scalar = _NUMPY_SCALAR[dtype]
+    return float(to_scalar(1) - to_scalar(weight))
 
 
 def _flat(t: Tensor) -> np.ndarray:
@@ -69,8 +83,12 @@ def _slow_path(kernel, params, mutable: list[Sequence[Tensor]], other_idx, *extr
     if half:
         _upcast_run(kernel, half, [params, *mutable], *[_pick(e, half) for e in extra], **kw)
     if rest:
-        kernel(_pick(params, rest), *[_pick(m, rest) for m in mutable],
-               *[_pick(e, rest) for e in extra], **kw)  # fmt: skip
+        kernel(
+            _pick(params, rest),
+            *[_pick(m, rest) for m in mutable],
+            *[_pick(e, rest) for e in extra],
+            **kw,
+        )
 
 
 def adam(
@@ -95,25 +113,48 @@ def adam(
     lr = scalar(lr)
     state = [grads, exp_avgs, exp_avg_sqs] + ([max_exp_avg_sqs] if amsgrad else [])
     fast, other = _split(params, *state)
-    flags = (bool(decoupled_weight_decay), bool(amsgrad), bool(maximize))
+    wd = float(weight_decay)
+    decay = 1 - lr * wd if decoupled_weight_decay and wd != 0 else 1.0
+    flags = (bool(maximize), wd != 0 and not decoupled_weight_decay, bool(amsgrad))
     for i in fast:
         p = params[i]
         t = steps[i].item()
-        hyper = (lr, beta1, beta2, eps, float(weight_decay), lr / (1 - beta1**t),
-                 (1 - beta2**t) ** 0.5)  # fmt: skip
         dtype = real_view(p).dtype
+        hyper = _typed(
+            dtype,
+            decay,
+            wd,
+            1 - beta1,
+            _complement(dtype, 1 - beta1),
+            beta2,
+            1 - beta2,
+            eps,
+            lr / (1 - beta1**t),
+            (1 - beta2**t) ** 0.5,
+        )
         vmax = _flat(max_exp_avg_sqs[i]) if amsgrad else _NO_ARRAY[dtype]
-        loop = loops.adam_parallel if p.numel() >= PARALLEL_MIN_ELEMENTS else loops.adam_serial
-        loop(
+        loops.adam(
             _flat(p), _flat(grads[i]), _flat(exp_avgs[i]), _flat(exp_avg_sqs[i]), vmax, hyper, flags
         )
     if other:
-        kw = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                  decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad,
-                  maximize=maximize)  # fmt: skip
-        _slow_path(forloop.adam, params,
-                   [grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else []],
-                   other, steps, **kw)  # fmt: skip
+        kw = dict(
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+        )
+        _slow_path(
+            forloop.adam,
+            params,
+            [grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else []],
+            other,
+            steps,
+            **kw,
+        )
 
 
 def sgd(
@@ -130,9 +171,17 @@ def sgd(
 ) -> None:
     """SGD in one pass per tensor; see :func:`adamkit.kernels.forloop.sgd` for the math."""
     if any(g.is_sparse for g in grads):
-        forloop.sgd(params, grads, momentum_buffers, lr=lr, momentum=momentum,
-                    dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                    maximize=maximize)  # fmt: skip
+        forloop.sgd(
+            params,
+            grads,
+            momentum_buffers,
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+        )
         return
     lr = scalar(lr)
     first = [momentum != 0 and momentum_buffers[i] is None for i in range(len(params))]
@@ -144,19 +193,26 @@ def sgd(
                 )
     bufs = momentum_buffers if momentum != 0 else []
     fast, other = _split(params, grads, *([bufs] if bufs else []))
-    hyper = (lr, float(momentum), float(dampening), float(scalar(weight_decay)))
+    wd = float(scalar(weight_decay))
     for i in fast:
         p = params[i]
-        buf = _flat(bufs[i]) if bufs else _NO_ARRAY[real_view(p).dtype]
-        flags = (bool(nesterov), bool(maximize), bool(first[i]))
-        loop = loops.sgd_parallel if p.numel() >= PARALLEL_MIN_ELEMENTS else loops.sgd_serial
-        loop(_flat(p), _flat(grads[i]), buf, hyper, flags)
+        dtype = real_view(p).dtype
+        hyper = _typed(dtype, lr, momentum, 1 - dampening, wd)
+        buf = _flat(bufs[i]) if bufs else _NO_ARRAY[dtype]
+        flags = (bool(nesterov), bool(maximize), bool(first[i]), wd != 0, momentum != 0)
+        loops.sgd(_flat(p), _flat(grads[i]), buf, hyper, flags)
     for i in other:
         if first[i]:
             momentum_buffers[i] = None  # let the for-loop kernel start the buffer itself
     if other:
-        kw = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                  nesterov=nesterov, maximize=maximize)  # fmt: skip
+        kw = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+        )
         sub_bufs = [momentum_buffers[i] for i in other] if momentum != 0 else []
         _sgd_other(params, grads, sub_bufs, other, **kw)
         if momentum != 0:
@@ -203,19 +259,31 @@ def rmsprop(
     lr = scalar(lr)
     optional = ([grad_avgs] if centered else []) + ([momentum_buffers] if momentum > 0 else [])
     fast, other = _split(params, grads, square_avgs, *optional)
-    hyper = (lr, float(alpha), float(eps), float(weight_decay), float(momentum))
-    flags = (bool(centered), bool(maximize))
+    flags = (bool(centered), bool(maximize), weight_decay != 0, momentum > 0)
     for i in fast:
         p = params[i]
-        none = _NO_ARRAY[real_view(p).dtype]
+        dtype = real_view(p).dtype
+        lerp_complement = _complement(dtype, 1 - alpha)
+        hyper = _typed(dtype, lr, alpha, 1 - alpha, lerp_complement, eps, weight_decay, momentum)
+        none = _NO_ARRAY[dtype]
         gavg = _flat(grad_avgs[i]) if centered else none
         buf = _flat(momentum_buffers[i]) if momentum > 0 else none
-        loop = (
-            loops.rmsprop_parallel if p.numel() >= PARALLEL_MIN_ELEMENTS else loops.rmsprop_serial
-        )
-        loop(_flat(p), _flat(grads[i]), _flat(square_avgs[i]), gavg, buf, hyper, flags)
+        loops.rmsprop(_flat(p), _flat(grads[i]), _flat(square_avgs[i]), gavg, buf, hyper, flags)
     if other:
-        kw = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                  centered=centered, maximize=maximize)  # fmt: skip
-        _slow_path(forloop.rmsprop, params, [grads, square_avgs, grad_avgs, momentum_buffers],
-                   other, steps, **kw)  # fmt: skip
+        kw = dict(
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+            maximize=maximize,
+        )
+        _slow_path(
+            forloop.rmsprop,
+            params,
+            [grads, square_avgs, grad_avgs, momentum_buffers],
+            other,
+            steps,
+            **kw,
+        )

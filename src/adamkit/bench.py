@@ -1,0 +1,218 @@
+"""``adamkit bench``: time per Adam step against torch.optim on this machine, interleaved.
+
+Workloads: (a) one 50M-parameter tensor, (b) a transformer-shaped model (~145 tensors,
+~54M parameters), (c) a tiny MLP (4 tensors, ~50k parameters). Contenders: adamkit's default,
+torch.optim.Adam's default (the for-loop on CPU), torch foreach, torch fused, and a
+"memory-limit" loop that moves exactly an Adam step's bytes (read p, g, m, v; write p, m, v)
+with trivial arithmetic: the ceiling for this machine. Rounds rotate the contenders so that
+noise from the shared machine falls on all of them alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .optim import Adam
+
+BYTES_PER_PARAM = 28  # fp32: read p, g, m, v (16 B) + write p, m, v (12 B)
+
+
+@dataclass
+class Row:
+    workload: str
+    contender: str
+    n_params: int
+    n_tensors: int
+    median_ms: float
+    gb_per_s: float
+    ratio_to_torch_fused: float = float("nan")
+    percent_of_ceiling: float = float("nan")
+    peak_extra_mb: float = float("nan")
+
+
+def workload_shapes(name: str) -> list[tuple[int, ...]]:
+    if name == "a-one-50M-tensor":
+        return [(50_000_000,)]
+    if name == "b-transformer-54M":
+        d, layers, vocab = 576, 12, 10_000
+        per_layer = [
+            (3 * d, d),
+            (3 * d,),
+            (d, d),
+            (d,),
+            (d,),
+            (d,),
+            (4 * d, d),
+            (4 * d,),
+            (d, 4 * d),
+            (d,),
+            (d,),
+            (d,),
+        ]
+        return [(vocab, d)] + per_layer * layers
+    if name == "c-tiny-mlp-50k":
+        return [(256, 128), (256,), (64, 256), (64,)]
+    raise ValueError(f"unknown workload {name!r}")
+
+
+WORKLOADS = ["a-one-50M-tensor", "b-transformer-54M", "c-tiny-mlp-50k"]
+
+
+def _peak_rss_reset() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM (peak RSS) to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+def _memory_limit_step(params, grads, states):
+    from .kernels import _numba_cpu
+
+    for p, g, (m, v) in zip(params, grads, states, strict=True):
+        _numba_cpu.memory_limit_parallel(
+            p.view(-1).numpy(), g.view(-1).numpy(), m.view(-1).numpy(), v.view(-1).numpy()
+        )
+
+
+def _contenders(shapes, gen) -> dict[str, Callable[[], None]]:
+    grads = [torch.randn(s, generator=gen) * 1e-2 for s in shapes]
+    init = [torch.randn(s, generator=gen) for s in shapes]
+    steps: dict[str, Callable[[], None]] = {}
+    makers = {
+        "adamkit default": lambda ps: Adam(ps),
+        "torch default": lambda ps: torch.optim.Adam(ps),
+        "torch foreach": lambda ps: torch.optim.Adam(ps, foreach=True),
+        "torch fused": lambda ps: torch.optim.Adam(ps, fused=True),
+    }
+    for name, make in makers.items():
+        params = [torch.nn.Parameter(t.clone()) for t in init]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        steps[name] = make(params).step
+    params = [t.clone() for t in init]
+    states = [(torch.zeros_like(t), torch.zeros_like(t)) for t in init]
+    steps["memory-limit"] = lambda: _memory_limit_step(params, grads, states)
+    return steps
+
+
+def run_workload(name: str, rounds: int, seed: int = 0) -> list[Row]:
+    shapes = workload_shapes(name)
+    n_params = sum(torch.Size(s).numel() for s in shapes)
+    steps = _contenders(shapes, torch.Generator().manual_seed(seed))
+    peak_extra = {}
+    can_measure = _peak_rss_reset()
+    for contender, step in steps.items():  # warm-up, and the peak memory of one step
+        step()
+        if can_measure:
+            _peak_rss_reset()
+            before = _rss_kb("VmRSS")
+            step()
+            peak_extra[contender] = (_rss_kb("VmHWM") - before) / 1024
+    times: dict[str, list[float]] = {c: [] for c in steps}
+    order = list(steps)
+    inner = max(1, int(2e6 // n_params))  # several steps per sample for tiny models
+    for r in range(rounds):
+        for contender in order[r % len(order) :] + order[: r % len(order)]:
+            start = time.perf_counter()
+            for _ in range(inner):
+                steps[contender]()
+            times[contender].append((time.perf_counter() - start) / inner)
+    rows = []
+    for contender, samples in times.items():
+        ms = statistics.median(samples) * 1e3
+        gbs = BYTES_PER_PARAM * n_params / (ms * 1e-3) / 1e9
+        rows.append(
+            Row(
+                name,
+                contender,
+                n_params,
+                len(shapes),
+                ms,
+                gbs,
+                peak_extra_mb=peak_extra.get(contender, float("nan")),
+            )
+        )
+    fused_ms = next(r.median_ms for r in rows if r.contender == "torch fused")
+    ceiling = next(r.gb_per_s for r in rows if r.contender == "memory-limit")
+    for row in rows:
+        row.ratio_to_torch_fused = fused_ms / row.median_ms
+        row.percent_of_ceiling = 100 * row.gb_per_s / ceiling
+    return rows
+
+
+def first_step_latency() -> dict[str, float]:
+    """Seconds for the first fused step in a fresh process (numba's on-disk cache warm)."""
+    code = (
+        "import time, torch, adamkit; p = torch.nn.Parameter(torch.zeros(1000));"
+        "p.grad = torch.ones(1000); o = adamkit.Adam([p]); t = time.perf_counter(); o.step();"
+        "print(time.perf_counter() - t)"
+    )
+    runs = [
+        float(subprocess.check_output([sys.executable, "-c", code], text=True)) for _ in range(2)
+    ]
+    return {"first_run_s": runs[0], "cached_s": runs[1]}
+
+
+def format_rows(rows: list[Row]) -> str:
+    header = (
+        f"{'workload':<20} {'contender':<16} {'median ms':>10} {'GB/s':>7} "
+        f"{'x torch fused':>13} {'% ceiling':>9} {'peak extra MB':>13}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r.workload:<20} {r.contender:<16} {r.median_ms:>10.3f} {r.gb_per_s:>7.2f} "
+            f"{r.ratio_to_torch_fused:>12.2f}x {r.percent_of_ceiling:>8.0f}% "
+            f"{r.peak_extra_mb:>13.1f}"
+        )
+    return "\n".join(lines)
+
+
+def run_bench(workloads: list[str], rounds: int, json_path: str | None) -> str:
+    rows = [row for name in workloads for row in run_workload(name, rounds)]
+    latency = first_step_latency()
+    machine = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(
+                {
+                    "machine": machine,
+                    "rows": [asdict(r) for r in rows],
+                    "first_step_latency": latency,
+                },
+                f,
+                indent=2,
+            )
+    text = format_rows(rows)
+    text += (
+        f"\n\nfirst fused step in a new process: {latency['first_run_s'] * 1e3:.0f} ms "
+        f"(next process, cache warm: {latency['cached_s'] * 1e3:.0f} ms)"
+    )
+    text += f"\nmachine: {machine}"
+    return text
