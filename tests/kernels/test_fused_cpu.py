@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+import adamkit
+from adamkit.kernels import fused_cpu
 from harness import (
     assert_all_close_to_scale,
     grad_plan,
@@ -12,13 +15,14 @@ from harness import (
     run_optimizer,
     run_reference,
 )
-from specs import ALL_CONFIGS, ALL_IDS, SPECS, make_params
+from specs import ALL_CONFIGS, ALL_IDS, SPECS, make_params, to_numpy_real
 
 
 def _params_with_a_large_one(dtype):
     gen = torch.Generator().manual_seed(17)
     params = make_params(dtype, gen)
-    params.append(torch.randn(70_003, generator=gen).to(dtype))  # odd, and past any tail loop
+    # Odd-sized and long enough to be split across threads.
+    params.append(torch.randn(fused_cpu.SPLIT_MIN_ELEMENTS + 3, generator=gen).to(dtype))
     return params
 
 
@@ -42,7 +46,17 @@ def test_fused_matches_forloop_float32(spec, config):
     plan = grad_plan(params0, 15, seed=13)
     fused, o_fused = run_optimizer(spec.ours, params0, config, plan, **_fused_flag(spec))
     loop, o_loop = run_optimizer(spec.ours, params0, config, plan, foreach=False)
-    assert_all_close_to_scale(fused, loop, o_fused, o_loop, rtol=1e-5)
+    if not config.get("centered"):
+        assert_all_close_to_scale(fused, loop, o_fused, o_loop, rtol=1e-5)
+        return
+    # Centered RMSprop divides by √(v - ḡ²), a cancellation that amplifies one-ulp differences
+    # (torch's vectorized lerp uses an FMA) far beyond float32 precision. There the check is
+    # that the fused kernel is as close to the float64 reference as the for-loop kernel is.
+    ref, _ = run_reference(spec, [_to64(p) for p in params0], config, _as_float64(plan))
+    for i, (f, lp, r) in enumerate(zip(fused, loop, ref, strict=True)):
+        err_fused = _max_abs_error(f, r)
+        err_loop = _max_abs_error(lp, r)
+        assert err_fused <= 2 * err_loop + 1e-6, (i, err_fused, err_loop)
 
 
 def _strided_leaf(values: torch.Tensor) -> torch.Tensor:
@@ -95,7 +109,7 @@ def test_half_precision_params_stay_finite_with_zero_gradients(dtype):
     w_loop = torch.nn.Parameter(torch.ones(8, dtype=dtype))
     w_fused = torch.nn.Parameter(torch.ones(8, dtype=dtype))
     opt_loop = torch.optim.Adam([w_loop], foreach=False)
-    opt_fused = fused_opt = __import__("adamkit").Adam([w_fused], fused=True)
+    opt_fused = adamkit.Adam([w_fused], fused=True)
     for _ in range(3):
         w_loop.grad = torch.zeros(8, dtype=dtype)
         w_fused.grad = torch.zeros(8, dtype=dtype)
@@ -104,7 +118,7 @@ def test_half_precision_params_stay_finite_with_zero_gradients(dtype):
     if dtype == torch.float16:
         assert w_loop.isnan().all()  # the problem the fused path avoids
     assert torch.equal(w_fused.detach(), torch.ones(8, dtype=dtype))
-    assert fused_opt.state[w_fused]["exp_avg"].dtype == dtype  # state keeps torch's dtype
+    assert opt_fused.state[w_fused]["exp_avg"].dtype == dtype  # state keeps torch's dtype
 
 
 def test_half_precision_matches_float32_arithmetic():
@@ -112,7 +126,7 @@ def test_half_precision_matches_float32_arithmetic():
     w0 = torch.randn(100, generator=gen).half()
     grads = [torch.randn(100, generator=gen).half() for _ in range(5)]
     w = torch.nn.Parameter(w0.clone())
-    opt = __import__("adamkit").Adam([w], lr=1e-2, fused=True)
+    opt = adamkit.Adam([w], lr=1e-2, fused=True)
     w32 = torch.nn.Parameter(w0.float())
     opt32 = torch.optim.Adam([w32], lr=1e-2)
     for g in grads:
@@ -120,6 +134,21 @@ def test_half_precision_matches_float32_arithmetic():
         opt.step()
         opt32.step()
     torch.testing.assert_close(w.detach().float(), w32.detach(), rtol=2e-3, atol=2e-3)
+
+
+def _to64(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.complex128 if t.is_complex() else torch.float64)
+
+
+def _as_float64(plan):
+    return [[None if g is None else _to64(g) for g in grads] for grads in plan]
+
+
+def _max_abs_error(actual: torch.Tensor, expected) -> float:
+    got = to_numpy_real(actual)
+    want = np.ascontiguousarray(expected)
+    want = want.view(np.float64) if np.iscomplexobj(want) else want
+    return float(np.max(np.abs(got - want.reshape(-1)), initial=0.0))
 
 
 def _fused_flag(spec):

@@ -10,6 +10,7 @@ loop did not vectorize and ran 3-5x slower; a second core adds little to a memor
   in torch's for-loop operation order.
 * ``error_model="numpy"``: division by zero gives Inf/NaN as IEEE and torch do (the default
   "python" model checks every division, which also stops vectorization).
+* ``nogil``: large arrays are split across threads by the caller (see fused_cpu).
 * No fastmath: NaN and Inf propagate exactly as in the for-loop kernel.
 * ``cache=True``: compiled loops are kept on disk, so a new process does not compile again.
 """
@@ -20,7 +21,7 @@ import math
 
 import numba
 
-_OPTIONS = {"cache": True, "error_model": "numpy"}
+_OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True}
 _jit = numba.njit(**_OPTIONS)
 _jit_parallel = numba.njit(parallel=True, **_OPTIONS)
 _inline = numba.njit(inline="always", **_OPTIONS)

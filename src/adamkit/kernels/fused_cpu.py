@@ -12,7 +12,9 @@ Complex tensors are updated through their real views.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -25,6 +27,32 @@ from ._tensors import real_view, scalar
 _FAST_DTYPES = (torch.float32, torch.float64)
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 _NO_ARRAY = {torch.float32: np.empty(0, np.float32), torch.float64: np.empty(0, np.float64)}
+
+
+# Arrays at least this long are split across threads (the loops release the GIL); below it,
+# handing work to another thread costs more than it saves.
+SPLIT_MIN_ELEMENTS = 1 << 18
+_pool: ThreadPoolExecutor | None = None
+
+
+def _run(loop, arrays: list[np.ndarray], hyper: tuple, flags: tuple) -> None:
+    """Run ``loop`` over ``arrays`` (same length, or empty placeholders), in parallel chunks
+    when they are long."""
+    global _pool
+    n = arrays[0].size
+    workers = torch.get_num_threads()
+    if n < SPLIT_MIN_ELEMENTS or workers < 2:
+        loop(*arrays, hyper, flags)
+        return
+    if _pool is None or _pool._max_workers != workers:
+        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="adamkit")
+    bounds = [n * k // workers // 64 * 64 for k in range(workers)] + [n]
+    jobs = [
+        _pool.submit(loop, *[a[lo:hi] if a.size == n else a for a in arrays], hyper, flags)
+        for lo, hi in itertools.pairwise(bounds)
+    ]
+    for job in jobs:
+        job.result()
 
 
 _NUMPY_SCALAR = {torch.float32: np.float32, torch.float64: np.float64}
@@ -133,9 +161,8 @@ def adam(
             (1 - beta2**t) ** 0.5,
         )
         vmax = _flat(max_exp_avg_sqs[i]) if amsgrad else _NO_ARRAY[dtype]
-        loops.adam(
-            _flat(p), _flat(grads[i]), _flat(exp_avgs[i]), _flat(exp_avg_sqs[i]), vmax, hyper, flags
-        )
+        arrays = [_flat(p), _flat(grads[i]), _flat(exp_avgs[i]), _flat(exp_avg_sqs[i]), vmax]
+        _run(loops.adam, arrays, hyper, flags)
     if other:
         kw = dict(
             lr=lr,
@@ -200,7 +227,7 @@ def sgd(
         hyper = _typed(dtype, lr, momentum, 1 - dampening, wd)
         buf = _flat(bufs[i]) if bufs else _NO_ARRAY[dtype]
         flags = (bool(nesterov), bool(maximize), bool(first[i]), wd != 0, momentum != 0)
-        loops.sgd(_flat(p), _flat(grads[i]), buf, hyper, flags)
+        _run(loops.sgd, [_flat(p), _flat(grads[i]), buf], hyper, flags)
     for i in other:
         if first[i]:
             momentum_buffers[i] = None  # let the for-loop kernel start the buffer itself
@@ -268,7 +295,8 @@ def rmsprop(
         none = _NO_ARRAY[dtype]
         gavg = _flat(grad_avgs[i]) if centered else none
         buf = _flat(momentum_buffers[i]) if momentum > 0 else none
-        loops.rmsprop(_flat(p), _flat(grads[i]), _flat(square_avgs[i]), gavg, buf, hyper, flags)
+        arrays = [_flat(p), _flat(grads[i]), _flat(square_avgs[i]), gavg, buf]
+        _run(loops.rmsprop, arrays, hyper, flags)
     if other:
         kw = dict(
             lr=lr,
