@@ -197,18 +197,16 @@ def sgd(
     maximize: bool,
 ) -> None:
     """SGD in one pass per tensor; see :func:`adamkit.kernels.forloop.sgd` for the math."""
+    fallback_kw = dict(
+        lr=lr,
+        momentum=momentum,
+        dampening=dampening,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
+        maximize=maximize,
+    )
     if any(g.is_sparse for g in grads):
-        forloop.sgd(
-            params,
-            grads,
-            momentum_buffers,
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            maximize=maximize,
-        )
+        forloop.sgd(params, grads, momentum_buffers, **fallback_kw)
         return
     lr = scalar(lr)
     first = [momentum != 0 and momentum_buffers[i] is None for i in range(len(params))]
@@ -232,16 +230,8 @@ def sgd(
         if first[i]:
             momentum_buffers[i] = None  # let the for-loop kernel start the buffer itself
     if other:
-        kw = dict(
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            maximize=maximize,
-        )
         sub_bufs = [momentum_buffers[i] for i in other] if momentum != 0 else []
-        _sgd_other(params, grads, sub_bufs, other, **kw)
+        _sgd_other(params, grads, sub_bufs, other, **fallback_kw)
         if momentum != 0:
             for j, i in enumerate(other):
                 momentum_buffers[i] = sub_bufs[j]
