@@ -5,7 +5,15 @@ a NumPy reference of the equations (:mod:`adamkit.reference`) and the kernels th
 (:mod:`adamkit.kernels`).
 """
 
-from .optim import SGD, Adam, AdamW, RMSprop
+from .optim import SGD, Adam, AdamW, NonFiniteGradientError, RMSprop, StateDictError
 
 __version__ = "0.1.0"
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "__version__"]
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "NonFiniteGradientError",
+    "RMSprop",
+    "StateDictError",
+    "__version__",
+]

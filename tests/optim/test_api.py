@@ -177,9 +177,9 @@ def test_params_without_grad_are_left_alone():
     assert opt.state[a]["step"].item() == 1
 
 
-def test_adam_rejects_sparse_gradients_like_torch():
+def test_rmsprop_rejects_sparse_gradients_like_torch():
     emb = torch.nn.Embedding(10, 3, sparse=True)
-    opt = adamkit.Adam(emb.parameters())
+    opt = adamkit.RMSprop(emb.parameters())
     emb(torch.tensor([1, 2])).sum().backward()
     with pytest.raises(RuntimeError, match="sparse gradients"):
         opt.step()

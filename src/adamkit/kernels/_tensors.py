@@ -32,3 +32,12 @@ def group_by_device_and_dtype(params: Sequence[Tensor]) -> list[list[int]]:
     for i, p in enumerate(params):
         groups.setdefault((p.device, p.dtype), []).append(i)
     return list(groups.values())
+
+
+def step_arithmetic_dtype() -> torch.dtype:
+    """The dtype torch.optim does step-tensor arithmetic in (its step counter's dtype).
+
+    adamkit counts steps in float64 (exact past 2^24); bias corrections computed from a
+    step tensor use torch's dtype so that results match torch.optim bit for bit.
+    """
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32

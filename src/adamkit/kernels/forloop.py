@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._tensors import real_view, scalar
+from ._tensors import real_view, scalar, step_arithmetic_dtype
 
 
 def adam(
@@ -59,7 +59,7 @@ def adam(
         if capturable or lr_in_graph:
             # Step, bias corrections and lr stay tensors: no host synchronisation, and
             # autograd sees lr when it requires grad (differentiable=True).
-            step = steps[i]
+            step = steps[i].to(step_arithmetic_dtype())
             neg_step_size = -(lr / (1 - beta1**step))
             bias_correction2_sqrt = (1 - beta2**step).sqrt()
             denom = (second_moment.sqrt() / (bias_correction2_sqrt * neg_step_size)).add_(

@@ -1,13 +1,10 @@
 """Fused CPU kernels: each tensor is updated in one pass by a numba loop, with no temporaries.
 
 Same signatures as :mod:`adamkit.kernels.forloop`. Tensors the single-pass loop cannot take
-as they are go to a correct slower path instead:
-
-* float16/bfloat16 parameters: computed in float32 on upcast copies, written back, so a tiny
-  ε or gradient never underflows to 0 inside the arithmetic;
-* non-contiguous tensors (or state with other strides): the for-loop kernel.
-
-Complex tensors are updated through their real views.
+as they are (non-contiguous ones, state with other strides, dtypes other than float32 and
+float64) go to the for-loop kernel. Complex tensors are updated through their real views.
+float16/bfloat16 parameters reach these loops as float32 copies: the optimizers wrap every
+kernel in :func:`adamkit.kernels.registry.half_in_float32`.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ from . import forloop
 from ._tensors import real_view, scalar
 
 _FAST_DTYPES = (torch.float32, torch.float64)
-_HALF_DTYPES = (torch.float16, torch.bfloat16)
 _NO_ARRAY = {torch.float32: np.empty(0, np.float32), torch.float64: np.empty(0, np.float64)}
 
 
@@ -92,31 +88,14 @@ def _pick(seq: Sequence[Tensor], idx: list[int]) -> list[Tensor]:
     return [seq[i] for i in idx] if seq else []
 
 
-def _upcast_run(fn, idx: list[int], tensor_lists: list[Sequence[Tensor]], *args, **kwargs) -> None:
-    """Run ``fn`` on float32 copies of half-precision tensors, then write the results back."""
-    copies = [
-        [t.float() if t.dtype in _HALF_DTYPES else t for t in _pick(ts, idx)] for ts in tensor_lists
-    ]
-    fn(*copies, *args, **kwargs)
-    for originals, updated in zip(tensor_lists, copies, strict=True):
-        for o, u in zip(_pick(originals, idx), updated, strict=True):
-            if u is not o:
-                o.copy_(u)
-
-
 def _slow_path(kernel, params, mutable: list[Sequence[Tensor]], other_idx, *extra, **kw) -> None:
-    """Half-precision tensors in float32 via upcast copies; the rest with the for-loop kernel."""
-    half = [i for i in other_idx if params[i].dtype in _HALF_DTYPES and params[i].is_contiguous()]
-    rest = [i for i in other_idx if i not in half]
-    if half:
-        _upcast_run(kernel, half, [params, *mutable], *[_pick(e, half) for e in extra], **kw)
-    if rest:
-        kernel(
-            _pick(params, rest),
-            *[_pick(m, rest) for m in mutable],
-            *[_pick(e, rest) for e in extra],
-            **kw,
-        )
+    """The for-loop kernel on the tensors ``other_idx``."""
+    kernel(
+        _pick(params, other_idx),
+        *[_pick(m, other_idx) for m in mutable],
+        *[_pick(e, other_idx) for e in extra],
+        **kw,
+    )
 
 
 def adam(
@@ -226,33 +205,14 @@ def sgd(
         buf = _flat(bufs[i]) if bufs else _NO_ARRAY[dtype]
         flags = (bool(nesterov), bool(maximize), bool(first[i]), wd != 0, momentum != 0)
         _run(loops.sgd, [_flat(p), _flat(grads[i]), buf], hyper, flags)
-    for i in other:
-        if first[i]:
-            momentum_buffers[i] = None  # let the for-loop kernel start the buffer itself
     if other:
-        sub_bufs = [momentum_buffers[i] for i in other] if momentum != 0 else []
-        _sgd_other(params, grads, sub_bufs, other, **fallback_kw)
-        if momentum != 0:
-            for j, i in enumerate(other):
-                momentum_buffers[i] = sub_bufs[j]
-
-
-def _sgd_other(params, grads, sub_bufs, other, **kw) -> None:
-    half = [j for j, i in enumerate(other) if params[i].dtype in _HALF_DTYPES]
-    for j, i in enumerate(other):
-        p, g = params[i], grads[i]
-        buf = [sub_bufs[j]] if sub_bufs else []
-        if j in half:
-            p32, g32 = p.float(), g.float()
-            b32 = [b.float() if b is not None else None for b in buf]
-            forloop.sgd([p32], [g32], b32, **kw)
-            p.copy_(p32)
-            if buf:
-                sub_bufs[j] = b32[0].to(p.dtype) if buf[0] is None else buf[0].copy_(b32[0])
-        else:
-            forloop.sgd([p], [g], buf, **kw)
-            if buf:
-                sub_bufs[j] = buf[0]
+        for i in other:
+            if first[i]:
+                momentum_buffers[i] = None  # let the for-loop kernel start the buffer itself
+        sub_bufs = _pick(momentum_buffers, other) if momentum != 0 else []
+        forloop.sgd(_pick(params, other), _pick(grads, other), sub_bufs, **fallback_kw)
+        for j, i in enumerate(other if momentum != 0 else []):
+            momentum_buffers[i] = sub_bufs[j]
 
 
 def rmsprop(

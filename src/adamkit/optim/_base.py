@@ -13,21 +13,28 @@ import torch
 from torch import Tensor
 
 from ..kernels import registry
+from . import _nonfinite
+from ._checkpoint import check_state_dict
 
 
-def step_dtype(*, fused: bool | None = False) -> torch.dtype:
-    """dtype of ``state["step"]``, as torch.optim chooses it (so checkpoints move both ways)."""
-    if fused:
-        return torch.float32
-    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+def step_dtype(device: torch.device) -> torch.dtype:
+    """dtype of ``state["step"]``: float64, exact to 2^53 steps (torch's float32 count stops
+    at 2^24 = 16.8M). torch.optim loads it as it is, or casts it to float32 for its fused and
+    capturable paths. MPS has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def new_step(param: Tensor, group: dict[str, Any]) -> Tensor:
     """A zero step counter: on the parameter's device for capturable/fused, else on the CPU."""
-    fused = group.get("fused")
-    on_device = bool(group.get("capturable") or fused)
+    on_device = bool(group.get("capturable") or group.get("fused"))
     device = param.device if on_device else torch.device("cpu")
-    return torch.zeros((), dtype=step_dtype(fused=fused), device=device)
+    return torch.zeros((), dtype=step_dtype(device), device=device)
+
+
+def as_exact_step(step: Any, param: Tensor, group: dict[str, Any]) -> Tensor:
+    """A loaded step count (number, or torch's float32 tensor) as adamkit's counter."""
+    value = step.item() if torch.is_tensor(step) else float(step)
+    return new_step(param, group).fill_(value)
 
 
 class KernelOptimizer(torch.optim.Optimizer):
@@ -37,9 +44,22 @@ class KernelOptimizer(torch.optim.Optimizer):
     # Group keys a checkpoint from an older torch may lack, with their defaults.
     group_key_defaults: ClassVar[dict[str, Any]] = {}
     sparse_grads_supported: ClassVar[bool] = False
+    # Optimizer-wide options kept as attributes (not group keys, so param_groups stay exactly
+    # torch's), with the values an unpickled older optimizer gets.
+    option_defaults: ClassVar[dict[str, Any]] = {"on_nonfinite": "propagate", "skipped_steps": 0}
 
-    @staticmethod
-    def validate_group(group: dict[str, Any]) -> None:
+    def __init__(
+        self, params: Any, defaults: dict[str, Any], *, on_nonfinite: str = "propagate"
+    ) -> None:
+        self.on_nonfinite = _nonfinite.check_mode(on_nonfinite)
+        self.skipped_steps = 0  # steps skipped for a NaN/Inf gradient (on_nonfinite="skip")
+        super().__init__(params, defaults)
+
+    def state_layout(self, group: dict[str, Any]) -> dict[str, Any]:
+        """{state key: Slot} that a stepped parameter of ``group`` has (for load_state_dict)."""
+        raise NotImplementedError
+
+    def validate_group(self, group: dict[str, Any]) -> None:
         """Raise ValueError naming any out-of-range hyperparameter of ``group``."""
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -54,15 +74,35 @@ class KernelOptimizer(torch.optim.Optimizer):
             self.param_groups.pop()
             raise
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.update({key: getattr(self, key) for key in self.option_defaults})
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        for key, value in self.option_defaults.items():
+            self.__dict__.setdefault(key, value)
         for group in self.param_groups:
             for key, value in self.group_key_defaults.items():
                 group.setdefault(key, value)
             for p in group["params"]:
                 p_state = self.state.get(p, {})
-                if "step" in p_state and not torch.is_tensor(p_state["step"]):
-                    p_state["step"] = new_step(p, group).fill_(float(p_state["step"]))
+                step = p_state.get("step")
+                if step is not None and not (
+                    torch.is_tensor(step) and step.dtype == step_dtype(step.device)
+                ):
+                    p_state["step"] = as_exact_step(step, p, group)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state_dict (adamkit's or torch.optim's) after checking all of it.
+
+        Group and parameter counts, hyperparameters, state keys, shapes and dtypes are
+        checked first; a mismatch raises :class:`~adamkit.optim.StateDictError` and leaves
+        the optimizer exactly as it was.
+        """
+        check_state_dict(self, state_dict)
+        super().load_state_dict(state_dict)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Perform one optimization step.
@@ -74,10 +114,28 @@ class KernelOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.on_nonfinite != "propagate" and not self._gradients_finite():
+            return loss
         with torch.set_grad_enabled(bool(self.defaults.get("differentiable", False))):
             for group in self.param_groups:
                 self._update_group(group)
         return loss
+
+    def _gradients_finite(self) -> bool:
+        """False (after counting a skipped step) if a gradient is NaN/Inf and mode is skip;
+        raises for mode raise. Runs before anything is changed."""
+        bad = _nonfinite.first_nonfinite(self.param_groups)
+        if bad is None:
+            return True
+        if self.on_nonfinite == "raise":
+            raise _nonfinite.NonFiniteGradientError(
+                f"{type(self).__name__}: the gradient of "
+                f"{_nonfinite.describe(self.param_groups, *bad)} holds NaN or Inf; nothing "
+                "was updated. on_nonfinite='raise' refuses such steps; pass "
+                "on_nonfinite='skip' to skip them or 'propagate' to apply them."
+            )
+        self.skipped_steps += 1
+        return False
 
     def _update_group(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -105,7 +163,10 @@ class KernelOptimizer(torch.optim.Optimizer):
         )
         if sparse:
             backend = "forloop"  # only plain torch ops accept sparse gradients
-        return registry.kernel(self.algorithm, backend, params)
+        kernel = registry.kernel(self.algorithm, backend, params)
+        if group.get("differentiable", False):
+            return kernel  # float32 copies would cut the autograd graph
+        return registry.half_in_float32(kernel)
 
 
 def increment(steps: list[Tensor]) -> None:

@@ -8,9 +8,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ..kernels import sparse
 from ..kernels._tensors import scalar
 from . import _validation as check
 from ._base import KernelOptimizer, increment, new_step
+from ._checkpoint import Slot
 
 
 class Adam(KernelOptimizer):
@@ -42,6 +44,12 @@ class Adam(KernelOptimizer):
         fused: True for the single-pass kernel. With neither foreach nor fused set,
             adamkit picks the fastest kernel for the device.
         decoupled_weight_decay: AdamW's decoupled weight decay.
+        on_nonfinite: what a step does when a gradient holds NaN or Inf: "propagate"
+            (default, as torch.optim), "skip" (nothing changes; ``skipped_steps`` counts it)
+            or "raise" (:class:`~adamkit.optim.NonFiniteGradientError`, nothing changes).
+        lazy_sparse: for sparse gradients (``nn.Embedding(sparse=True)``), update only the
+            rows present in the gradient, as torch.optim.SparseAdam does (no weight decay or
+            amsgrad). Default False: exactly Adam on the densified gradient.
 
     Example:
         >>> import torch, adamkit
@@ -54,6 +62,11 @@ class Adam(KernelOptimizer):
     """
 
     algorithm = "adam"
+    sparse_grads_supported = True
+    option_defaults: ClassVar[dict[str, Any]] = {
+        **KernelOptimizer.option_defaults,
+        "lazy_sparse": False,
+    }
     group_key_defaults: ClassVar[dict[str, Any]] = {
         "amsgrad": False,
         "maximize": False,
@@ -79,7 +92,10 @@ class Adam(KernelOptimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
+        on_nonfinite: str = "propagate",
+        lazy_sparse: bool = False,
     ) -> None:
+        self.lazy_sparse = bool(lazy_sparse)  # read by validate_group during __init__
         check.check_backend_flags(foreach=foreach, fused=fused, differentiable=differentiable)
         defaults = {
             "lr": lr,
@@ -94,14 +110,25 @@ class Adam(KernelOptimizer):
             "fused": fused,
             "decoupled_weight_decay": decoupled_weight_decay,
         }
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, on_nonfinite=on_nonfinite)
 
-    @staticmethod
-    def validate_group(group: dict[str, Any]) -> None:
+    def validate_group(self, group: dict[str, Any]) -> None:
         check.check_nonnegative("lr", group["lr"])
         check.check_betas(group["betas"])
         check.check_nonnegative("eps", group["eps"])
         check.check_nonnegative("weight_decay", group["weight_decay"])
+        if getattr(self, "lazy_sparse", False) and (group["weight_decay"] or group["amsgrad"]):
+            raise ValueError(
+                "lazy_sparse=True supports neither weight decay nor amsgrad (as "
+                f"torch.optim.SparseAdam); got weight_decay={group['weight_decay']!r}, "
+                f"amsgrad={group['amsgrad']!r}. Use lazy_sparse=False for exact Adam."
+            )
+
+    def state_layout(self, group: dict[str, Any]) -> dict[str, Slot]:
+        layout = {"step": Slot.STEP, "exp_avg": Slot.LIKE_PARAM, "exp_avg_sq": Slot.LIKE_PARAM}
+        if group["amsgrad"]:
+            layout["max_exp_avg_sq"] = Slot.LIKE_PARAM
+        return layout
 
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         state = self.state[p]
@@ -115,6 +142,14 @@ class Adam(KernelOptimizer):
 
     def _update_group(self, group: dict[str, Any]) -> None:
         params, grads = self._params_with_grad(group)
+        if self.lazy_sparse:
+            lazy = [i for i, g in enumerate(grads) if g.is_sparse]
+            if lazy:
+                self._lazy_sparse_update(group, [params[i] for i in lazy], [grads[i] for i in lazy])
+                params = [p for i, p in enumerate(params) if i not in lazy]
+                grads = [g for i, g in enumerate(grads) if i not in lazy]
+        # Exact Adam on a sparse gradient: every row's moments decay, so densify it.
+        grads = [g.to_dense() if g.is_sparse else g for g in grads]
         if not params:
             return
         states = [self._init_state(p, group) for p in params]
@@ -137,6 +172,26 @@ class Adam(KernelOptimizer):
             amsgrad=group["amsgrad"],
             maximize=group["maximize"],
             capturable=group["capturable"],
+        )
+
+    def _lazy_sparse_update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
+    ) -> None:
+        states = [self._init_state(p, group) for p in params]
+        steps = [s["step"] for s in states]
+        increment(steps)
+        beta1, beta2 = group["betas"]
+        sparse.lazy_adam(
+            params,
+            grads,
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            steps,
+            lr=scalar(group["lr"]),
+            beta1=scalar(beta1),
+            beta2=scalar(beta2),
+            eps=group["eps"],
+            maximize=group["maximize"],
         )
 
 
@@ -171,6 +226,8 @@ class AdamW(Adam):
         capturable: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        on_nonfinite: str = "propagate",
+        lazy_sparse: bool = False,
     ) -> None:
         super().__init__(
             params,
@@ -185,6 +242,8 @@ class AdamW(Adam):
             differentiable=differentiable,
             fused=fused,
             decoupled_weight_decay=True,
+            on_nonfinite=on_nonfinite,
+            lazy_sparse=lazy_sparse,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from . import _validation as check
 from ._base import KernelOptimizer, increment, new_step
+from ._checkpoint import Slot
 
 
 class RMSprop(KernelOptimizer):
@@ -33,6 +34,9 @@ class RMSprop(KernelOptimizer):
         momentum: μ, default 0.
         centered: divide by an estimate of the gradient's standard deviation instead.
         capturable, foreach, maximize, differentiable: as in :class:`adamkit.Adam`.
+        on_nonfinite: what a step does when a gradient holds NaN or Inf: "propagate"
+            (default, as torch.optim), "skip" (nothing changes; ``skipped_steps`` counts it)
+            or "raise" (:class:`~adamkit.optim.NonFiniteGradientError`, nothing changes).
 
     Example:
         >>> import torch, adamkit
@@ -67,6 +71,8 @@ class RMSprop(KernelOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        *,
+        on_nonfinite: str = "propagate",
     ) -> None:
         check.check_backend_flags(foreach=foreach, fused=None, differentiable=differentiable)
         defaults = {
@@ -81,7 +87,7 @@ class RMSprop(KernelOptimizer):
             "maximize": maximize,
             "differentiable": differentiable,
         }
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, on_nonfinite=on_nonfinite)
 
     @staticmethod
     def validate_group(group: dict[str, Any]) -> None:
@@ -90,6 +96,14 @@ class RMSprop(KernelOptimizer):
         check.check_nonnegative("eps", group["eps"])
         check.check_nonnegative("weight_decay", group["weight_decay"])
         check.check_nonnegative("momentum", group["momentum"])
+
+    def state_layout(self, group: dict[str, Any]) -> dict[str, Slot]:
+        layout = {"step": Slot.STEP, "square_avg": Slot.LIKE_PARAM}
+        if group["momentum"] > 0:
+            layout["momentum_buffer"] = Slot.LIKE_PARAM
+        if group["centered"]:
+            layout["grad_avg"] = Slot.LIKE_PARAM
+        return layout
 
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         state = self.state[p]

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from . import _validation as check
 from ._base import KernelOptimizer
+from ._checkpoint import Slot
 
 
 class SGD(KernelOptimizer):
@@ -32,6 +33,9 @@ class SGD(KernelOptimizer):
         nesterov: Nesterov momentum (needs momentum > 0 and dampening = 0).
         maximize: ascend the objective instead of descending it.
         foreach, fused, differentiable: kernel choice, as in :class:`adamkit.Adam`.
+        on_nonfinite: what a step does when a gradient holds NaN or Inf: "propagate"
+            (default, as torch.optim), "skip" (nothing changes; ``skipped_steps`` counts it)
+            or "raise" (:class:`~adamkit.optim.NonFiniteGradientError`, nothing changes).
 
     Example:
         >>> import torch, adamkit
@@ -67,6 +71,7 @@ class SGD(KernelOptimizer):
         foreach: bool | None = None,
         differentiable: bool = False,
         fused: bool | None = None,
+        on_nonfinite: str = "propagate",
     ) -> None:
         check.check_backend_flags(foreach=foreach, fused=fused, differentiable=differentiable)
         defaults = {
@@ -80,7 +85,7 @@ class SGD(KernelOptimizer):
             "differentiable": differentiable,
             "fused": fused,
         }
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, on_nonfinite=on_nonfinite)
 
     @staticmethod
     def validate_group(group: dict[str, Any]) -> None:
@@ -93,6 +98,10 @@ class SGD(KernelOptimizer):
                 "Nesterov momentum requires a momentum and zero dampening; got "
                 f"momentum={group['momentum']!r}, dampening={group['dampening']!r}"
             )
+
+    def state_layout(self, group: dict[str, Any]) -> dict[str, Slot]:
+        # torch stores a buffer (None until the first step) only when momentum is on.
+        return {"momentum_buffer": Slot.LIKE_PARAM_OR_NONE} if group["momentum"] != 0 else {}
 
     def _update_group(self, group: dict[str, Any]) -> None:
         params, grads = self._params_with_grad(group)
