@@ -1,0 +1,125 @@
+"""``snapshot(optimizer)``: how m̂ and √v̂ steer each param group's step, in a few numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .elementwise import Elements, algorithm_of, group_elements
+
+# The summaries each algorithm has, flattened as CSV columns / TensorBoard tags.
+QUANTITIES: dict[str, list[str]] = {
+    "adam": [
+        "effective_lr.min",
+        "effective_lr.median",
+        "effective_lr.max",
+        "m_hat_rms",
+        "sqrt_v_hat_rms",
+        "snr",
+        "update_rms",
+        "update_to_param",
+        "eps_dominated",
+        "momentum_agreement",
+    ],
+    "rmsprop": [
+        "effective_lr.min",
+        "effective_lr.median",
+        "effective_lr.max",
+        "sqrt_v_rms",
+        "update_rms",
+        "update_to_param",
+        "eps_dominated",
+        "momentum_rms",
+        "momentum_agreement",
+    ],
+    "sgd": [
+        "effective_lr.min",
+        "effective_lr.median",
+        "effective_lr.max",
+        "momentum_rms",
+        "update_rms",
+        "update_to_param",
+        "momentum_agreement",
+    ],
+}
+
+
+def snapshot(
+    optimizer: torch.optim.Optimizer, *, per_param: bool = False, max_elements: int = 1 << 16
+) -> Any:
+    """Summaries of the last step, for each param group (a list) or each parameter (a dict).
+
+    Adam's summaries (over all elements of the group; see :data:`QUANTITIES` for the others):
+
+    * ``effective_lr``: α/(√v̂+ε) — ``{"min", "median", "max"}``;
+    * ``m_hat_rms``, ``sqrt_v_hat_rms``: root mean squares of m̂ and √v̂;
+    * ``snr``: median of |m̂|/√v̂ (elements with v̂ > 0), how consistently a gradient points;
+    * ``update_rms``: RMS of the step α·m̂/(√v̂+ε); ``update_to_param``: ‖Δφ‖/‖φ‖;
+    * ``eps_dominated``: fraction of elements with √v̂ < ε, where ε, not v̂, sets the step;
+    * ``momentum_agreement``: fraction where sign(m) = sign(g) for the gradient still in .grad.
+
+    ``step`` is the group's step count. Weight decay is not part of ``update``. Groups with
+    more than ``max_elements`` elements are summarised on an evenly spread sample of that many.
+    With ``per_param=True`` the keys are parameter names (when the optimizer was given
+    ``named_parameters()``) or ``"group{g}.param{i}"``.
+    """
+    algorithm = algorithm_of(optimizer)
+    if not per_param:
+        return [
+            summarize(group_elements(algorithm, g, optimizer.state, max_elements=max_elements))
+            for g in optimizer.param_groups
+        ]
+    out = {}
+    for gi, group in enumerate(optimizer.param_groups):
+        names = group.get("param_names") or [
+            f"group{gi}.param{i}" for i in range(len(group["params"]))
+        ]
+        for name, p in zip(names, group["params"], strict=True):
+            elements = group_elements(algorithm, group, optimizer.state, [p], max_elements)
+            if elements is not None:
+                out[name] = summarize(elements)
+    return out
+
+
+def _rms(x: Tensor) -> float:
+    return x.square().mean().sqrt().item() if x.numel() else float("nan")
+
+
+def _median(x: Tensor) -> float:
+    return torch.quantile(x, 0.5).item() if x.numel() else float("nan")
+
+
+def summarize(e: Elements | None) -> dict[str, Any]:
+    """The summaries of one group's :class:`Elements` (``{}`` before its first step)."""
+    if e is None:
+        return {}
+    out: dict[str, Any] = {"step": e.step}
+    lr = e.effective_lr
+    out["effective_lr"] = {"min": lr.min().item(), "median": _median(lr), "max": lr.max().item()}
+    if e.momentum is not None:
+        out["m_hat_rms" if e.algorithm == "adam" else "momentum_rms"] = _rms(e.momentum)
+    if e.sqrt_v is not None:
+        out["sqrt_v_hat_rms" if e.algorithm == "adam" else "sqrt_v_rms"] = _rms(e.sqrt_v)
+        out["eps_dominated"] = (e.sqrt_v < e.eps).double().mean().item()
+    if e.algorithm == "adam":
+        has_scale = e.sqrt_v > 0
+        out["snr"] = _median(e.momentum.abs()[has_scale] / e.sqrt_v[has_scale])
+    out["update_rms"] = _rms(e.update)
+    param_norm = e.param.norm().item()
+    out["update_to_param"] = e.update.norm().item() / param_norm if param_norm else float("nan")
+    if e.momentum is not None and e.grad is not None:
+        out["momentum_agreement"] = (e.momentum.sign() == e.grad.sign()).double().mean().item()
+    return out
+
+
+def flatten(summary: dict[str, Any]) -> dict[str, float]:
+    """``{"effective_lr": {"min": a}}`` → ``{"effective_lr.min": a}``."""
+    flat = {}
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat

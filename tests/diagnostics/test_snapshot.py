@@ -1,0 +1,164 @@
+"""snapshot() against hand-computed values and the NumPy reference's intermediates."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import adamkit
+from adamkit.diagnostics import snapshot
+from adamkit.reference import adam as ref_adam
+from adamkit.reference import rmsprop as ref_rmsprop
+from adamkit.reference import sgd as ref_sgd
+
+
+def test_constant_gradient_gives_effective_lr_alpha_over_abs_g_plus_eps():
+    # For a constant gradient, v̂ = g² exactly, so α/(√v̂+ε) = α/(|g|+ε).
+    g = torch.tensor([2.0, -0.5, 1e-10, 3e-9, 0.0, 4.0], dtype=torch.float64)
+    lr, eps = 0.01, 1e-8
+    w = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+    opt = adamkit.Adam([w], lr=lr, eps=eps)
+    for _ in range(7):
+        w.grad = g.clone()
+        opt.step()
+    (s,) = snapshot(opt)
+    expected = lr / (g.abs() + eps)
+    assert s["step"] == 7
+    assert s["effective_lr"]["min"] == pytest.approx(expected.min().item(), rel=1e-12)
+    assert s["effective_lr"]["max"] == pytest.approx(expected.max().item(), rel=1e-12)
+    assert s["effective_lr"]["median"] == pytest.approx(expected.quantile(0.5).item(), rel=1e-12)
+    # |g| < ε for 1e-10, 3e-9 and 0: three of six coordinates
+    assert s["eps_dominated"] == pytest.approx(3 / 6)
+    assert s["sqrt_v_hat_rms"] == pytest.approx(g.square().mean().sqrt().item(), rel=1e-12)
+    assert s["m_hat_rms"] == pytest.approx(g.square().mean().sqrt().item(), rel=1e-12)
+    # m̂ = g and √v̂ = |g|: signal-to-noise 1 wherever g ≠ 0; momentum agrees with g except g = 0
+    assert s["snr"] == pytest.approx(1.0, rel=1e-12)
+    assert s["momentum_agreement"] == pytest.approx(1.0)
+
+
+def test_adam_snapshot_matches_reference_intermediates():
+    rng = np.random.default_rng(0)
+    shapes = [(5, 7), (13,), (0,)]
+    params = [rng.standard_normal(s) for s in shapes]
+    hyper = ref_adam.AdamHyper(lr=0.02, beta1=0.8, beta2=0.95, eps=1e-6, amsgrad=True)
+    ws = [torch.tensor(p, requires_grad=True) for p in params]
+    opt = adamkit.Adam(ws, lr=0.02, betas=(0.8, 0.95), eps=1e-6, amsgrad=True)
+    states = [ref_adam.init(p) for p in params]
+    for _ in range(5):
+        grads = [rng.standard_normal(s) * 10.0 ** rng.uniform(-9, 1, s) for s in shapes]
+        auxes = []
+        for i, g in enumerate(grads):
+            ws[i].grad = torch.tensor(g)
+            params[i], states[i], aux = ref_adam.step(params[i], g, states[i], hyper)
+            auxes.append(aux)
+        opt.step()
+    (s,) = snapshot(opt)
+    cat = lambda f: np.concatenate([f(a).reshape(-1) for a in auxes])  # noqa: E731
+    eff, m_hat, sqrt_v = (
+        cat(lambda a: a.effective_lr),
+        cat(lambda a: a.m_hat),
+        cat(lambda a: np.sqrt(a.v_hat)),
+    )
+    update = cat(lambda a: a.update)
+    rms = lambda x: math.sqrt(np.mean(x**2))  # noqa: E731
+    assert s["effective_lr"]["min"] == pytest.approx(eff.min(), rel=1e-10)
+    assert s["effective_lr"]["median"] == pytest.approx(np.median(eff), rel=1e-10)
+    assert s["effective_lr"]["max"] == pytest.approx(eff.max(), rel=1e-10)
+    assert s["m_hat_rms"] == pytest.approx(rms(m_hat), rel=1e-10)
+    assert s["sqrt_v_hat_rms"] == pytest.approx(rms(sqrt_v), rel=1e-10)
+    assert s["snr"] == pytest.approx(np.median(np.abs(m_hat) / sqrt_v), rel=1e-10)
+    assert s["update_rms"] == pytest.approx(rms(update), rel=1e-10)
+    phi = np.concatenate([p.reshape(-1) for p in params])
+    assert s["update_to_param"] == pytest.approx(
+        np.linalg.norm(update) / np.linalg.norm(phi), rel=1e-10
+    )
+    assert s["eps_dominated"] == pytest.approx(np.mean(sqrt_v < 1e-6))
+    last_g = np.concatenate([g.reshape(-1) for g in grads])
+    m = np.concatenate([st.m.reshape(-1) for st in states])
+    assert s["momentum_agreement"] == pytest.approx(np.mean(np.sign(m) == np.sign(last_g)))
+
+
+def test_rmsprop_and_sgd_quantities_match_the_reference():
+    rng = np.random.default_rng(1)
+    p0, g = rng.standard_normal(20), rng.standard_normal(20)
+    w = torch.tensor(p0, requires_grad=True)
+    opt = adamkit.RMSprop([w], lr=0.01, centered=True)
+    hyper = ref_rmsprop.RMSpropHyper(lr=0.01, centered=True)
+    w.grad = torch.tensor(g)
+    opt.step()
+    _, _, aux = ref_rmsprop.step(p0, g, ref_rmsprop.init(p0), hyper)
+    (s,) = snapshot(opt)
+    assert s["effective_lr"]["max"] == pytest.approx(aux.effective_lr.max(), rel=1e-10)
+    assert s["update_rms"] == pytest.approx(math.sqrt(np.mean(aux.update**2)), rel=1e-10)
+    assert "momentum_agreement" not in s  # no momentum buffer
+
+    w = torch.tensor(p0, requires_grad=True)
+    opt = adamkit.SGD([w], lr=0.1, momentum=0.9, nesterov=True)
+    hyper_sgd = ref_sgd.SGDHyper(lr=0.1, momentum=0.9, nesterov=True)
+    state = ref_sgd.init(p0)
+    for _ in range(3):
+        w.grad = torch.tensor(g)
+        opt.step()
+        _, state, aux = ref_sgd.step(p0, g, state, hyper_sgd)
+    (s,) = snapshot(opt)
+    assert s["effective_lr"] == {"min": 0.1, "median": 0.1, "max": 0.1}
+    assert s["update_rms"] == pytest.approx(math.sqrt(np.mean(aux.update**2)), rel=1e-12)
+    assert s["momentum_rms"] == pytest.approx(math.sqrt(np.mean(state.buf**2)), rel=1e-12)
+    assert s["momentum_agreement"] == 1.0  # constant gradient: the buffer points along it
+
+
+def test_plain_sgd_has_no_state_but_has_an_update():
+    w = torch.ones(4, requires_grad=True)
+    opt = adamkit.SGD([w], lr=0.5)
+    w.grad = torch.tensor([1.0, -1.0, 2.0, 0.0])
+    opt.step()
+    (s,) = snapshot(opt)
+    assert s["update_rms"] == pytest.approx(0.5 * math.sqrt(6 / 4))
+
+
+def test_torch_optimizers_work_too_and_agree():
+    results = []
+    for cls in (adamkit.Adam, torch.optim.Adam):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3)
+        opt = cls(model.parameters(), lr=0.01)
+        model(torch.randn(8, 4)).square().sum().backward()
+        opt.step()
+        results.append(snapshot(opt))
+    assert results[0][0].keys() == results[1][0].keys()
+    for key in ("m_hat_rms", "sqrt_v_hat_rms", "update_rms"):
+        assert results[0][0][key] == pytest.approx(results[1][0][key], rel=1e-5)
+
+
+def test_per_param_uses_names_and_groups_before_a_step_are_empty():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    opt = adamkit.Adam(model.named_parameters())
+    assert snapshot(opt) == [{}]
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    per = snapshot(opt, per_param=True)
+    assert list(per) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    assert all(v["step"] == 1 for v in per.values())
+
+
+def test_large_groups_are_sampled_and_close_to_exact():
+    torch.manual_seed(0)
+    w = torch.zeros(300, 400, requires_grad=True)
+    opt = adamkit.Adam([w])
+    w.grad = torch.randn(300, 400) * torch.logspace(-3, 1, 400)  # scale varies by column
+    opt.step()
+    (exact,) = snapshot(opt, max_elements=10**6)
+    (sampled,) = snapshot(opt, max_elements=4096)
+    assert sampled["effective_lr"]["median"] == pytest.approx(
+        exact["effective_lr"]["median"], rel=0.1
+    )
+    assert sampled["sqrt_v_hat_rms"] == pytest.approx(exact["sqrt_v_hat_rms"], rel=0.1)
+
+
+def test_unsupported_optimizer_is_named():
+    opt = torch.optim.Adagrad([torch.zeros(1, requires_grad=True)])
+    with pytest.raises(TypeError, match="Adagrad"):
+        snapshot(opt)
