@@ -43,3 +43,19 @@ def test_python_dash_m_rejects_bad_epochs():
     assert proc.returncode == 2
     assert "expected a positive whole number, got 0" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_demo_out_writes_loss_and_effective_lr_pictures(tmp_path, capsys):
+    assert main(["demo", "--epochs", "2", "--no-progress", "--out", str(tmp_path / "pics")]) == 0
+    for name in ("loss_curves.png", "effective_lr.png"):
+        data = (tmp_path / "pics" / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 30_000, name
+    assert "effective_lr.png" in capsys.readouterr().out
+
+
+def test_recorded_demo_has_per_layer_effective_lr():
+    results = run_demo(epochs=1, progress=False, record_every=5)
+    adam = next(r for r in results if r.name == "Adam")
+    layers = {row["label"] for row in adam.diagnostics}
+    assert layers == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert all(row["effective_lr.min"] <= row["effective_lr.median"] for row in adam.diagnostics)

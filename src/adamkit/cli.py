@@ -4,6 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments end in one line naming the problem (no usage dump, no traceback)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class UsageError(Exception):
+    """A problem with the command line found after parsing; printed as one line, exit 2."""
 
 
 def _positive_int(text: str) -> int:
@@ -19,7 +31,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="adamkit", description="Adam, momentum and RMSProp: exact, fast, observable."
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -30,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch-size", type=_positive_int, default=64, help="minibatch size")
     demo.add_argument("--seed", type=int, default=0, help="seed for init, split and batches")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    demo.add_argument(
+        "--out", type=Path, help="also write loss curves and effective-lr plots to this folder"
+    )
 
     bench = commands.add_parser("bench", help="time Adam steps against torch.optim, interleaved")
     bench.add_argument("--rounds", type=_positive_int, default=15, help="timed rounds (default 15)")
@@ -40,20 +55,127 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only this workload (repeatable; default: all)",
     )
     bench.add_argument("--json", default="bench-results.json", help="where to write the JSON")
+    _add_viz(commands)
     return parser
+
+
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        a, b = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected two numbers like 0.5,-1; got {text!r}"
+        ) from None
+    return a, b
+
+
+def _named_lr(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    try:
+        lr = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected OPTIMIZER=LR like Adam=0.05; got {text!r}"
+        ) from None
+    if not lr > 0:
+        raise argparse.ArgumentTypeError(f"learning rates must be > 0; got {text!r}")
+    return name, lr
+
+
+def _add_viz(commands) -> None:
+    from .viz.functions import FUNCTIONS
+
+    viz = commands.add_parser(
+        "viz", help="draw SGD, Momentum, RMSProp and Adam paths on a 2-D test function"
+    )
+    viz.add_argument("function", choices=list(FUNCTIONS), help="the test function")
+    viz.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    viz.add_argument("--steps", type=_positive_int, default=500, help="steps (default 500)")
+    viz.add_argument(
+        "--lr",
+        type=_named_lr,
+        action="append",
+        default=[],
+        metavar="OPTIMIZER=LR",
+        help="learning rate of one optimizer (repeatable), e.g. --lr Adam=0.1",
+    )
+    viz.add_argument("--start", type=_pair, metavar="X,Y", help="start point")
+    viz.add_argument("--betas", type=_pair, metavar="B1,B2", default=(0.9, 0.999))
+    viz.add_argument("--rotate", type=float, default=0.0, help="rotate the quadratic (degrees)")
+    viz.add_argument("--gif", type=Path, help="also write an animated GIF here")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from .demo import format_table, run_demo
 
+    if args.out is not None:
+        _check_writable_dir(args.out)
     results = run_demo(
         epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,
         progress=not args.no_progress,
+        record_every=5 if args.out is not None else None,
     )
     print(f"\nMLP 64-64-10 on scikit-learn digits, {args.epochs} epochs, batch {args.batch_size}")
     print(format_table(results))
+    if args.out is not None:
+        from .demo_plots import write_demo_plots
+
+        for path in write_demo_plots(results, args.out):
+            print(f"wrote {path}")
+    return 0
+
+
+def _check_writable_file(path: Path) -> None:
+    if path.is_dir():
+        raise UsageError(f"cannot write {path}: it is a folder; give a file name")
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror}") from None
+
+
+def _check_writable_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".adamkit-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"cannot write to folder {path}: {error.strerror}") from None
+
+
+def _run_viz(args: argparse.Namespace) -> int:
+    from . import viz
+
+    try:
+        function = viz.get(args.function, args.rotate)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    lrs = dict(args.lr)
+    unknown = sorted(set(lrs) - set(viz.OPTIMIZERS))
+    if unknown:
+        raise UsageError(
+            f"unknown optimizer {unknown[0]!r} in --lr; choose from {', '.join(viz.OPTIMIZERS)}"
+        )
+    if args.start is not None and not function.contains(args.start):
+        raise UsageError(
+            f"start {args.start} is outside the {function.name} plot: x in {function.x_range}, "
+            f"y in {function.y_range}"
+        )
+    if not all(0 <= b < 1 for b in args.betas):
+        raise UsageError(f"betas must lie in [0, 1); got {args.betas}")
+    _check_writable_file(args.out)
+    if args.gif is not None:
+        _check_writable_file(args.gif)
+    paths = viz.run_all(function, steps=args.steps, lrs=lrs, start=args.start, betas=args.betas)
+    print(f"wrote {viz.plot_trajectories(function, paths, args.out)}")
+    if args.gif is not None:
+        print(f"wrote {viz.animate_trajectories(function, paths, args.gif)}")
+    for p in paths:
+        print(f"{p.name:<9} lr {p.lr:<8g} final f = {p.values[-1]:.4g} at {p.points[-1].round(4)}")
     return 0
 
 
@@ -66,9 +188,13 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handlers = {"demo": _run_demo, "bench": _run_bench}
-    return handlers[args.command](args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"demo": _run_demo, "bench": _run_bench, "viz": _run_viz}
+    try:
+        return handlers[args.command](args)
+    except UsageError as error:
+        parser.exit(2, f"adamkit {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from .diagnostics import Recorder
 from .optim import SGD, Adam, RMSprop
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -42,6 +44,8 @@ class RunResult:
     test_accuracy: float
     seconds: float
     epoch_losses: list[float] = field(default_factory=list)
+    # Per-parameter diagnostics rows (adamkit.diagnostics.Recorder), when recorded.
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_digits(seed: int = 0, test_fraction: float = 0.25) -> Digits:
@@ -77,9 +81,11 @@ def train_one(
     batches: list[list[torch.Tensor]],
     seed: int,
     progress: tqdm | None = None,
+    record_every: int | None = None,
 ) -> RunResult:
     model = make_mlp(seed)
-    optimizer = factory(model.parameters())
+    optimizer = factory(model.named_parameters())
+    recorder = Recorder(optimizer, every=record_every, per_param=True) if record_every else None
     loss_fn = nn.CrossEntropyLoss()
     epoch_losses = []
     start = time.perf_counter()
@@ -94,15 +100,23 @@ def train_one(
         with torch.no_grad():
             epoch_losses.append(loss_fn(model(data.x_train), data.y_train).item())
     seconds = time.perf_counter() - start
+    if recorder is not None:
+        recorder.close()
     with torch.no_grad():
         accuracy = (model(data.x_test).argmax(dim=1) == data.y_test).float().mean().item()
-    return RunResult(name, epoch_losses[-1], accuracy, seconds, epoch_losses)
+    rows = recorder.rows if recorder is not None else []
+    return RunResult(name, epoch_losses[-1], accuracy, seconds, epoch_losses, rows)
 
 
 def run_demo(
-    epochs: int = 20, batch_size: int = 64, seed: int = 0, progress: bool = True
+    epochs: int = 20,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+    record_every: int | None = None,
 ) -> list[RunResult]:
-    """Train the four optimizers and return one result each."""
+    """Train the four optimizers and return one result each; with ``record_every``, each
+    result carries per-layer diagnostics sampled every that many steps (timing includes it)."""
     data = load_digits(seed)
     batches = batch_orders(len(data.y_train), batch_size, epochs, seed)
     total = len(OPTIMIZERS) * sum(len(epoch) for epoch in batches)
@@ -110,7 +124,7 @@ def run_demo(
     with tqdm(total=total, desc="training", unit="step", disable=not progress) as bar:
         for name, factory in OPTIMIZERS.items():
             bar.set_postfix_str(name)
-            results.append(train_one(name, factory, data, batches, seed, bar))
+            results.append(train_one(name, factory, data, batches, seed, bar, record_every))
     return results
 
 

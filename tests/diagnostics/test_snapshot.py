@@ -104,7 +104,7 @@ def test_rmsprop_and_sgd_quantities_match_the_reference():
         opt.step()
         _, state, aux = ref_sgd.step(p0, g, state, hyper_sgd)
     (s,) = snapshot(opt)
-    assert s["effective_lr"] == {"min": 0.1, "median": 0.1, "max": 0.1}
+    assert set(s["effective_lr"].values()) == {0.1}
     assert s["update_rms"] == pytest.approx(math.sqrt(np.mean(aux.update**2)), rel=1e-12)
     assert s["momentum_rms"] == pytest.approx(math.sqrt(np.mean(state.buf**2)), rel=1e-12)
     assert s["momentum_agreement"] == 1.0  # constant gradient: the buffer points along it

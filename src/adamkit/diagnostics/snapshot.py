@@ -13,7 +13,9 @@ from .elementwise import Elements, algorithm_of, group_elements
 QUANTITIES: dict[str, list[str]] = {
     "adam": [
         "effective_lr.min",
+        "effective_lr.p10",
         "effective_lr.median",
+        "effective_lr.p90",
         "effective_lr.max",
         "m_hat_rms",
         "sqrt_v_hat_rms",
@@ -25,7 +27,9 @@ QUANTITIES: dict[str, list[str]] = {
     ],
     "rmsprop": [
         "effective_lr.min",
+        "effective_lr.p10",
         "effective_lr.median",
+        "effective_lr.p90",
         "effective_lr.max",
         "sqrt_v_rms",
         "update_rms",
@@ -36,7 +40,9 @@ QUANTITIES: dict[str, list[str]] = {
     ],
     "sgd": [
         "effective_lr.min",
+        "effective_lr.p10",
         "effective_lr.median",
+        "effective_lr.p90",
         "effective_lr.max",
         "momentum_rms",
         "update_rms",
@@ -53,7 +59,8 @@ def snapshot(
 
     Adam's summaries (over all elements of the group; see :data:`QUANTITIES` for the others):
 
-    * ``effective_lr``: α/(√v̂+ε) — ``{"min", "median", "max"}``;
+    * ``effective_lr``: α/(√v̂+ε) — ``{"min", "p10", "median", "p90", "max"}`` (p10 and p90
+      are the 10th and 90th percentiles);
     * ``m_hat_rms``, ``sqrt_v_hat_rms``: root mean squares of m̂ and √v̂;
     * ``snr``: median of |m̂|/√v̂ (elements with v̂ > 0), how consistently a gradient points;
     * ``update_rms``: RMS of the step α·m̂/(√v̂+ε); ``update_to_param``: ‖Δφ‖/‖φ‖;
@@ -87,8 +94,12 @@ def _rms(x: Tensor) -> float:
     return x.square().mean().sqrt().item() if x.numel() else float("nan")
 
 
+def _quantile(x: Tensor, q: float) -> float:
+    return torch.quantile(x, q).item() if x.numel() else float("nan")
+
+
 def _median(x: Tensor) -> float:
-    return torch.quantile(x, 0.5).item() if x.numel() else float("nan")
+    return _quantile(x, 0.5)
 
 
 def summarize(e: Elements | None) -> dict[str, Any]:
@@ -97,7 +108,13 @@ def summarize(e: Elements | None) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {"step": e.step}
     lr = e.effective_lr
-    out["effective_lr"] = {"min": lr.min().item(), "median": _median(lr), "max": lr.max().item()}
+    out["effective_lr"] = {
+        "min": lr.min().item(),
+        "p10": _quantile(lr, 0.1),
+        "median": _median(lr),
+        "p90": _quantile(lr, 0.9),
+        "max": lr.max().item(),
+    }
     if e.momentum is not None:
         out["m_hat_rms" if e.algorithm == "adam" else "momentum_rms"] = _rms(e.momentum)
     if e.sqrt_v is not None:
