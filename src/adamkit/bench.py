@@ -2,6 +2,7 @@
 
 Workloads: (a) one 50M-parameter tensor, (b) a transformer-shaped model (~145 tensors,
 ~54M parameters), (c) a tiny MLP (4 tensors, ~50k parameters). Contenders: adamkit's default,
+adamkit's default with a diagnostics Recorder sampling every step (its overhead),
 torch.optim.Adam's default (the for-loop on CPU), torch foreach, torch fused, and a
 "memory-limit" loop that moves exactly an Adam step's bytes (read p, g, m, v; write p, m, v)
 with trivial arithmetic: the ceiling for this machine. Rounds rotate the contenders so that
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .diagnostics import Recorder
 from .optim import Adam
 
 BYTES_PER_PARAM = 28  # fp32: read p, g, m, v (16 B) + write p, m, v (12 B)
@@ -94,12 +96,19 @@ def _memory_limit_step(params, grads, states):
         )
 
 
+def _with_recorder(params) -> Adam:
+    optimizer = Adam(params)
+    optimizer._bench_recorder = Recorder(optimizer, every=1)  # kept alive with the optimizer
+    return optimizer
+
+
 def _contenders(shapes, gen) -> dict[str, Callable[[], None]]:
     grads = [torch.randn(s, generator=gen) * 1e-2 for s in shapes]
     init = [torch.randn(s, generator=gen) for s in shapes]
     steps: dict[str, Callable[[], None]] = {}
     makers = {
         "adamkit default": lambda ps: Adam(ps),
+        "adamkit+recorder": _with_recorder,
         "torch default": lambda ps: torch.optim.Adam(ps),
         "torch foreach": lambda ps: torch.optim.Adam(ps, foreach=True),
         "torch fused": lambda ps: torch.optim.Adam(ps, fused=True),
@@ -210,6 +219,10 @@ def run_bench(workloads: list[str], rounds: int, json_path: str | None) -> str:
                 indent=2,
             )
     text = format_rows(rows)
+    for name in workloads:
+        ms = {r.contender: r.median_ms for r in rows if r.workload == name}
+        overhead = ms["adamkit+recorder"] / ms["adamkit default"] - 1
+        text += f"\ndiagnostics Recorder(every=1) overhead on {name}: {overhead:+.0%} of a step"
     text += (
         f"\n\nfirst fused step in a new process: {latency['first_run_s'] * 1e3:.0f} ms "
         f"(next process, cache warm: {latency['cached_s'] * 1e3:.0f} ms)"
