@@ -17,8 +17,8 @@ demo: $(STAMP)
 	$(BIN)/adamkit demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest

@@ -4,7 +4,7 @@ Same signatures as :mod:`adamkit.kernels.forloop`. Tensors the single-pass loop 
 as they are (non-contiguous ones, state with other strides, dtypes other than float32 and
 float64) go to the for-loop kernel. Complex tensors are updated through their real views.
 float16/bfloat16 parameters reach these loops as float32 copies: the optimizers wrap every
-kernel in :func:`adamkit.kernels.registry.half_in_float32`.
+kernel in :func:`adamkit.kernels.wrappers.half_in_float32`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..kernels import registry
+from ..kernels import registry, wrappers
 from . import _nonfinite
 from ._checkpoint import check_state_dict
 
@@ -164,9 +164,9 @@ class KernelOptimizer(torch.optim.Optimizer):
         if sparse:
             backend = "forloop"  # only plain torch ops accept sparse gradients
         kernel = registry.kernel(self.algorithm, backend, params)
-        if group.get("differentiable", False):
-            return kernel  # float32 copies would cut the autograd graph
-        return registry.half_in_float32(kernel)
+        if not group.get("differentiable", False):  # float32 copies would cut the graph
+            kernel = wrappers.half_in_float32(kernel)
+        return wrappers.on_local_shards(kernel)
 
 
 def increment(steps: list[Tensor]) -> None:

@@ -1,0 +1,107 @@
+"""Kernel wrappers that adapt the tensors a kernel sees: half precision, DTensor shards.
+
+Kernel arguments are lists in the order (params, grads, *state lists, ...), one entry per
+parameter (or empty), then keyword hyperparameters. grads are read only; a ``None`` state entry
+(SGD's momentum buffer before its first step) may be filled in by the kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+Kernel = Callable[..., None]
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def half_in_float32(kernel: Kernel) -> Kernel:
+    """Wrap ``kernel`` so float16/bfloat16 tensors are computed in float32.
+
+    torch.optim computes half-precision parameters in half precision, where ε = 1e-8 rounds
+    to 0 and a zero gradient gives 0/0 = NaN. Here each half tensor of a call is copied to
+    float32, the kernel runs on the copies, and parameters and state are written back (state
+    keeps the parameter's dtype, as in torch). Kernel arguments are lists in the order
+    (params, grads, *state, ...); grads are read only, and a ``None`` state entry (SGD's
+    not-yet-created momentum buffer) that the kernel fills in comes back in the param's dtype.
+    """
+
+    @functools.wraps(kernel)
+    def run(params: Sequence[Tensor], *lists: Any, **hyper: Any) -> None:
+        half = [i for i, p in enumerate(params) if p.dtype in HALF_DTYPES]
+        if not half:
+            kernel(params, *lists, **hyper)
+            return
+        rest = [i for i in range(len(params)) if i not in half]
+        all_lists = [params, *lists]
+        for idx, upcast in ((rest, False), (half, True)):
+            if not idx:
+                continue
+            picked = _select(all_lists, idx)
+            args = [[_float32(t) for t in ts] for ts in picked] if upcast else picked
+            kernel(*args, **hyper)
+            for position, (full, updated) in enumerate(zip(all_lists, args, strict=True)):
+                if position == 1 or len(full) != len(params):
+                    continue  # grads are read only; empty lists hold nothing
+                for j, i in enumerate(idx):
+                    if updated[j] is full[i]:
+                        continue
+                    if full[i] is None:
+                        full[i] = updated[j].to(params[i].dtype)
+                    else:
+                        full[i].copy_(updated[j])
+
+    return run
+
+
+def _select(lists: list[Any], idx: list[int]) -> list[list[Any]]:
+    """The entries ``idx`` of every list that has one per parameter (others are passed empty)."""
+    n = len(lists[0])
+    return [[ts[i] for i in idx] if len(ts) == n else ts for ts in lists]
+
+
+def _float32(t: Tensor | None) -> Tensor | None:
+    return t.float() if t is not None and t.dtype in HALF_DTYPES else t
+
+
+def _dtensor_type() -> type | None:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch built without distributed
+        return None
+    return DTensor
+
+
+def on_local_shards(kernel: Kernel) -> Kernel:
+    """Wrap ``kernel`` so DTensor parameters (FSDP2, tensor parallel) are updated through their
+    local shards: the elementwise update of a shard needs nothing from other ranks, and the
+    fused kernels then run on plain local tensors. A state tensor the kernel creates (SGD's
+    first momentum buffer) is wrapped back into a DTensor laid out like its parameter."""
+    dtensor = _dtensor_type()
+
+    @functools.wraps(kernel)
+    def run(params: Sequence[Tensor], *lists: Any, **hyper: Any) -> None:
+        if dtensor is None or not any(isinstance(p, dtensor) for p in params):
+            kernel(params, *lists, **hyper)
+            return
+        n = len(params)
+        local = [
+            [t.to_local() if isinstance(t, dtensor) else t for t in ts] if len(ts) == n else ts
+            for ts in [params, *lists]
+        ]
+        kernel(*local, **hyper)
+        for full, updated in zip([params, *lists], local, strict=True):
+            if len(full) != n:
+                continue
+            for i, (t, u) in enumerate(zip(full, updated, strict=True)):
+                if t is None and u is not None and isinstance(params[i], dtensor):
+                    p = params[i]
+                    full[i] = dtensor.from_local(
+                        u, p.device_mesh, p.placements, shape=p.shape, stride=p.stride()
+                    )
+
+    return run

@@ -1,0 +1,176 @@
+"""Run under torchrun (2 gloo ranks on CPU) by test_distributed.py.
+
+``python -m torch.distributed.run --standalone --nproc_per_node 2 _worker.py OUT PHASE``
+PHASE "train": DDP, ZeRO and FSDP2 runs of N_STEPS, and an FSDP2 run of K_STEPS saved with
+torch.distributed.checkpoint. PHASE "resume": fresh processes load that checkpoint and take the
+remaining steps. Rank 0 writes full parameters (and kernel-call counts) to OUT/<name>.pt.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+import adamkit
+from adamkit.kernels import fused_cpu
+
+N_STEPS, K_STEPS, BATCH = 6, 3, 8
+LR = 1e-2
+
+
+def make_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5), torch.nn.Linear(5, 4)
+    )
+
+
+def global_batches(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(1)
+    return [(torch.randn(BATCH, 8, generator=gen), torch.randn(BATCH, 4, generator=gen))
+            for _ in range(n)]  # fmt: skip
+
+
+def local(batch, rank: int, world: int):
+    x, y = batch
+    return x[rank::world], y[rank::world]
+
+
+CALLS = {"fast": 0, "slow": 0}
+
+
+def count_kernel_paths() -> None:
+    """Count fused-kernel calls that take the numba loops vs the slower fallback."""
+    run, slow = fused_cpu._run, fused_cpu._slow_path
+
+    def counted_run(*a, **k):
+        CALLS["fast"] += 1
+        return run(*a, **k)
+
+    def counted_slow(*a, **k):
+        CALLS["slow"] += 1
+        return slow(*a, **k)
+
+    fused_cpu._run, fused_cpu._slow_path = counted_run, counted_slow
+
+
+def train(model, opt, batches, rank, world) -> None:
+    for batch in batches:
+        x, y = local(batch, rank, world)
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+
+
+def full_params(model) -> list[torch.Tensor]:
+    out = []
+    for p in model.parameters():
+        p = p.detach()
+        out.append(p.full_tensor() if hasattr(p, "full_tensor") else p.clone())
+    return out
+
+
+def save(out: Path, name: str, model, rank: int) -> None:
+    params = full_params(model)  # collective for DTensors: every rank takes part
+    if rank == 0:
+        torch.save({"params": params, "calls": dict(CALLS)}, out / f"{name}.pt")
+    CALLS.update(fast=0, slow=0)
+
+
+def fsdp2_model(world: int):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (world,))
+    model = make_model()
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
+def phase_train(out: Path, rank: int, world: int) -> None:
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    batches = global_batches(N_STEPS)
+
+    ddp = DDP(make_model())
+    train(ddp, adamkit.Adam(ddp.parameters(), lr=LR), batches, rank, world)
+    save(out, "ddp", ddp.module, rank)
+
+    zero_model = DDP(make_model())
+    zero = ZeroRedundancyOptimizer(zero_model.parameters(), optimizer_class=adamkit.Adam, lr=LR)
+    train(zero_model, zero, batches, rank, world)
+    save(out, "zero", zero_model.module, rank)
+
+    model = fsdp2_model(world)
+    train(model, adamkit.Adam(model.parameters(), lr=LR), batches, rank, world)
+    save(out, "fsdp2", model, rank)
+
+    skip_on_all_ranks(out, rank, world, batches)
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model = fsdp2_model(world)
+    opt = adamkit.Adam(model.parameters(), lr=LR)
+    train(model, opt, batches[:K_STEPS], rank, world)
+    model_sd, optim_sd = get_state_dict(model, opt)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(out / "dcp"))
+
+
+def skip_on_all_ranks(out: Path, rank: int, world: int, batches) -> None:
+    """A NaN in rank 1's shard only: with on_nonfinite="skip" every rank skips the step."""
+    model = fsdp2_model(world)
+    opt = adamkit.Adam(model.parameters(), lr=LR, on_nonfinite="skip")
+    train(model, opt, batches[:1], rank, world)
+    before = full_params(model)
+    x, y = local(batches[1], rank, world)
+    opt.zero_grad()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    if rank == 1:
+        next(model.parameters()).grad.to_local().view(-1)[0] = float("nan")
+    opt.step()
+    after = full_params(model)
+    unchanged = torch.tensor(
+        [float(all(torch.equal(a, b) for a, b in zip(before, after, strict=True)))]
+    )
+    skipped = torch.tensor([float(opt.skipped_steps)])
+    gathered = [torch.zeros(2) for _ in range(world)]
+    dist.all_gather(gathered, torch.cat([unchanged, skipped]))
+    if rank == 0:
+        torch.save({"per_rank": [g.tolist() for g in gathered]}, out / "skip.pt")
+
+
+def phase_resume(out: Path, rank: int, world: int) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model = fsdp2_model(world)
+    opt = adamkit.Adam(model.parameters(), lr=LR)
+    model_sd, optim_sd = get_state_dict(model, opt)
+    state = {"model": model_sd, "optim": optim_sd}
+    dcp.load(state, checkpoint_id=str(out / "dcp"))
+    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    train(model, opt, global_batches(N_STEPS)[K_STEPS:], rank, world)
+    save(out, "dcp_resumed", model, rank)
+
+
+def main() -> None:
+    out, phase = Path(sys.argv[1]), sys.argv[2]
+    dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+    rank, world = dist.get_rank(), dist.get_world_size()
+    count_kernel_paths()
+    try:
+        {"train": phase_train, "resume": phase_resume}[phase](out, rank, world)
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
