@@ -1,8 +1,9 @@
 """Choose a kernel by algorithm, device and the user's ``foreach``/``fused`` flags.
 
 Backends: ``forloop`` (plain torch ops, one tensor at a time: the ground truth),
-``foreach`` (torch._foreach_* ops over lists) and ``fused`` (one pass over memory per tensor;
-the device-specific implementation is picked here).
+``foreach`` (torch._foreach_* ops over lists) and ``fused`` (one pass over memory: numba on
+CPU, Triton on CUDA; picked here by device). ``triton`` names the Triton kernels on any device,
+for running them on CPU tensors under ``TRITON_INTERPRET=1``.
 """
 
 from __future__ import annotations
@@ -44,12 +45,25 @@ def default_backend() -> str:
     return "fused"
 
 
+def triton_available() -> bool:
+    """Whether the Triton kernels can be imported (the package ``triton`` is installed)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _fused_module(device_type: str) -> ModuleType:
     if device_type == "cpu":
         from . import fused_cpu  # imports numba: only when a fused kernel is used
 
         return fused_cpu
-    # No single-pass kernel for this device yet: the foreach kernel gives the same results.
+    if device_type == "cuda" and triton_available():
+        from . import triton_kernels
+
+        return triton_kernels
+    # No single-pass kernel for this device: the foreach kernel gives the same results.
     return _foreach
 
 
@@ -65,6 +79,12 @@ def kernel(algorithm: str, backend: str, params: Sequence[Tensor]) -> Kernel:
     elif backend == "fused":
         device_type = params[0].device.type if params else "cpu"
         module = _fused_module(device_type)
+    elif backend == "triton":  # the CUDA kernels on any device (CPU: Triton's interpreter)
+        from . import triton_kernels
+
+        module = triton_kernels
     else:
-        raise ValueError(f"unknown backend {backend!r}; expected 'forloop', 'foreach' or 'fused'")
+        raise ValueError(
+            f"unknown backend {backend!r}; expected 'forloop', 'foreach', 'fused' or 'triton'"
+        )
     return getattr(module, algorithm)

@@ -114,12 +114,47 @@ class KernelOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if self.on_nonfinite != "propagate" and not self._gradients_finite():
+        # Under torch.amp.GradScaler with the Triton kernels (see _step_supports_amp_scaling),
+        # the scaler hands over grad_scale/found_inf: gradients are still scaled and may hold
+        # Inf, which found_inf already accounts for.
+        amp = {
+            key: getattr(self, key)
+            for key in ("grad_scale", "found_inf")
+            if getattr(self, key, None) is not None
+        }
+        if not amp and self.on_nonfinite != "propagate" and not self._gradients_finite():
             return loss
         with torch.set_grad_enabled(bool(self.defaults.get("differentiable", False))):
             for group in self.param_groups:
-                self._update_group(group)
+                self._update_group(group, **amp)
         return loss
+
+    @property
+    def _step_supports_amp_scaling(self) -> bool:
+        """True when every parameter is updated by the Triton kernels, which unscale gradients
+        and skip Inf steps themselves: torch.amp.GradScaler then passes ``grad_scale`` and
+        ``found_inf`` instead of unscaling (as with torch's fused optimizers)."""
+        params = [p for g in self.param_groups for p in g["params"]]
+        return bool(params) and all(
+            self._uses_triton(group, p) for group in self.param_groups for p in group["params"]
+        )
+
+    def _uses_triton(self, group: dict[str, Any], p: Tensor) -> bool:
+        backend = registry.choose_backend(
+            foreach=group.get("foreach"),
+            fused=group.get("fused"),
+            differentiable=group.get("differentiable", False),
+            capturable=group.get("capturable", False),
+        )
+        return backend == "fused" and p.device.type == "cuda" and registry.triton_available()
+
+    def zeros_state(self, p: Tensor, group: dict[str, Any]) -> Tensor:
+        """A zero state tensor for ``p``: float32 for half-precision parameters updated by the
+        Triton kernels (mixed precision), else the parameter's dtype, as in torch."""
+        half = p.dtype in wrappers.HALF_DTYPES and self._uses_triton(group, p)
+        return torch.zeros_like(
+            p, dtype=torch.float32 if half else None, memory_format=torch.preserve_format
+        )
 
     def _gradients_finite(self) -> bool:
         """False (after counting a skipped step) if a gradient is NaN/Inf and mode is skip;
@@ -137,7 +172,8 @@ class KernelOptimizer(torch.optim.Optimizer):
         self.skipped_steps += 1
         return False
 
-    def _update_group(self, group: dict[str, Any]) -> None:
+    def _update_group(self, group: dict[str, Any], **amp: Tensor) -> None:
+        """Update one group; ``amp`` holds GradScaler's grad_scale/found_inf, if any."""
         raise NotImplementedError
 
     def _params_with_grad(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
@@ -164,12 +200,21 @@ class KernelOptimizer(torch.optim.Optimizer):
         if sparse:
             backend = "forloop"  # only plain torch ops accept sparse gradients
         kernel = registry.kernel(self.algorithm, backend, params)
-        if not group.get("differentiable", False):  # float32 copies would cut the graph
-            kernel = wrappers.half_in_float32(kernel)
+        handles_half = getattr(kernel, "handles_half", False)
+        if not group.get("differentiable", False) and not handles_half:
+            kernel = wrappers.half_in_float32(kernel)  # float32 copies would cut the graph
         return wrappers.on_local_shards(kernel)
 
 
-def increment(steps: list[Tensor]) -> None:
-    """Advance each parameter's step counter by one."""
-    for s in steps:
-        s += 1
+def increment(steps: list[Tensor], found_inf: Tensor | None = None) -> None:
+    """Advance each parameter's step counter by one (one foreach op), unless GradScaler found
+    an Inf: then the counts stay (on the device without synchronising when they live there)."""
+    if not steps:
+        return
+    torch._foreach_add_(steps, 1)
+    if found_inf is None:
+        return
+    if all(s.device == found_inf.device for s in steps):
+        torch._foreach_sub_(steps, [found_inf.to(steps[0].dtype)] * len(steps))
+    elif found_inf.item():  # step counts on the host: one synchronisation
+        torch._foreach_sub_(steps, 1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 
 from ..kernels import sparse
@@ -134,13 +133,13 @@ class Adam(KernelOptimizer):
         state = self.state[p]
         if len(state) == 0:
             state["step"] = new_step(p, group)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg"] = self.zeros_state(p, group)
+            state["exp_avg_sq"] = self.zeros_state(p, group)
             if group["amsgrad"]:
-                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["max_exp_avg_sq"] = self.zeros_state(p, group)
         return state
 
-    def _update_group(self, group: dict[str, Any]) -> None:
+    def _update_group(self, group: dict[str, Any], **amp: Tensor) -> None:
         params, grads = self._params_with_grad(group)
         if self.lazy_sparse:
             lazy = [i for i, g in enumerate(grads) if g.is_sparse]
@@ -154,7 +153,7 @@ class Adam(KernelOptimizer):
             return
         states = [self._init_state(p, group) for p in params]
         steps = [s["step"] for s in states]
-        increment(steps)
+        increment(steps, amp.get("found_inf"))
         beta1, beta2 = group["betas"]
         self._kernel(group, params)(
             params,
@@ -172,6 +171,7 @@ class Adam(KernelOptimizer):
             amsgrad=group["amsgrad"],
             maximize=group["maximize"],
             capturable=group["capturable"],
+            **amp,
         )
 
     def _lazy_sparse_update(

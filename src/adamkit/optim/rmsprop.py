@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 
 from . import _validation as check
@@ -109,20 +108,20 @@ class RMSprop(KernelOptimizer):
         state = self.state[p]
         if len(state) == 0:
             state["step"] = new_step(p, group)
-            state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["square_avg"] = self.zeros_state(p, group)
             if group["momentum"] > 0:
-                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["momentum_buffer"] = self.zeros_state(p, group)
             if group["centered"]:
-                state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["grad_avg"] = self.zeros_state(p, group)
         return state
 
-    def _update_group(self, group: dict[str, Any]) -> None:
+    def _update_group(self, group: dict[str, Any], **amp: Tensor) -> None:
         params, grads = self._params_with_grad(group)
         if not params:
             return
         states = [self._init_state(p, group) for p in params]
         steps = [s["step"] for s in states]
-        increment(steps)
+        increment(steps, amp.get("found_inf"))
         self._kernel(group, params)(
             params,
             grads,
@@ -138,4 +137,5 @@ class RMSprop(KernelOptimizer):
             centered=group["centered"],
             maximize=group["maximize"],
             capturable=group["capturable"],
+            **amp,
         )

@@ -103,7 +103,7 @@ class SGD(KernelOptimizer):
         # torch stores a buffer (None until the first step) only when momentum is on.
         return {"momentum_buffer": Slot.LIKE_PARAM_OR_NONE} if group["momentum"] != 0 else {}
 
-    def _update_group(self, group: dict[str, Any]) -> None:
+    def _update_group(self, group: dict[str, Any], **amp: Tensor) -> None:
         params, grads = self._params_with_grad(group)
         if not params:
             return
@@ -120,6 +120,7 @@ class SGD(KernelOptimizer):
             weight_decay=group["weight_decay"],
             nesterov=group["nesterov"],
             maximize=group["maximize"],
+            **amp,
         )
         for p, buf in zip(params, buffers, strict=False):
             self.state[p]["momentum_buffer"] = buf

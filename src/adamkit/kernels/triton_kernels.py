@@ -1,0 +1,488 @@
+"""Fused CUDA kernels in Triton: every tensor of a group in one launch, one pass over memory.
+
+Same signatures as :mod:`adamkit.kernels.forloop`, plus GradScaler's ``grad_scale`` and
+``found_inf`` (unscale inside the kernel; with an Inf found nothing is written). On a machine
+without a GPU the same kernels run on CPU tensors under Triton's interpreter
+(``TRITON_INTERPRET=1``), which is how CI checks them.
+
+How a launch is laid out: tensors are grouped by device and dtypes; each group gets tables of
+data addresses (one int64 per tensor for p, g and each state) and a block table (for every
+block of BLOCK elements: which tensor, and where in it it starts). One program per block looks
+its tensor up, loads the addresses and updates its elements. Tables are cached by the tensors'
+addresses and sizes, so a training loop whose tensors stay put (static grads, CUDA graphs)
+builds them once. Bias corrections come from a per-tensor table computed once per step: on the
+device with torch ops when the step counts live there (``capturable``/``fused=True``), so the
+step needs no host synchronisation.
+
+Arithmetic is float32 for float32/float16/bfloat16 parameters (state may be float32 for half
+parameters) and float64 for float64. No autotuning: a kernel that updates in place must not be
+run several times by a tuner, and a memory-bound elementwise kernel has little to tune.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from . import forloop, wrappers
+from ._tensors import real_view
+
+BLOCK = 1024
+_TL = {
+    torch.float32: tl.float32,
+    torch.float64: tl.float64,
+    torch.float16: tl.float16,
+    torch.bfloat16: tl.bfloat16,
+}
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@triton.jit
+def _locate(
+    block_tensor, block_start, numels, found_inf, HAS_FOUND_INF: tl.constexpr, B: tl.constexpr
+):
+    pid = tl.program_id(0)
+    t = tl.load(block_tensor + pid)
+    offs = tl.load(block_start + pid) + tl.arange(0, B)
+    n = tl.load(numels + t)
+    if HAS_FOUND_INF:  # GradScaler found an Inf: mask every element off
+        n = tl.where(tl.load(found_inf) == 0, n, 0)
+    mask = offs < n
+    return t, offs, mask
+
+
+@triton.jit
+def _load_grad(
+    g_addr,
+    t,
+    offs,
+    mask,
+    grad_scale,
+    G: tl.constexpr,
+    C: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
+    MAXIMIZE: tl.constexpr,
+):
+    g = tl.load(tl.load(g_addr + t).to(tl.pointer_type(G)) + offs, mask=mask).to(C)
+    if HAS_SCALE:
+        g = g / tl.load(grad_scale).to(C)
+    if MAXIMIZE:
+        g = -g
+    return g
+
+
+@triton.jit
+def _adam_kernel(
+    block_tensor, block_start, numels, p_addr, g_addr, m_addr, v_addr, vmax_addr,
+    bc1, bc2_sqrt, hyper, lr_ptr, grad_scale, found_inf,
+    P: tl.constexpr, G: tl.constexpr, S: tl.constexpr, C: tl.constexpr,
+    MAXIMIZE: tl.constexpr, L2: tl.constexpr, DECOUPLED: tl.constexpr, AMSGRAD: tl.constexpr,
+    HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, B: tl.constexpr,
+):  # fmt: skip
+    t, offs, mask = _locate(block_tensor, block_start, numels, found_inf, HAS_FOUND_INF, B)
+    beta1 = tl.load(hyper + 0).to(C)
+    beta2 = tl.load(hyper + 1).to(C)
+    eps = tl.load(hyper + 2).to(C)
+    wd = tl.load(hyper + 3).to(C)
+    # 1-β computed in float64 on the host: 1 - float32(0.999) would be off by 1e-5 relative.
+    one_minus_beta1 = tl.load(hyper + 4).to(C)
+    one_minus_beta2 = tl.load(hyper + 5).to(C)
+    lr = tl.load(lr_ptr).to(C)
+    p_ptr = tl.load(p_addr + t).to(tl.pointer_type(P))
+    m_ptr = tl.load(m_addr + t).to(tl.pointer_type(S))
+    v_ptr = tl.load(v_addr + t).to(tl.pointer_type(S))
+    p = tl.load(p_ptr + offs, mask=mask).to(C)
+    g = _load_grad(g_addr, t, offs, mask, grad_scale, G, C, HAS_SCALE, MAXIMIZE)
+    m = tl.load(m_ptr + offs, mask=mask).to(C)
+    v = tl.load(v_ptr + offs, mask=mask).to(C)
+    if DECOUPLED:
+        p = p * (1 - lr * wd)
+    if L2:
+        g = g + wd * p
+    m = beta1 * m + one_minus_beta1 * g
+    v = beta2 * v + one_minus_beta2 * g * g
+    tl.store(m_ptr + offs, m.to(S), mask=mask)
+    tl.store(v_ptr + offs, v.to(S), mask=mask)
+    if AMSGRAD:
+        vmax_ptr = tl.load(vmax_addr + t).to(tl.pointer_type(S))
+        v = tl.maximum(tl.load(vmax_ptr + offs, mask=mask).to(C), v)
+        tl.store(vmax_ptr + offs, v.to(S), mask=mask)
+    step_size = lr / tl.load(bc1 + t).to(C)
+    denom = tl.sqrt(v) / tl.load(bc2_sqrt + t).to(C) + eps
+    tl.store(p_ptr + offs, (p - step_size * m / denom).to(P), mask=mask)
+
+
+@triton.jit
+def _sgd_kernel(
+    block_tensor, block_start, numels, p_addr, g_addr, buf_addr, first, hyper, lr_ptr,
+    grad_scale, found_inf,
+    P: tl.constexpr, G: tl.constexpr, S: tl.constexpr, C: tl.constexpr,
+    MAXIMIZE: tl.constexpr, WD: tl.constexpr, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
+    HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, B: tl.constexpr,
+):  # fmt: skip
+    t, offs, mask = _locate(block_tensor, block_start, numels, found_inf, HAS_FOUND_INF, B)
+    lr = tl.load(lr_ptr).to(C)
+    p_ptr = tl.load(p_addr + t).to(tl.pointer_type(P))
+    p = tl.load(p_ptr + offs, mask=mask).to(C)
+    d = _load_grad(g_addr, t, offs, mask, grad_scale, G, C, HAS_SCALE, MAXIMIZE)
+    if WD:
+        d = d + tl.load(hyper + 2).to(C) * p
+    if MOMENTUM:
+        momentum = tl.load(hyper + 0).to(C)
+        buf_ptr = tl.load(buf_addr + t).to(tl.pointer_type(S))
+        if tl.load(first + t) != 0:
+            buf = d
+        else:
+            buf = momentum * tl.load(buf_ptr + offs, mask=mask).to(C) + tl.load(hyper + 1).to(C) * d
+        tl.store(buf_ptr + offs, buf.to(S), mask=mask)
+        if NESTEROV:
+            d = d + momentum * buf
+        else:
+            d = buf
+    tl.store(p_ptr + offs, (p - lr * d).to(P), mask=mask)
+
+
+@triton.jit
+def _rmsprop_kernel(
+    block_tensor, block_start, numels, p_addr, g_addr, v_addr, gavg_addr, buf_addr, hyper,
+    lr_ptr, grad_scale, found_inf,
+    P: tl.constexpr, G: tl.constexpr, S: tl.constexpr, C: tl.constexpr,
+    MAXIMIZE: tl.constexpr, WD: tl.constexpr, CENTERED: tl.constexpr, MOMENTUM: tl.constexpr,
+    HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, B: tl.constexpr,
+):  # fmt: skip
+    t, offs, mask = _locate(block_tensor, block_start, numels, found_inf, HAS_FOUND_INF, B)
+    alpha = tl.load(hyper + 0).to(C)
+    eps = tl.load(hyper + 1).to(C)
+    one_minus_alpha = tl.load(hyper + 4).to(C)  # from float64, as for Adam's betas
+    lr = tl.load(lr_ptr).to(C)
+    p_ptr = tl.load(p_addr + t).to(tl.pointer_type(P))
+    v_ptr = tl.load(v_addr + t).to(tl.pointer_type(S))
+    p = tl.load(p_ptr + offs, mask=mask).to(C)
+    g = _load_grad(g_addr, t, offs, mask, grad_scale, G, C, HAS_SCALE, MAXIMIZE)
+    if WD:
+        g = g + tl.load(hyper + 2).to(C) * p
+    v = alpha * tl.load(v_ptr + offs, mask=mask).to(C) + one_minus_alpha * g * g
+    tl.store(v_ptr + offs, v.to(S), mask=mask)
+    if CENTERED:
+        gavg_ptr = tl.load(gavg_addr + t).to(tl.pointer_type(S))
+        gavg = tl.load(gavg_ptr + offs, mask=mask).to(C)
+        gavg = gavg + one_minus_alpha * (g - gavg)
+        tl.store(gavg_ptr + offs, gavg.to(S), mask=mask)
+        avg = tl.sqrt(v - gavg * gavg) + eps
+    else:
+        avg = tl.sqrt(v) + eps
+    if MOMENTUM:
+        buf_ptr = tl.load(buf_addr + t).to(tl.pointer_type(S))
+        buf = tl.load(hyper + 3).to(C) * tl.load(buf_ptr + offs, mask=mask).to(C) + g / avg
+        tl.store(buf_ptr + offs, buf.to(S), mask=mask)
+        p = p - lr * buf
+    else:
+        p = p - lr * g / avg
+    tl.store(p_ptr + offs, p.to(P), mask=mask)
+
+
+# --------------------------------------------------------------------------- launch tables
+
+
+@dataclass
+class _Plan:
+    """Device tables for one launch over a set of tensors."""
+
+    block_tensor: Tensor
+    block_start: Tensor
+    numels: Tensor
+    addresses: list[Tensor]  # one int64 table per role (p, g, state...)
+    n_blocks: int
+
+
+_PLANS: OrderedDict[tuple, _Plan] = OrderedDict()
+_SCALARS: OrderedDict[tuple, Tensor] = OrderedDict()
+_CACHE_SIZE = 32
+
+
+def _remember(cache: OrderedDict, key: tuple, make):
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = cache[key] = make()
+    if len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
+    return value
+
+
+def _plan(roles: list[list[Tensor]], device: torch.device) -> _Plan:
+    """Block and address tables for tensors ``roles[r][i]`` (sizes from role 0). Block tables
+    are cached by the sizes, address tables by the addresses of each role separately, so new
+    gradient tensors each step cost one small address table, not new block tables."""
+    numels = tuple(t.numel() for t in roles[0])
+
+    def make_blocks() -> tuple[Tensor, Tensor, Tensor, int]:
+        blocks = [math.ceil(n / BLOCK) for n in numels]
+        block_tensor = torch.repeat_interleave(
+            torch.arange(len(numels), dtype=torch.int32), torch.tensor(blocks, dtype=torch.int64)
+        )
+        block_start = torch.cat([torch.arange(b, dtype=torch.int64) * BLOCK for b in blocks])
+        as_table = torch.tensor(numels, dtype=torch.int64, device=device)
+        return block_tensor.to(device), block_start.to(device), as_table, sum(blocks)
+
+    block_tensor, block_start, numel_table, n_blocks = _remember(
+        _PLANS, ("blocks", device, numels), make_blocks
+    )
+    addresses = []
+    for ts in roles:
+        ptrs = tuple(t.data_ptr() for t in ts)
+        addresses.append(
+            _remember(
+                _PLANS,
+                ("addresses", device, ptrs),
+                lambda ptrs=ptrs: torch.tensor(ptrs, dtype=torch.int64, device=device),
+            )
+        )
+    return _Plan(block_tensor, block_start, numel_table, addresses, n_blocks)
+
+
+def _scalars(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A small constant tensor of hyperparameters, cached (no copy while they stay the same)."""
+    return _remember(
+        _SCALARS,
+        (values, device, dtype),
+        lambda: torch.tensor(values, dtype=dtype, device=device),
+    )
+
+
+def _compute_dtype(param_dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if param_dtype == torch.float64 else torch.float32
+
+
+def _lr_tensor(lr: float | Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
+    if isinstance(lr, Tensor):
+        return lr.to(device=device, dtype=dtype)  # stays on the device: no synchronisation
+    return _scalars((float(lr),), device, dtype)
+
+
+def _bias_corrections(steps: Sequence[Tensor], betas: tuple[float, float], device, dtype):
+    """Per-tensor 1-β1^t and √(1-β2^t): torch ops on the device when steps live there."""
+    beta1, beta2 = betas
+    if all(s.device == device for s in steps) and device.type != "cpu":
+        t = torch.stack(list(steps)).to(torch.float64)
+        return (1 - torch.pow(beta1, t)).to(dtype), (1 - torch.pow(beta2, t)).sqrt().to(dtype)
+    ts = [float(s) for s in steps]
+    bc1 = tuple(1 - beta1**t for t in ts)
+    bc2 = tuple(math.sqrt(1 - beta2**t) for t in ts)
+    return _scalars(bc1, device, dtype), _scalars(bc2, device, dtype)
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+def _fits(tensors: Sequence[Tensor]) -> bool:
+    return all(t.is_contiguous() and not t.is_sparse and real_view(t).dtype in _TL for t in tensors)
+
+
+def _groups(params: Sequence[Tensor], *per_param: Sequence[Tensor | None]):
+    """(indices the kernels take, grouped by device and dtypes) and the leftover indices."""
+    groups: dict[tuple, list[int]] = {}
+    other = []
+    for i, p in enumerate(params):
+        tensors = [p] + [ts[i] for ts in per_param if ts and ts[i] is not None]
+        if p.numel() == 0:
+            continue
+        if not _fits(tensors):
+            other.append(i)
+            continue
+        key = (p.device, *(real_view(t).dtype for t in tensors))
+        groups.setdefault(key, []).append(i)
+    return list(groups.values()), other
+
+
+def _pick(ts: Sequence, idx: list[int]) -> list:
+    return [ts[i] for i in idx] if ts else []
+
+
+def _flags(grad_scale: Tensor | None, found_inf: Tensor | None, device) -> tuple:
+    dummy = _scalars((0.0,), device, torch.float32)
+    return (
+        grad_scale if grad_scale is not None else dummy,
+        found_inf if found_inf is not None else dummy,
+        grad_scale is not None,
+        found_inf is not None,
+    )
+
+
+def _fallback(kernel, found_inf, grad_scale):
+    """The for-loop kernel (half precision in float32) for tensors the launches don't take."""
+    if grad_scale is not None or found_inf is not None:
+        raise ValueError(
+            "grad_scale/found_inf need contiguous float tensors on one device; "
+            "got a tensor the Triton kernels cannot take"
+        )
+    return wrappers.half_in_float32(kernel)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def adam(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    exp_avgs: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor],
+    max_exp_avg_sqs: Sequence[Tensor],
+    steps: Sequence[Tensor],
+    *,
+    lr: float | Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    amsgrad: bool,
+    maximize: bool,
+    capturable: bool = False,
+    grad_scale: Tensor | None = None,
+    found_inf: Tensor | None = None,
+) -> None:
+    """Adam/AdamW; see :func:`adamkit.kernels.forloop.adam` for the math."""
+    vmax = max_exp_avg_sqs if amsgrad else []
+    groups, other = _groups(params, grads, exp_avgs, exp_avg_sqs, vmax)
+    for idx in groups:
+        p0 = params[idx[0]]
+        roles = [_pick(ts, idx) for ts in (params, grads, exp_avgs, exp_avg_sqs)]
+        roles = [[real_view(t) for t in ts] for ts in roles]
+        roles.append([real_view(t) for t in _pick(vmax, idx)] or roles[3])
+        plan = _plan(roles, p0.device)
+        c = _compute_dtype(real_view(p0).dtype)
+        bc1, bc2 = _bias_corrections(_pick(steps, idx), (beta1, beta2), p0.device, c)
+        hyper = _scalars(
+            (beta1, beta2, eps, float(weight_decay), 1.0 - beta1, 1.0 - beta2), p0.device, c
+        )
+        scale, found, has_scale, has_found = _flags(grad_scale, found_inf, p0.device)
+        _adam_kernel[(plan.n_blocks,)](
+            plan.block_tensor, plan.block_start, plan.numels, *plan.addresses,
+            bc1, bc2, hyper, _lr_tensor(lr, p0.device, c), scale, found,
+            P=_TL[roles[0][0].dtype], G=_TL[roles[1][0].dtype], S=_TL[roles[2][0].dtype],
+            C=_TL[c], MAXIMIZE=bool(maximize), L2=weight_decay != 0 and not decoupled_weight_decay,
+            DECOUPLED=weight_decay != 0 and decoupled_weight_decay, AMSGRAD=bool(amsgrad),
+            HAS_SCALE=has_scale, HAS_FOUND_INF=has_found, B=BLOCK,
+        )  # fmt: skip
+    if other:
+        _fallback(forloop.adam, found_inf, grad_scale)(
+            *[_pick(ts, other) for ts in (params, grads, exp_avgs, exp_avg_sqs, vmax, steps)],
+            lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad, maximize=maximize,
+            capturable=capturable,
+        )  # fmt: skip
+
+
+def sgd(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    momentum_buffers: list[Tensor | None],
+    *,
+    lr: float | Tensor,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+    grad_scale: Tensor | None = None,
+    found_inf: Tensor | None = None,
+) -> None:
+    """SGD; see :func:`adamkit.kernels.forloop.sgd` for the math. New momentum buffers are
+    float32 for half-precision parameters."""
+    bufs = momentum_buffers if momentum != 0 else []
+    first = [False] * len(params)
+    for i in range(len(bufs)):
+        if bufs[i] is None and _fits([params[i], grads[i]]):
+            first[i] = True
+            dtype = torch.float32 if params[i].dtype in wrappers.HALF_DTYPES else None
+            bufs[i] = torch.empty_like(grads[i], dtype=dtype)
+    groups, other = _groups(params, grads, bufs)
+    for idx in groups:
+        p0 = params[idx[0]]
+        roles = [[real_view(t) for t in _pick(ts, idx)] for ts in (params, grads)]
+        roles.append([real_view(t) for t in _pick(bufs, idx)] or roles[1])
+        plan = _plan(roles, p0.device)
+        c = _compute_dtype(real_view(p0).dtype)
+        first_flags = _scalars(tuple(float(first[i]) for i in idx), p0.device, torch.float32)
+        hyper = _scalars((float(momentum), 1.0 - dampening, float(weight_decay)), p0.device, c)
+        scale, found, has_scale, has_found = _flags(grad_scale, found_inf, p0.device)
+        _sgd_kernel[(plan.n_blocks,)](
+            plan.block_tensor, plan.block_start, plan.numels, *plan.addresses, first_flags,
+            hyper, _lr_tensor(lr, p0.device, c), scale, found,
+            P=_TL[roles[0][0].dtype], G=_TL[roles[1][0].dtype], S=_TL[roles[2][0].dtype],
+            C=_TL[c], MAXIMIZE=bool(maximize), WD=weight_decay != 0, MOMENTUM=momentum != 0,
+            NESTEROV=bool(nesterov), HAS_SCALE=has_scale, HAS_FOUND_INF=has_found, B=BLOCK,
+        )  # fmt: skip
+    if other:
+        sub = _pick(bufs, other)
+        _fallback(forloop.sgd, found_inf, grad_scale)(
+            _pick(params, other), _pick(grads, other), sub, lr=lr, momentum=momentum,
+            dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+        )  # fmt: skip
+        for j, i in enumerate(other if bufs else []):
+            bufs[i] = sub[j]
+
+
+def rmsprop(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    square_avgs: Sequence[Tensor],
+    grad_avgs: Sequence[Tensor],
+    momentum_buffers: Sequence[Tensor],
+    steps: Sequence[Tensor],
+    *,
+    lr: float | Tensor,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+    maximize: bool,
+    capturable: bool = False,
+    grad_scale: Tensor | None = None,
+    found_inf: Tensor | None = None,
+) -> None:
+    """RMSprop; see :func:`adamkit.kernels.forloop.rmsprop` for the math."""
+    gavgs = grad_avgs if centered else []
+    bufs = momentum_buffers if momentum > 0 else []
+    groups, other = _groups(params, grads, square_avgs, gavgs, bufs)
+    for idx in groups:
+        p0 = params[idx[0]]
+        roles = [[real_view(t) for t in _pick(ts, idx)] for ts in (params, grads, square_avgs)]
+        roles.append([real_view(t) for t in _pick(gavgs, idx)] or roles[2])
+        roles.append([real_view(t) for t in _pick(bufs, idx)] or roles[2])
+        plan = _plan(roles, p0.device)
+        c = _compute_dtype(real_view(p0).dtype)
+        hyper = _scalars(
+            (alpha, eps, float(weight_decay), float(momentum), 1.0 - alpha), p0.device, c
+        )
+        scale, found, has_scale, has_found = _flags(grad_scale, found_inf, p0.device)
+        _rmsprop_kernel[(plan.n_blocks,)](
+            plan.block_tensor, plan.block_start, plan.numels, *plan.addresses, hyper,
+            _lr_tensor(lr, p0.device, c), scale, found,
+            P=_TL[roles[0][0].dtype], G=_TL[roles[1][0].dtype], S=_TL[roles[2][0].dtype],
+            C=_TL[c], MAXIMIZE=bool(maximize), WD=weight_decay != 0, CENTERED=bool(centered),
+            MOMENTUM=momentum > 0, HAS_SCALE=has_scale, HAS_FOUND_INF=has_found, B=BLOCK,
+        )  # fmt: skip
+    if other:
+        _fallback(forloop.rmsprop, found_inf, grad_scale)(
+            *[_pick(ts, other) for ts in (params, grads, square_avgs, gavgs, bufs, steps)],
+            lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+            centered=centered, maximize=maximize, capturable=capturable,
+        )  # fmt: skip
+
+
+# The optimizers skip their half-precision copies for these: the kernels compute half
+# parameters in float32 themselves.
+for _kernel in (adam, sgd, rmsprop):
+    _kernel.handles_half = True  # type: ignore[attr-defined]

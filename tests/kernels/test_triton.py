@@ -1,0 +1,183 @@
+"""The Triton kernels against the for-loop kernel: on CPU tensors under Triton's interpreter
+(CI), or compiled on CUDA tensors with ADAMKIT_TRITON_COMPILED=1 on a GPU machine."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from adamkit.kernels import forloop, registry
+from adamkit.kernels import triton_kernels as tk
+from harness import assert_all_close_to_scale, grad_plan, run_optimizer
+from specs import ALL_CONFIGS, ALL_IDS, make_params
+
+COMPILED = os.environ.get("ADAMKIT_TRITON_COMPILED") == "1"
+if COMPILED and not torch.cuda.is_available():
+    pytest.skip("ADAMKIT_TRITON_COMPILED=1 needs a CUDA device", allow_module_level=True)
+if not COMPILED and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("set TRITON_INTERPRET=1 (tests/conftest.py does)", allow_module_level=True)
+DEVICE = "cuda" if COMPILED else "cpu"
+
+
+@pytest.fixture
+def triton_as_fused(monkeypatch):
+    """Route the optimizers' fused backend to the Triton kernels on this device."""
+    monkeypatch.setattr(registry, "_fused_module", lambda device_type: tk)
+
+
+def _on_device(params):
+    return [p.to(DEVICE) for p in params]
+
+
+@pytest.mark.parametrize(("spec", "config"), ALL_CONFIGS, ids=ALL_IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_optimizers_on_triton_match_the_forloop_kernel(triton_as_fused, spec, config, dtype):
+    gen = torch.Generator().manual_seed(4)
+    params0 = _on_device(make_params(dtype, gen))  # odd sizes, empty, scalar, complex
+    plan = [
+        [None if g is None else g.to(DEVICE) for g in step] for step in grad_plan(params0, 6, 1)
+    ]
+    config = {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in config.items()}
+    ours, o_ours = run_optimizer(spec.ours, params0, config, plan)
+    loop, o_loop = run_optimizer(spec.ours, params0, config, plan, foreach=False)
+    # One rounding per stored value here, one per op in the for-loop kernel.
+    rtol = 1e-12 if dtype == torch.float64 else 2e-5
+    assert_all_close_to_scale(ours, loop, o_ours, o_loop, rtol=rtol)
+
+
+class _LaunchCounter:
+    def __init__(self, kernel):
+        self.kernel, self.grids = kernel, []
+
+    def __getitem__(self, grid):
+        self.grids.append(grid)
+        return self.kernel[grid]
+
+
+@pytest.mark.parametrize("algorithm", ["adam", "sgd", "rmsprop"])
+def test_many_tensors_take_one_launch(monkeypatch, algorithm):
+    counter = _LaunchCounter(getattr(tk, f"_{algorithm}_kernel"))
+    monkeypatch.setattr(tk, f"_{algorithm}_kernel", counter)
+    gen = torch.Generator().manual_seed(0)
+    sizes = [int(n) for n in torch.randint(1, 300, (200,), generator=gen)]
+    ps = [torch.randn(n, generator=gen).to(DEVICE) for n in sizes]
+    gs = [torch.randn(n, generator=gen).to(DEVICE) for n in sizes]
+    expected = [p.clone() for p in ps]
+    steps = [torch.tensor(1.0, dtype=torch.float64) for _ in ps]
+    zeros = lambda: [torch.zeros_like(p) for p in ps]  # noqa: E731
+    if algorithm == "adam":
+        kw = dict(lr=0.01, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0,
+                  decoupled_weight_decay=False, amsgrad=False, maximize=False)  # fmt: skip
+        tk.adam(ps, gs, zeros(), zeros(), [], steps, **kw)
+        forloop.adam(expected, gs, zeros(), zeros(), [], steps, **kw)
+    elif algorithm == "sgd":
+        kw = dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=True,
+                  maximize=False)  # fmt: skip
+        tk.sgd(ps, gs, [None] * len(ps), **kw)
+        forloop.sgd(expected, gs, [None] * len(ps), **kw)
+    else:
+        kw = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=True,
+                  maximize=False)  # fmt: skip
+        tk.rmsprop(ps, gs, zeros(), zeros(), [], steps, **kw)
+        forloop.rmsprop(expected, gs, zeros(), zeros(), [], steps, **kw)
+    assert counter.grids == [(sum((n + tk.BLOCK - 1) // tk.BLOCK for n in sizes),)]
+    for p, e in zip(ps, expected, strict=True):
+        torch.testing.assert_close(p, e, rtol=1e-5, atol=1e-6)
+
+
+def _adam_kw(**extra):
+    return dict(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+                decoupled_weight_decay=True, amsgrad=True, maximize=False, **extra)  # fmt: skip
+
+
+def test_grad_scaler_found_inf_changes_nothing():
+    gen = torch.Generator().manual_seed(1)
+    p = torch.randn(3000, generator=gen).to(DEVICE)
+    m, v, vmax = (torch.rand(3000, generator=gen).to(DEVICE) for _ in range(3))
+    before = [t.clone() for t in (p, m, v, vmax)]
+    g = torch.full((3000,), float("inf"), device=DEVICE)
+    steps = [torch.tensor(5.0, dtype=torch.float64)]
+    found = torch.ones((), device=DEVICE)
+    scale = torch.full((), 1024.0, device=DEVICE)
+    tk.adam([p], [g], [m], [v], [vmax], steps, **_adam_kw(grad_scale=scale, found_inf=found))
+    for a, b in zip((p, m, v, vmax), before, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("algorithm", ["adam", "sgd", "rmsprop"])
+def test_grad_scale_unscales_inside_the_kernel(algorithm):
+    gen = torch.Generator().manual_seed(2)
+    p0 = torch.randn(1500, generator=gen, dtype=torch.float64).to(DEVICE)
+    g = torch.randn(1500, generator=gen, dtype=torch.float64).to(DEVICE)
+    scale = torch.full((), 2.0**14, device=DEVICE)  # a power of two: unscaling is exact
+    amp = dict(grad_scale=scale, found_inf=torch.zeros((), device=DEVICE))
+    results = []
+    for fn, grad, extra in (
+        (getattr(tk, algorithm), g * scale, amp),
+        (getattr(forloop, algorithm), g, {}),
+    ):
+        p = p0.clone()
+        state = [[torch.zeros_like(p)] for _ in range(3)]
+        steps = [torch.tensor(1.0, dtype=torch.float64)]
+        if algorithm == "adam":
+            fn([p], [grad], *state, steps, **_adam_kw(**extra))
+        elif algorithm == "sgd":
+            fn([p], [grad], [None], lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.1,
+               nesterov=False, maximize=True, **extra)  # fmt: skip
+        else:
+            fn([p], [grad], *state, steps, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0,
+               momentum=0.5, centered=True, maximize=False, **extra)  # fmt: skip
+        results.append(p)
+    torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_params_with_float32_state_compute_in_float32(dtype):
+    gen = torch.Generator().manual_seed(3)
+    p32 = torch.randn(2000, generator=gen).to(dtype).float().to(DEVICE)
+    g32 = torch.randn(2000, generator=gen).to(dtype).float().to(DEVICE)
+    g32[:100] = 0.0  # ε underflows in half: the for-loop kernel would give 0/0 here
+    p_half, m, v = p32.to(dtype), torch.zeros_like(p32), torch.zeros_like(p32)
+    steps = [torch.tensor(1.0, dtype=torch.float64)]
+    kw = _adam_kw()
+    tk.adam([p_half], [g32.to(dtype)], [m], [v], [torch.zeros_like(p32)], steps, **kw)
+    expected, m_exp, v_exp = p32.clone(), torch.zeros_like(p32), torch.zeros_like(p32)
+    forloop.adam([expected], [g32], [m_exp], [v_exp], [torch.zeros_like(p32)], steps, **kw)
+    assert p_half.isfinite().all() and m.dtype == torch.float32
+    # float32 results that round to neighbouring half values: at most one half ulp apart
+    ulp = torch.finfo(dtype).eps
+    torch.testing.assert_close(p_half.float(), expected.to(dtype).float(), rtol=ulp, atol=0)
+    torch.testing.assert_close(v, v_exp, rtol=1e-6, atol=0)
+
+
+def test_non_contiguous_tensors_take_the_forloop_path():
+    gen = torch.Generator().manual_seed(5)
+    base = torch.randn(40, 30, generator=gen).to(DEVICE)
+    p = base.t()  # non-contiguous
+    g = torch.randn(30, 40, generator=gen).to(DEVICE)
+    expected = p.clone()
+    steps = [torch.tensor(1.0, dtype=torch.float64)]
+    zeros = lambda: [torch.zeros_like(p)]  # noqa: E731
+    tk.adam([p], [g], zeros(), zeros(), zeros(), steps, **_adam_kw())
+    forloop.adam([expected], [g], zeros(), zeros(), zeros(), steps, **_adam_kw())
+    torch.testing.assert_close(p, expected, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_optimizer_uses_triton_with_grad_scaler_and_fp32_state():
+    import adamkit
+
+    model = torch.nn.Linear(64, 64).cuda().to(torch.bfloat16)
+    opt = adamkit.Adam(model.parameters(), lr=1e-3)
+    assert opt._step_supports_amp_scaling
+    scaler = torch.amp.GradScaler("cuda")
+    x = torch.randn(8, 64, device="cuda", dtype=torch.bfloat16)
+    scaler.scale(model(x).float().square().mean()).backward()
+    scaler.step(opt)
+    scaler.update()
+    state = opt.state[model.weight]
+    assert state["exp_avg"].dtype == torch.float32 and state["step"].item() == 1
