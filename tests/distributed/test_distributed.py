@@ -43,8 +43,17 @@ def _torchrun(script: Path, *args: str) -> str:
     return text
 
 
+def _warm_kernel_cache() -> None:
+    """Compile (and cache on disk) the fused kernels here, once, so the two ranks load them
+    instead of compiling and writing numba's cache files at the same moment."""
+    w = torch.zeros(4, requires_grad=True)
+    w.grad = torch.ones(4)
+    adamkit.Adam([w]).step()
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict[str, dict]:
+    _warm_kernel_cache()
     out = tmp_path_factory.mktemp("distributed")
     _torchrun(WORKER, str(out), "train")
     _torchrun(WORKER, str(out), "resume")  # new processes: all ranks restarted
@@ -91,6 +100,7 @@ def test_dcp_resume_matches_uninterrupted_fsdp2_bitwise(results):
 
 
 def test_example_trains_and_resumes_from_its_checkpoint(tmp_path):
+    _warm_kernel_cache()
     example = Path(__file__).parents[2] / "examples" / "train_fsdp.py"
     ckpt = str(tmp_path / "ckpt")
     first = _torchrun(example, "--epochs", "1", "--checkpoint", ckpt)

@@ -154,3 +154,21 @@ def _max_abs_error(actual: torch.Tensor, expected) -> float:
 def _fused_flag(spec):
     # RMSprop has no `fused` argument in torch.optim; its default backend is the fused one.
     return {} if spec.name == "RMSprop" else {"fused": True}
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_chunk_tables_cover_every_element_once_in_balanced_shares(workers):
+    numels = (5, 300_000, 1, 70_001, 0, 200_000)
+    tables = fused_cpu._chunk_tables(numels, workers)
+    assert len(tables) == workers
+    covered = [np.zeros(n, dtype=np.int64) for n in numels]
+    for table in tables:
+        for t, lo, hi in table:
+            covered[t][lo:hi] += 1
+    assert all((c == 1).all() for c in covered)
+    shares = [int((table[:, 2] - table[:, 1]).sum()) for table in tables]
+    assert max(shares) - min(shares) <= 2 * 64  # equal up to the cache-line alignment
+
+
+def test_small_groups_stay_on_one_thread():
+    assert len(fused_cpu._chunk_tables((1000, 2000), 2)) == 1

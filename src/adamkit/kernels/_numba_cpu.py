@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 
 import numba
+from numba import types
+from numba.extending import intrinsic
 
 _OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True}
 _jit = numba.njit(**_OPTIONS)
@@ -145,3 +147,77 @@ def memory_limit_parallel(p, g, m, v):
         m[i] = m[i] + gi
         v[i] = v[i] + gi
         p[i] = p[i] + gi
+
+
+# ---------------------------------------------------------------------------------------------
+# Group loops: every tensor of a group in one call. The caller passes data addresses (int64)
+# and a chunk table (tensor, first element, end element); each chunk becomes an array over the
+# tensor's memory and goes through the per-tensor loop above. One call instead of one per
+# tensor removes the per-tensor Python and dispatch cost that dominates small models, and the
+# chunk tables let two threads share a group without one hand-off per tensor.
+
+
+@intrinsic
+def _pointer(typingctx, address, like):
+    """The int64 ``address`` as a pointer to elements of ``like``'s dtype."""
+    pointer = types.CPointer(like.dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(pointer))
+
+    return pointer(address, like), codegen
+
+
+@_inline
+def _view(address, lo, hi, like):
+    """Elements lo..hi of the array at ``address`` (dtype of ``like``), without a copy."""
+    return numba.carray(_pointer(address + lo * like.itemsize, like), (hi - lo,))
+
+
+@_jit
+def adam_chunks(chunks, addresses, per_tensor, like, hyper, flags):
+    decay, wd, one_minus_beta1, beta1, beta2, one_minus_beta2, eps = hyper
+    for c in range(chunks.shape[0]):
+        t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        tensor_hyper = (
+            decay, wd, one_minus_beta1, beta1, beta2, one_minus_beta2, eps,
+            per_tensor[0, t], per_tensor[1, t],
+        )  # fmt: skip
+        adam(
+            _view(addresses[0, t], lo, hi, like),
+            _view(addresses[1, t], lo, hi, like),
+            _view(addresses[2, t], lo, hi, like),
+            _view(addresses[3, t], lo, hi, like),
+            _view(addresses[4, t], lo, hi, like),
+            tensor_hyper,
+            flags,
+        )
+
+
+@_jit
+def sgd_chunks(chunks, addresses, first, like, hyper, flags):
+    nesterov, maximize, l2, has_momentum = flags
+    for c in range(chunks.shape[0]):
+        t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        sgd(
+            _view(addresses[0, t], lo, hi, like),
+            _view(addresses[1, t], lo, hi, like),
+            _view(addresses[2, t], lo, hi, like),
+            hyper,
+            (nesterov, maximize, first[t] != 0, l2, has_momentum),
+        )
+
+
+@_jit
+def rmsprop_chunks(chunks, addresses, like, hyper, flags):
+    for c in range(chunks.shape[0]):
+        t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        rmsprop(
+            _view(addresses[0, t], lo, hi, like),
+            _view(addresses[1, t], lo, hi, like),
+            _view(addresses[2, t], lo, hi, like),
+            _view(addresses[3, t], lo, hi, like),
+            _view(addresses[4, t], lo, hi, like),
+            hyper,
+            flags,
+        )

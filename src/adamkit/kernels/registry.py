@@ -67,8 +67,9 @@ def _fused_module(device_type: str) -> ModuleType:
     return _foreach
 
 
-def kernel(algorithm: str, backend: str, params: Sequence[Tensor]) -> Kernel:
-    """The kernel function for ``algorithm`` on ``backend`` for tensors like ``params``."""
+def kernel(algorithm: str, backend: str, params: Sequence[Tensor] | str) -> Kernel:
+    """The kernel function for ``algorithm`` on ``backend`` for tensors like ``params`` (or
+    for the device type ``params`` names)."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
     module: Any
@@ -77,7 +78,10 @@ def kernel(algorithm: str, backend: str, params: Sequence[Tensor]) -> Kernel:
     elif backend == "foreach":
         module = _foreach
     elif backend == "fused":
-        device_type = params[0].device.type if params else "cpu"
+        if isinstance(params, str):
+            device_type = params
+        else:
+            device_type = params[0].device.type if params else "cpu"
         module = _fused_module(device_type)
     elif backend == "triton":  # the CUDA kernels on any device (CPU: Triton's interpreter)
         from . import triton_kernels
