@@ -68,9 +68,12 @@ def _run(loop, numels: tuple[int, ...], *args) -> None:
     if len(tables) == 1:
         loop(tables[0], *args)
         return
-    if _pool is None or _pool._max_workers != workers:
-        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="adamkit")
-    for job in [_pool.submit(loop, table, *args) for table in tables]:
+    helpers = len(tables) - 1  # the calling thread takes the first table itself
+    if _pool is None or _pool._max_workers != helpers:
+        _pool = ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="adamkit")
+    jobs = [_pool.submit(loop, table, *args) for table in tables[1:]]
+    loop(tables[0], *args)
+    for job in jobs:
         job.result()
 
 
