@@ -12,6 +12,7 @@ pytest.importorskip("triton")
 
 from adamkit.kernels import forloop, registry
 from adamkit.kernels import triton_kernels as tk
+from adamkit.optim._base import _wrapped_kernel
 from harness import assert_all_close_to_scale, grad_plan, run_optimizer
 from specs import ALL_CONFIGS, ALL_IDS, make_params
 
@@ -23,10 +24,27 @@ if not COMPILED and os.environ.get("TRITON_INTERPRET") != "1":
 DEVICE = "cuda" if COMPILED else "cpu"
 
 
+class _LaunchCounter:
+    def __init__(self, kernel):
+        self.kernel, self.grids = kernel, []
+
+    def __getitem__(self, grid):
+        self.grids.append(grid)
+        return self.kernel[grid]
+
+
 @pytest.fixture
 def triton_as_fused(monkeypatch):
-    """Route the optimizers' fused backend to the Triton kernels on this device."""
+    """Route the optimizers' fused backend to the Triton kernels on this device, and count
+    their launches (so a test cannot pass on another kernel by mistake)."""
     monkeypatch.setattr(registry, "_fused_module", lambda device_type: tk)
+    counters = {}
+    for algorithm in ("adam", "sgd", "rmsprop"):
+        counters[algorithm] = _LaunchCounter(getattr(tk, f"_{algorithm}_kernel"))
+        monkeypatch.setattr(tk, f"_{algorithm}_kernel", counters[algorithm])
+    _wrapped_kernel.cache_clear()  # optimizers cache their kernel per device
+    yield counters
+    _wrapped_kernel.cache_clear()
 
 
 def _on_device(params):
@@ -43,19 +61,11 @@ def test_optimizers_on_triton_match_the_forloop_kernel(triton_as_fused, spec, co
     ]
     config = {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in config.items()}
     ours, o_ours = run_optimizer(spec.ours, params0, config, plan)
+    assert triton_as_fused[spec.ours.algorithm].grids  # the Triton kernel really ran
     loop, o_loop = run_optimizer(spec.ours, params0, config, plan, foreach=False)
     # One rounding per stored value here, one per op in the for-loop kernel.
     rtol = 1e-12 if dtype == torch.float64 else 2e-5
     assert_all_close_to_scale(ours, loop, o_ours, o_loop, rtol=rtol)
-
-
-class _LaunchCounter:
-    def __init__(self, kernel):
-        self.kernel, self.grids = kernel, []
-
-    def __getitem__(self, grid):
-        self.grids.append(grid)
-        return self.kernel[grid]
 
 
 @pytest.mark.parametrize("algorithm", ["adam", "sgd", "rmsprop"])
