@@ -160,15 +160,17 @@ def _fused_flag(spec):
 def test_chunk_tables_cover_every_element_once_in_balanced_shares(workers):
     numels = (5, 300_000, 1, 70_001, 0, 200_000)
     tables = fused_cpu._chunk_tables(numels, workers)
-    assert len(tables) == workers
+    assert len(tables.bounds) == workers + 1
+    per_worker = [tables.table(k) for k in range(workers)]
     covered = [np.zeros(n, dtype=np.int64) for n in numels]
-    for table in tables:
+    for table in per_worker:
         for t, lo, hi in table:
             covered[t][lo:hi] += 1
     assert all((c == 1).all() for c in covered)
-    shares = [int((table[:, 2] - table[:, 1]).sum()) for table in tables]
+    shares = [int((table[:, 2] - table[:, 1]).sum()) for table in per_worker]
     assert max(shares) - min(shares) <= 2 * 64  # equal up to the cache-line alignment
 
 
 def test_small_groups_stay_on_one_thread():
-    assert len(fused_cpu._chunk_tables((1000, 2000), 2)) == 1
+    tables = fused_cpu._chunk_tables((1000, 2000), 2)
+    assert tables.bounds.tolist() == [0, 2]

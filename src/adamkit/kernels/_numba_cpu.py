@@ -10,7 +10,9 @@ loop did not vectorize and ran 3-5x slower; a second core adds little to a memor
   in torch's for-loop operation order.
 * ``error_model="numpy"``: division by zero gives Inf/NaN as IEEE and torch do (the default
   "python" model checks every division, which also stops vectorization).
-* ``nogil``: large arrays are split across threads by the caller (see fused_cpu).
+* Long groups are cut into one chunk table per thread; the ``*_parallel`` loops run the
+  tables on numba's thread pool (a ``prange`` over tables, so each thread's inner loop is the
+  same vectorized serial loop). ``nogil`` lets other Python threads run meanwhile.
 * No fastmath: NaN and Inf propagate exactly as in the for-loop kernel.
 * ``cache=True``: compiled loops are kept on disk, so a new process does not compile again.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
@@ -168,20 +171,40 @@ def _pointer(typingctx, address, like):
     return pointer(address, like), codegen
 
 
+_FLOAT64_LIKE = np.empty(0, np.float64)
+
+
 @_inline
 def _view(address, lo, hi, like):
     """Elements lo..hi of the array at ``address`` (dtype of ``like``), without a copy."""
     return numba.carray(_pointer(address + lo * like.itemsize, like), (hi - lo,))
 
 
+@_inline
+def _float64_cell(address):
+    """The one-element float64 array at ``address`` (a step counter)."""
+    return numba.carray(_pointer(address, _FLOAT64_LIKE), (1,))
+
+
 @_jit
-def adam_chunks(chunks, addresses, per_tensor, like, hyper, flags):
+def adam_chunks(chunks, addresses, like, hyper, bias, flags):
+    """Adam over the chunks; addresses rows: p, g, m, v, max v, step (a float64 scalar)."""
     decay, wd, one_minus_beta1, beta1, beta2, one_minus_beta2, eps = hyper
+    # Bias corrections in float64 from each tensor's step, then rounded to the data's dtype,
+    # as torch's for-loop kernel computes them in Python floats.
+    lr, beta1_64, beta2_64 = bias
+    n = addresses.shape[1]
+    step_size = np.empty(n, like.dtype)
+    bc2_sqrt = np.empty(n, like.dtype)
+    for t in range(n):
+        step = _float64_cell(addresses[5, t])[0]
+        step_size[t] = lr / (1 - beta1_64**step)
+        bc2_sqrt[t] = (1 - beta2_64**step) ** 0.5
     for c in range(chunks.shape[0]):
         t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         tensor_hyper = (
             decay, wd, one_minus_beta1, beta1, beta2, one_minus_beta2, eps,
-            per_tensor[0, t], per_tensor[1, t],
+            step_size[t], bc2_sqrt[t],
         )  # fmt: skip
         adam(
             _view(addresses[0, t], lo, hi, like),
@@ -192,6 +215,13 @@ def adam_chunks(chunks, addresses, per_tensor, like, hyper, flags):
             tensor_hyper,
             flags,
         )
+
+
+@_jit
+def add_one(addresses):
+    """Add one to the float64 scalars at ``addresses`` (step counters)."""
+    for i in range(addresses.size):
+        _float64_cell(addresses[i])[0] += 1.0
 
 
 @_jit
@@ -221,3 +251,29 @@ def rmsprop_chunks(chunks, addresses, like, hyper, flags):
             hyper,
             flags,
         )
+
+
+# Parallel group loops: table k of ``chunks[bounds[k]:bounds[k + 1]]`` on thread k. Launching
+# costs a few microseconds (numba's own thread pool, no Python hand-off), so even a 50k-element
+# model gains from the second core.
+
+
+@_jit_parallel
+def adam_parallel(chunks, bounds, addresses, like, hyper, bias, flags):
+    for k in numba.prange(bounds.size - 1):
+        lo, hi = bounds[k], bounds[k + 1]
+        adam_chunks(chunks[lo:hi], addresses, like, hyper, bias, flags)
+
+
+@_jit_parallel
+def sgd_parallel(chunks, bounds, addresses, first, like, hyper, flags):
+    for k in numba.prange(bounds.size - 1):
+        lo, hi = bounds[k], bounds[k + 1]
+        sgd_chunks(chunks[lo:hi], addresses, first, like, hyper, flags)
+
+
+@_jit_parallel
+def rmsprop_parallel(chunks, bounds, addresses, like, hyper, flags):
+    for k in numba.prange(bounds.size - 1):
+        lo, hi = bounds[k], bounds[k + 1]
+        rmsprop_chunks(chunks[lo:hi], addresses, like, hyper, flags)

@@ -214,7 +214,10 @@ class KernelOptimizer(torch.optim.Optimizer):
             grads.append(p.grad)
         return params, grads
 
-    def _kernel(self, group: dict[str, Any], params: list[Tensor], *, sparse: bool = False):
+    def _backend(
+        self, group: dict[str, Any], params: list[Tensor], sparse: bool = False
+    ) -> tuple[str, str]:
+        """(backend, device type) that updates ``params`` of ``group``."""
         backend = registry.choose_backend(
             foreach=group.get("foreach"),
             fused=group.get("fused"),
@@ -223,9 +226,22 @@ class KernelOptimizer(torch.optim.Optimizer):
         )
         if sparse:
             backend = "forloop"  # only plain torch ops accept sparse gradients
-        device_type = params[0].device.type if params else "cpu"
+        return backend, params[0].device.type if params else "cpu"
+
+    def _kernel(self, group: dict[str, Any], params: list[Tensor], *, sparse: bool = False):
+        backend, device_type = self._backend(group, params, sparse)
         differentiable = bool(group.get("differentiable", False))
         return _wrapped_kernel(self.algorithm, backend, device_type, differentiable)
+
+    def _increment(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        steps: list[Tensor],
+        found_inf: Tensor | None = None,
+    ) -> None:
+        """Advance the step counters of ``params`` with the op their backend does fastest."""
+        increment(steps, found_inf, registry.step_counter(*self._backend(group, params)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -239,14 +255,20 @@ def _wrapped_kernel(
     return wrappers.on_local_shards(kernel)
 
 
-def increment(steps: list[Tensor], found_inf: Tensor | None = None) -> None:
-    """Advance each parameter's step counter by one (one foreach op), unless GradScaler found
-    an Inf: then the counts stay (on the device without synchronising when they live there)."""
+def increment(
+    steps: list[Tensor],
+    found_inf: Tensor | None = None,
+    add_one: Callable[[list[Tensor]], None] = registry.foreach_add_one,
+) -> None:
+    """Advance each parameter's step counter by one (with ``add_one``), unless GradScaler
+    found an Inf: then the counts stay (on the device without synchronising when they live
+    there)."""
     if not steps:
         return
-    torch._foreach_add_(steps, 1)
     if found_inf is None:
+        add_one(steps)
         return
+    torch._foreach_add_(steps, 1)
     if all(s.device == found_inf.device for s in steps):
         torch._foreach_sub_(steps, [found_inf.to(steps[0].dtype)] * len(steps))
     elif found_inf.item():  # step counts on the host: one synchronisation

@@ -153,7 +153,7 @@ class Adam(KernelOptimizer):
             return
         states = [self._init_state(p, group) for p in params]
         steps = [s["step"] for s in states]
-        increment(steps, amp.get("found_inf"))
+        self._increment(group, params, steps, amp.get("found_inf"))
         beta1, beta2 = group["betas"]
         self._kernel(group, params)(
             params,

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from . import _validation as check
-from ._base import KernelOptimizer, increment, new_step
+from ._base import KernelOptimizer, new_step
 from ._checkpoint import Slot
 
 
@@ -121,7 +121,7 @@ class RMSprop(KernelOptimizer):
             return
         states = [self._init_state(p, group) for p in params]
         steps = [s["step"] for s in states]
-        increment(steps, amp.get("found_inf"))
+        self._increment(group, params, steps, amp.get("found_inf"))
         self._kernel(group, params)(
             params,
             grads,
