@@ -241,7 +241,7 @@ class KernelOptimizer(torch.optim.Optimizer):
         found_inf: Tensor | None = None,
     ) -> None:
         """Advance the step counters of ``params`` with the op their backend does fastest."""
-        increment(steps, found_inf, registry.step_counter(*self._backend(group, params)))
+        increment(steps, found_inf, _step_counter(*self._backend(group, params)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -250,9 +250,14 @@ def _wrapped_kernel(
 ) -> registry.Kernel:
     """The kernel, adapted to DTensor shards and half precision; built once per combination."""
     kernel = registry.kernel(algorithm, backend, device_type)
-    if not differentiable and not getattr(kernel, "handles_half", False):
-        kernel = wrappers.half_in_float32(kernel)  # float32 copies would cut the graph
-    return wrappers.on_local_shards(kernel)
+    # float32 copies of half tensors would cut the autograd graph of a differentiable step.
+    upcast_half = not differentiable and not getattr(kernel, "handles_half", False)
+    return wrappers.adapted(kernel, upcast_half=upcast_half)
+
+
+@functools.lru_cache(maxsize=64)
+def _step_counter(backend: str, device_type: str) -> Callable[[list[Tensor]], None]:
+    return registry.step_counter(backend, device_type)
 
 
 def increment(
