@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -174,3 +177,89 @@ def test_chunk_tables_cover_every_element_once_in_balanced_shares(workers):
 def test_small_groups_stay_on_one_thread():
     tables = fused_cpu._chunk_tables((1000, 2000), 2)
     assert tables.bounds.tolist() == [0, 2]
+
+
+ADAM_HYPER = dict(
+    lr=1e-2,
+    beta1=0.9,
+    beta2=0.999,
+    eps=1e-8,
+    weight_decay=0.1,
+    decoupled_weight_decay=False,
+    amsgrad=True,
+    maximize=False,
+)
+
+
+def _adam_tensors(numels, seed=3, step_dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.randn(n, generator=gen) for n in numels]
+    grads = [torch.randn(n, generator=gen) for n in numels]
+    state = [[torch.rand(n, generator=gen) for n in numels] for _ in range(3)]
+    steps = [torch.tensor(float(k + 1), dtype=step_dtype) for k in range(len(numels))]
+    return params, grads, state, steps
+
+
+def _fused_adam_result(numels, monkeypatch, *, parallel: bool):
+    params, grads, (m, v, vmax), steps = _adam_tensors(numels)
+    calls = []
+    real = fused_cpu.loops.adam_parallel
+    monkeypatch.setattr(fused_cpu.loops, "adam_parallel", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(fused_cpu._Threads, "usable", parallel)
+    fused_cpu.adam(params, grads, m, v, vmax, steps, **ADAM_HYPER)
+    return [params, m, v, vmax], len(calls)
+
+
+def test_parallel_loop_runs_long_groups_and_equals_the_serial_loop(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    numels = (fused_cpu.SPLIT_MIN_ELEMENTS + 5, 3, 1000)
+    parallel, launches = _fused_adam_result(numels, monkeypatch, parallel=True)
+    serial, no_launches = _fused_adam_result(numels, monkeypatch, parallel=False)
+    assert (launches, no_launches) == (1, 0)
+    for got, want in zip(parallel, serial, strict=True):
+        for a, b in zip(got, want, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_a_child_forked_after_a_parallel_launch_runs_the_serial_loop():
+    numels = (fused_cpu.SPLIT_MIN_ELEMENTS * 2 + 1,)
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected, grads, (m, v, vmax), steps = _adam_tensors(numels)
+        fused_cpu.adam(expected, grads, m, v, vmax, steps, **ADAM_HYPER)  # launches here
+    finally:
+        torch.set_num_threads(torch_threads)
+    if not fused_cpu._Threads.launched:
+        pytest.skip("numba's parallel loop was not launched (one thread or workqueue layer)")
+    pid = os.fork()
+    if pid == 0:  # child: a launch here would abort the process under GNU OpenMP
+        signal.alarm(60)  # a hung child fails the test instead of stalling it
+        ok = not fused_cpu._Threads.usable
+        params, grads, (m, v, vmax), steps = _adam_tensors(numels)
+        fused_cpu.adam(params, grads, m, v, vmax, steps, **ADAM_HYPER)
+        # NumPy, not torch: torch's own OpenMP ops can hang in a forked child.
+        ok = ok and np.array_equal(params[0].numpy(), expected[0].numpy())
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status), f"forked child died with status {status}"
+    assert os.WEXITSTATUS(status) == 0, "forked child got a wrong result or used the pool"
+
+
+def test_float32_step_counters_are_read_like_float64_ones():
+    numels = (7, 130)
+    params, grads, (m, v, vmax), steps = _adam_tensors(numels, step_dtype=torch.float32)
+    fused_cpu.adam(params, grads, m, v, vmax, steps, **ADAM_HYPER)
+    expected, eg, (em, ev, evmax), esteps = _adam_tensors(numels, step_dtype=torch.float64)
+    fused_cpu.adam(expected, eg, em, ev, evmax, esteps, **ADAM_HYPER)
+    for got, want in zip(params + m + v + vmax, expected + em + ev + evmax, strict=True):
+        assert torch.equal(got, want)
+    assert [s.dtype for s in steps] == [torch.float32] * 2  # read, not replaced
+
+
+@pytest.mark.parametrize(("dtype", "large"), [(torch.float64, 2**40), (torch.float32, 2**20)])
+def test_advance_steps_adds_one_to_every_counter(dtype, large):
+    steps = [torch.tensor(float(k), dtype=dtype) for k in (0, 5, large)]
+    fused_cpu.advance_steps(steps)
+    assert [s.item() for s in steps] == [1.0, 6.0, large + 1.0]
+    assert all(s.dtype == dtype for s in steps)
