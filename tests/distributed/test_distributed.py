@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 import adamkit
+from adamkit.kernels import fused_cpu
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch without distributed")
 
@@ -46,9 +47,15 @@ def _torchrun(script: Path, *args: str) -> str:
 def _warm_kernel_cache() -> None:
     """Compile (and cache on disk) the fused kernels here, once, so the two ranks load them
     instead of compiling and writing numba's cache files at the same moment."""
-    w = torch.zeros(4, requires_grad=True)
-    w.grad = torch.ones(4)
-    adamkit.Adam([w]).step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # with a long tensor, the parallel loop compiles too
+    try:
+        for n in (4, fused_cpu.SPLIT_MIN_ELEMENTS):
+            w = torch.zeros(n, requires_grad=True)
+            w.grad = torch.ones(n)
+            adamkit.Adam([w]).step()
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
