@@ -235,12 +235,15 @@ def test_a_child_forked_after_a_parallel_launch_runs_the_serial_loop():
     pid = os.fork()
     if pid == 0:  # child: a launch here would abort the process under GNU OpenMP
         signal.alarm(60)  # a hung child fails the test instead of stalling it
-        ok = not fused_cpu._Threads.usable
-        params, grads, (m, v, vmax), steps = _adam_tensors(numels)
-        fused_cpu.adam(params, grads, m, v, vmax, steps, **ADAM_HYPER)
-        # NumPy, not torch: torch's own OpenMP ops can hang in a forked child.
-        ok = ok and np.array_equal(params[0].numpy(), expected[0].numpy())
-        os._exit(0 if ok else 1)
+        ok = False
+        try:
+            ok = not fused_cpu._Threads.usable
+            params, grads, (m, v, vmax), steps = _adam_tensors(numels)
+            fused_cpu.adam(params, grads, m, v, vmax, steps, **ADAM_HYPER)
+            # NumPy, not torch: torch's own OpenMP ops can hang in a forked child.
+            ok = ok and np.array_equal(params[0].numpy(), expected[0].numpy())
+        finally:  # never return into pytest from the child
+            os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status), f"forked child died with status {status}"
     assert os.WEXITSTATUS(status) == 0, "forked child got a wrong result or used the pool"
