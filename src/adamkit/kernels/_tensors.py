@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -16,6 +17,12 @@ def real_view(t: Tensor) -> Tensor:
 def real_views(tensors: Sequence[Tensor]) -> list[Tensor]:
     """:func:`real_view` over a list."""
     return [real_view(t) for t in tensors]
+
+
+def pick(seq: Sequence[Any], idx: Sequence[int]) -> list[Any]:
+    """The entries ``idx`` of a per-parameter list; an empty list (state a configuration does
+    not have) stays empty."""
+    return [seq[i] for i in idx] if seq else []
 
 
 def scalar(x: float | Tensor) -> float:

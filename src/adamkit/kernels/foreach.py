@@ -12,11 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._tensors import group_by_device_and_dtype, real_views, scalar
-
-
-def _pick(tensors: Sequence[Tensor], indices: list[int]) -> list[Tensor]:
-    return [tensors[i] for i in indices]
+from ._tensors import group_by_device_and_dtype, pick, real_views, scalar
 
 
 def adam(
@@ -40,10 +36,10 @@ def adam(
     """Adam/AdamW over lists; see :func:`adamkit.kernels.forloop.adam` for the math."""
     lr = scalar(lr)
     for idx in group_by_device_and_dtype(params):
-        p = real_views(_pick(params, idx))
-        g = real_views(_pick(grads, idx))
-        m = real_views(_pick(exp_avgs, idx))
-        v = real_views(_pick(exp_avg_sqs, idx))
+        p = real_views(pick(params, idx))
+        g = real_views(pick(grads, idx))
+        m = real_views(pick(exp_avgs, idx))
+        v = real_views(pick(exp_avg_sqs, idx))
         if maximize:
             g = torch._foreach_neg(g)
         if weight_decay != 0:
@@ -59,11 +55,11 @@ def adam(
         torch._foreach_addcmul_(v, g, g, 1 - beta2)
         del g
 
-        step_values = [s.item() for s in _pick(steps, idx)]
+        step_values = [s.item() for s in pick(steps, idx)]
         neg_step_sizes = [(lr / (1 - beta1**t)) * -1 for t in step_values]
         bias_correction2_sqrt = [(1 - beta2**t) ** 0.5 for t in step_values]
         if amsgrad:
-            v_max = real_views(_pick(max_exp_avg_sqs, idx))
+            v_max = real_views(pick(max_exp_avg_sqs, idx))
             torch._foreach_maximum_(v_max, v)
             denom = torch._foreach_sqrt(v_max)
         else:
@@ -88,8 +84,8 @@ def sgd(
     """SGD over lists; see :func:`adamkit.kernels.forloop.sgd` for the math."""
     lr = scalar(lr)
     for idx in group_by_device_and_dtype(params):
-        p = _pick(params, idx)
-        g = _pick(grads, idx)
+        p = pick(params, idx)
+        g = pick(grads, idx)
         if maximize:
             g = torch._foreach_neg(g)
         if weight_decay != 0:
@@ -146,8 +142,8 @@ def rmsprop(
     del steps, capturable
     lr = scalar(lr)
     for idx in group_by_device_and_dtype(params):
-        p = real_views(_pick(params, idx))
-        g = real_views(_pick(grads, idx))
+        p = real_views(pick(params, idx))
+        g = real_views(pick(grads, idx))
         if maximize:
             g = torch._foreach_neg(g)
         if weight_decay != 0:
@@ -155,12 +151,12 @@ def rmsprop(
                 torch._foreach_add_(g, p, alpha=weight_decay)
             else:
                 g = torch._foreach_add(g, p, alpha=weight_decay)
-        v = real_views(_pick(square_avgs, idx))
+        v = real_views(pick(square_avgs, idx))
 
         torch._foreach_mul_(v, alpha)
         torch._foreach_addcmul_(v, g, g, value=1 - alpha)
         if centered:
-            g_avg = real_views(_pick(grad_avgs, idx))
+            g_avg = real_views(pick(grad_avgs, idx))
             torch._foreach_lerp_(g_avg, g, 1 - alpha)
             avg = torch._foreach_addcmul(v, g_avg, g_avg, value=-1)
             torch._foreach_sqrt_(avg)
@@ -169,7 +165,7 @@ def rmsprop(
         torch._foreach_add_(avg, eps)
 
         if momentum > 0:
-            bufs = real_views(_pick(momentum_buffers, idx))
+            bufs = real_views(pick(momentum_buffers, idx))
             torch._foreach_mul_(bufs, momentum)
             torch._foreach_addcdiv_(bufs, g, avg)
             torch._foreach_add_(p, bufs, alpha=-lr)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from . import _numba_cpu as loops
 from . import forloop
-from ._tensors import scalar
+from ._tensors import pick, scalar
 
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 _LIKE = {dtype: np.empty(0, np_dtype) for dtype, np_dtype in _NUMPY.items()}
@@ -205,16 +205,12 @@ def advance_steps(steps: Sequence[Tensor]) -> None:
         torch._foreach_add_(list(steps), 1)
 
 
-def _pick(seq: Sequence[Tensor], idx: list[int]) -> list[Tensor]:
-    return [seq[i] for i in idx] if seq else []
-
-
 def _slow_path(kernel, params, mutable: list[Sequence[Tensor]], other_idx, *extra, **kw) -> None:
     """The for-loop kernel on the tensors ``other_idx``."""
     kernel(
-        _pick(params, other_idx),
-        *[_pick(m, other_idx) for m in mutable],
-        *[_pick(e, other_idx) for e in extra],
+        pick(params, other_idx),
+        *[pick(m, other_idx) for m in mutable],
+        *[pick(e, other_idx) for e in extra],
         **kw,
     )
 
@@ -331,8 +327,8 @@ def sgd(
         for i in other:
             if first[i]:
                 momentum_buffers[i] = None  # let the for-loop kernel start the buffer itself
-        sub_bufs = _pick(momentum_buffers, other) if momentum != 0 else []
-        forloop.sgd(_pick(params, other), _pick(grads, other), sub_bufs, **fallback_kw)
+        sub_bufs = pick(momentum_buffers, other) if momentum != 0 else []
+        forloop.sgd(pick(params, other), pick(grads, other), sub_bufs, **fallback_kw)
         for j, i in enumerate(other if momentum != 0 else []):
             momentum_buffers[i] = sub_bufs[j]
 

@@ -32,7 +32,7 @@ import triton.language as tl
 from torch import Tensor
 
 from . import forloop, wrappers
-from ._tensors import real_view
+from ._tensors import pick, real_view
 
 BLOCK = 1024
 _TL = {
@@ -304,10 +304,6 @@ def _groups(params: Sequence[Tensor], *per_param: Sequence[Tensor | None]):
     return list(groups.values()), other
 
 
-def _pick(ts: Sequence, idx: list[int]) -> list:
-    return [ts[i] for i in idx] if ts else []
-
-
 def _flags(grad_scale: Tensor | None, found_inf: Tensor | None, device) -> tuple:
     dummy = _scalars((0.0,), device, torch.float32)
     return (
@@ -356,12 +352,12 @@ def adam(
     groups, other = _groups(params, grads, exp_avgs, exp_avg_sqs, vmax)
     for idx in groups:
         p0 = params[idx[0]]
-        roles = [_pick(ts, idx) for ts in (params, grads, exp_avgs, exp_avg_sqs)]
+        roles = [pick(ts, idx) for ts in (params, grads, exp_avgs, exp_avg_sqs)]
         roles = [[real_view(t) for t in ts] for ts in roles]
-        roles.append([real_view(t) for t in _pick(vmax, idx)] or roles[3])
+        roles.append([real_view(t) for t in pick(vmax, idx)] or roles[3])
         plan = _plan(roles, p0.device)
         c = _compute_dtype(real_view(p0).dtype)
-        bc1, bc2 = _bias_corrections(_pick(steps, idx), (beta1, beta2), p0.device, c)
+        bc1, bc2 = _bias_corrections(pick(steps, idx), (beta1, beta2), p0.device, c)
         hyper = _scalars(
             (beta1, beta2, eps, float(weight_decay), 1.0 - beta1, 1.0 - beta2), p0.device, c
         )
@@ -376,7 +372,7 @@ def adam(
         )  # fmt: skip
     if other:
         _fallback(forloop.adam, found_inf, grad_scale)(
-            *[_pick(ts, other) for ts in (params, grads, exp_avgs, exp_avg_sqs, vmax, steps)],
+            *[pick(ts, other) for ts in (params, grads, exp_avgs, exp_avg_sqs, vmax, steps)],
             lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
             decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad, maximize=maximize,
             capturable=capturable,
@@ -409,8 +405,8 @@ def sgd(
     groups, other = _groups(params, grads, bufs)
     for idx in groups:
         p0 = params[idx[0]]
-        roles = [[real_view(t) for t in _pick(ts, idx)] for ts in (params, grads)]
-        roles.append([real_view(t) for t in _pick(bufs, idx)] or roles[1])
+        roles = [[real_view(t) for t in pick(ts, idx)] for ts in (params, grads)]
+        roles.append([real_view(t) for t in pick(bufs, idx)] or roles[1])
         plan = _plan(roles, p0.device)
         c = _compute_dtype(real_view(p0).dtype)
         first_flags = _scalars(tuple(float(first[i]) for i in idx), p0.device, torch.float32)
@@ -424,9 +420,9 @@ def sgd(
             NESTEROV=bool(nesterov), HAS_SCALE=has_scale, HAS_FOUND_INF=has_found, B=BLOCK,
         )  # fmt: skip
     if other:
-        sub = _pick(bufs, other)
+        sub = pick(bufs, other)
         _fallback(forloop.sgd, found_inf, grad_scale)(
-            _pick(params, other), _pick(grads, other), sub, lr=lr, momentum=momentum,
+            pick(params, other), pick(grads, other), sub, lr=lr, momentum=momentum,
             dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
         )  # fmt: skip
         for j, i in enumerate(other if bufs else []):
@@ -458,9 +454,9 @@ def rmsprop(
     groups, other = _groups(params, grads, square_avgs, gavgs, bufs)
     for idx in groups:
         p0 = params[idx[0]]
-        roles = [[real_view(t) for t in _pick(ts, idx)] for ts in (params, grads, square_avgs)]
-        roles.append([real_view(t) for t in _pick(gavgs, idx)] or roles[2])
-        roles.append([real_view(t) for t in _pick(bufs, idx)] or roles[2])
+        roles = [[real_view(t) for t in pick(ts, idx)] for ts in (params, grads, square_avgs)]
+        roles.append([real_view(t) for t in pick(gavgs, idx)] or roles[2])
+        roles.append([real_view(t) for t in pick(bufs, idx)] or roles[2])
         plan = _plan(roles, p0.device)
         c = _compute_dtype(real_view(p0).dtype)
         hyper = _scalars(
@@ -476,7 +472,7 @@ def rmsprop(
         )  # fmt: skip
     if other:
         _fallback(forloop.rmsprop, found_inf, grad_scale)(
-            *[_pick(ts, other) for ts in (params, grads, square_avgs, gavgs, bufs, steps)],
+            *[pick(ts, other) for ts in (params, grads, square_avgs, gavgs, bufs, steps)],
             lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
             centered=centered, maximize=maximize, capturable=capturable,
         )  # fmt: skip
