@@ -1,8 +1,9 @@
-"""Small tensor helpers shared by the kernels."""
+"""Small helpers shared by the kernels: tensor views and lists, dtypes, a bounded cache."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import torch
@@ -48,3 +49,22 @@ def step_arithmetic_dtype() -> torch.dtype:
     step tensor use torch's dtype so that results match torch.optim bit for bit.
     """
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+class BoundedCache:
+    """{key: value} that keeps the ``size`` most recently used entries (tables the kernels
+    rebuild only when the tensors' sizes or addresses change)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """The value for ``key``, made by ``make()`` on a miss."""
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        value = self._entries[key] = make()
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return value

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import os
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -24,7 +23,7 @@ from torch import Tensor
 
 from . import _numba_cpu as loops
 from . import forloop
-from ._tensors import pick, scalar
+from ._tensors import BoundedCache, pick, scalar
 
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 _LIKE = {dtype: np.empty(0, np_dtype) for dtype, np_dtype in _NUMPY.items()}
@@ -46,16 +45,16 @@ class ChunkTables(NamedTuple):
         return self.chunks[self.bounds[k] : self.bounds[k + 1]]
 
 
-_CHUNK_TABLES: OrderedDict[tuple, ChunkTables] = OrderedDict()
+_CHUNK_TABLES = BoundedCache(64)
 
 
 def _chunk_tables(numels: tuple[int, ...], workers: int) -> ChunkTables:
     """One chunk table per worker, covering every element once, with equal shares of elements;
     cached by the sizes."""
-    key = (numels, workers)
-    if key in _CHUNK_TABLES:
-        _CHUNK_TABLES.move_to_end(key)
-        return _CHUNK_TABLES[key]
+    return _CHUNK_TABLES.get((numels, workers), lambda: _make_chunk_tables(numels, workers))
+
+
+def _make_chunk_tables(numels: tuple[int, ...], workers: int) -> ChunkTables:
     total = sum(numels)
     parts = workers if total >= SPLIT_MIN_ELEMENTS and workers > 1 else 1
     edges = [total * k // parts // _ALIGN * _ALIGN for k in range(parts)] + [total]
@@ -69,14 +68,10 @@ def _chunk_tables(numels: tuple[int, ...], workers: int) -> ChunkTables:
         start += n
     tables = [rows for rows in tables if rows]
     rows = [row for rows in tables for row in rows]
-    result = ChunkTables(
+    return ChunkTables(
         np.array(rows, dtype=np.int64).reshape(-1, 3),
         np.cumsum([0] + [len(rows) for rows in tables], dtype=np.int64),
     )
-    _CHUNK_TABLES[key] = result
-    if len(_CHUNK_TABLES) > 64:
-        _CHUNK_TABLES.popitem(last=False)
-    return result
 
 
 class _Threads:

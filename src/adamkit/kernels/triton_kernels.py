@@ -22,7 +22,6 @@ run several times by a tuner, and a memory-bound elementwise kernel has little t
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,7 +31,7 @@ import triton.language as tl
 from torch import Tensor
 
 from . import forloop, wrappers
-from ._tensors import pick, real_view
+from ._tensors import BoundedCache, pick, real_view
 
 BLOCK = 1024
 _TL = {
@@ -204,19 +203,8 @@ class _Plan:
     n_blocks: int
 
 
-_PLANS: OrderedDict[tuple, _Plan] = OrderedDict()
-_SCALARS: OrderedDict[tuple, Tensor] = OrderedDict()
-_CACHE_SIZE = 32
-
-
-def _remember(cache: OrderedDict, key: tuple, make):
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
-    value = cache[key] = make()
-    if len(cache) > _CACHE_SIZE:
-        cache.popitem(last=False)
-    return value
+_PLANS = BoundedCache(32)  # block tables by sizes, address tables by addresses
+_SCALARS = BoundedCache(32)
 
 
 def _plan(roles: list[list[Tensor]], device: torch.device) -> _Plan:
@@ -234,15 +222,14 @@ def _plan(roles: list[list[Tensor]], device: torch.device) -> _Plan:
         as_table = torch.tensor(numels, dtype=torch.int64, device=device)
         return block_tensor.to(device), block_start.to(device), as_table, sum(blocks)
 
-    block_tensor, block_start, numel_table, n_blocks = _remember(
-        _PLANS, ("blocks", device, numels), make_blocks
+    block_tensor, block_start, numel_table, n_blocks = _PLANS.get(
+        ("blocks", device, numels), make_blocks
     )
     addresses = []
     for ts in roles:
         ptrs = tuple(t.data_ptr() for t in ts)
         addresses.append(
-            _remember(
-                _PLANS,
+            _PLANS.get(
                 ("addresses", device, ptrs),
                 lambda ptrs=ptrs: torch.tensor(ptrs, dtype=torch.int64, device=device),
             )
@@ -252,8 +239,7 @@ def _plan(roles: list[list[Tensor]], device: torch.device) -> _Plan:
 
 def _scalars(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
     """A small constant tensor of hyperparameters, cached (no copy while they stay the same)."""
-    return _remember(
-        _SCALARS,
+    return _SCALARS.get(
         (values, device, dtype),
         lambda: torch.tensor(values, dtype=dtype, device=device),
     )
