@@ -70,12 +70,10 @@ def _fused_module(device_type: str) -> ModuleType:
 
 def step_counter(backend: str, device_type: str) -> Callable[[list[Tensor]], None]:
     """The op that adds one to a list of step counters for this backend and device: the fused
-    CPU module's one-call version, else torch's foreach add."""
-    if backend == "fused" and device_type == "cpu":
-        from . import fused_cpu
-
-        return fused_cpu.advance_steps
-    return foreach_add_one
+    module's own ``advance_steps`` where it has one (numba on CPU), else torch's foreach add."""
+    if backend != "fused":
+        return foreach_add_one
+    return getattr(_fused_module(device_type), "advance_steps", foreach_add_one)
 
 
 def foreach_add_one(steps: list[Tensor]) -> None:

@@ -164,13 +164,7 @@ class KernelOptimizer(torch.optim.Optimizer):
         )
 
     def _uses_triton(self, group: dict[str, Any], p: Tensor) -> bool:
-        backend = registry.choose_backend(
-            foreach=group.get("foreach"),
-            fused=group.get("fused"),
-            differentiable=group.get("differentiable", False),
-            capturable=group.get("capturable", False),
-        )
-        return backend == "fused" and p.device.type == "cuda" and registry.triton_available()
+        return self._backend(group, [p]) == ("fused", "cuda") and registry.triton_available()
 
     def zeros_state(self, p: Tensor, group: dict[str, Any]) -> Tensor:
         """A zero state tensor for ``p``: float32 for half-precision parameters updated by the
