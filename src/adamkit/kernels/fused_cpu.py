@@ -184,17 +184,22 @@ def _addresses(roles: list[Sequence[Tensor]], idx: list[int]) -> np.ndarray:
     return np.array(flat, dtype=np.int64).reshape(len(roles), len(idx))
 
 
+def _float64_cpu_scalars(steps: Sequence[Tensor]) -> bool:
+    """Whether the loops can read and write the counters in place (the optimizers' own are)."""
+    return all(s.dtype is torch.float64 and s.is_cpu and s.numel() == 1 for s in steps)
+
+
 def _float64_counters(steps: Sequence[Tensor]) -> Sequence[Tensor]:
-    """The step counters as CPU float64 tensors the loops can read (copies of any other)."""
-    if all(s.dtype is torch.float64 and s.is_cpu for s in steps):
+    """The step counters as CPU float64 scalars the loops can read (copies of any other)."""
+    if _float64_cpu_scalars(steps):
         return steps
     return [s.to("cpu", torch.float64) for s in steps]
 
 
 def advance_steps(steps: Sequence[Tensor]) -> None:
-    """Add one to every step counter, in one numba call when all are CPU float64 scalars (the
-    optimizers' own): a torch op costs ~2 µs per scalar, this ~2 µs for all of them."""
-    if all(s.dtype is torch.float64 and s.is_cpu and s.numel() == 1 for s in steps):
+    """Add one to every step counter, in one numba call when all are CPU float64 scalars: a
+    torch op costs ~2 µs per scalar, this ~2 µs for all of them."""
+    if _float64_cpu_scalars(steps):
         loops.add_one(np.array([s.data_ptr() for s in steps], dtype=np.int64))
     else:
         torch._foreach_add_(list(steps), 1)
