@@ -10,14 +10,14 @@ from torch import Tensor
 
 from .elementwise import Elements, algorithm_of, group_elements
 
+# effective_lr's summary statistics (p10 and p90 are the 10th and 90th percentiles).
+EFFECTIVE_LR_STATS = ("min", "p10", "median", "p90", "max")
+_EFFECTIVE_LR = [f"effective_lr.{stat}" for stat in EFFECTIVE_LR_STATS]
+
 # The summaries each algorithm has, flattened as CSV columns / TensorBoard tags.
 QUANTITIES: dict[str, list[str]] = {
     "adam": [
-        "effective_lr.min",
-        "effective_lr.p10",
-        "effective_lr.median",
-        "effective_lr.p90",
-        "effective_lr.max",
+        *_EFFECTIVE_LR,
         "m_hat_rms",
         "sqrt_v_hat_rms",
         "snr",
@@ -27,11 +27,7 @@ QUANTITIES: dict[str, list[str]] = {
         "momentum_agreement",
     ],
     "rmsprop": [
-        "effective_lr.min",
-        "effective_lr.p10",
-        "effective_lr.median",
-        "effective_lr.p90",
-        "effective_lr.max",
+        *_EFFECTIVE_LR,
         "sqrt_v_rms",
         "update_rms",
         "update_to_param",
@@ -40,11 +36,7 @@ QUANTITIES: dict[str, list[str]] = {
         "momentum_agreement",
     ],
     "sgd": [
-        "effective_lr.min",
-        "effective_lr.p10",
-        "effective_lr.median",
-        "effective_lr.p90",
-        "effective_lr.max",
+        *_EFFECTIVE_LR,
         "momentum_rms",
         "update_rms",
         "update_to_param",
@@ -119,13 +111,8 @@ def summarize(e: Elements | None) -> dict[str, Any]:
     out: dict[str, Any] = {"step": e.step}
     lr = e.effective_lr
     p10, median, p90 = _quantiles(lr, [0.1, 0.5, 0.9])
-    out["effective_lr"] = {
-        "min": lr.min().item(),
-        "p10": p10,
-        "median": median,
-        "p90": p90,
-        "max": lr.max().item(),
-    }
+    values = (lr.min().item(), p10, median, p90, lr.max().item())
+    out["effective_lr"] = dict(zip(EFFECTIVE_LR_STATS, values, strict=True))
     if e.momentum is not None:
         out["m_hat_rms" if e.algorithm == "adam" else "momentum_rms"] = _rms(e.momentum)
     if e.sqrt_v is not None:
