@@ -89,6 +89,10 @@ def main() -> None:
         if rank == 0:
             mean_loss = sum(losses) / len(losses)
             print(f"epoch {epoch + 1}: mean train loss {mean_loss:.4f}, test acc {accuracy:.1%}")
+    # Let every rank's outstanding gloo work finish before the group goes: a collective still
+    # in flight at interpreter exit can abort the process (its worker thread needs the GIL
+    # while Python finalizes; seen with torch 2.13 about once in ten runs).
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -168,6 +168,10 @@ def main() -> None:
     count_kernel_paths()
     try:
         {"train": phase_train, "resume": phase_resume}[phase](out, rank, world)
+        # Let every rank's outstanding gloo work finish before the group goes: a collective
+        # still in flight at interpreter exit can abort the process (its worker thread needs
+        # the GIL while Python finalizes; seen with torch 2.13 about once in ten runs).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -29,7 +29,12 @@ def _torchrun(script: Path, *args: str) -> str:
     """Run ``script`` on 2 ranks and return its output; on timeout kill the process group."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(script), *args]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONFAULTHANDLER": "1",  # a crashing rank prints its Python stack
+    }
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -40,7 +45,7 @@ def _torchrun(script: Path, *args: str) -> str:
         proc.communicate()
         pytest.fail(f"{script.name} {' '.join(args)} did not finish in {TIMEOUT_S} s")
     text = output.decode(errors="replace")
-    assert proc.returncode == 0, text[-4000:]
+    assert proc.returncode == 0, text[-20000:]
     return text
 
 
