@@ -187,18 +187,26 @@ def _float64_cell(address):
     return numba.carray(_pointer(address, _FLOAT64_LIKE), (1,))
 
 
+# Arguments of the group loops: ``addresses[t, role]`` holds the data address of tensor t in
+# each role (Adam: p, g, m, v, max v, step counter); ``hyper`` holds the scalars in the data's
+# dtype, ``flags`` the options as 0/1 (arrays, not tuples: numba's dispatcher types an array
+# argument in C, a tuple element by element in Python).
+
+
 @_jit
 def adam_chunks(chunks, addresses, like, hyper, bias, flags):
-    """Adam over the chunks; addresses rows: p, g, m, v, max v, step (a float64 scalar)."""
-    decay, wd, one_minus_beta1, beta1, beta2, one_minus_beta2, eps = hyper
+    """Adam over the chunks; ``bias`` = (lr, β1, β2) in float64 for the bias corrections."""
+    decay, wd, one_minus_beta1, beta1 = hyper[0], hyper[1], hyper[2], hyper[3]
+    beta2, one_minus_beta2, eps = hyper[4], hyper[5], hyper[6]
+    options = (flags[0] != 0, flags[1] != 0, flags[2] != 0)  # maximize, L2, amsgrad
     # Bias corrections in float64 from each tensor's step, then rounded to the data's dtype,
     # as torch's for-loop kernel computes them in Python floats.
-    lr, beta1_64, beta2_64 = bias
-    n = addresses.shape[1]
+    lr, beta1_64, beta2_64 = bias[0], bias[1], bias[2]
+    n = addresses.shape[0]
     step_size = np.empty(n, like.dtype)
     bc2_sqrt = np.empty(n, like.dtype)
     for t in range(n):
-        step = _float64_cell(addresses[5, t])[0]
+        step = _float64_cell(addresses[t, 5])[0]
         step_size[t] = lr / (1 - beta1_64**step)
         bc2_sqrt[t] = (1 - beta2_64**step) ** 0.5
     for c in range(chunks.shape[0]):
@@ -208,13 +216,13 @@ def adam_chunks(chunks, addresses, like, hyper, bias, flags):
             step_size[t], bc2_sqrt[t],
         )  # fmt: skip
         adam(
-            _view(addresses[0, t], lo, hi, like),
-            _view(addresses[1, t], lo, hi, like),
-            _view(addresses[2, t], lo, hi, like),
-            _view(addresses[3, t], lo, hi, like),
-            _view(addresses[4, t], lo, hi, like),
+            _view(addresses[t, 0], lo, hi, like),
+            _view(addresses[t, 1], lo, hi, like),
+            _view(addresses[t, 2], lo, hi, like),
+            _view(addresses[t, 3], lo, hi, like),
+            _view(addresses[t, 4], lo, hi, like),
             tensor_hyper,
-            flags,
+            options,
         )
 
 
@@ -227,30 +235,36 @@ def add_one(addresses):
 
 @_jit
 def sgd_chunks(chunks, addresses, first, like, hyper, flags):
-    nesterov, maximize, l2, has_momentum = flags
+    """SGD over the chunks; roles p, g, momentum buffer; ``first[t]``: the buffer starts now."""
+    scalars = (hyper[0], hyper[1], hyper[2], hyper[3])  # lr, momentum, 1 - dampening, wd
+    nesterov, maximize = flags[0] != 0, flags[1] != 0
+    l2, has_momentum = flags[2] != 0, flags[3] != 0
     for c in range(chunks.shape[0]):
         t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         sgd(
-            _view(addresses[0, t], lo, hi, like),
-            _view(addresses[1, t], lo, hi, like),
-            _view(addresses[2, t], lo, hi, like),
-            hyper,
+            _view(addresses[t, 0], lo, hi, like),
+            _view(addresses[t, 1], lo, hi, like),
+            _view(addresses[t, 2], lo, hi, like),
+            scalars,
             (nesterov, maximize, first[t] != 0, l2, has_momentum),
         )
 
 
 @_jit
 def rmsprop_chunks(chunks, addresses, like, hyper, flags):
+    """RMSprop over the chunks; roles p, g, square avg, grad avg, momentum buffer."""
+    scalars = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5], hyper[6])
+    options = (flags[0] != 0, flags[1] != 0, flags[2] != 0, flags[3] != 0)
     for c in range(chunks.shape[0]):
         t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         rmsprop(
-            _view(addresses[0, t], lo, hi, like),
-            _view(addresses[1, t], lo, hi, like),
-            _view(addresses[2, t], lo, hi, like),
-            _view(addresses[3, t], lo, hi, like),
-            _view(addresses[4, t], lo, hi, like),
-            hyper,
-            flags,
+            _view(addresses[t, 0], lo, hi, like),
+            _view(addresses[t, 1], lo, hi, like),
+            _view(addresses[t, 2], lo, hi, like),
+            _view(addresses[t, 3], lo, hi, like),
+            _view(addresses[t, 4], lo, hi, like),
+            scalars,
+            options,
         )
 
 

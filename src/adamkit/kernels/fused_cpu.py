@@ -113,10 +113,19 @@ def _run(serial, parallel, numels: tuple[int, ...], *args) -> None:
 
 
 @functools.lru_cache(maxsize=256)
-def _typed(dtype: torch.dtype, *values: float) -> tuple:
+def _typed(dtype: torch.dtype, *values: float) -> np.ndarray:
     """Scalars in the arrays' dtype, so float32 data is computed in float32 as torch does."""
-    to_scalar = _NUMPY[dtype]
-    return tuple(to_scalar(v) for v in values)
+    return np.array(values, dtype=_NUMPY[dtype])
+
+
+@functools.lru_cache(maxsize=256)
+def _float64s(*values: float) -> np.ndarray:
+    return np.array(values, dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=64)
+def _flags(*flags: bool) -> np.ndarray:
+    return np.array(flags, dtype=np.uint8)
 
 
 @functools.lru_cache(maxsize=256)
@@ -137,51 +146,59 @@ _REAL_DTYPE = {
 
 
 class _Batch(NamedTuple):
-    """The tensors of one real dtype that the loops take: their indices and element counts."""
+    """The tensors of one real dtype that the loops take: their indices, element counts and
+    the data addresses of each of their roles (one row per tensor)."""
 
     idx: list[int]
     numels: list[int]
+    rows: list[list[int]]
+
+    def addresses(self) -> np.ndarray:
+        return np.array(self.rows, dtype=np.int64)
 
 
 def _split(
-    params: Sequence[Tensor], *others: Sequence[Tensor]
+    roles: Sequence[Sequence[Tensor]], checked: Sequence[int]
 ) -> tuple[dict[torch.dtype, _Batch], list[int]]:
     """The tensors the loops take directly, batched by real dtype, and the indices of those
     that need another path. Empty tensors are in neither: there is nothing to update.
 
-    Run on every step for every tensor, so it is written for speed: strided CPU tensors of
-    the loops' dtypes, each contiguous (sparse gradients fail the layout test first).
+    ``roles[0]`` are the params; the roles ``checked`` (grads, state) must each be, like the
+    param, a contiguous CPU tensor of its dtype and size: the loops read and write their
+    memory as the param's. Other roles (stand-ins, step counters) only give addresses.
+    Run on every step for every tensor, so it is written for speed (sparse gradients fail the
+    layout test first).
     """
     batches: dict[torch.dtype, _Batch] = {}
     other = []
     strided = torch.strided
-    for i, p in enumerate(params):
+    for i, p in enumerate(roles[0]):
         real = _REAL_DTYPE.get(p.dtype)
         ok = real is not None and p.is_cpu and p.is_contiguous()
         if ok:
-            for seq in others:
-                t = seq[i]
-                if t.layout is not strided or not t.is_contiguous():
+            dtype, n = p.dtype, p.numel()
+            for role in checked:
+                t = roles[role][i]
+                if (
+                    t.layout is not strided
+                    or t.dtype is not dtype
+                    or t.numel() != n
+                    or not t.is_contiguous()
+                ):
                     ok = False
                     break
         if not ok:
             other.append(i)
             continue
-        n = p.numel()
         if n:
-            dtype, width = real
-            batch = batches.get(dtype)
+            real_dtype, width = real
+            batch = batches.get(real_dtype)
             if batch is None:
-                batch = batches[dtype] = _Batch([], [])
+                batch = batches[real_dtype] = _Batch([], [], [])
             batch.idx.append(i)
             batch.numels.append(n * width)
+            batch.rows.append([ts[i].data_ptr() for ts in roles])
     return batches, other
-
-
-def _addresses(roles: list[Sequence[Tensor]], idx: list[int]) -> np.ndarray:
-    """int64 table [role, tensor] of data addresses (a role's list may be a stand-in)."""
-    flat = [ts[i].data_ptr() for ts in roles for i in idx]
-    return np.array(flat, dtype=np.int64).reshape(len(roles), len(idx))
 
 
 def _float64_cpu_scalars(steps: Sequence[Tensor]) -> bool:
@@ -235,15 +252,14 @@ def adam(
 ) -> None:
     """Adam/AdamW in one pass; see :func:`adamkit.kernels.forloop.adam` for the math."""
     lr = scalar(lr)
-    state = [grads, exp_avgs, exp_avg_sqs] + ([max_exp_avg_sqs] if amsgrad else [])
-    batches, other = _split(params, *state)
-    wd = float(weight_decay)
-    decay = 1 - lr * wd if decoupled_weight_decay and wd != 0 else 1.0
-    flags = (bool(maximize), wd != 0 and not decoupled_weight_decay, bool(amsgrad))
     # params stand in for max_exp_avg_sqs without amsgrad: the loop does not touch them then.
     roles = [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else params]
-    if batches:
-        roles.append(_float64_counters(steps))
+    roles.append(_float64_counters(steps))
+    batches, other = _split(roles, (1, 2, 3, 4) if amsgrad else (1, 2, 3))
+    wd = float(weight_decay)
+    decay = 1 - lr * wd if decoupled_weight_decay and wd != 0 else 1.0
+    flags = _flags(bool(maximize), wd != 0 and not decoupled_weight_decay, bool(amsgrad))
+    bias = _float64s(float(lr), float(beta1), float(beta2))
     for dtype, batch in batches.items():
         hyper = _typed(
             dtype, decay, wd, 1 - beta1, _complement(dtype, 1 - beta1), beta2, 1 - beta2, eps
@@ -252,10 +268,10 @@ def adam(
             loops.adam_chunks,
             loops.adam_parallel,
             tuple(batch.numels),
-            _addresses(roles, batch.idx),
+            batch.addresses(),
             _LIKE[dtype],
             hyper,
-            (float(lr), float(beta1), float(beta2)),
+            bias,
             flags,
         )
     if other:
@@ -308,16 +324,17 @@ def sgd(
                 momentum_buffers[i] = torch.empty_like(
                     grads[i], memory_format=torch.preserve_format
                 )
-    bufs = momentum_buffers if momentum != 0 else []
-    batches, other = _split(params, grads, *([bufs] if bufs else []))
+    # params stand in for the buffers without momentum: the loop does not touch them then.
+    roles = [params, grads, momentum_buffers if momentum != 0 else params]
+    batches, other = _split(roles, (1, 2) if momentum != 0 else (1,))
     wd = float(scalar(weight_decay))
-    flags = (bool(nesterov), bool(maximize), wd != 0, momentum != 0)
+    flags = _flags(bool(nesterov), bool(maximize), wd != 0, momentum != 0)
     for dtype, batch in batches.items():
         _run(
             loops.sgd_chunks,
             loops.sgd_parallel,
             tuple(batch.numels),
-            _addresses([params, grads, bufs or params], batch.idx),
+            batch.addresses(),
             np.array([first[i] for i in batch.idx], dtype=np.uint8),
             _LIKE[dtype],
             _typed(dtype, lr, momentum, 1 - dampening, wd),
@@ -352,9 +369,6 @@ def rmsprop(
 ) -> None:
     """RMSprop in one pass; see :func:`adamkit.kernels.forloop.rmsprop` for the math."""
     lr = scalar(lr)
-    optional = ([grad_avgs] if centered else []) + ([momentum_buffers] if momentum > 0 else [])
-    batches, other = _split(params, grads, square_avgs, *optional)
-    flags = (bool(centered), bool(maximize), weight_decay != 0, momentum > 0)
     # square_avgs stand in for the optional state the loop does not touch.
     roles = [
         params,
@@ -363,6 +377,9 @@ def rmsprop(
         grad_avgs if centered else square_avgs,
         momentum_buffers if momentum > 0 else square_avgs,
     ]
+    checked = (1, 2) + ((3,) if centered else ()) + ((4,) if momentum > 0 else ())
+    batches, other = _split(roles, checked)
+    flags = _flags(bool(centered), bool(maximize), weight_decay != 0, momentum > 0)
     for dtype, batch in batches.items():
         hyper = _typed(
             dtype,
@@ -378,7 +395,7 @@ def rmsprop(
             loops.rmsprop_chunks,
             loops.rmsprop_parallel,
             tuple(batch.numels),
-            _addresses(roles, batch.idx),
+            batch.addresses(),
             _LIKE[dtype],
             hyper,
             flags,

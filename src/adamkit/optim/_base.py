@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.optim.optimizer as optimizer_module
@@ -17,6 +17,15 @@ from torch import Tensor
 from ..kernels import registry, wrappers
 from . import _nonfinite
 from ._checkpoint import check_state_dict
+
+
+class Collected(NamedTuple):
+    """What a step needs of a group: params with a gradient, their gradients, state dicts."""
+
+    params: list[Tensor]
+    grads: list[Tensor]
+    states: list[dict[str, Any]]
+    any_sparse: bool
 
 
 def step_dtype(device: torch.device) -> torch.dtype:
@@ -141,16 +150,22 @@ class KernelOptimizer(torch.optim.Optimizer):
         # Under torch.amp.GradScaler with the Triton kernels (see _step_supports_amp_scaling),
         # the scaler hands over grad_scale/found_inf: gradients are still scaled and may hold
         # Inf, which found_inf already accounts for.
-        amp = {
-            key: getattr(self, key)
-            for key in ("grad_scale", "found_inf")
-            if getattr(self, key, None) is not None
-        }
+        amp = {}
+        for key in ("grad_scale", "found_inf"):
+            value = getattr(self, key, None)
+            if value is not None:
+                amp[key] = value
         if not amp and self.on_nonfinite != "propagate" and not self._gradients_finite():
             return loss
-        with torch.set_grad_enabled(bool(self.defaults.get("differentiable", False))):
+        # torch._C's switch, not the torch.set_grad_enabled context manager: this runs on
+        # every step, and the context manager's Python layers cost microseconds.
+        grad_was_enabled = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(bool(self.defaults.get("differentiable", False)))
+        try:
             for group in self.param_groups:
                 self._update_group(group, **amp)
+        finally:
+            torch._C._set_grad_enabled(grad_was_enabled)
         return loss
 
     @property
@@ -194,19 +209,35 @@ class KernelOptimizer(torch.optim.Optimizer):
         """Update one group; ``amp`` holds GradScaler's grad_scale/found_inf, if any."""
         raise NotImplementedError
 
-    def _params_with_grad(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
-        params, grads = [], []
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """``p``'s state dict, with its tensors created on the first step (subclasses)."""
+        return self.state[p]
+
+    def _collect(self, group: dict[str, Any]) -> Collected:
+        """The params of ``group`` that have a gradient, their gradients and state dicts.
+
+        One pass, since it runs for every parameter on every step: a small model's step is
+        dominated by such per-parameter Python work.
+        """
+        params, grads, states = [], [], []
+        any_sparse = False
+        state, init = self.state, self._init_state
         for p in group["params"]:
-            if p.grad is None:
+            g = p.grad
+            if g is None:
                 continue
-            if p.grad.is_sparse and not self.sparse_grads_supported:
-                raise RuntimeError(
-                    f"{type(self).__name__} does not support sparse gradients, "
-                    "please consider SparseAdam instead"
-                )
+            if g.is_sparse:
+                if not self.sparse_grads_supported:
+                    raise RuntimeError(
+                        f"{type(self).__name__} does not support sparse gradients, "
+                        "please consider SparseAdam instead"
+                    )
+                any_sparse = True
             params.append(p)
-            grads.append(p.grad)
-        return params, grads
+            grads.append(g)
+            p_state = state.get(p)  # no entry is made for a param that is not stepped
+            states.append(p_state if p_state else init(p, group))
+        return Collected(params, grads, states, any_sparse)
 
     def _backend(
         self, group: dict[str, Any], params: list[Tensor], sparse: bool = False
@@ -222,36 +253,29 @@ class KernelOptimizer(torch.optim.Optimizer):
             backend = "forloop"  # only plain torch ops accept sparse gradients
         return backend, params[0].device.type if params else "cpu"
 
-    def _kernel(self, group: dict[str, Any], params: list[Tensor], *, sparse: bool = False):
+    def _kernel(
+        self, group: dict[str, Any], params: list[Tensor], *, sparse: bool = False
+    ) -> tuple[registry.Kernel, Callable[[list[Tensor]], None]]:
+        """The kernel that updates ``params`` of ``group``, and the op that advances their
+        step counters on the same backend."""
         backend, device_type = self._backend(group, params, sparse)
         differentiable = bool(group.get("differentiable", False))
-        return _wrapped_kernel(self.algorithm, backend, device_type, differentiable)
-
-    def _increment(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        steps: list[Tensor],
-        found_inf: Tensor | None = None,
-    ) -> None:
-        """Advance the step counters of ``params`` with the op their backend does fastest."""
-        increment(steps, found_inf, _step_counter(*self._backend(group, params)))
+        return _kernel_and_counter(self.algorithm, backend, device_type, differentiable)
 
 
 @functools.lru_cache(maxsize=64)
-def _wrapped_kernel(
+def _kernel_and_counter(
     algorithm: str, backend: str, device_type: str, differentiable: bool
-) -> registry.Kernel:
-    """The kernel, adapted to DTensor shards and half precision; built once per combination."""
+) -> tuple[registry.Kernel, Callable[[list[Tensor]], None]]:
+    """The kernel, adapted to DTensor shards and half precision, and the backend's step
+    counter op; built once per combination."""
     kernel = registry.kernel(algorithm, backend, device_type)
     # float32 copies of half tensors would cut the autograd graph of a differentiable step.
     upcast_half = not differentiable and not getattr(kernel, "handles_half", False)
-    return wrappers.adapted(kernel, upcast_half=upcast_half)
-
-
-@functools.lru_cache(maxsize=64)
-def _step_counter(backend: str, device_type: str) -> Callable[[list[Tensor]], None]:
-    return registry.step_counter(backend, device_type)
+    return (
+        wrappers.adapted(kernel, upcast_half=upcast_half),
+        registry.step_counter(backend, device_type),
+    )
 
 
 def increment(

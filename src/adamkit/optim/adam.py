@@ -140,22 +140,16 @@ class Adam(KernelOptimizer):
         return state
 
     def _update_group(self, group: dict[str, Any], **amp: Tensor) -> None:
-        params, grads = self._params_with_grad(group)
-        if self.lazy_sparse:
-            lazy = [i for i, g in enumerate(grads) if g.is_sparse]
-            if lazy:
-                self._lazy_sparse_update(group, [params[i] for i in lazy], [grads[i] for i in lazy])
-                params = [p for i, p in enumerate(params) if i not in lazy]
-                grads = [g for i, g in enumerate(grads) if i not in lazy]
-        # Exact Adam on a sparse gradient: every row's moments decay, so densify it.
-        grads = [g.to_dense() if g.is_sparse else g for g in grads]
+        params, grads, states, any_sparse = self._collect(group)
+        if any_sparse:
+            params, grads, states = self._sparse_gradients(group, params, grads, states)
         if not params:
             return
-        states = [self._init_state(p, group) for p in params]
         steps = [s["step"] for s in states]
-        self._increment(group, params, steps, amp.get("found_inf"))
+        kernel, advance = self._kernel(group, params)
+        increment(steps, amp.get("found_inf"), advance)
         beta1, beta2 = group["betas"]
-        self._kernel(group, params)(
+        kernel(
             params,
             grads,
             [s["exp_avg"] for s in states],
@@ -173,6 +167,22 @@ class Adam(KernelOptimizer):
             capturable=group["capturable"],
             **amp,
         )
+
+    def _sparse_gradients(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+    ) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
+        """With ``lazy_sparse``, update the params with sparse gradients here (present rows
+        only) and return the others; else densify: in exact Adam every row's moments decay."""
+        if self.lazy_sparse:
+            lazy = [i for i, g in enumerate(grads) if g.is_sparse]
+            self._lazy_sparse_update(group, [params[i] for i in lazy], [grads[i] for i in lazy])
+            dense = [i for i in range(len(params)) if i not in lazy]
+            return [params[i] for i in dense], [grads[i] for i in dense], [states[i] for i in dense]
+        return params, [g.to_dense() if g.is_sparse else g for g in grads], states
 
     def _lazy_sparse_update(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from . import _validation as check
-from ._base import KernelOptimizer, new_step
+from ._base import KernelOptimizer, increment, new_step
 from ._checkpoint import Slot
 
 
@@ -116,13 +116,13 @@ class RMSprop(KernelOptimizer):
         return state
 
     def _update_group(self, group: dict[str, Any], **amp: Tensor) -> None:
-        params, grads = self._params_with_grad(group)
+        params, grads, states, _ = self._collect(group)  # sparse gradients raised there
         if not params:
             return
-        states = [self._init_state(p, group) for p in params]
         steps = [s["step"] for s in states]
-        self._increment(group, params, steps, amp.get("found_inf"))
-        self._kernel(group, params)(
+        kernel, advance = self._kernel(group, params)
+        increment(steps, amp.get("found_inf"), advance)
+        kernel(
             params,
             grads,
             [s["square_avg"] for s in states],

@@ -103,14 +103,18 @@ class SGD(KernelOptimizer):
         # torch stores a buffer (None until the first step) only when momentum is on.
         return {"momentum_buffer": Slot.LIKE_PARAM_OR_NONE} if group["momentum"] != 0 else {}
 
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        # As torch: no state entry without momentum (a throwaway dict stands in).
+        return self.state[p] if group["momentum"] != 0 else {}
+
     def _update_group(self, group: dict[str, Any], **amp: Tensor) -> None:
-        params, grads = self._params_with_grad(group)
+        params, grads, states, sparse = self._collect(group)
         if not params:
             return
         momentum = group["momentum"]
-        buffers = [self.state[p].get("momentum_buffer") for p in params] if momentum else []
-        sparse = any(g.is_sparse for g in grads)
-        self._kernel(group, params, sparse=sparse)(
+        buffers = [s.get("momentum_buffer") for s in states] if momentum else []
+        kernel, _ = self._kernel(group, params, sparse=sparse)  # SGD counts no steps
+        kernel(
             params,
             grads,
             buffers,
@@ -122,5 +126,5 @@ class SGD(KernelOptimizer):
             maximize=group["maximize"],
             **amp,
         )
-        for p, buf in zip(params, buffers, strict=False):
-            self.state[p]["momentum_buffer"] = buf
+        for p_state, buf in zip(states, buffers, strict=False):
+            p_state["momentum_buffer"] = buf
