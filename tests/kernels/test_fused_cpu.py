@@ -258,11 +258,3 @@ def test_float32_step_counters_are_read_like_float64_ones():
     for got, want in zip(params + m + v + vmax, expected + em + ev + evmax, strict=True):
         assert torch.equal(got, want)
     assert [s.dtype for s in steps] == [torch.float32] * 2  # read, not replaced
-
-
-@pytest.mark.parametrize(("dtype", "large"), [(torch.float64, 2**40), (torch.float32, 2**20)])
-def test_advance_steps_adds_one_to_every_counter(dtype, large):
-    steps = [torch.tensor(float(k), dtype=dtype) for k in (0, 5, large)]
-    fused_cpu.advance_steps(steps)
-    assert [s.item() for s in steps] == [1.0, 6.0, large + 1.0]
-    assert all(s.dtype == dtype for s in steps)

@@ -54,7 +54,7 @@ def _lerp(start, end, weight, one_minus_weight):
 
 @_inline
 def _adam_element(p, g, m, v, vmax, hyper, flags):
-    decay, wd, one_minus_beta1, beta1, beta2, one_minus_beta2, eps, step_size, bc2_sqrt = hyper
+    decay, wd, one_minus_beta1, beta1, beta2, one_minus_beta2, eps, step_size, inv_bc2_sqrt = hyper
     maximize, l2, amsgrad = flags
     if maximize:
         g = -g
@@ -67,7 +67,9 @@ def _adam_element(p, g, m, v, vmax, hyper, flags):
     if amsgrad:
         vmax = _nan_max(vmax, v)
         second = vmax
-    denom = math.sqrt(second) / bc2_sqrt + eps
+    # √v̂ as √v·(1/√(1-β2^t)): one division per element instead of torch's two (the loop on a
+    # small model is bound by division and square root); within an ulp of √v/√(1-β2^t).
+    denom = math.sqrt(second) * inv_bc2_sqrt + eps
     return p - step_size * (m / denom), m, v, vmax
 
 
@@ -193,9 +195,19 @@ def _float64_cell(address):
 # argument in C, a tuple element by element in Python).
 
 
+@_inline
+def _advance(addresses, role):
+    """Add one to the float64 step counters at ``addresses[:, role]``."""
+    for t in range(addresses.shape[0]):
+        _float64_cell(addresses[t, role])[0] += 1.0
+
+
 @_jit
-def adam_chunks(chunks, addresses, like, hyper, bias, flags):
-    """Adam over the chunks; ``bias`` = (lr, β1, β2) in float64 for the bias corrections."""
+def adam_chunks(chunks, addresses, like, hyper, bias, flags, advance):
+    """Adam over the chunks; ``bias`` = (lr, β1, β2) in float64 for the bias corrections;
+    with ``advance``, the step counters get their +1 first."""
+    if advance:
+        _advance(addresses, 5)
     decay, wd, one_minus_beta1, beta1 = hyper[0], hyper[1], hyper[2], hyper[3]
     beta2, one_minus_beta2, eps = hyper[4], hyper[5], hyper[6]
     options = (flags[0] != 0, flags[1] != 0, flags[2] != 0)  # maximize, L2, amsgrad
@@ -204,16 +216,16 @@ def adam_chunks(chunks, addresses, like, hyper, bias, flags):
     lr, beta1_64, beta2_64 = bias[0], bias[1], bias[2]
     n = addresses.shape[0]
     step_size = np.empty(n, like.dtype)
-    bc2_sqrt = np.empty(n, like.dtype)
+    inv_bc2_sqrt = np.empty(n, like.dtype)
     for t in range(n):
         step = _float64_cell(addresses[t, 5])[0]
         step_size[t] = lr / (1 - beta1_64**step)
-        bc2_sqrt[t] = (1 - beta2_64**step) ** 0.5
+        inv_bc2_sqrt[t] = 1 / (1 - beta2_64**step) ** 0.5
     for c in range(chunks.shape[0]):
         t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         tensor_hyper = (
             decay, wd, one_minus_beta1, beta1, beta2, one_minus_beta2, eps,
-            step_size[t], bc2_sqrt[t],
+            step_size[t], inv_bc2_sqrt[t],
         )  # fmt: skip
         adam(
             _view(addresses[t, 0], lo, hi, like),
@@ -224,13 +236,6 @@ def adam_chunks(chunks, addresses, like, hyper, bias, flags):
             tensor_hyper,
             options,
         )
-
-
-@_jit
-def add_one(addresses):
-    """Add one to the float64 scalars at ``addresses`` (step counters)."""
-    for i in range(addresses.size):
-        _float64_cell(addresses[i])[0] += 1.0
 
 
 @_jit
@@ -251,8 +256,11 @@ def sgd_chunks(chunks, addresses, first, like, hyper, flags):
 
 
 @_jit
-def rmsprop_chunks(chunks, addresses, like, hyper, flags):
-    """RMSprop over the chunks; roles p, g, square avg, grad avg, momentum buffer."""
+def rmsprop_chunks(chunks, addresses, like, hyper, flags, advance):
+    """RMSprop over the chunks; roles p, g, square avg, grad avg, momentum buffer, step
+    counter (only counted: RMSprop has no bias correction)."""
+    if advance:
+        _advance(addresses, 5)
     scalars = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5], hyper[6])
     options = (flags[0] != 0, flags[1] != 0, flags[2] != 0, flags[3] != 0)
     for c in range(chunks.shape[0]):
@@ -274,10 +282,12 @@ def rmsprop_chunks(chunks, addresses, like, hyper, flags):
 
 
 @_jit_parallel
-def adam_parallel(chunks, bounds, addresses, like, hyper, bias, flags):
+def adam_parallel(chunks, bounds, addresses, like, hyper, bias, flags, advance):
+    if advance:  # once, before the threads read the counters
+        _advance(addresses, 5)
     for k in numba.prange(bounds.size - 1):
         lo, hi = bounds[k], bounds[k + 1]
-        adam_chunks(chunks[lo:hi], addresses, like, hyper, bias, flags)
+        adam_chunks(chunks[lo:hi], addresses, like, hyper, bias, flags, False)
 
 
 @_jit_parallel
@@ -288,7 +298,9 @@ def sgd_parallel(chunks, bounds, addresses, first, like, hyper, flags):
 
 
 @_jit_parallel
-def rmsprop_parallel(chunks, bounds, addresses, like, hyper, flags):
+def rmsprop_parallel(chunks, bounds, addresses, like, hyper, flags, advance):
+    if advance:
+        _advance(addresses, 5)
     for k in numba.prange(bounds.size - 1):
         lo, hi = bounds[k], bounds[k + 1]
-        rmsprop_chunks(chunks[lo:hi], addresses, like, hyper, flags)
+        rmsprop_chunks(chunks[lo:hi], addresses, like, hyper, flags, False)

@@ -26,6 +26,12 @@ def pick(seq: Sequence[Any], idx: Sequence[int]) -> list[Any]:
     return [seq[i] for i in idx] if seq else []
 
 
+def add_one(steps: Sequence[Tensor]) -> None:
+    """Add one to each step counter (a kernel's ``advance_steps``), in one foreach op."""
+    if steps:
+        torch._foreach_add_(list(steps), 1)
+
+
 def scalar(x: float | Tensor) -> float:
     """A hyperparameter as a Python float (tensor hyperparameters hold one element)."""
     return x.item() if isinstance(x, Tensor) else x

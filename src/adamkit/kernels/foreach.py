@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._tensors import group_by_device_and_dtype, pick, real_views, scalar
+from ._tensors import add_one, group_by_device_and_dtype, pick, real_views, scalar
 
 
 def adam(
@@ -32,8 +32,11 @@ def adam(
     amsgrad: bool,
     maximize: bool,
     capturable: bool = False,
+    advance_steps: bool = False,
 ) -> None:
     """Adam/AdamW over lists; see :func:`adamkit.kernels.forloop.adam` for the math."""
+    if advance_steps:
+        add_one(steps)
     lr = scalar(lr)
     for idx in group_by_device_and_dtype(params):
         p = real_views(pick(params, idx))
@@ -137,9 +140,12 @@ def rmsprop(
     centered: bool,
     maximize: bool,
     capturable: bool = False,
+    advance_steps: bool = False,
 ) -> None:
     """RMSprop over lists; see :func:`adamkit.kernels.forloop.rmsprop` for the math."""
-    del steps, capturable
+    if advance_steps:
+        add_one(steps)
+    del capturable
     lr = scalar(lr)
     for idx in group_by_device_and_dtype(params):
         p = real_views(pick(params, idx))

@@ -1,8 +1,9 @@
 """The for-loop kernels: one tensor at a time, plain torch ops. The ground truth for torch.
 
 Operation order follows torch.optim's single-tensor path so that results agree with it to
-the last bit where possible. ``steps`` already hold the new step count t (the optimizer
-increments them); kernels only read them.
+the last bit where possible. With ``advance_steps=True`` a kernel first adds one to each step
+counter (the optimizer's +1, left to the kernel so that a fused one can do it in its own
+pass); otherwise ``steps`` already hold the new step count t and are only read.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._tensors import real_view, scalar, step_arithmetic_dtype
+from ._tensors import add_one, real_view, scalar, step_arithmetic_dtype
 
 
 def adam(
@@ -32,11 +33,14 @@ def adam(
     amsgrad: bool,
     maximize: bool,
     capturable: bool = False,
+    advance_steps: bool = False,
 ) -> None:
     """Adam/AdamW: m ← β1·m + (1-β1)·g; v ← β2·v + (1-β2)·g²; φ ← φ - α·m̂/(√v̂ + ε).
 
     A tensor ``lr`` stays a tensor, so ``lr/(1-β1^t)`` is computed in its dtype, as torch does.
     """
+    if advance_steps:
+        add_one(steps)
     lr_in_graph = isinstance(lr, Tensor) and lr.requires_grad
     for i, param in enumerate(params):
         grad = -grads[i] if maximize else grads[i]
@@ -125,9 +129,13 @@ def rmsprop(
     centered: bool,
     maximize: bool,
     capturable: bool = False,
+    advance_steps: bool = False,
 ) -> None:
     """RMSprop: v ← a·v + (1-a)·g²; s = √(v - ḡ²) + ε (centered) or √v + ε; φ ← φ - α·g/s."""
-    del steps, capturable  # RMSprop has no bias correction: the step count is bookkeeping only.
+    # RMSprop has no bias correction: the step count is bookkeeping only.
+    if advance_steps:
+        add_one(steps)
+    del capturable
     lr = scalar(lr)
     for i, param in enumerate(params):
         grad = -grads[i] if maximize else grads[i]

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from . import foreach as _foreach
@@ -66,18 +65,6 @@ def _fused_module(device_type: str) -> ModuleType:
         return triton_kernels
     # No single-pass kernel for this device: the foreach kernel gives the same results.
     return _foreach
-
-
-def step_counter(backend: str, device_type: str) -> Callable[[list[Tensor]], None]:
-    """The op that adds one to a list of step counters for this backend and device: the fused
-    module's own ``advance_steps`` where it has one (numba on CPU), else torch's foreach add."""
-    if backend != "fused":
-        return foreach_add_one
-    return getattr(_fused_module(device_type), "advance_steps", foreach_add_one)
-
-
-def foreach_add_one(steps: list[Tensor]) -> None:
-    torch._foreach_add_(steps, 1)
 
 
 def kernel(algorithm: str, backend: str, params: Sequence[Tensor] | str) -> Kernel:

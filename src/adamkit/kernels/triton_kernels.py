@@ -31,7 +31,7 @@ import triton.language as tl
 from torch import Tensor
 
 from . import forloop, wrappers
-from ._tensors import BoundedCache, pick, real_view
+from ._tensors import BoundedCache, add_one, pick, real_view
 
 BLOCK = 1024
 _TL = {
@@ -332,8 +332,11 @@ def adam(
     capturable: bool = False,
     grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
+    advance_steps: bool = False,
 ) -> None:
     """Adam/AdamW; see :func:`adamkit.kernels.forloop.adam` for the math."""
+    if advance_steps:
+        add_one(steps)
     vmax = max_exp_avg_sqs if amsgrad else []
     groups, other = _groups(params, grads, exp_avgs, exp_avg_sqs, vmax)
     for idx in groups:
@@ -433,8 +436,11 @@ def rmsprop(
     capturable: bool = False,
     grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
+    advance_steps: bool = False,
 ) -> None:
     """RMSprop; see :func:`adamkit.kernels.forloop.rmsprop` for the math."""
+    if advance_steps:
+        add_one(steps)
     gavgs = grad_avgs if centered else []
     bufs = momentum_buffers if momentum > 0 else []
     groups, other = _groups(params, grads, square_avgs, gavgs, bufs)

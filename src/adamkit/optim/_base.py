@@ -255,43 +255,42 @@ class KernelOptimizer(torch.optim.Optimizer):
 
     def _kernel(
         self, group: dict[str, Any], params: list[Tensor], *, sparse: bool = False
-    ) -> tuple[registry.Kernel, Callable[[list[Tensor]], None]]:
-        """The kernel that updates ``params`` of ``group``, and the op that advances their
-        step counters on the same backend."""
+    ) -> registry.Kernel:
         backend, device_type = self._backend(group, params, sparse)
         differentiable = bool(group.get("differentiable", False))
-        return _kernel_and_counter(self.algorithm, backend, device_type, differentiable)
+        return _wrapped_kernel(self.algorithm, backend, device_type, differentiable)
+
+    @staticmethod
+    def _step_counting(steps: list[Tensor], amp: dict[str, Tensor]) -> dict[str, bool]:
+        """The kernel keyword that counts this step: the kernel adds one to each counter in
+        its own pass (``advance_steps``), except under GradScaler, where the counts must stay
+        if it found an Inf, which is done here."""
+        found_inf = amp.get("found_inf")
+        if found_inf is None:
+            return {"advance_steps": True}
+        increment(steps, found_inf)
+        return {"advance_steps": False}
 
 
 @functools.lru_cache(maxsize=64)
-def _kernel_and_counter(
+def _wrapped_kernel(
     algorithm: str, backend: str, device_type: str, differentiable: bool
-) -> tuple[registry.Kernel, Callable[[list[Tensor]], None]]:
-    """The kernel, adapted to DTensor shards and half precision, and the backend's step
-    counter op; built once per combination."""
+) -> registry.Kernel:
+    """The kernel, adapted to DTensor shards and half precision; built once per combination."""
     kernel = registry.kernel(algorithm, backend, device_type)
     # float32 copies of half tensors would cut the autograd graph of a differentiable step.
     upcast_half = not differentiable and not getattr(kernel, "handles_half", False)
-    return (
-        wrappers.adapted(kernel, upcast_half=upcast_half),
-        registry.step_counter(backend, device_type),
-    )
+    return wrappers.adapted(kernel, upcast_half=upcast_half)
 
 
-def increment(
-    steps: list[Tensor],
-    found_inf: Tensor | None = None,
-    add_one: Callable[[list[Tensor]], None] = registry.foreach_add_one,
-) -> None:
-    """Advance each parameter's step counter by one (with ``add_one``), unless GradScaler
-    found an Inf: then the counts stay (on the device without synchronising when they live
-    there)."""
+def increment(steps: list[Tensor], found_inf: Tensor | None = None) -> None:
+    """Advance each parameter's step counter by one, unless GradScaler found an Inf: then the
+    counts stay (on the device without synchronising when they live there)."""
     if not steps:
         return
-    if found_inf is None:
-        add_one(steps)
-        return
     torch._foreach_add_(steps, 1)
+    if found_inf is None:
+        return
     if all(s.device == found_inf.device for s in steps):
         torch._foreach_sub_(steps, [found_inf.to(steps[0].dtype)] * len(steps))
     elif found_inf.item():  # step counts on the host: one synchronisation

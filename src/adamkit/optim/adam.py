@@ -146,10 +146,8 @@ class Adam(KernelOptimizer):
         if not params:
             return
         steps = [s["step"] for s in states]
-        kernel, advance = self._kernel(group, params)
-        increment(steps, amp.get("found_inf"), advance)
         beta1, beta2 = group["betas"]
-        kernel(
+        self._kernel(group, params)(
             params,
             grads,
             [s["exp_avg"] for s in states],
@@ -165,6 +163,7 @@ class Adam(KernelOptimizer):
             amsgrad=group["amsgrad"],
             maximize=group["maximize"],
             capturable=group["capturable"],
+            **self._step_counting(steps, amp),
             **amp,
         )
 

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from . import _validation as check
-from ._base import KernelOptimizer, increment, new_step
+from ._base import KernelOptimizer, new_step
 from ._checkpoint import Slot
 
 
@@ -120,9 +120,7 @@ class RMSprop(KernelOptimizer):
         if not params:
             return
         steps = [s["step"] for s in states]
-        kernel, advance = self._kernel(group, params)
-        increment(steps, amp.get("found_inf"), advance)
-        kernel(
+        self._kernel(group, params)(
             params,
             grads,
             [s["square_avg"] for s in states],
@@ -137,5 +135,6 @@ class RMSprop(KernelOptimizer):
             centered=group["centered"],
             maximize=group["maximize"],
             capturable=group["capturable"],
+            **self._step_counting(steps, amp),
             **amp,
         )

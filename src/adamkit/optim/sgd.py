@@ -113,8 +113,7 @@ class SGD(KernelOptimizer):
             return
         momentum = group["momentum"]
         buffers = [s.get("momentum_buffer") for s in states] if momentum else []
-        kernel, _ = self._kernel(group, params, sparse=sparse)  # SGD counts no steps
-        kernel(
+        self._kernel(group, params, sparse=sparse)(
             params,
             grads,
             buffers,
