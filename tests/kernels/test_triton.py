@@ -12,7 +12,7 @@ pytest.importorskip("triton")
 
 from adamkit.kernels import forloop, registry
 from adamkit.kernels import triton_kernels as tk
-from adamkit.optim._base import _wrapped_kernel
+from adamkit.optim._base import _adapted_kernel
 from harness import assert_all_close_to_scale, grad_plan, run_optimizer
 from specs import ALL_CONFIGS, ALL_IDS, make_params
 
@@ -42,9 +42,9 @@ def triton_as_fused(monkeypatch):
     for algorithm in ("adam", "sgd", "rmsprop"):
         counters[algorithm] = _LaunchCounter(getattr(tk, f"_{algorithm}_kernel"))
         monkeypatch.setattr(tk, f"_{algorithm}_kernel", counters[algorithm])
-    _wrapped_kernel.cache_clear()  # optimizers cache their kernel per device
+    _adapted_kernel.cache_clear()  # optimizers cache their kernel per device
     yield counters
-    _wrapped_kernel.cache_clear()
+    _adapted_kernel.cache_clear()
 
 
 def _on_device(params):

@@ -67,10 +67,15 @@ class BoundedCache:
 
     def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
         """The value for ``key``, made by ``make()`` on a miss."""
-        if key in self._entries:
-            self._entries.move_to_end(key)
-            return self._entries[key]
-        value = self._entries[key] = make()
-        if len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        entries = self._entries
+        value = entries.get(key, _MISSING)
+        if value is not _MISSING:
+            entries.move_to_end(key)
+            return value
+        value = entries[key] = make()
+        if len(entries) > self.size:
+            entries.popitem(last=False)
         return value
+
+
+_MISSING = object()

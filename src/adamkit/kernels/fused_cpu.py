@@ -158,36 +158,49 @@ class _Batch(NamedTuple):
         return np.array(self.rows, dtype=np.int64)
 
 
+# A role after the params: its tensors (None: a stand-in the loop does not touch, given the
+# param's address) and what each must be for the loops to use its memory in place.
+LIKE_PARAM = 0  # grads, state: a contiguous CPU tensor of the param's dtype and size
+COUNTER = 1  # step counters: a CPU float64 scalar
+Role = tuple[Sequence[Tensor] | None, int]
+
+
 def _split(
-    roles: Sequence[Sequence[Tensor]], checked: Sequence[int]
+    params: Sequence[Tensor], roles: Sequence[Role]
 ) -> tuple[dict[torch.dtype, _Batch], list[int], list[int]]:
     """The tensors the loops take directly, batched by real dtype; the indices of those that
     need another path; and the indices of empty ones (nothing to update).
 
-    ``roles[0]`` are the params; the roles ``checked`` (grads, state) must each be, like the
-    param, a contiguous CPU tensor of its dtype and size: the loops read and write their
-    memory as the param's. Other roles (stand-ins, step counters) only give addresses.
-    Run on every step for every tensor, so it is written for speed: ~20 tensor attribute
-    reads per parameter at ~70 ns each are most of a small model's step.
+    A tensor that is not what its role needs (see LIKE_PARAM, COUNTER) sends its param to
+    the other path. Runs on every step for every tensor, so it is written for speed: ~20
+    tensor attribute reads per Adam parameter at ~70 ns each are most of a small model's
+    step.
     """
+    float64 = torch.float64
     batches: dict[torch.dtype, _Batch] = {}
     other, empty = [], []
-    checked_roles = [roles[role] for role in checked]
-    for i, p in enumerate(roles[0]):
+    for i, p in enumerate(params):
         dtype = p.dtype
         real = _REAL_DTYPE.get(dtype)
-        ok = real is not None and p.is_cpu
+        row = None
         try:
-            if ok and p.is_contiguous():
-                n = p.numel()
-                for ts in checked_roles:
+            ok = real is not None and p.is_cpu and p.is_contiguous()
+            n = p.numel() if ok else 0
+            if n:
+                address = p.data_ptr()
+                row = [address]
+                for ts, kind in roles:
+                    if ts is None:
+                        row.append(address)
+                        continue
                     t = ts[i]
-                    if t.dtype is not dtype or t.numel() != n or not t.is_contiguous():
-                        ok = False
+                    if kind == LIKE_PARAM:
+                        ok = t.dtype is dtype and t.numel() == n and t.is_contiguous()
+                    else:
+                        ok = t.dtype is float64 and t.is_cpu and t.numel() == 1
+                    if not ok:
                         break
-                row = [ts[i].data_ptr() for ts in roles] if ok and n else None
-            else:
-                ok = False
+                    row.append(t.data_ptr())
         except RuntimeError:  # layouts without strides or storage (sparse CSR, mkldnn)
             ok = False
         if not ok:
@@ -203,29 +216,6 @@ def _split(
             batch.numels.append(n * width)
             batch.rows.append(row)
     return batches, other, empty
-
-
-def _float64_cpu_scalars(steps: Sequence[Tensor]) -> bool:
-    """Whether the loops can read and write the counters in place (the optimizers' own are)."""
-    return all(s.dtype is torch.float64 and s.is_cpu and s.numel() == 1 for s in steps)
-
-
-def _float64_counters(steps: Sequence[Tensor]) -> Sequence[Tensor]:
-    """The step counters as CPU float64 scalars the loops can read (copies of any other)."""
-    if _float64_cpu_scalars(steps):
-        return steps
-    return [s.to("cpu", torch.float64) for s in steps]
-
-
-def _counters(steps: Sequence[Tensor], advance: bool) -> tuple[Sequence[Tensor], bool]:
-    """The counters the loops read (copies when the given ones are not CPU float64 scalars),
-    and whether the loops should add the +1 themselves: only into the real counters, so with
-    copies the originals are counted here first."""
-    if _float64_cpu_scalars(steps):
-        return steps, advance
-    if advance:
-        torch._foreach_add_(list(steps), 1)
-    return _float64_counters(steps), False
 
 
 def _count_steps(steps: Sequence[Tensor], idx: list[int]) -> None:
@@ -288,12 +278,15 @@ def adam(
 ) -> None:
     """Adam/AdamW in one pass; see :func:`adamkit.kernels.forloop.adam` for the math."""
     lr = scalar(lr)
-    counters, advance_in_loop = _counters(steps, advance_steps)
-    # params stand in for max_exp_avg_sqs without amsgrad: the loop does not touch them then.
-    roles = [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else params]
-    roles.append(counters)
-    batches, other, empty = _split(roles, (1, 2, 3, 4) if amsgrad else (1, 2, 3))
-    if advance_in_loop:
+    roles = [
+        (grads, LIKE_PARAM),
+        (exp_avgs, LIKE_PARAM),
+        (exp_avg_sqs, LIKE_PARAM),
+        (max_exp_avg_sqs if amsgrad else None, LIKE_PARAM),
+        (steps, COUNTER),
+    ]
+    batches, other, empty = _split(params, roles)
+    if advance_steps:
         _count_steps(steps, empty)
     for dtype, batch in batches.items():
         args = _adam_args(
@@ -306,7 +299,7 @@ def adam(
             batch.addresses(),
             _LIKE[dtype],
             *args,
-            advance_in_loop,
+            advance_steps,
         )
     if other:
         _slow_path(
@@ -323,7 +316,7 @@ def adam(
             decoupled_weight_decay=decoupled_weight_decay,
             amsgrad=amsgrad,
             maximize=maximize,
-            advance_steps=advance_in_loop,
+            advance_steps=advance_steps,
         )
 
 
@@ -359,9 +352,8 @@ def sgd(
                 momentum_buffers[i] = torch.empty_like(
                     grads[i], memory_format=torch.preserve_format
                 )
-    # params stand in for the buffers without momentum: the loop does not touch them then.
-    roles = [params, grads, momentum_buffers if momentum != 0 else params]
-    batches, other, _ = _split(roles, (1, 2) if momentum != 0 else (1,))
+    roles = [(grads, LIKE_PARAM), (momentum_buffers if momentum != 0 else None, LIKE_PARAM)]
+    batches, other, _ = _split(params, roles)
     wd = float(scalar(weight_decay))
     flags = _flags(bool(nesterov), bool(maximize), wd != 0, momentum != 0)
     for dtype, batch in batches.items():
@@ -405,19 +397,15 @@ def rmsprop(
 ) -> None:
     """RMSprop in one pass; see :func:`adamkit.kernels.forloop.rmsprop` for the math."""
     lr = scalar(lr)
-    counters, advance_in_loop = _counters(steps, advance_steps)
-    # square_avgs stand in for the optional state the loop does not touch.
     roles = [
-        params,
-        grads,
-        square_avgs,
-        grad_avgs if centered else square_avgs,
-        momentum_buffers if momentum > 0 else square_avgs,
-        counters,
+        (grads, LIKE_PARAM),
+        (square_avgs, LIKE_PARAM),
+        (grad_avgs if centered else None, LIKE_PARAM),
+        (momentum_buffers if momentum > 0 else None, LIKE_PARAM),
+        (steps, COUNTER),
     ]
-    checked = (1, 2) + ((3,) if centered else ()) + ((4,) if momentum > 0 else ())
-    batches, other, empty = _split(roles, checked)
-    if advance_in_loop:
+    batches, other, empty = _split(params, roles)
+    if advance_steps:
         _count_steps(steps, empty)
     flags = _flags(bool(centered), bool(maximize), weight_decay != 0, momentum > 0)
     for dtype, batch in batches.items():
@@ -439,7 +427,7 @@ def rmsprop(
             _LIKE[dtype],
             hyper,
             flags,
-            advance_in_loop,
+            advance_steps,
         )
     if other:
         _slow_path(
@@ -455,5 +443,5 @@ def rmsprop(
             momentum=momentum,
             centered=centered,
             maximize=maximize,
-            advance_steps=advance_in_loop,
+            advance_steps=advance_steps,
         )

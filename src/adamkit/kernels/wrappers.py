@@ -107,21 +107,21 @@ def on_local_shards(kernel: Kernel) -> Kernel:
     return run
 
 
-def adapted(kernel: Kernel, *, upcast_half: bool) -> Kernel:
-    """``kernel`` under :func:`on_local_shards` (and :func:`half_in_float32` when
-    ``upcast_half``), with one check in front: when no parameter is a DTensor or (with
-    ``upcast_half``) half precision, the kernel is called directly. Optimizers call this
-    on every step, and each wrapper layer costs microseconds on a small model."""
-    dtensor = _dtensor_type() or type(None)
-    special = HALF_DTYPES if upcast_half else ()
-    full = on_local_shards(half_in_float32(kernel) if upcast_half else kernel)
+class Adapted:
+    """A kernel and its form under :func:`on_local_shards` (and :func:`half_in_float32` when
+    ``upcast_half``). :meth:`for_params` picks the plain kernel when no parameter is a
+    DTensor or (with ``upcast_half``) half precision: optimizers pick on every step, and
+    each wrapper layer costs microseconds on a small model."""
 
-    @functools.wraps(kernel)
-    def run(params: Sequence[Tensor], *lists: Any, **hyper: Any) -> None:
+    def __init__(self, kernel: Kernel, *, upcast_half: bool) -> None:
+        self.kernel = kernel
+        self.full = on_local_shards(half_in_float32(kernel) if upcast_half else kernel)
+        self._special_dtypes = HALF_DTYPES if upcast_half else ()
+        self._dtensor = _dtensor_type() or type(None)
+
+    def for_params(self, params: Sequence[Tensor]) -> Kernel:
+        special, dtensor = self._special_dtypes, self._dtensor
         for p in params:
             if p.dtype in special or isinstance(p, dtensor):
-                full(params, *lists, **hyper)
-                return
-        kernel(params, *lists, **hyper)
-
-    return run
+                return self.full
+        return self.kernel

@@ -78,8 +78,7 @@ class KernelOptimizer(torch.optim.Optimizer):
         traced = torch.optim.Optimizer.profile_hook_step(func)
 
         @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            self = args[0]
+        def wrapper(self: KernelOptimizer, closure: Callable[[], Any] | None = None) -> Any:
             if (
                 torch.autograd._profiler_enabled()
                 or self._optimizer_step_pre_hooks
@@ -87,8 +86,8 @@ class KernelOptimizer(torch.optim.Optimizer):
                 or optimizer_module._global_optimizer_pre_hooks
                 or optimizer_module._global_optimizer_post_hooks
             ):
-                return traced(*args, **kwargs)
-            return func(*args, **kwargs)
+                return traced(self, closure)
+            return func(self, closure)
 
         return wrapper
 
@@ -163,7 +162,7 @@ class KernelOptimizer(torch.optim.Optimizer):
         torch._C._set_grad_enabled(bool(self.defaults.get("differentiable", False)))
         try:
             for group in self.param_groups:
-                self._update_group(group, **amp)
+                self._update_group(group, amp)
         finally:
             torch._C._set_grad_enabled(grad_was_enabled)
         return loss
@@ -205,7 +204,7 @@ class KernelOptimizer(torch.optim.Optimizer):
         self.skipped_steps += 1
         return False
 
-    def _update_group(self, group: dict[str, Any], **amp: Tensor) -> None:
+    def _update_group(self, group: dict[str, Any], amp: dict[str, Tensor]) -> None:
         """Update one group; ``amp`` holds GradScaler's grad_scale/found_inf, if any."""
         raise NotImplementedError
 
@@ -258,29 +257,30 @@ class KernelOptimizer(torch.optim.Optimizer):
     ) -> registry.Kernel:
         backend, device_type = self._backend(group, params, sparse)
         differentiable = bool(group.get("differentiable", False))
-        return _wrapped_kernel(self.algorithm, backend, device_type, differentiable)
+        adapted = _adapted_kernel(self.algorithm, backend, device_type, differentiable)
+        return adapted.for_params(params)
 
     @staticmethod
-    def _step_counting(steps: list[Tensor], amp: dict[str, Tensor]) -> dict[str, bool]:
-        """The kernel keyword that counts this step: the kernel adds one to each counter in
-        its own pass (``advance_steps``), except under GradScaler, where the counts must stay
-        if it found an Inf, which is done here."""
+    def _step_counting(steps: list[Tensor], amp: dict[str, Tensor]) -> dict[str, Any]:
+        """The kernel keywords that count this step, with GradScaler's ``amp`` ones: the kernel
+        adds one to each counter in its own pass (``advance_steps``), except under
+        GradScaler, where the counts must stay if it found an Inf, which is done here."""
         found_inf = amp.get("found_inf")
         if found_inf is None:
-            return {"advance_steps": True}
+            return {"advance_steps": True, **amp}
         increment(steps, found_inf)
-        return {"advance_steps": False}
+        return {"advance_steps": False, **amp}
 
 
 @functools.lru_cache(maxsize=64)
-def _wrapped_kernel(
+def _adapted_kernel(
     algorithm: str, backend: str, device_type: str, differentiable: bool
-) -> registry.Kernel:
+) -> wrappers.Adapted:
     """The kernel, adapted to DTensor shards and half precision; built once per combination."""
     kernel = registry.kernel(algorithm, backend, device_type)
     # float32 copies of half tensors would cut the autograd graph of a differentiable step.
     upcast_half = not differentiable and not getattr(kernel, "handles_half", False)
-    return wrappers.adapted(kernel, upcast_half=upcast_half)
+    return wrappers.Adapted(kernel, upcast_half=upcast_half)
 
 
 def increment(steps: list[Tensor], found_inf: Tensor | None = None) -> None:

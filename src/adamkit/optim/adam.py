@@ -139,7 +139,7 @@ class Adam(KernelOptimizer):
                 state["max_exp_avg_sq"] = self.zeros_state(p, group)
         return state
 
-    def _update_group(self, group: dict[str, Any], **amp: Tensor) -> None:
+    def _update_group(self, group: dict[str, Any], amp: dict[str, Tensor]) -> None:
         params, grads, states, any_sparse = self._collect(group)
         if any_sparse:
             params, grads, states = self._sparse_gradients(group, params, grads, states)
@@ -164,7 +164,6 @@ class Adam(KernelOptimizer):
             maximize=group["maximize"],
             capturable=group["capturable"],
             **self._step_counting(steps, amp),
-            **amp,
         )
 
     def _sparse_gradients(

@@ -115,7 +115,7 @@ class RMSprop(KernelOptimizer):
                 state["grad_avg"] = self.zeros_state(p, group)
         return state
 
-    def _update_group(self, group: dict[str, Any], **amp: Tensor) -> None:
+    def _update_group(self, group: dict[str, Any], amp: dict[str, Tensor]) -> None:
         params, grads, states, _ = self._collect(group)  # sparse gradients raised there
         if not params:
             return
@@ -136,5 +136,4 @@ class RMSprop(KernelOptimizer):
             maximize=group["maximize"],
             capturable=group["capturable"],
             **self._step_counting(steps, amp),
-            **amp,
         )

@@ -107,7 +107,7 @@ class SGD(KernelOptimizer):
         # As torch: no state entry without momentum (a throwaway dict stands in).
         return self.state[p] if group["momentum"] != 0 else {}
 
-    def _update_group(self, group: dict[str, Any], **amp: Tensor) -> None:
+    def _update_group(self, group: dict[str, Any], amp: dict[str, Tensor]) -> None:
         params, grads, states, sparse = self._collect(group)
         if not params:
             return
