@@ -242,22 +242,13 @@ class KernelOptimizer(torch.optim.Optimizer):
         self, group: dict[str, Any], params: list[Tensor], sparse: bool = False
     ) -> tuple[str, str]:
         """(backend, device type) that updates ``params`` of ``group``."""
-        backend = registry.choose_backend(
-            foreach=group.get("foreach"),
-            fused=group.get("fused"),
-            differentiable=group.get("differentiable", False),
-            capturable=group.get("capturable", False),
-        )
-        if sparse:
-            backend = "forloop"  # only plain torch ops accept sparse gradients
-        return backend, params[0].device.type if params else "cpu"
+        return _backend(*_kernel_key(group, params, sparse))
 
     def _kernel(
         self, group: dict[str, Any], params: list[Tensor], *, sparse: bool = False
     ) -> registry.Kernel:
-        backend, device_type = self._backend(group, params, sparse)
-        differentiable = bool(group.get("differentiable", False))
-        adapted = _adapted_kernel(self.algorithm, backend, device_type, differentiable)
+        """The kernel that updates ``params`` of ``group`` (one cached lookup a step)."""
+        adapted = _adapted_kernel(self.algorithm, *_kernel_key(group, params, sparse))
         return adapted.for_params(params)
 
     @staticmethod
@@ -265,6 +256,8 @@ class KernelOptimizer(torch.optim.Optimizer):
         """The kernel keywords that count this step, with GradScaler's ``amp`` ones: the kernel
         adds one to each counter in its own pass (``advance_steps``), except under
         GradScaler, where the counts must stay if it found an Inf, which is done here."""
+        if not amp:
+            return _ADVANCE_IN_KERNEL
         found_inf = amp.get("found_inf")
         if found_inf is None:
             return {"advance_steps": True, **amp}
@@ -272,11 +265,45 @@ class KernelOptimizer(torch.optim.Optimizer):
         return {"advance_steps": False, **amp}
 
 
+_ADVANCE_IN_KERNEL = {"advance_steps": True}
+
+
+def _kernel_key(
+    group: dict[str, Any], params: list[Tensor], sparse: bool
+) -> tuple[bool | None, bool | None, bool, bool, bool, str]:
+    """What the choice of kernel depends on: the group's flags, sparse gradients, device."""
+    return (
+        group.get("foreach"),
+        group.get("fused"),
+        bool(group.get("differentiable", False)),
+        bool(group.get("capturable", False)),
+        sparse,
+        params[0].device.type if params else "cpu",
+    )
+
+
+def _backend(
+    foreach: bool | None,
+    fused: bool | None,
+    differentiable: bool,
+    capturable: bool,
+    sparse: bool,
+    device_type: str,
+) -> tuple[str, str]:
+    backend = registry.choose_backend(
+        foreach=foreach, fused=fused, differentiable=differentiable, capturable=capturable
+    )
+    if sparse:
+        backend = "forloop"  # only plain torch ops accept sparse gradients
+    return backend, device_type
+
+
 @functools.lru_cache(maxsize=64)
-def _adapted_kernel(
-    algorithm: str, backend: str, device_type: str, differentiable: bool
-) -> wrappers.Adapted:
-    """The kernel, adapted to DTensor shards and half precision; built once per combination."""
+def _adapted_kernel(algorithm: str, *key: Any) -> wrappers.Adapted:
+    """The kernel for ``_kernel_key`` ``key``, adapted to DTensor shards and half precision;
+    built once per combination."""
+    backend, device_type = _backend(*key)
+    differentiable = key[2]
     kernel = registry.kernel(algorithm, backend, device_type)
     # float32 copies of half tensors would cut the autograd graph of a differentiable step.
     upcast_half = not differentiable and not getattr(kernel, "handles_half", False)
