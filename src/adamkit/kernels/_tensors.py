@@ -34,6 +34,8 @@ def add_one(steps: Sequence[Tensor]) -> None:
 
 def scalar(x: float | Tensor) -> float:
     """A hyperparameter as a Python float (tensor hyperparameters hold one element)."""
+    if type(x) is float:  # the common case, without isinstance's ~0.1 µs
+        return x
     return x.item() if isinstance(x, Tensor) else x
 
 

@@ -251,21 +251,29 @@ class KernelOptimizer(torch.optim.Optimizer):
         adapted = _adapted_kernel(self.algorithm, *_kernel_key(group, params, sparse))
         return adapted.for_params(params)
 
+    def _step_kernel(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        amp: dict[str, Tensor],
+        *,
+        sparse: bool = False,
+    ) -> registry.Kernel:
+        """The kernel for this step, with GradScaler's ``amp`` keywords bound when there are
+        any (so that the usual call passes no ``**``: +0.5 µs a call)."""
+        kernel = self._kernel(group, params, sparse=sparse)
+        return functools.partial(kernel, **amp) if amp else kernel
+
     @staticmethod
-    def _step_counting(steps: list[Tensor], amp: dict[str, Tensor]) -> dict[str, Any]:
-        """The kernel keywords that count this step, with GradScaler's ``amp`` ones: the kernel
-        adds one to each counter in its own pass (``advance_steps``), except under
-        GradScaler, where the counts must stay if it found an Inf, which is done here."""
-        if not amp:
-            return _ADVANCE_IN_KERNEL
-        found_inf = amp.get("found_inf")
+    def _kernel_counts_steps(steps: list[Tensor], amp: dict[str, Tensor]) -> bool:
+        """Whether the kernel adds this step's one to each counter in its own pass
+        (``advance_steps``): yes, except under GradScaler, where the counts must stay if it
+        found an Inf; they are counted here then."""
+        found_inf = amp.get("found_inf") if amp else None
         if found_inf is None:
-            return {"advance_steps": True, **amp}
+            return True
         increment(steps, found_inf)
-        return {"advance_steps": False, **amp}
-
-
-_ADVANCE_IN_KERNEL = {"advance_steps": True}
+        return False
 
 
 def _kernel_key(

@@ -147,7 +147,7 @@ class Adam(KernelOptimizer):
             return
         steps = [s["step"] for s in states]
         beta1, beta2 = group["betas"]
-        self._kernel(group, params)(
+        self._step_kernel(group, params, amp)(
             params,
             grads,
             [s["exp_avg"] for s in states],
@@ -163,7 +163,7 @@ class Adam(KernelOptimizer):
             amsgrad=group["amsgrad"],
             maximize=group["maximize"],
             capturable=group["capturable"],
-            **self._step_counting(steps, amp),
+            advance_steps=self._kernel_counts_steps(steps, amp),
         )
 
     def _sparse_gradients(

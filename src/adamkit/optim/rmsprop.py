@@ -120,7 +120,7 @@ class RMSprop(KernelOptimizer):
         if not params:
             return
         steps = [s["step"] for s in states]
-        self._kernel(group, params)(
+        self._step_kernel(group, params, amp)(
             params,
             grads,
             [s["square_avg"] for s in states],
@@ -135,5 +135,5 @@ class RMSprop(KernelOptimizer):
             centered=group["centered"],
             maximize=group["maximize"],
             capturable=group["capturable"],
-            **self._step_counting(steps, amp),
+            advance_steps=self._kernel_counts_steps(steps, amp),
         )

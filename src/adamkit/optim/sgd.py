@@ -113,7 +113,7 @@ class SGD(KernelOptimizer):
             return
         momentum = group["momentum"]
         buffers = [s.get("momentum_buffer") for s in states] if momentum else []
-        self._kernel(group, params, sparse=sparse)(
+        self._step_kernel(group, params, amp, sparse=sparse)(
             params,
             grads,
             buffers,
@@ -123,7 +123,6 @@ class SGD(KernelOptimizer):
             weight_decay=group["weight_decay"],
             nesterov=group["nesterov"],
             maximize=group["maximize"],
-            **amp,
         )
         for p_state, buf in zip(states, buffers, strict=False):
             p_state["momentum_buffer"] = buf
