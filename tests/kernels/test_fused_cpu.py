@@ -258,3 +258,14 @@ def test_step_counters_other_than_float64_scalars_take_the_forloop_kernel():
     for got, want in zip(params + m + v + vmax, expected + em + ev + evmax, strict=True):
         assert torch.equal(got, want)
     assert [s.dtype for s in steps] == [torch.float32] * 2  # read, not replaced
+
+
+def test_state_on_another_device_never_reaches_the_loops():
+    # A meta tensor's data address is 0: the loops writing there would crash the process.
+    # It goes to the for-loop kernel, whose torch ops refuse the device mix.
+    params, grads, (m, v, vmax), steps = _adam_tensors((5,))
+    before = params[0].clone()
+    m = [torch.zeros(5, device="meta")]
+    with pytest.raises(RuntimeError, match="device"):
+        fused_cpu.adam(params, grads, m, v, vmax, steps, **ADAM_HYPER)
+    assert torch.equal(params[0], before)

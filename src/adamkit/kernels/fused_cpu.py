@@ -195,7 +195,12 @@ def _split(
                         continue
                     t = ts[i]
                     if kind == LIKE_PARAM:
-                        ok = t.dtype is dtype and t.numel() == n and t.is_contiguous()
+                        ok = (
+                            t.dtype is dtype
+                            and t.is_cpu  # a CUDA pointer written from the CPU would crash
+                            and t.numel() == n
+                            and t.is_contiguous()
+                        )
                     else:
                         ok = t.dtype is float64 and t.is_cpu and t.numel() == 1
                     if not ok:
