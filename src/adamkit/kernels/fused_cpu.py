@@ -225,8 +225,7 @@ def _split(
 
 def _count_steps(steps: Sequence[Tensor], idx: list[int]) -> None:
     """+1 for the counters ``idx`` the loops do not see (empty tensors)."""
-    if idx:
-        torch._foreach_add_(pick(steps, idx), 1)
+    torch._foreach_add_(pick(steps, idx), 1)
 
 
 def _slow_path(kernel, params, mutable: list[Sequence[Tensor]], other_idx, *extra, **kw) -> None:
@@ -291,7 +290,7 @@ def adam(
         (steps, COUNTER),
     ]
     batches, other, empty = _split(params, roles)
-    if advance_steps:
+    if advance_steps and empty:
         _count_steps(steps, empty)
     for dtype, batch in batches.items():
         args = _adam_args(
@@ -410,7 +409,7 @@ def rmsprop(
         (steps, COUNTER),
     ]
     batches, other, empty = _split(params, roles)
-    if advance_steps:
+    if advance_steps and empty:
         _count_steps(steps, empty)
     flags = _flags(bool(centered), bool(maximize), weight_decay != 0, momentum > 0)
     for dtype, batch in batches.items():

@@ -286,8 +286,12 @@ def _kernel_key(
         bool(group.get("differentiable", False)),
         bool(group.get("capturable", False)),
         sparse,
-        params[0].device.type if params else "cpu",
+        _device_type(params[0]) if params else "cpu",
     )
+
+
+def _device_type(t: Tensor) -> str:
+    return "cpu" if t.is_cpu else t.device.type  # is_cpu: no torch.device object made
 
 
 def _backend(
