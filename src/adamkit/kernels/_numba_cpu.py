@@ -8,7 +8,10 @@ chunks instead (``*_parallel`` below); the second core gains ~20% on a memory-bo
 model and ~35% on a 50k-parameter one, whose loop is bound by division and square root.
 
 * Scalars arrive in the arrays' dtype, so float32 data is computed in float32 (8 lanes wide),
-  in torch's for-loop operation order.
+  in torch's for-loop operation order except one step: Adam multiplies √v by 1/√(1-β2^t)
+  where torch divides (one division per element instead of two; within an ulp).
+* The step counters get their +1 inside the same call (``advance``), before any thread reads
+  them for the bias corrections.
 * ``error_model="numpy"``: division by zero gives Inf/NaN as IEEE and torch do (the default
   "python" model checks every division, which also stops vectorization).
 * Long groups are cut into one chunk table per thread; the ``*_parallel`` loops run the
