@@ -269,3 +269,23 @@ def test_state_on_another_device_never_reaches_the_loops():
     with pytest.raises(RuntimeError, match="device"):
         fused_cpu.adam(params, grads, m, v, vmax, steps, **ADAM_HYPER)
     assert torch.equal(params[0], before)
+
+
+@pytest.mark.parametrize(
+    "bad_state",
+    [torch.zeros(4), torch.zeros(5, dtype=torch.float64), torch.zeros(10)[::2]],
+    ids=["fewer-elements", "other-dtype", "non-contiguous"],
+)
+def test_state_unlike_its_param_takes_the_forloop_kernel(bad_state):
+    # The loops read and write state memory as the param's: a smaller or wider tensor would
+    # be read or written past its end. Such tensors go to the for-loop kernel instead.
+    params, grads, (m, v, vmax), steps = _adam_tensors((5, 7))
+    calls = []
+    real = fused_cpu._slow_path
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fused_cpu, "_slow_path", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+        try:
+            fused_cpu.adam(params, grads, [bad_state, m[1]], v, vmax, steps, **ADAM_HYPER)
+        except RuntimeError:
+            pass  # torch's ops may refuse the mismatch: an error, not a wrong read
+    assert calls == [[0]]  # only the mismatched tensor left the loops
