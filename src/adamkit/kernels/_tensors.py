@@ -72,7 +72,10 @@ class BoundedCache:
         entries = self._entries
         value = entries.get(key, _MISSING)
         if value is not _MISSING:
-            entries.move_to_end(key)
+            try:
+                entries.move_to_end(key)
+            except KeyError:  # evicted meanwhile by another thread: the value still holds
+                pass
             return value
         value = entries[key] = make()
         if len(entries) > self.size:
