@@ -61,3 +61,18 @@ def test_fused_flag_accepted_on_cpu(spec, config):
     loop, o_loop = run_optimizer(spec.ours, params0, config, plan, foreach=False)
     assert_params_close(ours, loop, rtol=1e-12, atol=1e-12)
     assert_state_equal(o_ours, o_loop, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("spec", "config"), ALL_CONFIGS, ids=ALL_IDS)
+def test_fused_false_is_torchs_for_loop(spec, config):
+    # An explicit fused=False skips the default choice in torch.optim (the for-loop runs), so
+    # it must not select adamkit's fused default either: results equal torch's bit for bit.
+    if "fused" not in spec.ours.__init__.__code__.co_varnames:
+        pytest.skip(f"torch.optim.{spec.name} has no fused argument")
+    gen = torch.Generator().manual_seed(7)
+    params0 = make_params(torch.float32, gen)
+    plan = grad_plan(params0, 10, seed=3)
+    ours, o_ours = run_optimizer(spec.ours, params0, config, plan, fused=False)
+    theirs, o_theirs = run_optimizer(spec.theirs, params0, config, plan, fused=False)
+    assert_params_close(ours, theirs, rtol=0, atol=0)
+    assert_state_equal(o_ours, o_theirs, rtol=0, atol=0)

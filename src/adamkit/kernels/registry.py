@@ -27,9 +27,11 @@ def choose_backend(
     """Map torch.optim's flags to a backend name.
 
     ``fused=True`` → fused; ``foreach=True`` → foreach; ``foreach=False`` → forloop;
-    ``differentiable=True`` or ``capturable=True`` (not fused) → forloop, the only path that
-    keeps autograd history or keeps the step count on the device. With neither flag set, the
-    default is the fastest correct backend for the device.
+    ``fused=False`` without ``foreach`` → forloop (as in torch.optim, where an explicit
+    ``fused=False`` skips the default choice); ``differentiable=True`` or ``capturable=True``
+    (not fused) → forloop, the only path that keeps autograd history or keeps the step count
+    on the device. With neither flag set (both None), the default is the fastest correct
+    backend for the device.
     """
     if fused:
         return "fused"
@@ -37,6 +39,8 @@ def choose_backend(
         return "forloop"
     if foreach:
         return "foreach"
+    if fused is False:
+        return "forloop"
     return default_backend()
 
 
