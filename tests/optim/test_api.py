@@ -100,6 +100,23 @@ def test_step_and_state_dict_hooks_run(spec):
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+def test_step_hooks_see_the_same_arguments_as_torchs(spec):
+    seen = {}
+    for cls in (spec.ours, spec.theirs):
+        model = _model()
+        opt = cls(model.parameters(), lr=0.01)
+        calls = seen[cls] = []
+        opt.register_step_pre_hook(lambda o, a, k, calls=calls: calls.append((len(a), dict(k))))
+        closure = lambda model=model: _loss(model, 0)  # noqa: E731
+        _loss(model, 0).backward()
+        opt.step()
+        opt.step(closure)
+        opt.step(closure=closure)
+        seen[cls] = [(n, sorted(k)) for n, k in calls]
+    assert seen[spec.ours] == seen[spec.theirs] == [(1, []), (2, []), (1, ["closure"])]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
 def test_lr_scheduler_drives_group_lr_like_torch(spec):
     results = []
     for cls in (spec.ours, spec.theirs):

@@ -78,7 +78,7 @@ class KernelOptimizer(torch.optim.Optimizer):
         traced = torch.optim.Optimizer.profile_hook_step(func)
 
         @functools.wraps(func)
-        def wrapper(self: KernelOptimizer, closure: Callable[[], Any] | None = None) -> Any:
+        def wrapper(self: KernelOptimizer, *args: Any, **kwargs: Any) -> Any:
             if (
                 torch.autograd._profiler_enabled()
                 or self._optimizer_step_pre_hooks
@@ -86,8 +86,8 @@ class KernelOptimizer(torch.optim.Optimizer):
                 or optimizer_module._global_optimizer_pre_hooks
                 or optimizer_module._global_optimizer_post_hooks
             ):
-                return traced(self, closure)
-            return func(self, closure)
+                return traced(self, *args, **kwargs)  # hooks see the step's own arguments
+            return func(self, *args, **kwargs)
 
         return wrapper
 
