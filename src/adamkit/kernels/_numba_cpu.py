@@ -115,37 +115,50 @@ def sgd(p, g, buf, hyper, flags):
 
 @_inline
 def _rmsprop_element(p, g, v, gavg, buf, hyper, flags):
+    # Every option is a select between values computed either way, not a branch around
+    # code: with branches LLVM did not vectorize this loop (140 µs instead of 25-35 µs for
+    # 49k float32 elements). gavg and buf are read even when off (the caller then passes
+    # the param's memory as a stand-in) and only stored when on.
     lr, alpha, one_minus_alpha, lerp_complement, eps, wd, momentum = hyper
     centered, maximize, l2, has_momentum = flags
-    if maximize:
-        g = -g
-    if l2:
-        g = g + wd * p
+    g = -g if maximize else g
+    g = g + wd * p if l2 else g
     v = v * alpha + one_minus_alpha * g * g
-    if centered:
-        gavg = _lerp(gavg, g, one_minus_alpha, lerp_complement)
-        avg = math.sqrt(v - gavg * gavg) + eps
-    else:
-        avg = math.sqrt(v) + eps
-    if has_momentum:
-        buf = buf * momentum + g / avg
-        return p - lr * buf, v, gavg, buf
-    return p - lr * (g / avg), v, gavg, buf
+    gavg = _lerp(gavg, g, one_minus_alpha, lerp_complement)
+    avg = math.sqrt(v - gavg * gavg if centered else v) + eps
+    direction = g / avg
+    buf = buf * momentum + direction
+    return p - lr * (buf if has_momentum else direction), v, gavg, buf
 
 
-@_jit
-def rmsprop(p, g, v, gavg, buf, hyper, flags):
-    centered, has_momentum = flags[0], flags[3]
+@_inline
+def _rmsprop_loop(p, g, v, gavg, buf, hyper, flags, centered, has_momentum):
+    # centered and has_momentum arrive as constants (see rmsprop): the stores they guard are
+    # then compiled in or out, and the loop vectorizes even when gavg/buf stand in for
+    # memory the loop reads (a conditional store there fails LLVM's runtime alias check).
+    options = (centered, flags[1], flags[2], has_momentum)
     for i in range(p.size):
-        old_gavg = gavg[i] if centered else v[i]
-        old_buf = buf[i] if has_momentum else v[i]
         p[i], v[i], new_gavg, new_buf = _rmsprop_element(
-            p[i], g[i], v[i], old_gavg, old_buf, hyper, flags
+            p[i], g[i], v[i], gavg[i], buf[i], hyper, options
         )
         if centered:
             gavg[i] = new_gavg
         if has_momentum:
             buf[i] = new_buf
+
+
+@_jit
+def rmsprop(p, g, v, gavg, buf, hyper, flags):
+    """RMSprop over one chunk; flags = (centered, maximize, L2, momentum)."""
+    if flags[0]:
+        if flags[3]:
+            _rmsprop_loop(p, g, v, gavg, buf, hyper, flags, True, True)
+        else:
+            _rmsprop_loop(p, g, v, gavg, buf, hyper, flags, True, False)
+    elif flags[3]:
+        _rmsprop_loop(p, g, v, gavg, buf, hyper, flags, False, True)
+    else:
+        _rmsprop_loop(p, g, v, gavg, buf, hyper, flags, False, False)
 
 
 @_jit_parallel

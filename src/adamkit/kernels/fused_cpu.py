@@ -158,8 +158,9 @@ class _Batch(NamedTuple):
         return np.array(self.rows, dtype=np.int64)
 
 
-# A role after the params: its tensors (None: a stand-in the loop does not touch, given the
-# param's address) and what each must be for the loops to use its memory in place.
+# A role after the params: its tensors and what each must be for the loops to use its memory
+# in place. None marks state an option leaves out: the loops get the grad's address there (the
+# first role), memory they only read, so a loop that reads it anyway does not alias a store.
 LIKE_PARAM = 0  # grads, state: a contiguous CPU tensor of the param's dtype and size
 COUNTER = 1  # step counters: a CPU float64 scalar
 Role = tuple[Sequence[Tensor] | None, int]
@@ -191,7 +192,7 @@ def _split(
                 row = [address]
                 for ts, kind in roles:
                     if ts is None:
-                        row.append(address)
+                        row.append(row[1])
                         continue
                     t = ts[i]
                     if kind == LIKE_PARAM:
