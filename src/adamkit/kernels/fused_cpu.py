@@ -338,48 +338,62 @@ def sgd(
     maximize: bool,
 ) -> None:
     """SGD in one pass; see :func:`adamkit.kernels.forloop.sgd` for the math."""
-    fallback_kw = dict(
-        lr=lr,
-        momentum=momentum,
-        dampening=dampening,
-        weight_decay=weight_decay,
-        nesterov=nesterov,
-        maximize=maximize,
-    )
-    if any(g.is_sparse for g in grads):
-        forloop.sgd(params, grads, momentum_buffers, **fallback_kw)
-        return
     lr = scalar(lr)
-    first = [momentum != 0 and momentum_buffers[i] is None for i in range(len(params))]
-    if momentum != 0:
-        for i, is_first in enumerate(first):
-            if is_first:  # the loop writes b_1 = g_1 into it
+    has_momentum = momentum != 0
+    first = set()  # buffers this step creates: the loop writes b_1 = g_1 into them
+    if has_momentum:
+        for i, buf in enumerate(momentum_buffers):
+            if buf is None and grads[i].layout is torch.strided:
                 momentum_buffers[i] = torch.empty_like(
                     grads[i], memory_format=torch.preserve_format
                 )
-    roles = [(grads, LIKE_PARAM), (momentum_buffers if momentum != 0 else None, LIKE_PARAM)]
+                first.add(i)
+    # Sparse gradients fail the contiguity test and go to the for-loop kernel with the rest.
+    roles = [(grads, LIKE_PARAM), (momentum_buffers if has_momentum else None, LIKE_PARAM)]
     batches, other, _ = _split(params, roles)
     wd = float(scalar(weight_decay))
-    flags = _flags(bool(nesterov), bool(maximize), wd != 0, momentum != 0)
+    flags = _flags(bool(nesterov), bool(maximize), wd != 0, has_momentum)
     for dtype, batch in batches.items():
         _run(
             loops.sgd_chunks,
             loops.sgd_parallel,
             tuple(batch.numels),
             batch.addresses(),
-            np.array([first[i] for i in batch.idx], dtype=np.uint8),
+            _first_flags(batch.idx, first),
             _LIKE[dtype],
             _typed(dtype, lr, momentum, 1 - dampening, wd),
             flags,
         )
     if other:
         for i in other:
-            if first[i]:
+            if i in first:
                 momentum_buffers[i] = None  # let the for-loop kernel start the buffer itself
-        sub_bufs = pick(momentum_buffers, other) if momentum != 0 else []
-        forloop.sgd(pick(params, other), pick(grads, other), sub_bufs, **fallback_kw)
-        for j, i in enumerate(other if momentum != 0 else []):
+        sub_bufs = pick(momentum_buffers, other) if has_momentum else []
+        forloop.sgd(
+            pick(params, other),
+            pick(grads, other),
+            sub_bufs,
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+        )
+        for j, i in enumerate(other if has_momentum else []):
             momentum_buffers[i] = sub_bufs[j]
+
+
+def _first_flags(idx: list[int], first: set[int]) -> np.ndarray:
+    """uint8 per tensor of a batch: 1 where its momentum buffer starts this step."""
+    if not first:
+        return _zeros_uint8(len(idx))
+    return np.array([i in first for i in idx], dtype=np.uint8)
+
+
+@functools.lru_cache(maxsize=64)
+def _zeros_uint8(n: int) -> np.ndarray:
+    return np.zeros(n, dtype=np.uint8)
 
 
 def rmsprop(
