@@ -1,0 +1,111 @@
+"""SGD (momentum), RMSprop and AdamW steps: adamkit vs torch.optim, interleaved.
+
+``adamkit bench`` times Adam, whose targets the fused CPU kernels were built for; this
+script checks the other algorithms' fused kernels on the same workloads ((b) the 145-tensor
+transformer, (c) the 4-tensor MLP). Prints a table and writes JSON.
+
+    .venv/bin/python benchmarks/algorithms.py [--rounds 9] [--json algorithms.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+import adamkit
+from adamkit.bench import workload_shapes
+
+WORKLOADS = ["c-tiny-mlp-50k", "b-transformer-54M"]
+ALGORITHMS = {
+    # name: (adamkit class, torch class, hyperparameters, torch has a fused kernel)
+    "SGD momentum": (adamkit.SGD, torch.optim.SGD, {"lr": 0.01, "momentum": 0.9}, True),
+    "RMSprop": (adamkit.RMSprop, torch.optim.RMSprop, {"lr": 0.01}, False),
+    "AdamW": (adamkit.AdamW, torch.optim.AdamW, {}, True),
+}
+
+
+def _steps(workload: str, algorithm: str) -> dict:
+    ours, theirs, hyper, has_fused = ALGORITHMS[algorithm]
+    gen = torch.Generator().manual_seed(0)
+    shapes = workload_shapes(workload)
+    init = [torch.randn(s, generator=gen) for s in shapes]
+    grads = [torch.randn(s, generator=gen) * 1e-2 for s in shapes]
+    makers = {
+        "adamkit default": lambda ps: ours(ps, **hyper),
+        "torch default": lambda ps: theirs(ps, **hyper),
+        "torch foreach": lambda ps: theirs(ps, **hyper, foreach=True),
+    }
+    if has_fused:
+        makers["torch fused"] = lambda ps: theirs(ps, **hyper, fused=True)
+    steps = {}
+    for name, make in makers.items():
+        params = [torch.nn.Parameter(t.clone()) for t in init]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        steps[name] = make(params).step
+        steps[name]()  # warm-up: state, kernel cache load
+    return steps
+
+
+def measure(workload: str, algorithm: str, rounds: int) -> list[dict]:
+    steps = _steps(workload, algorithm)
+    n_params = sum(torch.Size(s).numel() for s in workload_shapes(workload))
+    inner = max(1, int(2e7 // n_params))  # samples of ~20 ms or more, as adamkit bench
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    order = list(steps)
+    for r in range(rounds):
+        for name in order[r % len(order) :] + order[: r % len(order)]:
+            start = time.perf_counter()
+            for _ in range(inner):
+                steps[name]()
+            samples[name].append((time.perf_counter() - start) / inner * 1e6)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    fastest_torch = min(us for name, us in medians.items() if name.startswith("torch"))
+    return [
+        {
+            "workload": workload,
+            "algorithm": algorithm,
+            "contender": name,
+            "median_us": us,
+            "ratio_to_torch_default": medians["torch default"] / us,
+            "ratio_to_fastest_torch": fastest_torch / us,
+        }
+        for name, us in medians.items()
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--workload", action="append", choices=WORKLOADS)
+    parser.add_argument("--json", default="algorithms.json")
+    args = parser.parse_args(argv)
+    rows = [
+        row
+        for workload in args.workload or WORKLOADS
+        for algorithm in ALGORITHMS
+        for row in measure(workload, algorithm, args.rounds)
+    ]
+    print(
+        f"{'workload':18} {'algorithm':13} {'contender':16} {'median us':>10} "
+        f"{'x torch default':>16} {'x fastest torch':>16}"
+    )
+    for row in rows:
+        print(
+            f"{row['workload']:18} {row['algorithm']:13} {row['contender']:16} "
+            f"{row['median_us']:>10.1f} {row['ratio_to_torch_default']:>15.2f}x "
+            f"{row['ratio_to_fastest_torch']:>15.2f}x"
+        )
+    with open(args.json, "w") as f:
+        json.dump({"torch_threads": torch.get_num_threads(), "rows": rows}, f, indent=2)
+    print(f"JSON written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

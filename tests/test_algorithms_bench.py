@@ -1,0 +1,26 @@
+"""benchmarks/algorithms.py runs end to end (a short smoke run; the timings are not asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "algorithms.py"
+
+
+def test_smoke_run_prints_a_table_and_writes_json(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("algorithms_bench", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "algorithms.json"
+    argv = ["--rounds", "1", "--workload", "c-tiny-mlp-50k", "--json", str(out)]
+    assert bench.main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["algorithm"] for r in rows} == set(bench.ALGORITHMS)
+    for algorithm, (_, _, _, has_fused) in bench.ALGORITHMS.items():
+        contenders = {r["contender"] for r in rows if r["algorithm"] == algorithm}
+        assert ("torch fused" in contenders) == has_fused
+        assert {"adamkit default", "torch default", "torch foreach"} <= contenders
+    assert all(r["median_us"] > 0 for r in rows)
+    assert "x fastest torch" in capsys.readouterr().out
