@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.diagnostics import snapshot
+from adamkit.diagnostics import _sampling, snapshot
 from adamkit.reference import adam as ref_adam
 from adamkit.reference import rmsprop as ref_rmsprop
 from adamkit.reference import sgd as ref_sgd
@@ -162,3 +162,27 @@ def test_unsupported_optimizer_is_named():
     opt = torch.optim.Adagrad([torch.zeros(1, requires_grad=True)])
     with pytest.raises(TypeError, match="Adagrad"):
         snapshot(opt)
+
+
+def test_sampled_group_whose_params_have_different_step_counts():
+    # Blocks round a tensor's share down (a share of 1,562 elements gives one 1,024-element
+    # block), so per-tensor values (the bias corrections of different step counts) must be
+    # repeated by what each tensor gave, not by its share.
+    torch.manual_seed(1)
+    a, b = torch.zeros(3000, requires_grad=True), torch.zeros(5000, requires_grad=True)
+    opt = adamkit.Adam([a, b])
+    for t in range(4):
+        a.grad = torch.randn(3000)
+        b.grad = torch.randn(5000) if t >= 2 else None  # b starts two steps later
+        opt.step()
+    (got,) = snapshot(opt, max_elements=2500)
+    expected = []
+    for p in (a, b):
+        st = opt.state[p]
+        share = round(p.numel() * 2500 / 8000)
+        layout = _sampling.blocks(p.numel(), share)
+        m = st["exp_avg"].double()[: layout.count * layout.length]  # one block from 0
+        expected.append(m / (1 - 0.9 ** st["step"].item()))
+    m_hat = torch.cat(expected)
+    assert len(m_hat) == 938 + 1024
+    assert got["m_hat_rms"] == pytest.approx(m_hat.square().mean().sqrt().item(), rel=1e-12)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..kernels._tensors import real_view
+from . import _sampling
 
 
 @dataclass
@@ -54,33 +55,33 @@ def algorithm_of(optimizer: torch.optim.Optimizer) -> str:
     )
 
 
-SAMPLE_BLOCK = 1024  # contiguous elements per sampled block: sequential memory reads
-
-
-def _flat(t: Tensor, count: int) -> Tensor:
-    """``count`` elements of ``t``: all of them when that is at least half the tensor, else
-    evenly spaced blocks of contiguous elements (reading blocks, not scattered elements,
-    keeps sampling a 50M-element tensor well under a millisecond)."""
+def _flat(t: Tensor, share: int) -> Tensor:
+    """The sample of ``t`` that :func:`adamkit.diagnostics._sampling.blocks` describes, as a
+    flat (real) view."""
     flat = real_view(t.detach()).reshape(-1)
-    n = flat.numel()
-    if n == 0 or 2 * count > n:
+    layout = _sampling.blocks(flat.numel(), share)
+    if layout is None:
         return flat
-    block = min(SAMPLE_BLOCK, count)
-    n_blocks = max(1, count // block)
-    spacing = (n - block) // max(1, n_blocks - 1)
-    blocks = flat.as_strided((n_blocks, block), (spacing, 1), flat.storage_offset())
-    return blocks.reshape(-1)
+    strided = flat.as_strided(
+        (layout.count, layout.length), (layout.spacing, 1), flat.storage_offset()
+    )
+    return strided.reshape(-1)
 
 
 def _value(x: Any) -> float:
     return float(x.item()) if isinstance(x, Tensor) else float(x)
 
 
-def _gather(tensors: list[Tensor | None], counts: list[int]) -> Tensor | None:
-    """The samples of all tensors, concatenated, in float64 (None if any tensor is missing)."""
+def _gather(tensors: list[Tensor | None], plan: _sampling.Sample) -> Tensor | None:
+    """The samples of all tensors, concatenated, in float64 (None if any tensor is missing):
+    one numba call for CPU tensors, else torch views."""
     if any(t is None for t in tensors):
         return None
-    return torch.cat([_flat(t, c) for t, c in zip(tensors, counts, strict=True)]).double()
+    gathered = _sampling.gather_cpu(tensors, plan)
+    if gathered is not None:
+        return gathered
+    flats = [_flat(t, share) for t, share in zip(tensors, plan.shares, strict=True)]
+    return torch.cat(flats).double()
 
 
 def group_elements(
@@ -102,21 +103,19 @@ def group_elements(
         if state.get(p) or (algorithm == "sgd" and p.grad is not None)
     ]
     sizes = [real_view(p).numel() for p in params]
-    total = sum(sizes)
-    if total == 0:
+    if sum(sizes) == 0:
         return None
-    fraction = min(1.0, max_elements / total)
-    counts = [min(n, max(1, round(n * fraction))) for n in sizes]
+    plan = _sampling.sample(sizes, max_elements)
     states = [state.get(p, {}) for p in params]
     key = lambda name: [st.get(name) for st in states]  # noqa: E731
     grads = [p.grad if p.grad is not None and not p.grad.is_sparse else None for p in params]
-    grad = _gather(grads, counts)
+    grad = _gather(grads, plan)
     if grad is not None and group.get("maximize"):
         grad = -grad
     steps = [int(_value(st.get("step", 0))) for st in states]
     e = Elements(
         algorithm=algorithm,
-        param=_gather(params, counts),
+        param=_gather(params, plan),
         update=torch.zeros(0),
         grad=grad,
         eps=float(group.get("eps", 0.0)),
@@ -124,48 +123,50 @@ def group_elements(
     )
     lr = _value(group["lr"])
     if algorithm == "adam":
-        _adam(e, group, lr, key, counts, steps)
+        _adam(e, group, lr, key, plan, steps)
     elif algorithm == "rmsprop":
-        _rmsprop(e, group, lr, key, counts)
+        _rmsprop(e, group, lr, key, plan)
     else:
-        _sgd(e, group, lr, key, counts)
+        _sgd(e, group, lr, key, plan)
     return e
 
 
-def _per_element(values: list[float], counts: list[int]) -> Tensor | float:
-    """One value per tensor as a scalar when all agree, else repeated per element."""
+def _per_element(values: list[float], plan: _sampling.Sample) -> Tensor | float:
+    """One value per tensor as a scalar when all agree, else repeated per sampled element."""
     if len(set(values)) == 1:
         return values[0]
-    return torch.repeat_interleave(torch.tensor(values, dtype=torch.float64), torch.tensor(counts))
+    return torch.repeat_interleave(
+        torch.tensor(values, dtype=torch.float64), torch.tensor(plan.lengths)
+    )
 
 
-def _adam(e: Elements, group, lr: float, key, counts: list[int], steps: list[int]) -> None:
+def _adam(e: Elements, group, lr: float, key, plan: _sampling.Sample, steps: list[int]) -> None:
     beta1, beta2 = (_value(b) for b in group["betas"])
-    v = _gather(key("max_exp_avg_sq" if group.get("amsgrad") else "exp_avg_sq"), counts)
-    bc1 = _per_element([1 - beta1**t for t in steps], counts)
-    bc2 = _per_element([1 - beta2**t for t in steps], counts)
-    e.momentum = _gather(key("exp_avg"), counts) / bc1
+    v = _gather(key("max_exp_avg_sq" if group.get("amsgrad") else "exp_avg_sq"), plan)
+    bc1 = _per_element([1 - beta1**t for t in steps], plan)
+    bc2 = _per_element([1 - beta2**t for t in steps], plan)
+    e.momentum = _gather(key("exp_avg"), plan) / bc1
     e.sqrt_v = (v / bc2).sqrt()
     e.effective_lr = lr / (e.sqrt_v + group["eps"])
     e.update = e.effective_lr * e.momentum
 
 
-def _rmsprop(e: Elements, group, lr: float, key, counts: list[int]) -> None:
-    v = _gather(key("square_avg"), counts)
+def _rmsprop(e: Elements, group, lr: float, key, plan: _sampling.Sample) -> None:
+    v = _gather(key("square_avg"), plan)
     if group.get("centered"):
-        v = v - _gather(key("grad_avg"), counts) ** 2
+        v = v - _gather(key("grad_avg"), plan) ** 2
     e.sqrt_v = v.sqrt()
     e.effective_lr = lr / (e.sqrt_v + group["eps"])
-    buf = _gather(key("momentum_buffer"), counts) if group.get("momentum", 0) > 0 else None
+    buf = _gather(key("momentum_buffer"), plan) if group.get("momentum", 0) > 0 else None
     if buf is not None:
         e.momentum, e.update = buf, lr * buf
     else:
         e.update = e.effective_lr * e.grad if e.grad is not None else torch.zeros_like(v)
 
 
-def _sgd(e: Elements, group, lr: float, key, counts: list[int]) -> None:
-    n = sum(counts)
-    buf = _gather(key("momentum_buffer"), counts) if group.get("momentum", 0) else None
+def _sgd(e: Elements, group, lr: float, key, plan: _sampling.Sample) -> None:
+    n = sum(plan.lengths)
+    buf = _gather(key("momentum_buffer"), plan) if group.get("momentum", 0) else None
     if buf is not None:
         nesterov = group.get("nesterov") and e.grad is not None
         e.momentum = buf

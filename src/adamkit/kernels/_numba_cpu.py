@@ -320,3 +320,17 @@ def rmsprop_parallel(chunks, bounds, addresses, like, hyper, flags, advance):
     for k in numba.prange(bounds.size - 1):
         lo, hi = bounds[k], bounds[k + 1]
         rmsprop_chunks(chunks[lo:hi], addresses, like, hyper, flags, False)
+
+
+@_jit
+def gather_blocks(table, addresses, like, out):
+    """Copy the elements ``table`` rows (tensor, first, end) name, from the arrays at
+    ``addresses`` (dtype of ``like``), into ``out`` (float64), one row after another. Used by
+    the diagnostics to read a sample of a group's tensors in one call."""
+    k = 0
+    for r in range(table.shape[0]):
+        t, lo, hi = table[r, 0], table[r, 1], table[r, 2]
+        src = _view(addresses[t], lo, hi, like)
+        for i in range(hi - lo):
+            out[k + i] = src[i]
+        k += hi - lo
