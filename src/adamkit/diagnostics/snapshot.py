@@ -62,7 +62,8 @@ def snapshot(
 
     ``step`` is the group's step count. Weight decay is not part of ``update``. Groups with
     more than ``max_elements`` elements are summarised on a sample of about that many; the
-    percentiles (median, p10, p90, snr) on every k-th of those, at most 4096.
+    percentiles (median, p10, p90, snr) on every k-th of those, at most 4096 (snr: of those,
+    the ones with v̂ > 0).
     With ``per_param=True`` the keys are parameter names (when the optimizer was given
     ``named_parameters()``) or ``"group{g}.param{i}"``.
     """
@@ -91,13 +92,17 @@ def _rms(x: Tensor) -> float:
 QUANTILE_ELEMENTS = 4096
 
 
+def _stride(n: int) -> int:
+    """k such that every k-th of ``n`` elements is at most QUANTILE_ELEMENTS of them."""
+    return max(1, -(-n // QUANTILE_ELEMENTS))
+
+
 def _quantiles(x: Tensor, qs: list[float]) -> list[float]:
     """Linearly interpolated quantiles (as torch.quantile), on every k-th element when ``x``
     is longer than QUANTILE_ELEMENTS: partitioning is the costliest part of a snapshot."""
     if not x.numel():
         return [float("nan")] * len(qs)
-    stride = -(-x.numel() // QUANTILE_ELEMENTS)
-    return [float(v) for v in np.quantile(x[::stride].cpu().numpy(), qs)]
+    return [float(v) for v in np.quantile(x[:: _stride(x.numel())].cpu().numpy(), qs)]
 
 
 def _median(x: Tensor) -> float:
@@ -119,8 +124,12 @@ def summarize(e: Elements | None) -> dict[str, Any]:
         out["sqrt_v_hat_rms" if e.algorithm == "adam" else "sqrt_v_rms"] = _rms(e.sqrt_v)
         out["eps_dominated"] = (e.sqrt_v < e.eps).double().mean().item()
     if e.algorithm == "adam":
-        has_scale = e.sqrt_v > 0
-        out["snr"] = _median(e.momentum.abs()[has_scale] / e.sqrt_v[has_scale])
+        # On every k-th element first (as the other percentiles), then those with v̂ > 0:
+        # masking the whole group first took a third of a small model's snapshot.
+        k = _stride(e.sqrt_v.numel())
+        m_hat, sqrt_v = e.momentum[::k].abs(), e.sqrt_v[::k]
+        has_scale = sqrt_v > 0
+        out["snr"] = _median(m_hat[has_scale] / sqrt_v[has_scale])
     out["update_rms"] = _rms(e.update)
     param_norm = e.param.norm().item()
     out["update_to_param"] = e.update.norm().item() / param_norm if param_norm else float("nan")
