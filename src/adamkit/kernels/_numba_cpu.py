@@ -117,8 +117,8 @@ def sgd(p, g, buf, hyper, flags):
 def _rmsprop_element(p, g, v, gavg, buf, hyper, flags):
     # Every option is a select between values computed either way, not a branch around
     # code: with branches LLVM did not vectorize this loop (140 µs instead of 25-35 µs for
-    # 49k float32 elements). gavg and buf are read even when off (the caller then passes
-    # the param's memory as a stand-in) and only stored when on.
+    # 49k float32 elements). gavg and buf are read even when off (fused_cpu then passes the
+    # grad's memory as a stand-in) and only stored when on.
     lr, alpha, one_minus_alpha, lerp_complement, eps, wd, momentum = hyper
     centered, maximize, l2, has_momentum = flags
     g = -g if maximize else g
