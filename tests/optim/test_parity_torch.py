@@ -17,6 +17,11 @@ from specs import ALL_CONFIGS, ALL_IDS, make_params
 N_STEPS = 40
 
 
+def _skip_without_fused_flag(spec):
+    if "fused" not in spec.ours.__init__.__code__.co_varnames:
+        pytest.skip(f"torch.optim.{spec.name} has no fused argument")
+
+
 def _torch_accepts(config, foreach):
     # torch.optim refuses a tensor lr on its non-capturable foreach path; adamkit accepts it.
     return not (foreach and isinstance(config.get("lr"), torch.Tensor))
@@ -52,8 +57,7 @@ def test_default_backend_matches_torch_default(spec, config):
 
 @pytest.mark.parametrize(("spec", "config"), ALL_CONFIGS, ids=ALL_IDS)
 def test_fused_flag_accepted_on_cpu(spec, config):
-    if "fused" not in spec.ours.__init__.__code__.co_varnames:
-        pytest.skip(f"torch.optim.{spec.name} has no fused argument")
+    _skip_without_fused_flag(spec)
     gen = torch.Generator().manual_seed(6)
     params0 = make_params(torch.float64, gen)
     plan = grad_plan(params0, 10, seed=2)
@@ -67,8 +71,7 @@ def test_fused_flag_accepted_on_cpu(spec, config):
 def test_fused_false_is_torchs_for_loop(spec, config):
     # An explicit fused=False skips the default choice in torch.optim (the for-loop runs), so
     # it must not select adamkit's fused default either: results equal torch's bit for bit.
-    if "fused" not in spec.ours.__init__.__code__.co_varnames:
-        pytest.skip(f"torch.optim.{spec.name} has no fused argument")
+    _skip_without_fused_flag(spec)
     gen = torch.Generator().manual_seed(7)
     params0 = make_params(torch.float32, gen)
     plan = grad_plan(params0, 10, seed=3)
