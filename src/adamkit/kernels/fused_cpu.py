@@ -6,9 +6,9 @@ Python round trip per tensor; long groups are cut into one chunk table per threa
 numba's thread pool. Tensors the loops cannot take as they are (non-contiguous ones, dtypes
 other than float32 and float64, grads or state that are not contiguous CPU tensors of their
 param's dtype and size, step counters that are not CPU float64 scalars) go to the for-loop
-kernel. Complex
-tensors are updated through their real views. float16/bfloat16 parameters reach these loops as
-float32 copies: the optimizers wrap kernels in :func:`adamkit.kernels.wrappers.half_in_float32`.
+kernel. Complex tensors are updated through their real views. float16/bfloat16 parameters
+reach these loops as float32 copies: the optimizers wrap kernels in
+:func:`adamkit.kernels.wrappers.half_in_float32`.
 """
 
 from __future__ import annotations
