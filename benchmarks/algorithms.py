@@ -13,12 +13,11 @@ import argparse
 import json
 import statistics
 import sys
-import time
 
 import torch
 
 import adamkit
-from adamkit.bench import workload_shapes
+from adamkit.bench import interleaved, mean_seconds, workload_shapes
 
 WORKLOADS = ["c-tiny-mlp-50k", "b-transformer-54M"]
 ALGORITHMS = {
@@ -56,15 +55,8 @@ def measure(workload: str, algorithm: str, rounds: int) -> list[dict]:
     steps = _steps(workload, algorithm)
     n_params = sum(torch.Size(s).numel() for s in workload_shapes(workload))
     inner = max(1, int(2e7 // n_params))  # samples of ~20 ms or more, as adamkit bench
-    samples: dict[str, list[float]] = {name: [] for name in steps}
-    order = list(steps)
-    for r in range(rounds):
-        for name in order[r % len(order) :] + order[: r % len(order)]:
-            start = time.perf_counter()
-            for _ in range(inner):
-                steps[name]()
-            samples[name].append((time.perf_counter() - start) / inner * 1e6)
-    medians = {name: statistics.median(values) for name, values in samples.items()}
+    samples = interleaved(steps, rounds, mean_seconds(inner))
+    medians = {name: statistics.median(values) * 1e6 for name, values in samples.items()}
     fastest_torch = min(us for name, us in medians.items() if name.startswith("torch"))
     return [
         {

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 
 import adamkit
+from adamkit.bench import interleaved
 
 BYTES_PER_PARAM = 28
 
@@ -98,11 +99,7 @@ def run_workload(name: str, args, device, timer: Timer) -> list[dict]:
     for step in steps.values():  # warm-up: compile, build launch tables, allocate state
         step()
         step()
-    times: dict[str, list[float]] = {c: [] for c in steps}
-    order = list(steps)
-    for r in range(args.rounds):
-        for contender in order[r % len(order) :] + order[: r % len(order)]:
-            times[contender].append(timer(steps[contender]))
+    times = interleaved(steps, args.rounds, timer)
     ceiling = copy_ceiling(min(n_params, 250_000_000), device, timer, args.rounds)
     del steps
     fused = statistics.median(times["torch fused"])

@@ -13,11 +13,11 @@ import argparse
 import json
 import statistics
 import sys
-import time
 
 import torch
 
 import adamkit
+from adamkit.bench import interleaved, mean_seconds
 
 MODELS = {"mlp-85k": (256, 128), "mlp-1.1M": (1024, 256)}  # name: (width, batch)
 CONTENDERS = {
@@ -55,16 +55,9 @@ def measure(model_name: str, rounds: int, inner: int = 50) -> list[dict]:
 
         iteration()  # warm-up: state, kernel compile or cache load
         iterations[name] = iteration
-    samples: dict[str, list[float]] = {name: [] for name in iterations}
-    order = list(iterations)
-    for r in range(rounds):
-        for name in order[r % len(order) :] + order[: r % len(order)]:
-            start = time.perf_counter()
-            for _ in range(inner):
-                iterations[name]()
-            samples[name].append((time.perf_counter() - start) / inner * 1e6)
+    samples = interleaved(iterations, rounds, mean_seconds(inner))
     n_params = sum(p.numel() for p in _mlp(width).parameters())
-    medians = {name: statistics.median(values) for name, values in samples.items()}
+    medians = {name: statistics.median(values) * 1e6 for name, values in samples.items()}
     return [
         {
             "model": model_name,

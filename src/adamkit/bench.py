@@ -87,6 +87,34 @@ def _rss_kb(field: str) -> int:
     return 0
 
 
+Step = Callable[[], None]
+
+
+def interleaved(
+    steps: dict[str, Step], rounds: int, time_one: Callable[[Step], float]
+) -> dict[str, list[float]]:
+    """``rounds`` timings of every contender, ``time_one(step)`` each, in an order that rotates
+    every round so that noise from the shared machine falls on all of them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    order = list(steps)
+    for r in range(rounds):
+        for name in order[r % len(order) :] + order[: r % len(order)]:
+            samples[name].append(time_one(steps[name]))
+    return samples
+
+
+def mean_seconds(inner: int) -> Callable[[Step], float]:
+    """A ``time_one`` for :func:`interleaved`: seconds per call, over ``inner`` calls."""
+
+    def time_one(step: Step) -> float:
+        start = time.perf_counter()
+        for _ in range(inner):
+            step()
+        return (time.perf_counter() - start) / inner
+
+    return time_one
+
+
 def _memory_limit_step(params, grads, states):
     from .kernels import _numba_cpu
 
@@ -137,18 +165,11 @@ def run_workload(name: str, rounds: int, seed: int = 0) -> list[Row]:
             before = _rss_kb("VmRSS")
             step()
             peak_extra[contender] = (_rss_kb("VmHWM") - before) / 1024
-    times: dict[str, list[float]] = {c: [] for c in steps}
-    order = list(steps)
     # Tiny models take several hundred steps per sample (~20 ms or more): a sample of a few
     # steps mostly measures the hand-over from the previous contender, whose thread pool (torch
     # and numba each run their own OpenMP pool) still spins on this machine's few cores.
     inner = max(1, int(2e7 // n_params))
-    for r in range(rounds):
-        for contender in order[r % len(order) :] + order[: r % len(order)]:
-            start = time.perf_counter()
-            for _ in range(inner):
-                steps[contender]()
-            times[contender].append((time.perf_counter() - start) / inner)
+    times = interleaved(steps, rounds, mean_seconds(inner))
     rows = []
     for contender, samples in times.items():
         ms = statistics.median(samples) * 1e3
