@@ -25,7 +25,7 @@ from torch import Tensor
 
 from . import _numba_cpu as loops
 from . import forloop
-from ._tensors import BoundedCache, pick, scalar
+from ._tensors import BoundedCache, add_one, pick, scalar
 
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 _LIKE = {dtype: np.empty(0, np_dtype) for dtype, np_dtype in _NUMPY.items()}
@@ -226,11 +226,6 @@ def _split(
     return batches, other, empty
 
 
-def _count_steps(steps: Sequence[Tensor], idx: list[int]) -> None:
-    """+1 for the counters ``idx`` the loops do not see (empty tensors)."""
-    torch._foreach_add_(pick(steps, idx), 1)
-
-
 def _slow_path(kernel, params, mutable: list[Sequence[Tensor]], other_idx, *extra, **kw) -> None:
     """The for-loop kernel on the tensors ``other_idx``."""
     kernel(
@@ -294,7 +289,7 @@ def adam(
     ]
     batches, other, empty = _split(params, roles)
     if advance_steps and empty:
-        _count_steps(steps, empty)
+        add_one(pick(steps, empty))  # empty tensors: the loops do not see their counters
     for dtype, batch in batches.items():
         args = _adam_args(
             dtype, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, amsgrad, maximize
@@ -427,7 +422,7 @@ def rmsprop(
     ]
     batches, other, empty = _split(params, roles)
     if advance_steps and empty:
-        _count_steps(steps, empty)
+        add_one(pick(steps, empty))  # empty tensors: the loops do not see their counters
     flags = _flags(bool(centered), bool(maximize), weight_decay != 0, momentum > 0)
     for dtype, batch in batches.items():
         hyper = _typed(

@@ -15,6 +15,7 @@ import torch.optim.optimizer as optimizer_module
 from torch import Tensor
 
 from ..kernels import registry, wrappers
+from ..kernels._tensors import add_one
 from . import _nonfinite
 from ._checkpoint import check_state_dict
 
@@ -327,7 +328,7 @@ def increment(steps: list[Tensor], found_inf: Tensor | None = None) -> None:
     counts stay (on the device without synchronising when they live there)."""
     if not steps:
         return
-    torch._foreach_add_(steps, 1)
+    add_one(steps)
     if found_inf is None:
         return
     if all(s.device == found_inf.device for s in steps):
