@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..kernels._tensors import BoundedCache
+from ..kernels._tensors import LIKE, REAL_DTYPES, BoundedCache
 
 SAMPLE_BLOCK = 1024  # contiguous elements per sampled block
 
@@ -79,14 +79,6 @@ def _plan(sizes: tuple[int, ...], shares: tuple[int, ...]) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
-_REAL = {
-    torch.float32: (np.float32, 1),
-    torch.float64: (np.float64, 1),
-    torch.complex64: (np.float32, 2),
-    torch.complex128: (np.float64, 2),
-}
-
-
 def gather_cpu(tensors: Sequence[Tensor], plan: Sample) -> Tensor | None:
     """The sample ``plan`` of ``tensors`` as one float64 vector, or None when they are not all
     contiguous CPU tensors of one float or complex dtype and the plan's sizes (the caller
@@ -94,10 +86,10 @@ def gather_cpu(tensors: Sequence[Tensor], plan: Sample) -> Tensor | None:
     if not tensors:
         return None
     dtype = tensors[0].dtype
-    real = _REAL.get(dtype)
+    real = REAL_DTYPES.get(dtype)
     if real is None:
         return None
-    np_dtype, width = real
+    real_dtype, width = real
     addresses = []
     for t, n in zip(tensors, plan.sizes, strict=True):
         if (
@@ -113,5 +105,5 @@ def gather_cpu(tensors: Sequence[Tensor], plan: Sample) -> Tensor | None:
     out = np.empty(sum(plan.lengths), dtype=np.float64)
     from ..kernels import _numba_cpu  # numba only once a snapshot samples CPU tensors
 
-    _numba_cpu.gather_blocks(table, np.array(addresses, dtype=np.int64), np.empty(0, np_dtype), out)
+    _numba_cpu.gather_blocks(table, np.array(addresses, dtype=np.int64), LIKE[real_dtype], out)
     return torch.from_numpy(out)

@@ -6,8 +6,21 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
+
+# The numba loops' element dtype, and elements per tensor element, of each dtype they take
+# (complex tensors go through their real views); the NumPy type of each element dtype; and an
+# empty array of it, which tells a loop what it finds at an address.
+REAL_DTYPES = {
+    torch.float32: (torch.float32, 1),
+    torch.float64: (torch.float64, 1),
+    torch.complex64: (torch.float32, 2),
+    torch.complex128: (torch.float64, 2),
+}
+NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+LIKE = {dtype: np.empty(0, np_dtype) for dtype, np_dtype in NUMPY_DTYPES.items()}
 
 
 def real_view(t: Tensor) -> Tensor:

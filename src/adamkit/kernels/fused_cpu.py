@@ -25,10 +25,7 @@ from torch import Tensor
 
 from . import _numba_cpu as loops
 from . import forloop
-from ._tensors import BoundedCache, add_one, pick, scalar
-
-_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
-_LIKE = {dtype: np.empty(0, np_dtype) for dtype, np_dtype in _NUMPY.items()}
+from ._tensors import LIKE, NUMPY_DTYPES, REAL_DTYPES, BoundedCache, add_one, pick, scalar
 
 # Groups with at least this many elements are split across threads; below it, launching the
 # parallel loop costs more than the second thread saves (measured: 49k float32 Adam elements
@@ -118,7 +115,7 @@ def _run(serial, parallel, numels: tuple[int, ...], *args) -> None:
 @functools.lru_cache(maxsize=256)
 def _typed(dtype: torch.dtype, *values: float) -> np.ndarray:
     """Scalars in the arrays' dtype, so float32 data is computed in float32 as torch does."""
-    return np.array(values, dtype=_NUMPY[dtype])
+    return np.array(values, dtype=NUMPY_DTYPES[dtype])
 
 
 @functools.lru_cache(maxsize=256)
@@ -134,18 +131,8 @@ def _flags(*flags: bool) -> np.ndarray:
 @functools.lru_cache(maxsize=256)
 def _complement(dtype: torch.dtype, weight: float) -> float:
     """``1 - weight`` as torch's lerp computes it: in the data's dtype, after rounding weight."""
-    to_scalar = _NUMPY[dtype]
+    to_scalar = NUMPY_DTYPES[dtype]
     return float(to_scalar(1) - to_scalar(weight))
-
-
-# The loops' element dtype, and elements per tensor element, of each dtype they take
-# (complex tensors go through their real views).
-_REAL_DTYPE = {
-    torch.float32: (torch.float32, 1),
-    torch.float64: (torch.float64, 1),
-    torch.complex64: (torch.float32, 2),
-    torch.complex128: (torch.float64, 2),
-}
 
 
 class _Batch(NamedTuple):
@@ -184,7 +171,7 @@ def _split(
     other, empty = [], []
     for i, p in enumerate(params):
         dtype = p.dtype
-        real = _REAL_DTYPE.get(dtype)
+        real = REAL_DTYPES.get(dtype)
         row = None
         try:
             ok = real is not None and p.is_cpu and p.is_contiguous()
@@ -299,7 +286,7 @@ def adam(
             loops.adam_parallel,
             tuple(batch.numels),
             batch.addresses(),
-            _LIKE[dtype],
+            LIKE[dtype],
             *args,
             advance_steps,
         )
@@ -357,7 +344,7 @@ def sgd(
             tuple(batch.numels),
             batch.addresses(),
             _first_flags(batch.idx, first),
-            _LIKE[dtype],
+            LIKE[dtype],
             _typed(dtype, lr, momentum, 1 - dampening, wd),
             flags,
         )
@@ -440,7 +427,7 @@ def rmsprop(
             loops.rmsprop_parallel,
             tuple(batch.numels),
             batch.addresses(),
-            _LIKE[dtype],
+            LIKE[dtype],
             hyper,
             flags,
             advance_steps,
