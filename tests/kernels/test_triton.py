@@ -191,3 +191,30 @@ def test_cuda_optimizer_uses_triton_with_grad_scaler_and_fp32_state():
     scaler.update()
     state = opt.state[model.weight]
     assert state["exp_avg"].dtype == torch.float32 and state["step"].item() == 1
+
+
+@pytest.mark.parametrize("algorithm", ["adam", "sgd", "rmsprop"])
+def test_conjugated_and_negative_bit_grads_are_read_as_their_values(triton_as_fused, algorithm):
+    # The launches read grads by address; memory of a lazily conjugated (or negated) tensor
+    # holds other values than it means. They must be resolved first.
+    import adamkit
+
+    cls = {"adam": adamkit.Adam, "sgd": adamkit.SGD, "rmsprop": adamkit.RMSprop}[algorithm]
+    config = {"momentum": 0.9} if algorithm == "sgd" else {}
+    gen = torch.Generator().manual_seed(6)
+    p0 = torch.randn(37, dtype=torch.complex64, generator=gen).to(DEVICE)
+    r0 = torch.randn(37, generator=gen).to(DEVICE)
+    g = torch.randn(37, dtype=torch.complex64, generator=gen).to(DEVICE)
+    results = []
+    for lazy in (True, False):
+        p, r = torch.nn.Parameter(p0.clone()), torch.nn.Parameter(r0.clone())
+        opt = cls([p, r], lr=0.1, **config)
+        for _ in range(2):
+            p.grad = g.conj() if lazy else g.conj().resolve_conj()
+            r.grad = g.conj().imag if lazy else g.conj().imag.resolve_neg()
+            assert p.grad.is_conj() == lazy and r.grad.is_neg() == lazy
+            opt.step()
+        results.append((p.detach(), r.detach()))
+    assert triton_as_fused[algorithm].grids  # the Triton launches ran
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

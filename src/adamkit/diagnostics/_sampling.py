@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..kernels._tensors import LIKE, REAL_DTYPES, BoundedCache
+from ..kernels._tensors import LIKE, REAL_DTYPES, BoundedCache, has_lazy_bits
 
 SAMPLE_BLOCK = 1024  # contiguous elements per sampled block
 
@@ -98,6 +98,7 @@ def gather_cpu(tensors: Sequence[Tensor], plan: Sample) -> Tensor | None:
             or t.layout is not torch.strided
             or t.numel() * width != n
             or not t.is_contiguous()
+            or has_lazy_bits(t)  # memory holds un-conjugated/un-negated values
         ):
             return None
         addresses.append(t.data_ptr() if n else 0)

@@ -28,6 +28,18 @@ def real_view(t: Tensor) -> Tensor:
     return torch.view_as_real(t) if t.is_complex() else t
 
 
+def has_lazy_bits(t: Tensor) -> bool:
+    """Whether ``t``'s memory holds other values than it means: torch's lazy conjugate bit
+    (complex tensors only) or negative bit. Code that reads memory by address must not take
+    such a tensor as it is (see :func:`resolved`)."""
+    return t.is_neg() or (t.is_complex() and t.is_conj())
+
+
+def resolved(t: Tensor) -> Tensor:
+    """``t`` with its lazy conjugate/negative bits applied (a copy where it has any)."""
+    return t.resolve_conj().resolve_neg()
+
+
 def real_views(tensors: Sequence[Tensor]) -> list[Tensor]:
     """:func:`real_view` over a list."""
     return [real_view(t) for t in tensors]

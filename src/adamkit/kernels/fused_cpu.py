@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -25,7 +26,16 @@ from torch import Tensor
 
 from . import _numba_cpu as loops
 from . import forloop
-from ._tensors import LIKE, NUMPY_DTYPES, REAL_DTYPES, BoundedCache, add_one, pick, scalar
+from ._tensors import (
+    LIKE,
+    NUMPY_DTYPES,
+    REAL_DTYPES,
+    BoundedCache,
+    add_one,
+    pick,
+    resolved,
+    scalar,
+)
 
 # Groups with at least this many elements are split across threads; below it, launching the
 # parallel loop costs more than the second thread saves (measured: 49k float32 Adam elements
@@ -74,25 +84,40 @@ def _make_chunk_tables(numels: tuple[int, ...], workers: int) -> ChunkTables:
 
 
 class _Threads:
-    """Whether numba's parallel loops may be launched in this process.
+    """Whether numba's parallel loops may be launched in this process: the one place that
+    decides serial vs parallel.
 
     numba's OpenMP thread pool does not survive fork(): a child forked after a launch that
     launches again is aborted. Such a child runs the serial loops instead. The ``workqueue``
     layer (numba's fallback when no OpenMP or TBB is found) aborts when two threads launch at
-    once, so under it the serial loops are used too.
+    once, so under it the serial loops are used too. Which layer numba loads is known only
+    after its first launch, so the first launch holds a lock: a second thread arriving
+    meanwhile waits for it, then follows what it found.
     """
 
     usable = True
     launched = False
+    first_launch = threading.Lock()
 
     @classmethod
-    def after_launch(cls) -> None:
-        if not cls.launched:
-            cls.launched = True
-            cls.usable = numba.threading_layer() != "workqueue"
+    def launch(cls, parallel, serial, tables: ChunkTables, args) -> None:
+        if cls.launched:  # the usual case: no lock
+            if cls.usable:
+                parallel(tables.chunks, tables.bounds, *args)
+            else:
+                serial(tables.chunks, *args)
+            return
+        with cls.first_launch:
+            if not cls.launched:
+                parallel(tables.chunks, tables.bounds, *args)
+                cls.usable = numba.threading_layer() != "workqueue"
+                cls.launched = True
+                return
+        cls.launch(parallel, serial, tables, args)
 
     @classmethod
     def after_fork_in_child(cls) -> None:
+        cls.first_launch = threading.Lock()  # the parent's may have been held at the fork
         if cls.launched:
             cls.usable = False
 
@@ -105,9 +130,7 @@ def _run(serial, parallel, numels: tuple[int, ...], *args) -> None:
     one chunk table per thread when the group is long enough to be worth splitting."""
     tables = _chunk_tables(numels, torch.get_num_threads())
     if len(tables.bounds) > 2 and _Threads.usable:
-        parallel(tables.chunks, tables.bounds, *args)
-        if not _Threads.launched:
-            _Threads.after_launch()
+        _Threads.launch(parallel, serial, tables, args)
     else:
         serial(tables.chunks, *args)
 
@@ -137,11 +160,13 @@ def _complement(dtype: torch.dtype, weight: float) -> float:
 
 class _Batch(NamedTuple):
     """The tensors of one real dtype that the loops take: their indices, element counts and
-    the data addresses of each of their roles (one row per tensor)."""
+    the data addresses of each of their roles (one row per tensor), and the resolved copies of
+    gradients whose addresses the rows hold (kept alive until the loops have run)."""
 
     idx: list[int]
     numels: list[int]
     rows: list[list[int]]
+    copies: list[Tensor]
 
     def addresses(self) -> np.ndarray:
         return np.array(self.rows, dtype=np.int64)
@@ -150,8 +175,14 @@ class _Batch(NamedTuple):
 # A role after the params: its tensors and what each must be for the loops to use its memory
 # in place. None marks state an option leaves out: the loops get the grad's address there (the
 # first role), memory they only read, so a loop that reads it anyway does not alias a store.
-LIKE_PARAM = 0  # grads, state: a contiguous CPU tensor of the param's dtype and size
+# Memory read by address must hold the values the tensor means: a tensor with torch's lazy
+# conjugate or negative bit (autograd makes such gradients for ordinary complex code) holds
+# the un-conjugated, un-negated values. A written tensor with such a bit sends its param to the
+# for-loop kernel (torch's answer or torch's error); a gradient, only read, is resolved into a
+# copy first.
+LIKE_PARAM = 0  # state: a contiguous CPU tensor of the param's dtype and size
 COUNTER = 1  # step counters: a CPU float64 scalar
+READ_ONLY = 2  # grads: as LIKE_PARAM, resolved into a copy if it has a lazy bit
 Role = tuple[Sequence[Tensor] | None, int]
 
 
@@ -169,30 +200,43 @@ def _split(
     float64 = torch.float64
     batches: dict[torch.dtype, _Batch] = {}
     other, empty = [], []
+    copies: list[Tensor] = []
+    seen: set[int] = set()  # param addresses: a repeated param takes the for-loop kernel
     for i, p in enumerate(params):
         dtype = p.dtype
         real = REAL_DTYPES.get(dtype)
         row = None
         try:
+            # has_lazy_bits, inlined: the conjugate bit is read only for complex dtypes.
             ok = real is not None and p.is_cpu and p.is_contiguous()
+            complex_ = ok and real[1] == 2
+            ok = ok and not (p.is_neg() or (complex_ and p.is_conj()))
             n = p.numel() if ok else 0
             if n:
                 address = p.data_ptr()
+                # The same tensor twice in a group (torch warns, then updates it twice, each
+                # time with its counter one further): the for-loop kernel does as torch.
+                ok = address not in seen
+                seen.add(address)
                 row = [address]
-                for ts, kind in roles:
+                for ts, kind in roles if ok else ():
                     if ts is None:
                         row.append(row[1])
                         continue
                     t = ts[i]
-                    if kind == LIKE_PARAM:
+                    if kind == COUNTER:
+                        ok = t.dtype is float64 and t.is_cpu and t.numel() == 1
+                    else:
                         ok = (
                             t.dtype is dtype
                             and t.is_cpu  # a CUDA pointer written from the CPU would crash
                             and t.numel() == n
                             and t.is_contiguous()
                         )
-                    else:
-                        ok = t.dtype is float64 and t.is_cpu and t.numel() == 1
+                        if ok and (t.is_neg() or (complex_ and t.is_conj())):
+                            ok = kind == READ_ONLY
+                            t = resolved(t)
+                            copies.append(t)
                     if not ok:
                         break
                     row.append(t.data_ptr())
@@ -206,21 +250,60 @@ def _split(
             real_dtype, width = real
             batch = batches.get(real_dtype)
             if batch is None:
-                batch = batches[real_dtype] = _Batch([], [], [])
+                batch = batches[real_dtype] = _Batch([], [], [], copies)
             batch.idx.append(i)
             batch.numels.append(n * width)
             batch.rows.append(row)
     return batches, other, empty
 
 
-def _slow_path(kernel, params, mutable: list[Sequence[Tensor]], other_idx, *extra, **kw) -> None:
-    """The for-loop kernel on the tensors ``other_idx``."""
-    kernel(
-        pick(params, other_idx),
-        *[pick(m, other_idx) for m in mutable],
-        *[pick(e, other_idx) for e in extra],
-        **kw,
-    )
+def _slow_path(
+    kernel,
+    params,
+    mutable: list[Sequence[Tensor]],
+    other_idx,
+    *extra,
+    names: Sequence[str] = (),
+    **kw,
+) -> None:
+    """The for-loop kernel on the tensors ``other_idx``; ``names`` name the ``mutable`` roles.
+
+    Runs before the loops, so an error here leaves every other tensor as it was. A state
+    tensor whose size is not its param's (the param was replaced or resized after its first
+    step) is refused before anything is written; if the for-loop kernel itself raises, the
+    step counters it advanced are put back.
+    """
+    sub_params = pick(params, other_idx)
+    sub_mutable = [pick(m, other_idx) for m in mutable]
+    check_sizes(sub_params, sub_mutable, names)
+    sub_extra = [pick(e, other_idx) for e in extra]
+    try:
+        kernel(sub_params, *sub_mutable, *sub_extra, **kw)
+    except Exception:
+        if kw.get("advance_steps") and sub_extra:
+            torch._foreach_sub_(sub_extra[-1], 1)  # the step counters: the last role
+        raise
+
+
+class StateSizeError(RuntimeError):
+    """A gradient or state tensor whose size is not its parameter's (a RuntimeError, as
+    torch.optim's own error for it is)."""
+
+
+def check_sizes(params: Sequence[Tensor], roles: Sequence[Sequence[Tensor | None]], names) -> None:
+    """Raise :class:`StateSizeError` naming the first tensor of ``roles`` (one list per role,
+    per param or empty) whose shape is not its param's."""
+    for r, ts in enumerate(roles):
+        for i, t in enumerate(ts):
+            if t is not None and t.shape != params[i].shape:
+                name = names[r] if r < len(names) else f"role {r}"
+                raise StateSizeError(
+                    f"{name} of a parameter of shape {tuple(params[i].shape)} has shape "
+                    f"{tuple(t.shape)}; every gradient and state tensor must have its "
+                    "parameter's shape. Was the parameter replaced (p.data = ...) or resized "
+                    "after its first step? Then drop its state (del optimizer.state[p]) so "
+                    "that it starts afresh; nothing was updated."
+                )
 
 
 @functools.lru_cache(maxsize=256)
@@ -268,13 +351,31 @@ def adam(
     """Adam/AdamW in one pass; see :func:`adamkit.kernels.forloop.adam` for the math."""
     lr = scalar(lr)
     roles = [
-        (grads, LIKE_PARAM),
+        (grads, READ_ONLY),
         (exp_avgs, LIKE_PARAM),
         (exp_avg_sqs, LIKE_PARAM),
         (max_exp_avg_sqs if amsgrad else None, LIKE_PARAM),
         (steps, COUNTER),
     ]
     batches, other, empty = _split(params, roles)
+    if other:  # first: an error there then leaves every other tensor as it was
+        _slow_path(
+            forloop.adam,
+            params,
+            [grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else []],
+            other,
+            steps,
+            names=("grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            advance_steps=advance_steps,
+        )
     if advance_steps and empty:
         add_one(pick(steps, empty))  # empty tensors: the loops do not see their counters
     for dtype, batch in batches.items():
@@ -289,23 +390,6 @@ def adam(
             LIKE[dtype],
             *args,
             advance_steps,
-        )
-    if other:
-        _slow_path(
-            forloop.adam,
-            params,
-            [grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else []],
-            other,
-            steps,
-            lr=lr,
-            beta1=beta1,
-            beta2=beta2,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            amsgrad=amsgrad,
-            maximize=maximize,
-            advance_steps=advance_steps,
         )
 
 
@@ -333,26 +417,18 @@ def sgd(
                 )
                 first.add(i)
     # Sparse gradients fail the contiguity test and go to the for-loop kernel with the rest.
-    roles = [(grads, LIKE_PARAM), (momentum_buffers if has_momentum else None, LIKE_PARAM)]
+    roles = [(grads, READ_ONLY), (momentum_buffers if has_momentum else None, LIKE_PARAM)]
     batches, other, _ = _split(params, roles)
     wd = float(scalar(weight_decay))
     flags = _flags(bool(nesterov), bool(maximize), wd != 0, has_momentum)
-    for dtype, batch in batches.items():
-        _run(
-            loops.sgd_chunks,
-            loops.sgd_parallel,
-            tuple(batch.numels),
-            batch.addresses(),
-            _first_flags(batch.idx, first),
-            LIKE[dtype],
-            _typed(dtype, lr, momentum, 1 - dampening, wd),
-            flags,
-        )
-    if other:
+    if other:  # first: an error there then leaves every other tensor as it was
         for i in other:
             if i in first:
                 momentum_buffers[i] = None  # let the for-loop kernel start the buffer itself
         sub_bufs = pick(momentum_buffers, other) if has_momentum else []
+        check_sizes(
+            pick(params, other), [pick(grads, other), sub_bufs], ("grad", "momentum_buffer")
+        )
         forloop.sgd(
             pick(params, other),
             pick(grads, other),
@@ -366,6 +442,18 @@ def sgd(
         )
         for j, i in enumerate(other if has_momentum else []):
             momentum_buffers[i] = sub_bufs[j]
+
+    for dtype, batch in batches.items():
+        _run(
+            loops.sgd_chunks,
+            loops.sgd_parallel,
+            tuple(batch.numels),
+            batch.addresses(),
+            _first_flags(batch.idx, first),
+            LIKE[dtype],
+            _typed(dtype, lr, momentum, 1 - dampening, wd),
+            flags,
+        )
 
 
 def _first_flags(idx: list[int], first: set[int]) -> np.ndarray:
@@ -401,16 +489,33 @@ def rmsprop(
     """RMSprop in one pass; see :func:`adamkit.kernels.forloop.rmsprop` for the math."""
     lr = scalar(lr)
     roles = [
-        (grads, LIKE_PARAM),
+        (grads, READ_ONLY),
         (square_avgs, LIKE_PARAM),
         (grad_avgs if centered else None, LIKE_PARAM),
         (momentum_buffers if momentum > 0 else None, LIKE_PARAM),
         (steps, COUNTER),
     ]
     batches, other, empty = _split(params, roles)
+    flags = _flags(bool(centered), bool(maximize), weight_decay != 0, momentum > 0)
+    if other:  # first: an error there then leaves every other tensor as it was
+        _slow_path(
+            forloop.rmsprop,
+            params,
+            [grads, square_avgs, grad_avgs, momentum_buffers],
+            other,
+            steps,
+            names=("grad", "square_avg", "grad_avg", "momentum_buffer"),
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+            maximize=maximize,
+            advance_steps=advance_steps,
+        )
     if advance_steps and empty:
         add_one(pick(steps, empty))  # empty tensors: the loops do not see their counters
-    flags = _flags(bool(centered), bool(maximize), weight_decay != 0, momentum > 0)
     for dtype, batch in batches.items():
         hyper = _typed(
             dtype,
@@ -431,20 +536,4 @@ def rmsprop(
             hyper,
             flags,
             advance_steps,
-        )
-    if other:
-        _slow_path(
-            forloop.rmsprop,
-            params,
-            [grads, square_avgs, grad_avgs, momentum_buffers],
-            other,
-            steps,
-            lr=lr,
-            alpha=alpha,
-            eps=eps,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            centered=centered,
-            maximize=maximize,
-            advance_steps=advance_steps,
         )

@@ -31,7 +31,7 @@ import triton.language as tl
 from torch import Tensor
 
 from . import forloop, wrappers
-from ._tensors import BoundedCache, add_one, pick, real_view
+from ._tensors import BoundedCache, add_one, has_lazy_bits, pick, real_view, resolved
 
 BLOCK = 1024
 _TL = {
@@ -271,7 +271,17 @@ def _bias_corrections(steps: Sequence[Tensor], betas: tuple[float, float], devic
 
 
 def _fits(tensors: Sequence[Tensor]) -> bool:
-    return all(t.is_contiguous() and not t.is_sparse and real_view(t).dtype in _TL for t in tensors)
+    """Whether the launches can read and write these tensors by address (lazy conjugate or
+    negative bits: the memory holds other values than the tensor means)."""
+    return all(
+        t.is_contiguous() and not t.is_sparse and not has_lazy_bits(t) and real_view(t).dtype in _TL
+        for t in tensors
+    )
+
+
+def _readable(grads: Sequence[Tensor]) -> list[Tensor]:
+    """Gradients as the launches read them: lazy conjugate/negative bits resolved (a copy)."""
+    return [resolved(g) if has_lazy_bits(g) else g for g in grads]
 
 
 def _groups(params: Sequence[Tensor], *per_param: Sequence[Tensor | None]):
@@ -337,6 +347,7 @@ def adam(
     """Adam/AdamW; see :func:`adamkit.kernels.forloop.adam` for the math."""
     if advance_steps:
         add_one(steps)
+    grads = _readable(grads)
     vmax = max_exp_avg_sqs if amsgrad else []
     groups, other = _groups(params, grads, exp_avgs, exp_avg_sqs, vmax)
     for idx in groups:
@@ -384,6 +395,7 @@ def sgd(
 ) -> None:
     """SGD; see :func:`adamkit.kernels.forloop.sgd` for the math. New momentum buffers are
     float32 for half-precision parameters."""
+    grads = _readable(grads)
     bufs = momentum_buffers if momentum != 0 else []
     first = [False] * len(params)
     for i in range(len(bufs)):
@@ -441,6 +453,7 @@ def rmsprop(
     """RMSprop; see :func:`adamkit.kernels.forloop.rmsprop` for the math."""
     if advance_steps:
         add_one(steps)
+    grads = _readable(grads)
     gavgs = grad_avgs if centered else []
     bufs = momentum_buffers if momentum > 0 else []
     groups, other = _groups(params, grads, square_avgs, gavgs, bufs)
