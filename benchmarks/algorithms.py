@@ -2,7 +2,8 @@
 
 ``adamkit bench`` times Adam, whose targets the fused CPU kernels were built for; this
 script checks the other algorithms' fused kernels on the same workloads ((b) the 145-tensor
-transformer, (c) the 4-tensor MLP). Prints a table and writes JSON.
+transformer, (c) the 4-tensor MLP), and every algorithm on (d) 10,000 one-element tensors,
+where only the per-tensor cost counts. Prints a table and writes JSON.
 
     .venv/bin/python benchmarks/algorithms.py [--rounds 9] [--json algorithms.json]
 """
@@ -19,12 +20,13 @@ import torch
 import adamkit
 from adamkit.bench import interleaved, mean_seconds, workload_shapes
 
-WORKLOADS = ["c-tiny-mlp-50k", "b-transformer-54M"]
+WORKLOADS = ["c-tiny-mlp-50k", "b-transformer-54M", "d-10k-one-element"]
 ALGORITHMS = {
     # name: (adamkit class, torch class, hyperparameters, torch has a fused kernel)
     "SGD momentum": (adamkit.SGD, torch.optim.SGD, {"lr": 0.01, "momentum": 0.9}, True),
     "RMSprop": (adamkit.RMSprop, torch.optim.RMSprop, {"lr": 0.01}, False),
     "AdamW": (adamkit.AdamW, torch.optim.AdamW, {}, True),
+    "Adam": (adamkit.Adam, torch.optim.Adam, {}, True),
 }
 
 
@@ -54,7 +56,8 @@ def _steps(workload: str, algorithm: str) -> dict:
 def measure(workload: str, algorithm: str, rounds: int) -> list[dict]:
     steps = _steps(workload, algorithm)
     n_params = sum(torch.Size(s).numel() for s in workload_shapes(workload))
-    inner = max(1, int(2e7 // n_params))  # samples of ~20 ms or more, as adamkit bench
+    # Samples of ~20 ms or more, as adamkit bench; a tensor costs about as much as 1,000 elements.
+    inner = max(1, int(2e7 // (n_params + 1000 * len(workload_shapes(workload)))))
     samples = interleaved(steps, rounds, mean_seconds(inner))
     medians = {name: statistics.median(values) * 1e6 for name, values in samples.items()}
     fastest_torch = min(us for name, us in medians.items() if name.startswith("torch"))

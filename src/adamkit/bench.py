@@ -64,6 +64,8 @@ def workload_shapes(name: str) -> list[tuple[int, ...]]:
         return [(vocab, d)] + per_layer * layers
     if name == "c-tiny-mlp-50k":
         return [(256, 128), (256,), (64, 256), (64,)]
+    if name == "d-10k-one-element":  # per-tensor overhead alone (benchmarks/algorithms.py)
+        return [(1,)] * 10_000
     raise ValueError(f"unknown workload {name!r}")
 
 

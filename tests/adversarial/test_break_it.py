@@ -245,9 +245,7 @@ _FORK_SPAWN_SCRIPT = textwrap.dedent(
 def test_fork_and_spawn_after_a_step(tmp_path):
     script = tmp_path / "fork_spawn.py"
     script.write_text(_FORK_SPAWN_SCRIPT)
-    run = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=110
-    )
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=110)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "ok" in run.stdout
 
