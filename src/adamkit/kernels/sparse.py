@@ -26,7 +26,14 @@ def lazy_adam(
     eps: float,
     maximize: bool,
 ) -> None:
-    """For the rows r in the gradient: m_r, v_r as Adam; φ_r -= α·m̂_r/(√v̂_r + ε)."""
+    """For the rows r in the gradient: m_r, v_r as Adam, then, as torch.optim.SparseAdam,
+    ``φ_r -= α·√(1-β2^t)/(1-β1^t) · m_r/(√v_r + ε)``.
+
+    That is the TF/Keras "ε-hat" placement: ε is added to √v_r *before* bias correction, which
+    equals Adam's ``m̂/(√v̂ + ε')`` with ``ε' = ε/√(1-β2^t)``, not ``m̂/(√v̂ + ε)`` as the dense
+    kernels compute. Kept for bit-for-bit agreement with SparseAdam; the two agree when ε is
+    small against √v̂.
+    """
     for param, grad, exp_avg, exp_avg_sq, step_t in zip(
         params, grads, exp_avgs, exp_avg_sqs, steps, strict=True
     ):

@@ -48,7 +48,8 @@ class Adam(KernelOptimizer):
             or "raise" (:class:`~adamkit.optim.NonFiniteGradientError`, nothing changes).
         lazy_sparse: for sparse gradients (``nn.Embedding(sparse=True)``), update only the
             rows present in the gradient, as torch.optim.SparseAdam does (no weight decay or
-            amsgrad). Default False: exactly Adam on the densified gradient.
+            amsgrad; ε placed as SparseAdam places it, before bias correction). Default
+            False: exactly Adam on the densified gradient.
 
     Example:
         >>> import torch, adamkit
