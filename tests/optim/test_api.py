@@ -235,3 +235,23 @@ def test_differentiable_step_keeps_autograd_history(name):
         grads.append(torch.autograd.grad((w * w).sum(), wrt))
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (adamkit.Adam, torch.optim.Adam),
+        (adamkit.AdamW, torch.optim.AdamW),
+        (adamkit.SGD, torch.optim.SGD),
+        (adamkit.RMSprop, torch.optim.RMSprop),
+    ],
+)
+def test_isinstance_answers_as_for_torchs_class(ours, theirs):
+    # Libraries branch on it: accelerate's DeepSpeed integration sets adamw_mode from
+    # isinstance(optimizer, torch.optim.AdamW), and would give adamkit.AdamW L2 decay otherwise.
+    opt = ours([torch.nn.Parameter(torch.ones(2))], lr=0.1)
+    assert isinstance(opt, theirs)
+    assert isinstance(opt, torch.optim.AdamW) == (ours is adamkit.AdamW)
+    # ... without torch's update running: the step is still adamkit's own.
+    assert type(opt).step is not theirs.step
+    assert type(opt).__init__ is ours.__init__

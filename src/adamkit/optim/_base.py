@@ -65,7 +65,10 @@ class KernelOptimizer(torch.optim.Optimizer):
     ) -> None:
         self.on_nonfinite = _nonfinite.check_mode(on_nonfinite)
         self.skipped_steps = 0  # steps skipped for a NaN/Inf gradient (on_nonfinite="skip")
-        super().__init__(params, defaults)
+        # Optimizer's own __init__, not the next class in the MRO: each adamkit optimizer also
+        # derives from its torch.optim namesake (for isinstance), whose __init__ takes
+        # torch's arguments.
+        torch.optim.Optimizer.__init__(self, params, defaults)
 
     def state_layout(self, group: dict[str, Any]) -> dict[str, Any]:
         """{state key: Slot} that a stepped parameter of ``group`` has (for load_state_dict)."""

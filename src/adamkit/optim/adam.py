@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from ..kernels import sparse
@@ -14,7 +15,7 @@ from ._base import KernelOptimizer, increment, new_step
 from ._checkpoint import Slot
 
 
-class Adam(KernelOptimizer):
+class Adam(KernelOptimizer, torch.optim.Adam):
     r"""Adam (Kingma & Ba, 2015), with torch.optim.Adam's arguments, defaults and state.
 
     For each parameter φ with gradient g_t at step t (m_0 = v_0 = 0)::
@@ -204,7 +205,7 @@ class Adam(KernelOptimizer):
         )
 
 
-class AdamW(Adam):
+class AdamW(Adam, torch.optim.AdamW):
     r"""AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay.
 
     φ is multiplied by (1 - α·λ) before the Adam update instead of adding λ·φ to the

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from . import _validation as check
@@ -12,7 +13,7 @@ from ._base import KernelOptimizer, new_step
 from ._checkpoint import Slot
 
 
-class RMSprop(KernelOptimizer):
+class RMSprop(KernelOptimizer, torch.optim.RMSprop):
     r"""RMSprop (Tieleman & Hinton, 2012) with torch.optim.RMSprop's arguments and state.
 
     The second-moment half of Adam alone, with no bias correction::

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from . import _validation as check
@@ -12,7 +13,7 @@ from ._base import KernelOptimizer
 from ._checkpoint import Slot
 
 
-class SGD(KernelOptimizer):
+class SGD(KernelOptimizer, torch.optim.SGD):
     r"""Stochastic gradient descent with heavy-ball or Nesterov momentum (torch.optim.SGD's API).
 
     The first-moment half of Adam alone, without bias correction::
