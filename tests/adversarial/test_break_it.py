@@ -131,6 +131,17 @@ def test_negative_bit_state_is_written_as_torch_writes_it():
 
 # ----------------------------------------------------------------- threads, fork, spawn
 
+
+def _python(args: list[str], env) -> str:
+    """Run Python in a child process (which may abort or hang: bounded by its timeout) and
+    return its standard output; a non-zero exit fails with its standard error."""
+    run = subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=100
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
+
+
 _THREADS_SCRIPT = textwrap.dedent(
     """
     import sys, threading, torch, adamkit
@@ -180,15 +191,7 @@ def test_two_threads_first_stepping_at_once_under_each_threading_layer(layer):
     # (SIGABRT); the first launch is serialised and later ones run serially under workqueue.
     env = {**os.environ, "NUMBA_THREADING_LAYER": layer}
     for _ in range(3):  # the abort was a race: 5 of 6 runs before the fix
-        run = subprocess.run(
-            [sys.executable, "-c", _THREADS_SCRIPT],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=100,
-        )
-        assert run.returncode == 0, run.stderr[-2000:]
-        assert f"layer {layer}" in run.stdout
+        assert f"layer {layer}" in _python(["-c", _THREADS_SCRIPT], env)
 
 
 _FORK_SPAWN_SCRIPT = textwrap.dedent(
@@ -245,9 +248,7 @@ _FORK_SPAWN_SCRIPT = textwrap.dedent(
 def test_fork_and_spawn_after_a_step(tmp_path):
     script = tmp_path / "fork_spawn.py"
     script.write_text(_FORK_SPAWN_SCRIPT)
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=110)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "ok" in run.stdout
+    assert "ok" in _python([str(script)], os.environ)
 
 
 _DIGEST_SCRIPT = textwrap.dedent(
@@ -273,15 +274,7 @@ def test_bit_identical_across_runs_and_thread_counts():
     digests = set()
     for threads in ("1", "2", "2"):
         env = {**os.environ, "NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
-        run = subprocess.run(
-            [sys.executable, "-c", _DIGEST_SCRIPT],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=100,
-        )
-        assert run.returncode == 0, run.stderr[-2000:]
-        digests.add(run.stdout.strip())
+        digests.add(_python(["-c", _DIGEST_SCRIPT], env).strip())
     assert len(digests) == 1, digests
 
 
