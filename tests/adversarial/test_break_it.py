@@ -465,3 +465,28 @@ def test_rss_stays_flat_over_20000_steps_of_a_small_model(cls):
     grown = _rss_bytes() - start
     # A leak of even 100 bytes a step would be 2 MB here.
     assert grown < 1_000_000, f"RSS grew by {grown} bytes over 20,000 steps"
+
+
+@pytest.mark.parametrize(("ours", "theirs", "config"), PAIRS, ids=PAIR_IDS)
+def test_params_over_overlapping_memory_are_updated_one_after_another_as_torch(
+    ours, theirs, config
+):
+    # Two params that are overlapping views of one storage: torch updates one, then the other
+    # (which then reads the first one's result). Split across threads, the loops would race.
+    gen = torch.Generator().manual_seed(13)
+    base = torch.randn(60_000, generator=gen)
+    grads = [(torch.randn(50_000, generator=gen), torch.randn(50_000, generator=gen))]
+    results = []
+    for cls in (ours, theirs):
+        storage = base.clone()
+        first = torch.nn.Parameter(storage[:50_000])
+        second = torch.nn.Parameter(storage[10_000:])
+        alone = torch.nn.Parameter(base[:7].clone())
+        assert first.data_ptr() + 10_000 * 4 == second.data_ptr()  # they overlap
+        opt = cls([first, alone, second], **config)
+        for g1, g2 in grads * 3:
+            first.grad, second.grad, alone.grad = g1.clone(), g2.clone(), g1[:7].clone()
+            opt.step()
+        results.append((storage, alone.detach()))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, **FLOAT32)

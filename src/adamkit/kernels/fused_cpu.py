@@ -202,6 +202,8 @@ def _split(
     other, empty = [], []
     copies: list[Tensor] = []
     seen: set[int] = set()  # param addresses: a repeated param takes the for-loop kernel
+    spans: list[tuple[int, int]] = []  # each batched param's memory, and its index
+    owners: list[int] = []
     for i, p in enumerate(params):
         dtype = p.dtype
         real = REAL_DTYPES.get(dtype)
@@ -254,7 +256,49 @@ def _split(
             batch.idx.append(i)
             batch.numels.append(n * width)
             batch.rows.append(row)
+            spans.append((address, address + n * width * _ITEMSIZE[real_dtype]))
+            owners.append(i)
+    if len(spans) > 1:
+        overlapping = _OVERLAPS.get(tuple(spans), lambda: _overlapping(spans))
+        if overlapping:
+            views = {owners[k] for k in overlapping}
+            batches = _without(batches, views)
+            other = sorted(other + list(views))
     return batches, other, empty
+
+
+_ITEMSIZE = {torch.float32: 4, torch.float64: 8}
+_OVERLAPS = BoundedCache(64)  # by the params' memory spans, which rarely change
+
+
+def _overlapping(spans: Sequence[tuple[int, int]]) -> frozenset[int]:
+    """The positions of the spans (start, end) whose memory overlaps another span's: params
+    that are views of one storage. torch updates them one after another; the loops might
+    split them across threads, so they take the for-loop kernel."""
+    hit: set[int] = set()
+    reach, reaching = -1, -1  # the furthest end so far, and whose it is
+    for k in sorted(range(len(spans)), key=lambda k: spans[k][0]):
+        start, end = spans[k]
+        if start < reach:
+            hit.update((k, reaching))
+        if end > reach:
+            reach, reaching = end, k
+    return frozenset(hit)
+
+
+def _without(batches: dict[torch.dtype, _Batch], drop: set[int]) -> dict[torch.dtype, _Batch]:
+    """``batches`` less the params whose indices are in ``drop``."""
+    out: dict[torch.dtype, _Batch] = {}
+    for dtype, batch in batches.items():
+        keep = [j for j, i in enumerate(batch.idx) if i not in drop]
+        if keep:
+            out[dtype] = _Batch(
+                [batch.idx[j] for j in keep],
+                [batch.numels[j] for j in keep],
+                [batch.rows[j] for j in keep],
+                batch.copies,
+            )
+    return out
 
 
 def _slow_path(
