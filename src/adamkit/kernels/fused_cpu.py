@@ -256,7 +256,7 @@ def _split(
             batch.idx.append(i)
             batch.numels.append(n * width)
             batch.rows.append(row)
-            spans.append((address, address + n * width * _ITEMSIZE[real_dtype]))
+            spans.append((address, address + n * width * LIKE[real_dtype].itemsize))
             owners.append(i)
     if len(spans) > 1:
         overlapping = _OVERLAPS.get(tuple(spans), lambda: _overlapping(spans))
@@ -267,7 +267,6 @@ def _split(
     return batches, other, empty
 
 
-_ITEMSIZE = {torch.float32: 4, torch.float64: 8}
 _OVERLAPS = BoundedCache(64)  # by the params' memory spans, which rarely change
 
 
