@@ -46,7 +46,7 @@ CALLS = {"fast": 0, "slow": 0}
 
 def count_kernel_paths() -> None:
     """Count fused-kernel calls that take the numba loops vs the slower fallback."""
-    run, slow = fused_cpu._run, fused_cpu._slow_path
+    run, slow = fused_cpu.run_loops, fused_cpu.slow_path
 
     def counted_run(*a, **k):
         CALLS["fast"] += 1
@@ -56,7 +56,7 @@ def count_kernel_paths() -> None:
         CALLS["slow"] += 1
         return slow(*a, **k)
 
-    fused_cpu._run, fused_cpu._slow_path = counted_run, counted_slow
+    fused_cpu.run_loops, fused_cpu.slow_path = counted_run, counted_slow
 
 
 def train(model, opt, batches, rank, world) -> None:

@@ -162,7 +162,7 @@ def _fused_flag(spec):
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_chunk_tables_cover_every_element_once_in_balanced_shares(workers):
     numels = (5, 300_000, 1, 70_001, 0, 200_000)
-    tables = fused_cpu._chunk_tables(numels, workers)
+    tables = fused_cpu.chunk_tables(numels, workers)
     assert len(tables.bounds) == workers + 1
     per_worker = [tables.table(k) for k in range(workers)]
     covered = [np.zeros(n, dtype=np.int64) for n in numels]
@@ -175,7 +175,7 @@ def test_chunk_tables_cover_every_element_once_in_balanced_shares(workers):
 
 
 def test_small_groups_stay_on_one_thread():
-    tables = fused_cpu._chunk_tables((1000, 2000), 2)
+    tables = fused_cpu.chunk_tables((1000, 2000), 2)
     assert tables.bounds.tolist() == [0, 2]
 
 
@@ -205,7 +205,7 @@ def _fused_adam_result(numels, monkeypatch, *, parallel: bool):
     calls = []
     real = fused_cpu.loops.adam_parallel
     monkeypatch.setattr(fused_cpu.loops, "adam_parallel", lambda *a: calls.append(1) or real(*a))
-    monkeypatch.setattr(fused_cpu._Threads, "usable", parallel)
+    monkeypatch.setattr(fused_cpu.Threads, "usable", parallel)
     fused_cpu.adam(params, grads, m, v, vmax, steps, **ADAM_HYPER)
     return [params, m, v, vmax], len(calls)
 
@@ -230,14 +230,14 @@ def test_a_child_forked_after_a_parallel_launch_runs_the_serial_loop():
         fused_cpu.adam(expected, grads, m, v, vmax, steps, **ADAM_HYPER)  # launches here
     finally:
         torch.set_num_threads(torch_threads)
-    if not fused_cpu._Threads.launched:
+    if not fused_cpu.Threads.launched:
         pytest.skip("numba's parallel loop was not launched (one thread or workqueue layer)")
     pid = os.fork()
     if pid == 0:  # child: a launch here would abort the process under GNU OpenMP
         signal.alarm(60)  # a hung child fails the test instead of stalling it
         ok = False
         try:
-            ok = not fused_cpu._Threads.usable
+            ok = not fused_cpu.Threads.usable
             params, grads, (m, v, vmax), steps = _adam_tensors(numels)
             fused_cpu.adam(params, grads, m, v, vmax, steps, **ADAM_HYPER)
             # NumPy, not torch: torch's own OpenMP ops can hang in a forked child.
@@ -281,9 +281,9 @@ def test_state_unlike_its_param_takes_the_forloop_kernel(bad_state):
     # be read or written past its end. Such tensors go to the for-loop kernel instead.
     params, grads, (m, v, vmax), steps = _adam_tensors((5, 7))
     calls = []
-    real = fused_cpu._slow_path
+    real = fused_cpu.slow_path
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fused_cpu, "_slow_path", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+        mp.setattr(fused_cpu, "slow_path", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
         try:
             fused_cpu.adam(params, grads, [bad_state, m[1]], v, vmax, steps, **ADAM_HYPER)
         except RuntimeError:
