@@ -15,6 +15,9 @@ import torch
 
 import adamkit
 from adamkit.reference import adam as ref_adam
+from adamkit.reference import adamax as ref_adamax
+from adamkit.reference import nadam as ref_nadam
+from adamkit.reference import radam as ref_radam
 from adamkit.reference import rmsprop as ref_rmsprop
 from adamkit.reference import sgd as ref_sgd
 
@@ -29,6 +32,10 @@ class Spec:
     make_hyper: Callable[[dict[str, Any]], Any]
     # torch state key -> reference state field
     state_fields: dict[str, str] = field(default_factory=dict)
+    # False where torch.optim itself does not resume exactly (NAdam: it loads mu_product in
+    # the param's dtype); a torch run resumed from adamkit's checkpoint is then compared with
+    # torch resumed from its own.
+    torch_resumes_exactly: bool = True
 
     def config_ids(self) -> list[str]:
         return [f"{self.name}-{describe(c)}" for c in self.configs]
@@ -85,6 +92,50 @@ def _rmsprop_hyper(c: dict[str, Any]) -> ref_rmsprop.RMSpropHyper:
         weight_decay=c.get("weight_decay", 0.0),
         momentum=c.get("momentum", 0.0),
         centered=c.get("centered", False),
+        maximize=c.get("maximize", False),
+    )
+
+
+def _betas(c: dict[str, Any]) -> tuple[float, float]:
+    betas = c.get("betas", (0.9, 0.999))
+    return _f(betas[0]), _f(betas[1])
+
+
+def _nadam_hyper(c: dict[str, Any]) -> ref_nadam.NAdamHyper:
+    beta1, beta2 = _betas(c)
+    return ref_nadam.NAdamHyper(
+        lr=_f(c.get("lr", 2e-3)),
+        beta1=beta1,
+        beta2=beta2,
+        eps=c.get("eps", 1e-8),
+        weight_decay=c.get("weight_decay", 0.0),
+        momentum_decay=c.get("momentum_decay", 4e-3),
+        decoupled=c.get("decoupled_weight_decay", False),
+        maximize=c.get("maximize", False),
+    )
+
+
+def _radam_hyper(c: dict[str, Any]) -> ref_radam.RAdamHyper:
+    beta1, beta2 = _betas(c)
+    return ref_radam.RAdamHyper(
+        lr=_f(c.get("lr", 1e-3)),
+        beta1=beta1,
+        beta2=beta2,
+        eps=c.get("eps", 1e-8),
+        weight_decay=c.get("weight_decay", 0.0),
+        decoupled=c.get("decoupled_weight_decay", False),
+        maximize=c.get("maximize", False),
+    )
+
+
+def _adamax_hyper(c: dict[str, Any]) -> ref_adamax.AdamaxHyper:
+    beta1, beta2 = _betas(c)
+    return ref_adamax.AdamaxHyper(
+        lr=_f(c.get("lr", 2e-3)),
+        beta1=beta1,
+        beta2=beta2,
+        eps=c.get("eps", 1e-8),
+        weight_decay=c.get("weight_decay", 0.0),
         maximize=c.get("maximize", False),
     )
 
@@ -154,6 +205,53 @@ SPECS = [
         ref_rmsprop,
         _rmsprop_hyper,
         {"square_avg": "v", "grad_avg": "g_avg", "momentum_buffer": "buf"},
+    ),
+    # The Adam family on the algorithm specs; configs after torch's own optim_inputs.
+    Spec(
+        "NAdam",
+        adamkit.NAdam,
+        torch.optim.NAdam,
+        [
+            {},
+            {"weight_decay": 0.1, "momentum_decay": 6e-3},
+            {"weight_decay": 0.1, "momentum_decay": 6e-3, "decoupled_weight_decay": True},
+            {"lr": torch.tensor(0.001, dtype=torch.float64)},
+            {"maximize": True, "weight_decay": 0.1, "betas": (0.5, 0.8), "eps": 1e-6},
+        ],
+        ref_nadam,
+        _nadam_hyper,
+        {"exp_avg": "m", "exp_avg_sq": "v", "mu_product": "mu_product"},
+        torch_resumes_exactly=False,
+    ),
+    Spec(
+        "RAdam",
+        adamkit.RAdam,
+        torch.optim.RAdam,
+        [
+            {},
+            {"weight_decay": 0.1},
+            {"weight_decay": 0.1, "decoupled_weight_decay": True},
+            {"lr": torch.tensor(0.001, dtype=torch.float64)},
+            {"maximize": True, "betas": (0.5, 0.8), "eps": 0.0},  # rectified from step 6
+        ],
+        ref_radam,
+        _radam_hyper,
+        {"exp_avg": "m", "exp_avg_sq": "v"},
+    ),
+    Spec(
+        "Adamax",
+        adamkit.Adamax,
+        torch.optim.Adamax,
+        [
+            {},
+            {"weight_decay": 0.1},
+            {"maximize": True},
+            {"weight_decay": 0.1, "maximize": True, "betas": (0.5, 0.8)},
+            {"lr": torch.tensor(0.001, dtype=torch.float64)},
+        ],
+        ref_adamax,
+        _adamax_hyper,
+        {"exp_avg": "m", "exp_inf": "u"},
     ),
 ]
 

@@ -5,14 +5,27 @@ a NumPy reference of the equations (:mod:`adamkit.reference`) and the kernels th
 (:mod:`adamkit.kernels`).
 """
 
-from .optim import SGD, Adam, AdamW, NonFiniteGradientError, RMSprop, StateDictError
+from .optim import (
+    SGD,
+    Adam,
+    Adamax,
+    AdamW,
+    NAdam,
+    NonFiniteGradientError,
+    RAdam,
+    RMSprop,
+    StateDictError,
+)
 
 __version__ = "0.1.0"
 __all__ = [
     "SGD",
     "Adam",
     "AdamW",
+    "Adamax",
+    "NAdam",
     "NonFiniteGradientError",
+    "RAdam",
     "RMSprop",
     "StateDictError",
     "__version__",

@@ -95,9 +95,12 @@ def test_nan_and_inf_propagate_like_forloop(spec):
     plan[1][0][5] = float("nan")
     plan[1][0][6] = float("inf")
     plan[1][1][0] = float("-inf")
-    config = {"momentum": 0.9} if spec.name in ("SGD", "RMSprop") else {"amsgrad": True}
-    if spec.name == "AdamW":
-        config = {"amsgrad": True}
+    config = {
+        "SGD": {"momentum": 0.9},
+        "RMSprop": {"momentum": 0.9},
+        "Adam": {"amsgrad": True},
+        "AdamW": {"amsgrad": True},
+    }.get(spec.name, {"weight_decay": 0.1})
     fused, _ = run_optimizer(spec.ours, params0, config, plan, **_fused_flag(spec))
     loop, _ = run_optimizer(spec.ours, params0, config, plan, foreach=False)
     for a, b in zip(fused, loop, strict=True):

@@ -10,7 +10,8 @@ import torch
 
 pytest.importorskip("triton")
 
-from adamkit.kernels import forloop, registry
+from adamkit.algorithms import SPECS
+from adamkit.kernels import forloop, registry, spec_kernels, triton_driver
 from adamkit.kernels import triton_kernels as tk
 from adamkit.optim._base import _adapted_kernel
 from harness import assert_all_close_to_scale, grad_plan, run_optimizer
@@ -42,6 +43,18 @@ def triton_as_fused(monkeypatch):
     for algorithm in ("adam", "sgd", "rmsprop"):
         counters[algorithm] = _LaunchCounter(getattr(tk, f"_{algorithm}_kernel"))
         monkeypatch.setattr(tk, f"_{algorithm}_kernel", counters[algorithm])
+    # The algorithm specs' kernels: the generic Triton driver for the fused backend.
+    spec_counter = _LaunchCounter(triton_driver._spec_kernel)
+    monkeypatch.setattr(triton_driver, "_spec_kernel", spec_counter)
+    built = spec_kernels.kernel
+    monkeypatch.setattr(
+        spec_kernels,
+        "kernel",
+        lambda name, backend, device: built(
+            name, "triton" if backend == "fused" else backend, device
+        ),
+    )
+    counters.update(dict.fromkeys(SPECS, spec_counter))
     _adapted_kernel.cache_clear()  # optimizers cache their kernel per device
     yield counters
     _adapted_kernel.cache_clear()

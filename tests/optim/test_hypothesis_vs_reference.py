@@ -33,6 +33,18 @@ def _hyper(name: str, zero_eps: bool) -> st.SearchStrategy[dict[str, Any]]:
                 "maximize": st.booleans(),
             }
         )
+    if name in ("NAdam", "RAdam", "Adamax"):
+        family = {
+            **common,
+            "betas": st.tuples(unit, unit),
+            "eps": st.sampled_from([0.0, 1e-8, 1e-3] if zero_eps else [1e-8, 1e-3]),
+            "maximize": st.booleans(),
+        }
+        if name != "Adamax":
+            family["decoupled_weight_decay"] = st.booleans()
+        if name == "NAdam":
+            family["momentum_decay"] = st.sampled_from([0.0, 4e-3, 0.1])
+        return st.fixed_dictionaries(family)
     if name == "SGD":
         return st.fixed_dictionaries(
             {

@@ -53,7 +53,9 @@ def test_skip_leaves_everything_bitwise_unchanged(spec, kernel, bad, bad_index):
     gen = torch.Generator().manual_seed(1)
     params0 = make_params(torch.float32, gen)
     plan = grad_plan(params0, 4, seed=2)
-    config = {"momentum": 0.9} if spec.name in ("SGD", "RMSprop") else {"amsgrad": True}
+    config = {"SGD": {"momentum": 0.9}, "RMSprop": {"momentum": 0.9}}.get(spec.name)
+    if config is None:  # Adam's amsgrad; the spec family's weight decay
+        config = {"amsgrad": True} if spec.name in ("Adam", "AdamW") else spec.configs[1]
     params, opt = run_optimizer(
         spec.ours, params0, config, plan[:3], on_nonfinite="skip", **KERNELS[kernel]
     )

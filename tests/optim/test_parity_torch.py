@@ -17,9 +17,10 @@ from specs import ALL_CONFIGS, ALL_IDS, make_params
 N_STEPS = 40
 
 
-def _skip_without_fused_flag(spec):
-    if "fused" not in spec.ours.__init__.__code__.co_varnames:
-        pytest.skip(f"torch.optim.{spec.name} has no fused argument")
+def _skip_without_fused_flag(spec, cls=None):
+    cls = cls or spec.ours
+    if "fused" not in cls.__init__.__code__.co_varnames:
+        pytest.skip(f"{cls.__module__}.{spec.name} has no fused argument")
 
 
 def _torch_accepts(config, foreach):
@@ -71,7 +72,7 @@ def test_fused_flag_accepted_on_cpu(spec, config):
 def test_fused_false_is_torchs_for_loop(spec, config):
     # An explicit fused=False skips the default choice in torch.optim (the for-loop runs), so
     # it must not select adamkit's fused default either: results equal torch's bit for bit.
-    _skip_without_fused_flag(spec)
+    _skip_without_fused_flag(spec, spec.theirs)
     gen = torch.Generator().manual_seed(7)
     params0 = make_params(torch.float32, gen)
     plan = grad_plan(params0, 10, seed=3)

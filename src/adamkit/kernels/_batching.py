@@ -167,6 +167,7 @@ class _Batch(NamedTuple):
 LIKE_PARAM = 0  # state: a contiguous CPU tensor of the param's dtype and size
 COUNTER = 1  # step counters: a CPU float64 scalar
 READ_ONLY = 2  # grads: as LIKE_PARAM, resolved into a copy if it has a lazy bit
+FLOAT32_SCALAR = 3  # per-tensor float32 state (NAdam's mu_product): a CPU float32 scalar
 Role = tuple[Sequence[Tensor] | None, int]
 
 
@@ -210,8 +211,9 @@ def split(
                         row.append(row[1])
                         continue
                     t = ts[i]
-                    if kind == COUNTER:
-                        ok = t.dtype is float64 and t.is_cpu and t.numel() == 1
+                    if kind == COUNTER or kind == FLOAT32_SCALAR:
+                        want = float64 if kind == COUNTER else torch.float32
+                        ok = t.dtype is want and t.is_cpu and t.numel() == 1
                     else:
                         ok = (
                             t.dtype is dtype

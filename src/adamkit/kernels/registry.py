@@ -14,10 +14,11 @@ from typing import Any
 
 from torch import Tensor
 
+from ..algorithms import SPECS
 from . import foreach as _foreach
 from . import forloop as _forloop
 
-ALGORITHMS = ("adam", "sgd", "rmsprop")
+ALGORITHMS = ("adam", "sgd", "rmsprop", *SPECS)
 Kernel = Callable[..., None]
 
 
@@ -76,6 +77,14 @@ def kernel(algorithm: str, backend: str, params: Sequence[Tensor] | str) -> Kern
     for the device type ``params`` names)."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+    if algorithm in SPECS:  # built from its spec, for every backend
+        from . import spec_kernels
+
+        if isinstance(params, str):
+            device_type = params
+        else:
+            device_type = params[0].device.type if params else "cpu"
+        return spec_kernels.kernel(algorithm, backend, device_type)
     module: Any
     if backend == "forloop":
         module = _forloop

@@ -3,7 +3,18 @@
 from ._checkpoint import StateDictError
 from ._nonfinite import NonFiniteGradientError
 from .adam import Adam, AdamW
+from .adam_family import Adamax, NAdam, RAdam
 from .rmsprop import RMSprop
 from .sgd import SGD
 
-__all__ = ["SGD", "Adam", "AdamW", "NonFiniteGradientError", "RMSprop", "StateDictError"]
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "NonFiniteGradientError",
+    "RAdam",
+    "RMSprop",
+    "StateDictError",
+]

@@ -21,6 +21,7 @@ class Slot(Enum):
     STEP = "a step count: a finite integer >= 0 (number or 1-element tensor)"
     LIKE_PARAM = "a tensor shaped like the parameter"
     LIKE_PARAM_OR_NONE = "a tensor shaped like the parameter, or None"
+    SCALAR = "a finite number (number or 1-element tensor)"
 
 
 class StateDictError(ValueError):
@@ -83,6 +84,8 @@ def _check_entry(entry: Any, param: Tensor, layout: dict[str, Slot], gi: int, pi
         value = entry[key]
         if slot is Slot.STEP:
             _check_step(value, f"{at}, key {key!r}")
+        elif slot is Slot.SCALAR:
+            _check_scalar(value, f"{at}, key {key!r}")
         elif not (value is None and slot is Slot.LIKE_PARAM_OR_NONE):
             _check_like_param(value, param, f"{at}, key {key!r}", slot)
 
@@ -96,6 +99,17 @@ def _check_step(value: Any, at: str) -> None:
         number = math.nan
     if not (math.isfinite(number) and number >= 0 and number == int(number)):
         _fail(f"{at} is {value!r}; expected {Slot.STEP.value}")
+
+
+def _check_scalar(value: Any, at: str) -> None:
+    if isinstance(value, Tensor):
+        number = value.item() if value.numel() == 1 and not value.is_complex() else math.nan
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        number = math.nan
+    if not math.isfinite(number):
+        _fail(f"{at} is {value!r}; expected {Slot.SCALAR.value}")
 
 
 def _check_like_param(value: Any, param: Tensor, at: str, slot: Slot) -> None:

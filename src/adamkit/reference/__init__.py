@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import adam, rmsprop, sgd
+from . import adam, adamax, nadam, radam, rmsprop, sgd
 
 
 def run(
@@ -37,4 +37,4 @@ def run(
     return new_params, new_states, auxes
 
 
-__all__ = ["adam", "rmsprop", "run", "sgd"]
+__all__ = ["adam", "adamax", "nadam", "radam", "rmsprop", "run", "sgd"]

@@ -1,0 +1,87 @@
+"""Hyperparameter checks, in torch.optim's words.
+
+Each message starts as torch.optim's does ("Invalid learning rate: -1", "Invalid beta
+parameter at index 0: 1.0") so code and tests that match torch's errors keep working, then
+says what adamkit accepts. The optimizers run these on their defaults before ``params`` is
+looked at, as torch does (torch's own error tests pass ``params=None``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import Tensor
+
+# torch.optim's name for each hyperparameter in its messages.
+TORCH_WORDS = {
+    "lr": "learning rate",
+    "eps": "epsilon value",
+    "weight_decay": "weight_decay value",
+    "momentum": "momentum value",
+    "momentum_decay": "momentum_decay value",
+    "alpha": "alpha value",
+    "dampening": "dampening value",
+}
+
+
+def _words(name: str) -> str:
+    return TORCH_WORDS.get(name, name)
+
+
+def as_number(name: str, value: Any) -> float:
+    """``value`` as a float; a 1-element tensor counts as a number."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"Tensor {name} must be 1-element; got shape {tuple(value.shape)}")
+        return float(value.item())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(
+            f"Invalid {_words(name)}: {value!r}; {name} must be a number, got "
+            f"{type(value).__name__}"
+        )
+    return float(value)
+
+
+def nonnegative(name: str, value: Any) -> None:
+    """``value`` must be a finite number >= 0."""
+    number = as_number(name, value)
+    if not (math.isfinite(number) and number >= 0.0):
+        raise ValueError(f"Invalid {_words(name)}: {value}; {name} must be a finite number >= 0")
+
+
+def unit_interval(name: str, value: Any, *, upper_inclusive: bool = False) -> None:
+    """``value`` must lie in [0, 1) or, with ``upper_inclusive``, in [0, 1]."""
+    number = as_number(name, value)
+    ok = 0.0 <= number <= 1.0 if upper_inclusive else 0.0 <= number < 1.0
+    if not ok:
+        interval = "[0, 1]" if upper_inclusive else "[0, 1)"
+        raise ValueError(f"Invalid {_words(name)}: {value}; {name} must be a number in {interval}")
+
+
+def betas(value: Any) -> None:
+    """Adam's ``betas``: a pair of numbers in [0, 1)."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"Invalid betas: {value!r}; betas must be a pair (beta1, beta2)")
+    if isinstance(value[0], Tensor) != isinstance(value[1], Tensor):
+        raise ValueError("betas must be either both floats or both Tensors")
+    for index, beta in enumerate(value):
+        number = as_number(f"betas[{index}]", beta)
+        if not 0.0 <= number < 1.0:
+            raise ValueError(
+                f"Invalid beta parameter at index {index}: {beta}; betas[{index}] must be a "
+                "number in [0, 1)"
+            )
+
+
+def betas_pair(name: str, value: Any) -> None:
+    """:func:`betas` as a spec's check (which gets the name too)."""
+    betas(value)
+
+
+def backend_flags(*, foreach: bool | None, fused: bool | None, differentiable: bool) -> None:
+    """``foreach``, ``fused`` and ``differentiable`` that cannot go together (torch's words)."""
+    if fused and foreach:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    if fused and differentiable:
+        raise RuntimeError("`fused` does not support `differentiable`")

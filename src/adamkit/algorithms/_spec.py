@@ -1,0 +1,109 @@
+"""What an algorithm spec holds: the one description of a variant that every layer reads.
+
+A spec names the hyperparameters and how each is checked, the state a parameter carries
+(torch's keys), and the update as three small functions in the Python subset that numba and
+Triton both compile (see :mod:`adamkit.algorithms._ops`):
+
+* ``element(p, g, s0, s1, s2, h, k, f) -> (p, s0, s1, s2)``: one element's update. ``s0..s2``
+  are the per-element state slots in the order of ``tensor_state`` (a slot past the spec's
+  last is a stand-in: read, never stored); ``h`` the group's scalars in the data's dtype, ``k``
+  the tensor's scalars (bias corrections), ``f`` the group's options as booleans.
+* ``advance(step, aux, b) -> (step, aux)``: the per-tensor counters one step on (``aux`` is the
+  ``scalar_state`` slot, e.g. NAdam's ``mu_product``; ``b`` the float64 group scalars).
+* ``tensor_scalars(step, aux, b) -> k``: the tensor's scalars after ``advance``, in float64.
+
+``group_scalars(group, dtype) -> GroupScalars`` builds ``h``, ``b`` and ``f`` from a param
+group (host code, once per step and dtype). The drivers pad each to a fixed width, so a
+spec's tuples may be shorter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+# The widths the drivers pass: h, b, k and f hold at most this many values.
+HYPER_WIDTH = 8
+BIAS_WIDTH = 4
+TENSOR_WIDTH = 4
+FLAG_WIDTH = 4
+TENSOR_SLOTS = 3
+
+
+class GroupScalars(NamedTuple):
+    """A group's scalars for the drivers: ``hyper`` in the data's dtype (rounded as torch
+    rounds a Python float against a tensor of that dtype), ``bias`` in float64 (for the
+    per-tensor bias corrections), ``flags`` the options."""
+
+    hyper: tuple[float, ...]
+    bias: tuple[float, ...]
+    flags: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """A hyperparameter: its name (torch's), default, and check (raises ValueError)."""
+
+    name: str
+    default: Any
+    check: Callable[[str, Any], None] | None = None
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """One optimizer algorithm, as every layer of adamkit reads it."""
+
+    name: str  # the registry's name, e.g. "nadam"
+    torch_name: str  # its torch.optim class, e.g. "NAdam"
+    hyperparameters: tuple[Hyperparameter, ...]
+    tensor_state: tuple[str, ...]  # per-element state slots, torch's keys, in kernel order
+    element: Callable[..., tuple[Any, Any, Any, Any]]
+    group_scalars: Callable[[Mapping[str, Any], np.dtype], GroupScalars]
+    advance: Callable[[float, float, tuple[float, ...]], tuple[float, float]]
+    tensor_scalars: Callable[[float, float, tuple[float, ...]], tuple[float, ...]]
+    # torch's own functional update (torch.optim.<name>.<name>), the for-loop and foreach
+    # backends: torch's operation order, so results equal torch.optim's bit for bit.
+    torch_functional: Callable[..., None]
+    scalar_state: str | None = None  # a per-tensor float32 scalar beside "step"
+    scalar_state_init: float = 0.0
+
+    def __post_init__(self) -> None:
+        if len(self.tensor_state) > TENSOR_SLOTS:
+            raise ValueError(f"{self.name}: at most {TENSOR_SLOTS} per-element state slots")
+
+    def defaults(self) -> dict[str, Any]:
+        return {h.name: h.default for h in self.hyperparameters}
+
+    def check(self, group: Mapping[str, Any]) -> None:
+        """Raise ValueError (torch's words first) for any bad hyperparameter of ``group``."""
+        for h in self.hyperparameters:
+            if h.check is not None and h.name in group:
+                h.check(h.name, group[h.name])
+
+    def state_keys(self) -> tuple[str, ...]:
+        """Every key of a stepped parameter's state, in torch's order."""
+        scalar = (self.scalar_state,) if self.scalar_state else ()
+        return ("step", *scalar, *self.tensor_state)
+
+
+def rounded(dtype: np.dtype, *values: float) -> tuple[float, ...]:
+    """``values`` rounded to ``dtype`` (as torch rounds a Python scalar against a tensor)."""
+    return tuple(float(dtype.type(v)) for v in values)
+
+
+def complement(dtype: np.dtype, weight: float) -> float:
+    """``1 - weight`` as torch's lerp computes it: in the data's dtype, after rounding."""
+    w = dtype.type(weight)
+    return float(dtype.type(1) - w)
+
+
+def weight_decay_scalars(group: Mapping[str, Any], lr: float) -> tuple[float, float, bool]:
+    """(decay, λ, L2): the factor φ is multiplied by before the update (1 - α·λ for decoupled
+    weight decay, else exactly 1), λ, and whether λ·φ is added to the gradient instead."""
+    wd = float(group["weight_decay"])
+    decoupled = bool(group.get("decoupled_weight_decay", False))
+    decay = 1 - lr * wd if decoupled and wd != 0 else 1.0
+    return decay, wd, wd != 0 and not decoupled

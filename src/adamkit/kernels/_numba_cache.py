@@ -1,0 +1,63 @@
+"""numba's on-disk cache, stamped with every source file the cached loops are built from.
+
+numba keys a cached function to its own file's timestamp. The spec loops in
+:mod:`adamkit.kernels._numba_driver` are compiled from code in other files too (each
+algorithm's element in :mod:`adamkit.algorithms`, the shared helpers in ``_numba_cpu``): an
+edit there would leave a stale compiled loop in the cache. Functions of the modules named
+here get a stamp that hashes all those files instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from numba.core import caching
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+_STAMPED_MODULES = {str(_PACKAGE / "kernels" / "_numba_driver.py")}
+
+
+def _sources_hash() -> str:
+    files = sorted(
+        [*(_PACKAGE / "algorithms").glob("*.py"), *(_PACKAGE / "kernels").glob("_numba_*.py")]
+    )
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+_STAMP = _sources_hash()
+
+
+def _stamped(locator: type) -> type:
+    class Stamped(locator):  # type: ignore[misc, valid-type]
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if str(Path(py_file).resolve()) not in _STAMPED_MODULES:
+                return None
+            return super().from_function(py_func, py_file)
+
+        def get_source_stamp(self):
+            return _STAMP
+
+    Stamped.__name__ = f"Stamped{locator.__name__}"
+    return Stamped
+
+
+def install() -> None:
+    """Put the stamped locators first in numba's search (once)."""
+    classes = caching.CacheImpl._locator_classes
+    if any(getattr(c, "_adamkit", False) for c in classes):
+        return
+    bases = [
+        caching.UserProvidedCacheLocator,  # NUMBA_CACHE_DIR, when set
+        caching.InTreeCacheLocator,
+        caching.UserWideCacheLocator,
+    ]
+    stamped = [_stamped(base) for base in bases]
+    for locator in stamped:
+        locator._adamkit = True
+    classes[:0] = stamped

@@ -1,0 +1,166 @@
+"""The kernels of an algorithm spec, for every backend: built from the spec, not written out.
+
+Every spec kernel has one signature: ``kernel(params, grads, *state_lists, steps, scalar_state,
+*, group, advance_steps=True)``, the state lists in the order of the spec's ``tensor_state``
+and ``scalar_state`` an empty list when the spec has none; ``group`` is the param group
+(hyperparameters by torch's names).
+
+* ``forloop`` / ``foreach``: torch's own functional update (``torch.optim.nadam.nadam`` …),
+  so results equal torch.optim's bit for bit, differentiable and capturable included.
+* ``fused`` on CPU: the generic numba driver (:mod:`adamkit.kernels._numba_driver`) over the
+  tensors it can take by address, the for-loop kernel for the rest (see
+  :func:`adamkit.kernels._batching.split`).
+* ``fused`` on CUDA / ``triton``: the generic Triton driver
+  (:mod:`adamkit.kernels.triton_driver`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..algorithms import SPECS, AlgorithmSpec
+from ..algorithms._spec import BIAS_WIDTH, FLAG_WIDTH, HYPER_WIDTH, TENSOR_SLOTS
+from ._batching import (
+    COUNTER,
+    FLOAT32_SCALAR,
+    LIKE_PARAM,
+    READ_ONLY,
+    check_sizes,
+    flag_array,
+    float64_array,
+    run_loops,
+    split,
+    typed,
+)
+from ._tensors import LIKE, NUMPY_DTYPES, pick
+
+Kernel = Callable[..., None]
+
+
+def torch_order(spec: AlgorithmSpec, *, foreach: bool) -> Kernel:
+    """The for-loop (``foreach=False``) or foreach kernel: torch's functional update."""
+
+    def kernel(
+        params: Sequence[Tensor], grads: Sequence[Tensor], *lists: Any, group: dict[str, Any],
+        advance_steps: bool = True,
+    ) -> None:  # fmt: skip
+        if not advance_steps:
+            raise ValueError(f"{spec.torch_name}'s kernels always count the step themselves")
+        *states, steps, scalar_state = lists
+        spec.torch_functional(
+            list(params), list(grads), [list(s) for s in states], list(steps),
+            list(scalar_state), group, foreach=foreach, lr=group["lr"],
+            capturable=bool(group.get("capturable", False)),
+            differentiable=bool(group.get("differentiable", False)),
+            has_complex=any(p.is_complex() for p in params),
+        )  # fmt: skip
+
+    kernel.__name__ = f"{spec.name}_{'foreach' if foreach else 'forloop'}"
+    return kernel
+
+
+@functools.lru_cache(maxsize=256)
+def _loop_arrays(
+    spec_name: str, dtype: torch.dtype, key: tuple[Any, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (hyper, bias, flags) arrays of a group for the numba driver, padded to its widths;
+    cached by the group's hyperparameters."""
+    spec = SPECS[spec_name]
+    scalars = spec.group_scalars(dict(key), np.dtype(NUMPY_DTYPES[dtype]))
+    hyper = scalars.hyper + (0.0,) * (HYPER_WIDTH - len(scalars.hyper))
+    bias = scalars.bias + (0.0,) * (BIAS_WIDTH - len(scalars.bias))
+    flags = scalars.flags + (False,) * (FLAG_WIDTH - len(scalars.flags))
+    return typed(dtype, *hyper), float64_array(*bias), flag_array(*flags)
+
+
+def _hyper_key(spec: AlgorithmSpec, group: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The group's hyperparameters as a hashable key (tensor values as floats)."""
+    key = []
+    for h in spec.hyperparameters:
+        value = group[h.name]
+        if isinstance(value, Tensor):
+            value = value.item()
+        elif isinstance(value, (tuple, list)):
+            value = tuple(v.item() if isinstance(v, Tensor) else v for v in value)
+        key.append((h.name, value))
+    key.append(("maximize", bool(group.get("maximize", False))))
+    return tuple(key)
+
+
+def fused_cpu(spec: AlgorithmSpec) -> Kernel:
+    """The fused CPU kernel: one pass of the numba driver per dtype, for-loop for the rest."""
+    from . import _numba_driver  # imports numba: only when a fused kernel is used
+
+    serial, parallel = _numba_driver.LOOPS[spec.name]
+    for_loop = torch_order(spec, foreach=False)
+    names = ("grad", *spec.tensor_state)
+    padding = [(None, LIKE_PARAM)] * (TENSOR_SLOTS - len(spec.tensor_state))
+
+    def kernel(
+        params: Sequence[Tensor], grads: Sequence[Tensor], *lists: Any, group: dict[str, Any],
+        advance_steps: bool = True,
+    ) -> None:  # fmt: skip
+        if not advance_steps:
+            raise ValueError(f"{spec.torch_name}'s kernels always count the step themselves")
+        *states, steps, scalar_state = lists
+        roles = [
+            (grads, READ_ONLY),
+            *((s, LIKE_PARAM) for s in states),
+            *padding,
+            (steps, COUNTER),
+            (scalar_state, FLOAT32_SCALAR) if scalar_state else (steps, COUNTER),
+        ]
+        batches, other, empty = split(params, roles)
+        rest = sorted(other + empty)  # empty tensors only count their steps: torch does that
+        if rest:  # first: an error there then leaves every other tensor as it was
+            sub = [pick(t, rest) for t in (params, grads, *states)]
+            check_sizes(sub[0], sub[1:], names)
+            counters = [*pick(steps, rest), *pick(scalar_state, rest)]
+            saved = [c.clone() for c in counters]
+            try:
+                for_loop(*sub, pick(steps, rest), pick(scalar_state, rest), group=group)
+            except Exception:
+                for c, value in zip(counters, saved, strict=True):
+                    c.copy_(value)
+                raise
+        if not batches:
+            return
+        key = _hyper_key(spec, group)
+        for dtype, batch in batches.items():
+            hyper, bias, flags = _loop_arrays(spec.name, dtype, key)
+            run_loops(
+                serial, parallel, tuple(batch.numels), batch.addresses(), LIKE[dtype],
+                hyper, bias, flags, True,
+            )  # fmt: skip
+
+    kernel.__name__ = f"{spec.name}_fused_cpu"
+    return kernel
+
+
+@functools.lru_cache(maxsize=64)
+def kernel(name: str, backend: str, device_type: str) -> Kernel:
+    """The kernel of spec ``name`` on ``backend`` ("forloop", "foreach", "fused", "triton")
+    for tensors on ``device_type``."""
+    spec = SPECS[name]
+    if backend in ("forloop", "foreach"):
+        return torch_order(spec, foreach=backend == "foreach")
+    if backend == "fused" and device_type == "cpu":
+        return fused_cpu(spec)
+    if backend == "triton" or (backend == "fused" and device_type == "cuda"):
+        from . import registry
+
+        if registry.triton_available():
+            from . import triton_driver
+
+            return triton_driver.kernel(spec)
+    if backend == "fused":  # no single-pass kernel for this device: same results, foreach
+        return torch_order(spec, foreach=True)
+    raise ValueError(
+        f"unknown backend {backend!r}; expected 'forloop', 'foreach', 'fused' or 'triton'"
+    )

@@ -1,0 +1,182 @@
+"""One Triton driver for every algorithm spec: the fused CUDA kernel, written once.
+
+Each spec's ``element`` (see :mod:`adamkit.algorithms._spec`) is recompiled with Triton's
+versions of its operations and passed to one generic kernel as a compile-time argument; the
+launch layout (block tables, address tables) is :mod:`adamkit.kernels.triton_kernels`'. The
+per-tensor counters are advanced and the per-tensor scalars computed on the host, by the
+spec's own ``advance``/``tensor_scalars`` (one host read per counter: counters that live on
+the device cost a synchronisation). Arithmetic is float32 for float32/half parameters (state
+float32 for half parameters, as for Adam) and float64 for float64. Under
+``TRITON_INTERPRET=1`` the same kernel runs on CPU tensors, which is how CI tests it.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ..algorithms import AlgorithmSpec
+from ..algorithms._spec import BIAS_WIDTH, FLAG_WIDTH, HYPER_WIDTH, TENSOR_SLOTS
+from . import spec_kernels, wrappers
+from ._tensors import NUMPY_DTYPES, pick, real_view
+from .triton_kernels import _TL, BLOCK, _compute_dtype, _groups, _plan, _readable, _scalars
+
+
+@triton.jit
+def _where(condition, if_true, if_false):
+    return tl.where(condition, if_true, if_false)
+
+
+@triton.jit
+def _sqrt(x):
+    return tl.sqrt(x)
+
+
+@triton.jit
+def _absolute(x):
+    return tl.abs(x)
+
+
+@triton.jit
+def _nan_max(a, b):
+    return tl.where((a != a) | (a > b), a, b)  # NaN from either side, as torch.maximum
+
+
+@triton.jit
+def _lerp(start, end, weight, one_minus_weight):
+    diff = end - start
+    return tl.where(weight < 0.5, start + weight * diff, end - diff * one_minus_weight)
+
+
+OPS = {"where": _where, "sqrt": _sqrt, "absolute": _absolute, "nan_max": _nan_max, "lerp": _lerp}
+
+
+def compiled(function: Callable[..., Any]) -> Any:
+    """``function`` as a Triton function, with Triton's operations in place of
+    :mod:`adamkit.algorithms._ops`'."""
+    namespace = {**function.__globals__, **OPS, "tl": tl}  # the interpreter patches tl
+    return triton.jit(types.FunctionType(function.__code__, namespace, function.__name__))
+
+
+@triton.jit
+def _spec_kernel(
+    block_tensor, block_start, numels, p_addr, g_addr, s0_addr, s1_addr, s2_addr, hyper,
+    per_tensor,
+    P: tl.constexpr, G: tl.constexpr, S: tl.constexpr, C: tl.constexpr,
+    ELEMENT: tl.constexpr, F0: tl.constexpr, F1: tl.constexpr, F2: tl.constexpr,
+    F3: tl.constexpr, STORE0: tl.constexpr, STORE1: tl.constexpr, STORE2: tl.constexpr,
+    B: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    t = tl.load(block_tensor + pid)
+    offs = tl.load(block_start + pid) + tl.arange(0, B)
+    mask = offs < tl.load(numels + t)
+    h = (
+        tl.load(hyper + 0).to(C), tl.load(hyper + 1).to(C), tl.load(hyper + 2).to(C),
+        tl.load(hyper + 3).to(C), tl.load(hyper + 4).to(C), tl.load(hyper + 5).to(C),
+        tl.load(hyper + 6).to(C), tl.load(hyper + 7).to(C),
+    )  # fmt: skip
+    k = (
+        tl.load(per_tensor + 4 * t).to(C), tl.load(per_tensor + 4 * t + 1).to(C),
+        tl.load(per_tensor + 4 * t + 2).to(C), tl.load(per_tensor + 4 * t + 3).to(C),
+    )  # fmt: skip
+    p_ptr = tl.load(p_addr + t).to(tl.pointer_type(P))
+    s0_ptr = tl.load(s0_addr + t).to(tl.pointer_type(S))
+    s1_ptr = tl.load(s1_addr + t).to(tl.pointer_type(S))
+    s2_ptr = tl.load(s2_addr + t).to(tl.pointer_type(S))
+    p = tl.load(p_ptr + offs, mask=mask).to(C)
+    g = tl.load(tl.load(g_addr + t).to(tl.pointer_type(G)) + offs, mask=mask).to(C)
+    s0 = tl.load(s0_ptr + offs, mask=mask).to(C)
+    s1 = tl.load(s1_ptr + offs, mask=mask).to(C)
+    s2 = tl.load(s2_ptr + offs, mask=mask).to(C)
+    p, s0, s1, s2 = ELEMENT(p, g, s0, s1, s2, h, k, (F0, F1, F2, F3))
+    if STORE0:
+        tl.store(s0_ptr + offs, s0.to(S), mask=mask)
+    if STORE1:
+        tl.store(s1_ptr + offs, s1.to(S), mask=mask)
+    if STORE2:
+        tl.store(s2_ptr + offs, s2.to(S), mask=mask)
+    tl.store(p_ptr + offs, p.to(P), mask=mask)
+
+
+def _advance_counters(spec: AlgorithmSpec, steps, aux, bias) -> list[tuple[float, ...]]:
+    """Advance each tensor's counters (the spec's ``advance``, in NumPy) and return its
+    per-tensor scalars (``tensor_scalars``), padded to the kernel's four."""
+    rows = []
+    for i, step in enumerate(steps):
+        scalar = aux[i] if aux else None
+        new_step, new_aux = spec.advance(float(step), float(scalar) if aux else 0.0, bias)
+        step.fill_(float(new_step))
+        if scalar is not None:
+            scalar.fill_(float(new_aux))
+        values = spec.tensor_scalars(float(step), float(scalar) if aux else 0.0, bias)
+        rows.append(tuple(float(v) for v in values))
+    return rows
+
+
+def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
+    """The spec's Triton kernel, with the signature of :mod:`adamkit.kernels.spec_kernels`."""
+    element = compiled(spec.element)
+    stores = tuple(i < len(spec.tensor_state) for i in range(TENSOR_SLOTS))
+    for_loop = wrappers.half_in_float32(spec_kernels.torch_order(spec, foreach=False))
+
+    def run(
+        params: Sequence[Tensor], grads: Sequence[Tensor], *lists: Any, group: dict[str, Any],
+        advance_steps: bool = True,
+    ) -> None:  # fmt: skip
+        if not advance_steps:
+            raise ValueError(f"{spec.torch_name}'s kernels always count the step themselves")
+        *states, steps, aux = lists
+        grads = _readable(grads)
+        groups, other = _groups(params, grads, *states)
+        empty = [i for i, p in enumerate(params) if p.numel() == 0]
+        rest = sorted(other + empty)  # empty tensors only count their steps
+        if rest:
+            for_loop(*[pick(t, rest) for t in (params, grads, *states, steps, aux)], group=group)
+        for idx in groups:
+            p0 = params[idx[0]]
+            roles = [[real_view(t) for t in pick(ts, idx)] for ts in (params, grads, *states)]
+            roles += [roles[1]] * (TENSOR_SLOTS + 2 - len(roles))  # stand-ins: the grads
+            c = _compute_dtype(real_view(p0).dtype)
+            scalars = _group_scalars(spec, group, c)
+            rows = _advance_counters(spec, pick(steps, idx), pick(aux, idx), scalars.bias)
+            plan = _plan(roles, p0.device)
+            hyper = _scalars(scalars.hyper, p0.device, c)
+            per_tensor = torch.tensor(rows, dtype=c).to(p0.device)
+            _spec_kernel[(plan.n_blocks,)](
+                plan.block_tensor, plan.block_start, plan.numels, *plan.addresses, hyper,
+                per_tensor,
+                P=_TL[roles[0][0].dtype], G=_TL[roles[1][0].dtype], S=_TL[roles[2][0].dtype],
+                C=_TL[c], ELEMENT=element, F0=scalars.flags[0], F1=scalars.flags[1],
+                F2=scalars.flags[2], F3=scalars.flags[3], STORE0=stores[0], STORE1=stores[1],
+                STORE2=stores[2], B=BLOCK,
+            )  # fmt: skip
+
+    run.handles_half = True  # type: ignore[attr-defined]
+    run.__name__ = f"{spec.name}_triton"
+    return run
+
+
+def _group_scalars(spec: AlgorithmSpec, group: dict[str, Any], dtype: torch.dtype):
+    key = spec_kernels._hyper_key(spec, group)
+    return _padded_scalars(spec.name, dtype, key)
+
+
+@functools.lru_cache(maxsize=256)
+def _padded_scalars(name: str, dtype: torch.dtype, key: tuple[Any, ...]):
+    from ..algorithms import SPECS, GroupScalars
+
+    s = SPECS[name].group_scalars(dict(key), np.dtype(NUMPY_DTYPES[dtype]))
+    return GroupScalars(
+        s.hyper + (0.0,) * (HYPER_WIDTH - len(s.hyper)),
+        s.bias + (0.0,) * (BIAS_WIDTH - len(s.bias)),
+        tuple(bool(f) for f in s.flags) + (False,) * (FLAG_WIDTH - len(s.flags)),
+    )

@@ -1,0 +1,136 @@
+"""An optimizer that is a signature, a docstring and an algorithm spec.
+
+Everything else comes from the spec (:mod:`adamkit.algorithms`): hyperparameter checks (in
+torch's words, on the defaults before ``params`` is read), the state a parameter gets
+(torch's keys and dtypes), the checkpoint layout, and the kernels.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ..algorithms import AlgorithmSpec
+from ..algorithms import _checks as check
+from ._base import KernelOptimizer, new_step
+from ._checkpoint import Slot
+
+
+class SpecOptimizer(KernelOptimizer):
+    """A :class:`KernelOptimizer` whose algorithm is ``spec``."""
+
+    spec: ClassVar[AlgorithmSpec]
+
+    def __init__(
+        self, params: Any, defaults: dict[str, Any], *, on_nonfinite: str = "propagate"
+    ) -> None:
+        check.backend_flags(
+            foreach=defaults.get("foreach"),
+            fused=defaults.get("fused"),
+            differentiable=bool(defaults.get("differentiable")),
+        )
+        self.spec.check(defaults)  # before params is looked at, as torch does
+        super().__init__(params, defaults, on_nonfinite=on_nonfinite)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.algorithm = cls.spec.name
+        cls.group_key_defaults = {
+            "maximize": False,
+            "foreach": None,
+            "capturable": False,
+            "differentiable": False,
+            **{h.name: h.default for h in cls.spec.hyperparameters if h.check is None},
+        }
+
+    @staticmethod
+    def backend_defaults(
+        foreach: bool | None,
+        maximize: bool,
+        capturable: bool,
+        differentiable: bool,
+        fused: bool | None,
+    ) -> dict[str, Any]:
+        """torch's group keys for the kernel choice; ``fused`` (which torch's class lacks) is
+        a group key only when given, so param_groups stay exactly torch's."""
+        keys = {
+            "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "differentiable": differentiable,
+        }
+        if fused is not None:
+            keys["fused"] = fused
+        return keys
+
+    def validate_group(self, group: dict[str, Any]) -> None:
+        self.spec.check(group)
+
+    def state_layout(self, group: dict[str, Any]) -> dict[str, Slot]:
+        layout = {"step": Slot.STEP}
+        if self.spec.scalar_state:
+            layout[self.spec.scalar_state] = Slot.SCALAR
+        layout.update(dict.fromkeys(self.spec.tensor_state, Slot.LIKE_PARAM))
+        return layout
+
+    @property
+    def _step_supports_amp_scaling(self) -> bool:
+        # GradScaler unscales the gradients and skips Inf steps itself (the spec kernels
+        # always count the step in their own pass).
+        return False
+
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        state = self.state[p]
+        if len(state) == 0:
+            state["step"] = new_step(p, group)
+            if self.spec.scalar_state:
+                state[self.spec.scalar_state] = _scalar_state(self.spec.scalar_state_init, p, group)
+            for key in self.spec.tensor_state:
+                state[key] = self.zeros_state(p, group)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state_dict (adamkit's or torch.optim's), checked first.
+
+        torch.optim casts every loaded state tensor but ``step`` to its parameter's dtype,
+        so a float64 model's NAdam ``mu_product`` comes back float64, and a resumed torch
+        run then differs from an uninterrupted one (by ~1e-13). adamkit keeps the scalar
+        state in the dtype it is created in, so that resuming is exact.
+        """
+        super().load_state_dict(state_dict)
+        key = self.spec.scalar_state
+        if key is None:
+            return
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                if state and key in state:
+                    state[key] = _scalar_state(state[key], p, group)
+
+    def _update_group(self, group: dict[str, Any], amp: dict[str, Tensor]) -> None:
+        params, grads, states, _ = self._collect(group)
+        if not params:
+            return
+        spec = self.spec
+        scalar = spec.scalar_state
+        self._step_kernel(group, params, amp)(
+            params,
+            grads,
+            *([s[key] for s in states] for key in spec.tensor_state),
+            [s["step"] for s in states],
+            [s[scalar] for s in states] if scalar else [],
+            group=group,
+        )
+
+
+def _scalar_state(value: float | Tensor, p: Tensor, group: dict[str, Any]) -> Tensor:
+    """A per-tensor scalar state (NAdam's mu_product) in torch's dtype and place for it:
+    float32 (float64 under a float64 default dtype), on the parameter's device only when
+    capturable."""
+    dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    device = p.device if group["capturable"] else torch.device("cpu")
+    if isinstance(value, Tensor):
+        return value.to(dtype=dtype, device=device)
+    return torch.full((), value, dtype=dtype, device=device)

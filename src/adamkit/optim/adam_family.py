@@ -1,0 +1,184 @@
+"""NAdam, RAdam and Adamax: drop-in replacements for their torch.optim namesakes, each a
+signature, a docstring and its spec (the math is in :mod:`adamkit.algorithms`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..algorithms import adamax, nadam, radam
+from ._spec_optimizer import SpecOptimizer
+
+_KERNEL_ARGS = """
+        foreach: True for the multi-tensor kernel, False for the for-loop kernel (both are
+            torch's own functional update, so results equal torch.optim's bit for bit).
+        maximize: ascend the objective instead of descending it.
+        capturable: keep the step count on the device (no host synchronisation).
+        differentiable: keep autograd history through the step (for-loop kernel).
+        fused: True for the single-pass kernel (torch has none for this optimizer). With
+            neither foreach nor fused set, adamkit picks the fastest kernel for the device.
+        on_nonfinite: "propagate" (default, as torch.optim), "skip" or "raise" for a step
+            whose gradient holds NaN or Inf (see :class:`adamkit.Adam`)."""
+
+
+class NAdam(SpecOptimizer, torch.optim.NAdam):
+    __doc__ = (
+        nadam.__doc__
+        + """
+    Arguments and defaults are torch.optim.NAdam's, state ``step``, ``mu_product``,
+    ``exp_avg``, ``exp_avg_sq``.
+
+    Args:
+        params: iterable of parameters or of dicts defining parameter groups.
+        lr: α, default 2e-3.  betas: (β1, β2), default (0.9, 0.999).  eps: ε, default 1e-8.
+        weight_decay: λ, default 0.  momentum_decay: ψ, default 4e-3.
+        decoupled_weight_decay: multiply φ by (1 - αλ) instead of adding λφ to g (NAdamW)."""
+        + _KERNEL_ARGS
+        + """
+
+    Example:
+        >>> import torch, adamkit
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> opt = adamkit.NAdam([w], lr=0.1)
+        >>> w.grad = torch.tensor([3.0, -0.5])
+        >>> opt.step()
+        >>> w.data
+        tensor([-0.1056,  0.1056])
+    """
+    )
+    spec = nadam.SPEC
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | Tensor = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum_decay: float = 4e-3,
+        decoupled_weight_decay: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        on_nonfinite: str = "propagate",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum_decay": momentum_decay,
+            "decoupled_weight_decay": decoupled_weight_decay,
+            **self.backend_defaults(foreach, maximize, capturable, differentiable, fused),
+        }
+        super().__init__(params, defaults, on_nonfinite=on_nonfinite)
+
+
+class RAdam(SpecOptimizer, torch.optim.RAdam):
+    __doc__ = (
+        radam.__doc__
+        + """
+    Arguments and defaults are torch.optim.RAdam's, state ``step``, ``exp_avg``,
+    ``exp_avg_sq``.
+
+    Args:
+        params: iterable of parameters or of dicts defining parameter groups.
+        lr: α, default 1e-3.  betas: (β1, β2), default (0.9, 0.999).  eps: ε, default 1e-8.
+        weight_decay: λ, default 0.
+        decoupled_weight_decay: multiply φ by (1 - αλ) instead of adding λφ to g."""
+        + _KERNEL_ARGS
+        + """
+
+    Example:
+        >>> import torch, adamkit
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> opt = adamkit.RAdam([w], lr=0.1)
+        >>> w.grad = torch.tensor([3.0, -0.5])
+        >>> opt.step()
+        >>> w.data  # ρ_1 <= 5: the first steps are momentum SGD, α·m̂ = α·g
+        tensor([-0.3000,  0.0500])
+    """
+    )
+    spec = radam.SPEC
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        decoupled_weight_decay: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        on_nonfinite: str = "propagate",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "decoupled_weight_decay": decoupled_weight_decay,
+            **self.backend_defaults(foreach, maximize, capturable, differentiable, fused),
+        }
+        super().__init__(params, defaults, on_nonfinite=on_nonfinite)
+
+
+class Adamax(SpecOptimizer, torch.optim.Adamax):
+    __doc__ = (
+        adamax.__doc__
+        + """
+    Arguments and defaults are torch.optim.Adamax's, state ``step``, ``exp_avg``, ``exp_inf``.
+
+    Args:
+        params: iterable of parameters or of dicts defining parameter groups.
+        lr: α, default 2e-3.  betas: (β1, β2), default (0.9, 0.999).  eps: ε, default 1e-8.
+        weight_decay: λ (L2), default 0."""
+        + _KERNEL_ARGS
+        + """
+
+    Example:
+        >>> import torch, adamkit
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> opt = adamkit.Adamax([w], lr=0.1)
+        >>> w.grad = torch.tensor([3.0, -0.5])
+        >>> opt.step()
+        >>> w.data  # the first step is α·g/(|g|+ε)
+        tensor([-0.1000,  0.1000])
+    """
+    )
+    spec = adamax.SPEC
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | Tensor = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        capturable: bool = False,
+        fused: bool | None = None,
+        on_nonfinite: str = "propagate",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            **self.backend_defaults(foreach, maximize, capturable, differentiable, fused),
+        }
+        super().__init__(params, defaults, on_nonfinite=on_nonfinite)
