@@ -302,6 +302,7 @@ def test_a_param_of_another_size_after_its_first_step_is_refused_and_nothing_cha
     else:  # resize_ (torch refuses it on a tensor that requires grad)
         params[0].requires_grad_(False)
         params[0].resize_(9)
+        params[0][6:] = 1.0  # resize_ leaves the new elements uninitialised (maybe NaN)
         params[0].requires_grad_(True)
     assert params[0].shape == (9,)
     for p in params:

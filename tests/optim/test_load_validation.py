@@ -70,7 +70,7 @@ CASES = {
     ),
     "bad hyperparameter": (
         lambda sd: sd["param_groups"][0].__setitem__("lr", -1.0),
-        r"param group 0: Invalid lr: -1.0; expected a finite number >= 0",
+        r"param group 0: Invalid learning rate: -1.0; lr must be a finite number >= 0",
     ),
     "unknown parameter id": (
         lambda sd: sd["state"].__setitem__(99, {}),

@@ -63,6 +63,9 @@ class KernelOptimizer(torch.optim.Optimizer):
     def __init__(
         self, params: Any, defaults: dict[str, Any], *, on_nonfinite: str = "propagate"
     ) -> None:
+        # Hyperparameters first, before params is looked at, as torch checks them (torch's
+        # own error tests pass params=None and expect the ValueError).
+        self.validate_group(defaults)
         self.on_nonfinite = _nonfinite.check_mode(on_nonfinite)
         self.skipped_steps = 0  # steps skipped for a NaN/Inf gradient (on_nonfinite="skip")
         # Optimizer's own __init__, not the next class in the MRO: each adamkit optimizer also

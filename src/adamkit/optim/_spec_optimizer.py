@@ -31,7 +31,6 @@ class SpecOptimizer(KernelOptimizer):
             fused=defaults.get("fused"),
             differentiable=bool(defaults.get("differentiable")),
         )
-        self.spec.check(defaults)  # before params is looked at, as torch does
         super().__init__(params, defaults, on_nonfinite=on_nonfinite)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ..algorithms import _checks as check
 from ..kernels import sparse
 from ..kernels._tensors import scalar
-from . import _validation as check
 from ._base import KernelOptimizer, increment, new_step
 from ._checkpoint import Slot
 
@@ -97,7 +97,7 @@ class Adam(KernelOptimizer, torch.optim.Adam):
         lazy_sparse: bool = False,
     ) -> None:
         self.lazy_sparse = bool(lazy_sparse)  # read by validate_group during __init__
-        check.check_backend_flags(foreach=foreach, fused=fused, differentiable=differentiable)
+        check.backend_flags(foreach=foreach, fused=fused, differentiable=differentiable)
         defaults = {
             "lr": lr,
             "betas": tuple(betas) if isinstance(betas, (tuple, list)) else betas,
@@ -114,10 +114,10 @@ class Adam(KernelOptimizer, torch.optim.Adam):
         super().__init__(params, defaults, on_nonfinite=on_nonfinite)
 
     def validate_group(self, group: dict[str, Any]) -> None:
-        check.check_nonnegative("lr", group["lr"])
-        check.check_betas(group["betas"])
-        check.check_nonnegative("eps", group["eps"])
-        check.check_nonnegative("weight_decay", group["weight_decay"])
+        check.nonnegative("lr", group["lr"])
+        check.nonnegative("eps", group["eps"])  # torch's order
+        check.betas(group["betas"])
+        check.nonnegative("weight_decay", group["weight_decay"])
         if getattr(self, "lazy_sparse", False) and (group["weight_decay"] or group["amsgrad"]):
             raise ValueError(
                 "lazy_sparse=True supports neither weight decay nor amsgrad (as "

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from . import _validation as check
+from ..algorithms import _checks as check
 from ._base import KernelOptimizer, new_step
 from ._checkpoint import Slot
 
@@ -74,7 +74,7 @@ class RMSprop(KernelOptimizer, torch.optim.RMSprop):
         *,
         on_nonfinite: str = "propagate",
     ) -> None:
-        check.check_backend_flags(foreach=foreach, fused=None, differentiable=differentiable)
+        check.backend_flags(foreach=foreach, fused=None, differentiable=differentiable)
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -91,11 +91,11 @@ class RMSprop(KernelOptimizer, torch.optim.RMSprop):
 
     @staticmethod
     def validate_group(group: dict[str, Any]) -> None:
-        check.check_nonnegative("lr", group["lr"])
-        check.check_in_range("alpha", group["alpha"], upper_inclusive=True)
-        check.check_nonnegative("eps", group["eps"])
-        check.check_nonnegative("weight_decay", group["weight_decay"])
-        check.check_nonnegative("momentum", group["momentum"])
+        check.nonnegative("lr", group["lr"])
+        check.nonnegative("eps", group["eps"])  # torch's order
+        check.unit_interval("alpha", group["alpha"], upper_inclusive=True)
+        check.nonnegative("weight_decay", group["weight_decay"])
+        check.nonnegative("momentum", group["momentum"])
 
     def state_layout(self, group: dict[str, Any]) -> dict[str, Slot]:
         layout = {"step": Slot.STEP, "square_avg": Slot.LIKE_PARAM}

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from . import _validation as check
+from ..algorithms import _checks as check
 from ._base import KernelOptimizer
 from ._checkpoint import Slot
 
@@ -74,7 +74,7 @@ class SGD(KernelOptimizer, torch.optim.SGD):
         fused: bool | None = None,
         on_nonfinite: str = "propagate",
     ) -> None:
-        check.check_backend_flags(foreach=foreach, fused=fused, differentiable=differentiable)
+        check.backend_flags(foreach=foreach, fused=fused, differentiable=differentiable)
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -90,10 +90,10 @@ class SGD(KernelOptimizer, torch.optim.SGD):
 
     @staticmethod
     def validate_group(group: dict[str, Any]) -> None:
-        check.check_nonnegative("lr", group["lr"])
-        check.check_nonnegative("momentum", group["momentum"])
-        check.check_in_range("dampening", group["dampening"], upper_inclusive=True)
-        check.check_nonnegative("weight_decay", group["weight_decay"])
+        check.nonnegative("lr", group["lr"])
+        check.nonnegative("momentum", group["momentum"])
+        check.unit_interval("dampening", group["dampening"], upper_inclusive=True)
+        check.nonnegative("weight_decay", group["weight_decay"])
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(
                 "Nesterov momentum requires a momentum and zero dampening; got "
