@@ -206,8 +206,8 @@ def _adam_tensors(numels, seed=3, step_dtype=torch.float64):
 def _fused_adam_result(numels, monkeypatch, *, parallel: bool):
     params, grads, (m, v, vmax), steps = _adam_tensors(numels)
     calls = []
-    real = fused_cpu.loops.adam_parallel
-    monkeypatch.setattr(fused_cpu.loops, "adam_parallel", lambda *a: calls.append(1) or real(*a))
+    real = fused_cpu.driver.adam_parallel
+    monkeypatch.setattr(fused_cpu.driver, "adam_parallel", lambda *a: calls.append(1) or real(*a))
     monkeypatch.setattr(fused_cpu.Threads, "usable", parallel)
     fused_cpu.adam(params, grads, m, v, vmax, steps, **ADAM_HYPER)
     return [params, m, v, vmax], len(calls)

@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from adamkit.algorithms import SPECS
+from adamkit.algorithms import SPEC_BUILT
 from adamkit.kernels import forloop, registry, spec_kernels, triton_driver
 from adamkit.kernels import triton_kernels as tk
 from adamkit.optim._base import _adapted_kernel
@@ -54,7 +54,7 @@ def triton_as_fused(monkeypatch):
             name, "triton" if backend == "fused" else backend, device
         ),
     )
-    counters.update(dict.fromkeys(SPECS, spec_counter))
+    counters.update(dict.fromkeys(SPEC_BUILT, spec_counter))
     _adapted_kernel.cache_clear()  # optimizers cache their kernel per device
     yield counters
     _adapted_kernel.cache_clear()

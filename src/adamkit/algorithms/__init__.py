@@ -6,9 +6,16 @@ See :mod:`adamkit.algorithms._spec` for what a spec holds. The NumPy reference
 
 from __future__ import annotations
 
-from . import adamax, nadam, radam
+from . import adam, adamax, nadam, radam, rmsprop
 from ._spec import AlgorithmSpec, GroupScalars, Hyperparameter
 
-SPECS: dict[str, AlgorithmSpec] = {s.name: s for s in (nadam.SPEC, radam.SPEC, adamax.SPEC)}
+SPECS: dict[str, AlgorithmSpec] = {
+    s.name: s for s in (adam.SPEC, rmsprop.SPEC, nadam.SPEC, radam.SPEC, adamax.SPEC)
+}
+# The algorithms whose every kernel is built from the spec (adamkit.kernels.spec_kernels).
+# Adam's and RMSprop's specs give their checks, state and fused CPU loop; their other kernels
+# are still written out in adamkit.kernels. SGD has no spec yet (its buffer starts as the
+# first gradient, a per-tensor choice the drivers do not express).
+SPEC_BUILT = ("nadam", "radam", "adamax")
 
-__all__ = ["SPECS", "AlgorithmSpec", "GroupScalars", "Hyperparameter"]
+__all__ = ["SPECS", "SPEC_BUILT", "AlgorithmSpec", "GroupScalars", "Hyperparameter"]

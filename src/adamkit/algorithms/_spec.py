@@ -65,8 +65,9 @@ class AlgorithmSpec:
     advance: Callable[[float, float, tuple[float, ...]], tuple[float, float]]
     tensor_scalars: Callable[[float, float, tuple[float, ...]], tuple[float, ...]]
     # torch's own functional update (torch.optim.<name>.<name>), the for-loop and foreach
-    # backends: torch's operation order, so results equal torch.optim's bit for bit.
-    torch_functional: Callable[..., None]
+    # backends: torch's operation order, so results equal torch.optim's bit for bit. None
+    # for the algorithms whose other kernels are still written out (Adam, RMSprop).
+    torch_functional: Callable[..., None] | None = None
     scalar_state: str | None = None  # a per-tensor float32 scalar beside "step"
     scalar_state_init: float = 0.0
 

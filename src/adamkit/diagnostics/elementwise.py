@@ -39,7 +39,7 @@ class Elements:
 def algorithm_of(optimizer: torch.optim.Optimizer) -> str:
     """'adam', 'sgd' or 'rmsprop' for adamkit's optimizers and torch.optim's namesakes."""
     name = getattr(optimizer, "algorithm", None)
-    if name is not None:
+    if name in ("adam", "sgd", "rmsprop"):
         return name
     for cls, algorithm in (
         (torch.optim.Adam, "adam"),

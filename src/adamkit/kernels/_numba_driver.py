@@ -20,7 +20,7 @@ import types
 import numba
 import numpy as np
 
-from ..algorithms import adamax, nadam, radam
+from ..algorithms import adam, adamax, nadam, radam, rmsprop
 from . import _numba_cache
 from ._numba_cpu import _OPTIONS, _float64_cell, _lerp, _nan_max, _pointer, _view
 
@@ -148,6 +148,71 @@ def _parallel(
 
 # --- one pair of entry points per spec: its compiled functions as globals, its constants
 # (scalar state or not; which of the three slots it stores) as literals.
+_ADAM_ELEMENT = compiled(adam.element)
+_ADAM_ADVANCE = compiled(adam.advance)
+_ADAM_SCALARS = compiled(adam.tensor_scalars)
+
+
+@_jit
+def adam_chunks(chunks, addresses, like, hyper, bias, flags, advance):
+    if flags[2]:  # amsgrad: max_exp_avg_sq is stored
+        _chunks(
+            _ADAM_ELEMENT, _ADAM_ADVANCE, _ADAM_SCALARS, False, True, True, True,
+            chunks, addresses, like, hyper, bias, flags, advance,
+        )  # fmt: skip
+    else:
+        _chunks(
+            _ADAM_ELEMENT, _ADAM_ADVANCE, _ADAM_SCALARS, False, True, True, False,
+            chunks, addresses, like, hyper, bias, flags, advance,
+        )  # fmt: skip
+
+
+@_jit_parallel
+def adam_parallel(chunks, bounds, addresses, like, hyper, bias, flags, advance):
+    _parallel(
+        _ADAM_ADVANCE, False, adam_chunks,
+        chunks, bounds, addresses, like, hyper, bias, flags, advance,
+    )  # fmt: skip
+
+
+_RMSPROP_ELEMENT = compiled(rmsprop.element)
+_RMSPROP_ADVANCE = compiled(rmsprop.advance)
+_RMSPROP_SCALARS = compiled(rmsprop.tensor_scalars)
+
+
+@_jit
+def rmsprop_chunks(chunks, addresses, like, hyper, bias, flags, advance):
+    # grad_avg is stored when centered (flags[0]), the momentum buffer with momentum (flags[3])
+    if flags[0] and flags[3]:
+        _chunks(
+            _RMSPROP_ELEMENT, _RMSPROP_ADVANCE, _RMSPROP_SCALARS, False, True, True, True,
+            chunks, addresses, like, hyper, bias, flags, advance,
+        )  # fmt: skip
+    elif flags[0]:
+        _chunks(
+            _RMSPROP_ELEMENT, _RMSPROP_ADVANCE, _RMSPROP_SCALARS, False, True, True, False,
+            chunks, addresses, like, hyper, bias, flags, advance,
+        )  # fmt: skip
+    elif flags[3]:
+        _chunks(
+            _RMSPROP_ELEMENT, _RMSPROP_ADVANCE, _RMSPROP_SCALARS, False, True, False, True,
+            chunks, addresses, like, hyper, bias, flags, advance,
+        )  # fmt: skip
+    else:
+        _chunks(
+            _RMSPROP_ELEMENT, _RMSPROP_ADVANCE, _RMSPROP_SCALARS, False, True, False, False,
+            chunks, addresses, like, hyper, bias, flags, advance,
+        )  # fmt: skip
+
+
+@_jit_parallel
+def rmsprop_parallel(chunks, bounds, addresses, like, hyper, bias, flags, advance):
+    _parallel(
+        _RMSPROP_ADVANCE, False, rmsprop_chunks,
+        chunks, bounds, addresses, like, hyper, bias, flags, advance,
+    )  # fmt: skip
+
+
 _NADAM_ELEMENT = compiled(nadam.element)
 _NADAM_ADVANCE = compiled(nadam.advance)
 _NADAM_SCALARS = compiled(nadam.tensor_scalars)
@@ -212,6 +277,8 @@ def adamax_parallel(chunks, bounds, addresses, like, hyper, bias, flags, advance
 
 
 LOOPS = {
+    "adam": (adam_chunks, adam_parallel),
+    "rmsprop": (rmsprop_chunks, rmsprop_parallel),
     "nadam": (nadam_chunks, nadam_parallel),
     "radam": (radam_chunks, radam_parallel),
     "adamax": (adamax_chunks, adamax_parallel),

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from . import _numba_cpu as loops
+from . import _numba_driver as driver
 from . import forloop
 from ._batching import (
     COUNTER,
@@ -31,15 +32,14 @@ from ._batching import (
     Threads,
     check_sizes,
     chunk_tables,
-    complement,
     flag_array,
-    float64_array,
     run_loops,
     slow_path,
     split,
     typed,
 )
 from ._tensors import LIKE, add_one, pick, scalar
+from .spec_kernels import loop_arrays
 
 # The batching names tests and callers reach through this module, which is the fused backend.
 __all__ = [
@@ -54,27 +54,6 @@ __all__ = [
     "sgd",
     "slow_path",
 ]
-
-
-@functools.lru_cache(maxsize=256)
-def _adam_args(
-    dtype: torch.dtype,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    amsgrad: bool,
-    maximize: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The Adam loops' (hyper, bias, flags) arrays; one cache lookup per step and dtype."""
-    wd = float(weight_decay)
-    decay = 1 - lr * wd if decoupled_weight_decay and wd != 0 else 1.0
-    hyper = typed(dtype, decay, wd, 1 - beta1, complement(dtype, 1 - beta1), beta2, 1 - beta2, eps)
-    bias = float64_array(float(lr), float(beta1), float(beta2))
-    flags = flag_array(bool(maximize), wd != 0 and not decoupled_weight_decay, bool(amsgrad))
-    return hyper, bias, flags
 
 
 def adam(
@@ -104,6 +83,7 @@ def adam(
         (exp_avg_sqs, LIKE_PARAM),
         (max_exp_avg_sqs if amsgrad else None, LIKE_PARAM),
         (steps, COUNTER),
+        (steps, COUNTER),  # no scalar state: the step counter stands in
     ]
     batches, other, empty = split(params, roles)
     if other:  # first: an error there then leaves every other tensor as it was
@@ -126,17 +106,19 @@ def adam(
         )
     if advance_steps and empty:
         add_one(pick(steps, empty))  # empty tensors: the loops do not see their counters
+    key = (
+        ("lr", lr), ("betas", (beta1, beta2)), ("eps", eps), ("weight_decay", weight_decay),
+        ("decoupled_weight_decay", decoupled_weight_decay), ("amsgrad", amsgrad),
+        ("maximize", maximize),
+    )  # fmt: skip
     for dtype, batch in batches.items():
-        args = _adam_args(
-            dtype, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, amsgrad, maximize
-        )
         run_loops(
-            loops.adam_chunks,
-            loops.adam_parallel,
+            driver.adam_chunks,
+            driver.adam_parallel,
             tuple(batch.numels),
             batch.addresses(),
             LIKE[dtype],
-            *args,
+            *loop_arrays("adam", dtype, key),
             advance_steps,
         )
 
@@ -242,9 +224,9 @@ def rmsprop(
         (grad_avgs if centered else None, LIKE_PARAM),
         (momentum_buffers if momentum > 0 else None, LIKE_PARAM),
         (steps, COUNTER),
+        (steps, COUNTER),  # no scalar state: the step counter stands in
     ]
     batches, other, empty = split(params, roles)
-    flags = flag_array(bool(centered), bool(maximize), weight_decay != 0, momentum > 0)
     if other:  # first: an error there then leaves every other tensor as it was
         slow_path(
             forloop.rmsprop,
@@ -264,24 +246,17 @@ def rmsprop(
         )
     if advance_steps and empty:
         add_one(pick(steps, empty))  # empty tensors: the loops do not see their counters
+    key = (
+        ("lr", lr), ("alpha", alpha), ("eps", eps), ("weight_decay", weight_decay),
+        ("momentum", momentum), ("centered", centered), ("maximize", maximize),
+    )  # fmt: skip
     for dtype, batch in batches.items():
-        hyper = typed(
-            dtype,
-            lr,
-            alpha,
-            1 - alpha,
-            complement(dtype, 1 - alpha),
-            eps,
-            weight_decay,
-            momentum,
-        )
         run_loops(
-            loops.rmsprop_chunks,
-            loops.rmsprop_parallel,
+            driver.rmsprop_chunks,
+            driver.rmsprop_parallel,
             tuple(batch.numels),
             batch.addresses(),
             LIKE[dtype],
-            hyper,
-            flags,
+            *loop_arrays("rmsprop", dtype, key),
             advance_steps,
         )

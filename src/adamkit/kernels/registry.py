@@ -14,11 +14,11 @@ from typing import Any
 
 from torch import Tensor
 
-from ..algorithms import SPECS
+from ..algorithms import SPEC_BUILT
 from . import foreach as _foreach
 from . import forloop as _forloop
 
-ALGORITHMS = ("adam", "sgd", "rmsprop", *SPECS)
+ALGORITHMS = ("adam", "sgd", "rmsprop", *SPEC_BUILT)
 Kernel = Callable[..., None]
 
 
@@ -77,7 +77,7 @@ def kernel(algorithm: str, backend: str, params: Sequence[Tensor] | str) -> Kern
     for the device type ``params`` names)."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
-    if algorithm in SPECS:  # built from its spec, for every backend
+    if algorithm in SPEC_BUILT:  # built from its spec, for every backend
         from . import spec_kernels
 
         if isinstance(params, str):

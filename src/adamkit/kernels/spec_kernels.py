@@ -66,7 +66,7 @@ def torch_order(spec: AlgorithmSpec, *, foreach: bool) -> Kernel:
 
 
 @functools.lru_cache(maxsize=256)
-def _loop_arrays(
+def loop_arrays(
     spec_name: str, dtype: torch.dtype, key: tuple[Any, ...]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The (hyper, bias, flags) arrays of a group for the numba driver, padded to its widths;
@@ -133,7 +133,7 @@ def fused_cpu(spec: AlgorithmSpec) -> Kernel:
             return
         key = _hyper_key(spec, group)
         for dtype, batch in batches.items():
-            hyper, bias, flags = _loop_arrays(spec.name, dtype, key)
+            hyper, bias, flags = loop_arrays(spec.name, dtype, key)
             run_loops(
                 serial, parallel, tuple(batch.numels), batch.addresses(), LIKE[dtype],
                 hyper, bias, flags, True,

@@ -1,0 +1,82 @@
+r"""RMSprop (Hinton, 2012), as torch.optim.RMSprop computes it.
+
+The equations are :mod:`adamkit.reference.rmsprop`'s. This spec holds the hyperparameter
+checks, the state keys and the per-element update the fused CPU kernel runs; RMSprop's
+for-loop, foreach and Triton kernels are still written out in :mod:`adamkit.kernels` (see
+:mod:`adamkit.algorithms.adam`). RMSprop has no bias correction: its step counter is only
+counted, and ε is added after the square root of v (not of a bias-corrected v̂).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from . import _checks
+from ._ops import lerp, sqrt, where
+from ._spec import AlgorithmSpec, GroupScalars, Hyperparameter, complement, rounded
+
+
+class Hyper(NamedTuple):  # h: the group's scalars in the data's dtype
+    lr: float
+    alpha: float
+    one_minus_alpha: float
+    alpha_complement: float  # 1 - (1-α) in the data's dtype: torch's lerp of grad_avg
+    eps: float
+    weight_decay: float
+    momentum: float
+
+
+def element(p, g, s0, s1, s2, h, k, f):
+    # Slots: square_avg, grad_avg (centered), momentum_buffer (momentum > 0); the options
+    # are selects between values computed either way (branches stop vectorization).
+    lr, alpha, one_minus_alpha, alpha_complement, eps, wd, momentum = (
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6],
+    )  # fmt: skip
+    centered, maximize, l2, has_momentum = f[0], f[1], f[2], f[3]
+    g = where(maximize, -g, g)
+    g = where(l2, g + wd * p, g)
+    v = s0 * alpha + one_minus_alpha * g * g
+    g_avg = lerp(s1, g, one_minus_alpha, alpha_complement)
+    avg = sqrt(where(centered, v - g_avg * g_avg, v)) + eps
+    direction = g / avg
+    buf = s2 * momentum + direction
+    return p - lr * where(has_momentum, buf, direction), v, g_avg, buf
+
+
+def advance(step, aux, b):
+    return step + 1.0, aux
+
+
+def tensor_scalars(step, aux, b):
+    return 0.0, 0.0, 0.0, 0.0  # no bias correction
+
+
+def group_scalars(group, dtype):
+    alpha, wd, momentum = float(group["alpha"]), float(group["weight_decay"]), group["momentum"]
+    h = Hyper(
+        float(group["lr"]), alpha, 1 - alpha, complement(dtype, 1 - alpha), group["eps"], wd,
+        momentum,
+    )  # fmt: skip
+    flags = (bool(group["centered"]), bool(group["maximize"]), wd != 0, momentum > 0)
+    return GroupScalars(rounded(dtype, *h), (), flags)
+
+
+SPEC = AlgorithmSpec(
+    name="rmsprop",
+    torch_name="RMSprop",
+    hyperparameters=(
+        Hyperparameter("lr", 1e-2, _checks.nonnegative),
+        Hyperparameter("eps", 1e-8, _checks.nonnegative),
+        Hyperparameter(
+            "alpha", 0.99, lambda name, v: _checks.unit_interval(name, v, upper_inclusive=True)
+        ),
+        Hyperparameter("weight_decay", 0, _checks.nonnegative),
+        Hyperparameter("momentum", 0, _checks.nonnegative),
+        Hyperparameter("centered", False),
+    ),
+    tensor_state=("square_avg", "grad_avg", "momentum_buffer"),
+    element=element,
+    group_scalars=group_scalars,
+    advance=advance,
+    tensor_scalars=tensor_scalars,
+)
