@@ -25,9 +25,11 @@ from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
 from ..algorithms._spec import BIAS_WIDTH, FLAG_WIDTH, HYPER_WIDTH, TENSOR_SLOTS
+from . import _triton_tables as tables
 from . import spec_kernels, wrappers
 from ._tensors import NUMPY_DTYPES, pick, real_view
-from .triton_kernels import _TL, BLOCK, _compute_dtype, _groups, _plan, _readable, _scalars
+
+BLOCK, TL = tables.BLOCK, tables.TL  # elements per program; torch dtype -> Triton dtype
 
 
 @triton.jit
@@ -135,8 +137,8 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
         if not advance_steps:
             raise ValueError(f"{spec.torch_name}'s kernels always count the step themselves")
         *states, steps, aux = lists
-        grads = _readable(grads)
-        groups, other = _groups(params, grads, *states)
+        grads = tables.readable(grads)
+        groups, other = tables.groups(params, grads, *states)
         empty = [i for i, p in enumerate(params) if p.numel() == 0]
         rest = sorted(other + empty)  # empty tensors only count their steps
         if rest:
@@ -145,17 +147,17 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
             p0 = params[idx[0]]
             roles = [[real_view(t) for t in pick(ts, idx)] for ts in (params, grads, *states)]
             roles += [roles[1]] * (TENSOR_SLOTS + 2 - len(roles))  # stand-ins: the grads
-            c = _compute_dtype(real_view(p0).dtype)
+            c = tables.compute_dtype(real_view(p0).dtype)
             scalars = _group_scalars(spec, group, c)
             rows = _advance_counters(spec, pick(steps, idx), pick(aux, idx), scalars.bias)
-            plan = _plan(roles, p0.device)
-            hyper = _scalars(scalars.hyper, p0.device, c)
+            plan = tables.plan(roles, p0.device)
+            hyper = tables.scalars(scalars.hyper, p0.device, c)
             per_tensor = torch.tensor(rows, dtype=c).to(p0.device)
             _spec_kernel[(plan.n_blocks,)](
                 plan.block_tensor, plan.block_start, plan.numels, *plan.addresses, hyper,
                 per_tensor,
-                P=_TL[roles[0][0].dtype], G=_TL[roles[1][0].dtype], S=_TL[roles[2][0].dtype],
-                C=_TL[c], ELEMENT=element, F0=scalars.flags[0], F1=scalars.flags[1],
+                P=TL[roles[0][0].dtype], G=TL[roles[1][0].dtype], S=TL[roles[2][0].dtype],
+                C=TL[c], ELEMENT=element, F0=scalars.flags[0], F1=scalars.flags[1],
                 F2=scalars.flags[2], F3=scalars.flags[3], STORE0=stores[0], STORE1=stores[1],
                 STORE2=stores[2], B=BLOCK,
             )  # fmt: skip

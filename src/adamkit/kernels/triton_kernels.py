@@ -23,26 +23,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
+from . import _triton_tables as tables
 from . import forloop, wrappers
-from ._tensors import BoundedCache, add_one, has_lazy_bits, pick, real_view, resolved
-
-BLOCK = 1024
-_TL = {
-    torch.float32: tl.float32,
-    torch.float64: tl.float64,
-    torch.float16: tl.float16,
-    torch.bfloat16: tl.bfloat16,
-}
-
+from ._tensors import add_one, pick, real_view
 
 # --------------------------------------------------------------------------- kernels
+
+BLOCK, TL = tables.BLOCK, tables.TL  # elements per program; torch dtype -> Triton dtype
 
 
 @triton.jit
@@ -192,67 +185,10 @@ def _rmsprop_kernel(
 # --------------------------------------------------------------------------- launch tables
 
 
-@dataclass
-class _Plan:
-    """Device tables for one launch over a set of tensors."""
-
-    block_tensor: Tensor
-    block_start: Tensor
-    numels: Tensor
-    addresses: list[Tensor]  # one int64 table per role (p, g, state...)
-    n_blocks: int
-
-
-_PLANS = BoundedCache(32)  # block tables by sizes, address tables by addresses
-_SCALARS = BoundedCache(32)
-
-
-def _plan(roles: list[list[Tensor]], device: torch.device) -> _Plan:
-    """Block and address tables for tensors ``roles[r][i]`` (sizes from role 0). Block tables
-    are cached by the sizes, address tables by the addresses of each role separately, so new
-    gradient tensors each step cost one small address table, not new block tables."""
-    numels = tuple(t.numel() for t in roles[0])
-
-    def make_blocks() -> tuple[Tensor, Tensor, Tensor, int]:
-        blocks = [math.ceil(n / BLOCK) for n in numels]
-        block_tensor = torch.repeat_interleave(
-            torch.arange(len(numels), dtype=torch.int32), torch.tensor(blocks, dtype=torch.int64)
-        )
-        block_start = torch.cat([torch.arange(b, dtype=torch.int64) * BLOCK for b in blocks])
-        as_table = torch.tensor(numels, dtype=torch.int64, device=device)
-        return block_tensor.to(device), block_start.to(device), as_table, sum(blocks)
-
-    block_tensor, block_start, numel_table, n_blocks = _PLANS.get(
-        ("blocks", device, numels), make_blocks
-    )
-    addresses = []
-    for ts in roles:
-        ptrs = tuple(t.data_ptr() for t in ts)
-        addresses.append(
-            _PLANS.get(
-                ("addresses", device, ptrs),
-                lambda ptrs=ptrs: torch.tensor(ptrs, dtype=torch.int64, device=device),
-            )
-        )
-    return _Plan(block_tensor, block_start, numel_table, addresses, n_blocks)
-
-
-def _scalars(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
-    """A small constant tensor of hyperparameters, cached (no copy while they stay the same)."""
-    return _SCALARS.get(
-        (values, device, dtype),
-        lambda: torch.tensor(values, dtype=dtype, device=device),
-    )
-
-
-def _compute_dtype(param_dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if param_dtype == torch.float64 else torch.float32
-
-
 def _lr_tensor(lr: float | Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
     if isinstance(lr, Tensor):
         return lr.to(device=device, dtype=dtype)  # stays on the device: no synchronisation
-    return _scalars((float(lr),), device, dtype)
+    return tables.scalars((float(lr),), device, dtype)
 
 
 def _bias_corrections(steps: Sequence[Tensor], betas: tuple[float, float], device, dtype):
@@ -264,44 +200,11 @@ def _bias_corrections(steps: Sequence[Tensor], betas: tuple[float, float], devic
     ts = [float(s) for s in steps]
     bc1 = tuple(1 - beta1**t for t in ts)
     bc2 = tuple(math.sqrt(1 - beta2**t) for t in ts)
-    return _scalars(bc1, device, dtype), _scalars(bc2, device, dtype)
-
-
-# --------------------------------------------------------------------------- grouping
-
-
-def _fits(tensors: Sequence[Tensor]) -> bool:
-    """Whether the launches can read and write these tensors by address (lazy conjugate or
-    negative bits: the memory holds other values than the tensor means)."""
-    return all(
-        t.is_contiguous() and not t.is_sparse and not has_lazy_bits(t) and real_view(t).dtype in _TL
-        for t in tensors
-    )
-
-
-def _readable(grads: Sequence[Tensor]) -> list[Tensor]:
-    """Gradients as the launches read them: lazy conjugate/negative bits resolved (a copy)."""
-    return [resolved(g) if has_lazy_bits(g) else g for g in grads]
-
-
-def _groups(params: Sequence[Tensor], *per_param: Sequence[Tensor | None]):
-    """(indices the kernels take, grouped by device and dtypes) and the leftover indices."""
-    groups: dict[tuple, list[int]] = {}
-    other = []
-    for i, p in enumerate(params):
-        tensors = [p] + [ts[i] for ts in per_param if ts and ts[i] is not None]
-        if p.numel() == 0:
-            continue
-        if not _fits(tensors):
-            other.append(i)
-            continue
-        key = (p.device, *(real_view(t).dtype for t in tensors))
-        groups.setdefault(key, []).append(i)
-    return list(groups.values()), other
+    return tables.scalars(bc1, device, dtype), tables.scalars(bc2, device, dtype)
 
 
 def _flags(grad_scale: Tensor | None, found_inf: Tensor | None, device) -> tuple:
-    dummy = _scalars((0.0,), device, torch.float32)
+    dummy = tables.scalars((0.0,), device, torch.float32)
     return (
         grad_scale if grad_scale is not None else dummy,
         found_inf if found_inf is not None else dummy,
@@ -347,26 +250,26 @@ def adam(
     """Adam/AdamW; see :func:`adamkit.kernels.forloop.adam` for the math."""
     if advance_steps:
         add_one(steps)
-    grads = _readable(grads)
+    grads = tables.readable(grads)
     vmax = max_exp_avg_sqs if amsgrad else []
-    groups, other = _groups(params, grads, exp_avgs, exp_avg_sqs, vmax)
+    groups, other = tables.groups(params, grads, exp_avgs, exp_avg_sqs, vmax)
     for idx in groups:
         p0 = params[idx[0]]
         roles = [pick(ts, idx) for ts in (params, grads, exp_avgs, exp_avg_sqs)]
         roles = [[real_view(t) for t in ts] for ts in roles]
         roles.append([real_view(t) for t in pick(vmax, idx)] or roles[3])
-        plan = _plan(roles, p0.device)
-        c = _compute_dtype(real_view(p0).dtype)
+        plan = tables.plan(roles, p0.device)
+        c = tables.compute_dtype(real_view(p0).dtype)
         bc1, bc2 = _bias_corrections(pick(steps, idx), (beta1, beta2), p0.device, c)
-        hyper = _scalars(
+        hyper = tables.scalars(
             (beta1, beta2, eps, float(weight_decay), 1.0 - beta1, 1.0 - beta2), p0.device, c
         )
         scale, found, has_scale, has_found = _flags(grad_scale, found_inf, p0.device)
         _adam_kernel[(plan.n_blocks,)](
             plan.block_tensor, plan.block_start, plan.numels, *plan.addresses,
             bc1, bc2, hyper, _lr_tensor(lr, p0.device, c), scale, found,
-            P=_TL[roles[0][0].dtype], G=_TL[roles[1][0].dtype], S=_TL[roles[2][0].dtype],
-            C=_TL[c], MAXIMIZE=bool(maximize), L2=weight_decay != 0 and not decoupled_weight_decay,
+            P=TL[roles[0][0].dtype], G=TL[roles[1][0].dtype], S=TL[roles[2][0].dtype],
+            C=TL[c], MAXIMIZE=bool(maximize), L2=weight_decay != 0 and not decoupled_weight_decay,
             DECOUPLED=weight_decay != 0 and decoupled_weight_decay, AMSGRAD=bool(amsgrad),
             HAS_SCALE=has_scale, HAS_FOUND_INF=has_found, B=BLOCK,
         )  # fmt: skip
@@ -395,29 +298,31 @@ def sgd(
 ) -> None:
     """SGD; see :func:`adamkit.kernels.forloop.sgd` for the math. New momentum buffers are
     float32 for half-precision parameters."""
-    grads = _readable(grads)
+    grads = tables.readable(grads)
     bufs = momentum_buffers if momentum != 0 else []
     first = [False] * len(params)
     for i in range(len(bufs)):
-        if bufs[i] is None and _fits([params[i], grads[i]]):
+        if bufs[i] is None and tables.fits([params[i], grads[i]]):
             first[i] = True
             dtype = torch.float32 if params[i].dtype in wrappers.HALF_DTYPES else None
             bufs[i] = torch.empty_like(grads[i], dtype=dtype)
-    groups, other = _groups(params, grads, bufs)
+    groups, other = tables.groups(params, grads, bufs)
     for idx in groups:
         p0 = params[idx[0]]
         roles = [[real_view(t) for t in pick(ts, idx)] for ts in (params, grads)]
         roles.append([real_view(t) for t in pick(bufs, idx)] or roles[1])
-        plan = _plan(roles, p0.device)
-        c = _compute_dtype(real_view(p0).dtype)
-        first_flags = _scalars(tuple(float(first[i]) for i in idx), p0.device, torch.float32)
-        hyper = _scalars((float(momentum), 1.0 - dampening, float(weight_decay)), p0.device, c)
+        plan = tables.plan(roles, p0.device)
+        c = tables.compute_dtype(real_view(p0).dtype)
+        first_flags = tables.scalars(tuple(float(first[i]) for i in idx), p0.device, torch.float32)
+        hyper = tables.scalars(
+            (float(momentum), 1.0 - dampening, float(weight_decay)), p0.device, c
+        )
         scale, found, has_scale, has_found = _flags(grad_scale, found_inf, p0.device)
         _sgd_kernel[(plan.n_blocks,)](
             plan.block_tensor, plan.block_start, plan.numels, *plan.addresses, first_flags,
             hyper, _lr_tensor(lr, p0.device, c), scale, found,
-            P=_TL[roles[0][0].dtype], G=_TL[roles[1][0].dtype], S=_TL[roles[2][0].dtype],
-            C=_TL[c], MAXIMIZE=bool(maximize), WD=weight_decay != 0, MOMENTUM=momentum != 0,
+            P=TL[roles[0][0].dtype], G=TL[roles[1][0].dtype], S=TL[roles[2][0].dtype],
+            C=TL[c], MAXIMIZE=bool(maximize), WD=weight_decay != 0, MOMENTUM=momentum != 0,
             NESTEROV=bool(nesterov), HAS_SCALE=has_scale, HAS_FOUND_INF=has_found, B=BLOCK,
         )  # fmt: skip
     if other:
@@ -453,26 +358,26 @@ def rmsprop(
     """RMSprop; see :func:`adamkit.kernels.forloop.rmsprop` for the math."""
     if advance_steps:
         add_one(steps)
-    grads = _readable(grads)
+    grads = tables.readable(grads)
     gavgs = grad_avgs if centered else []
     bufs = momentum_buffers if momentum > 0 else []
-    groups, other = _groups(params, grads, square_avgs, gavgs, bufs)
+    groups, other = tables.groups(params, grads, square_avgs, gavgs, bufs)
     for idx in groups:
         p0 = params[idx[0]]
         roles = [[real_view(t) for t in pick(ts, idx)] for ts in (params, grads, square_avgs)]
         roles.append([real_view(t) for t in pick(gavgs, idx)] or roles[2])
         roles.append([real_view(t) for t in pick(bufs, idx)] or roles[2])
-        plan = _plan(roles, p0.device)
-        c = _compute_dtype(real_view(p0).dtype)
-        hyper = _scalars(
+        plan = tables.plan(roles, p0.device)
+        c = tables.compute_dtype(real_view(p0).dtype)
+        hyper = tables.scalars(
             (alpha, eps, float(weight_decay), float(momentum), 1.0 - alpha), p0.device, c
         )
         scale, found, has_scale, has_found = _flags(grad_scale, found_inf, p0.device)
         _rmsprop_kernel[(plan.n_blocks,)](
             plan.block_tensor, plan.block_start, plan.numels, *plan.addresses, hyper,
             _lr_tensor(lr, p0.device, c), scale, found,
-            P=_TL[roles[0][0].dtype], G=_TL[roles[1][0].dtype], S=_TL[roles[2][0].dtype],
-            C=_TL[c], MAXIMIZE=bool(maximize), WD=weight_decay != 0, CENTERED=bool(centered),
+            P=TL[roles[0][0].dtype], G=TL[roles[1][0].dtype], S=TL[roles[2][0].dtype],
+            C=TL[c], MAXIMIZE=bool(maximize), WD=weight_decay != 0, CENTERED=bool(centered),
             MOMENTUM=momentum > 0, HAS_SCALE=has_scale, HAS_FOUND_INF=has_found, B=BLOCK,
         )  # fmt: skip
     if other:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..algorithms import _checks as check
+from ..algorithms import adam as adam_spec
 from ..kernels import sparse
 from ..kernels._tensors import scalar
 from ._base import KernelOptimizer, increment, new_step
@@ -114,10 +115,7 @@ class Adam(KernelOptimizer, torch.optim.Adam):
         super().__init__(params, defaults, on_nonfinite=on_nonfinite)
 
     def validate_group(self, group: dict[str, Any]) -> None:
-        check.nonnegative("lr", group["lr"])
-        check.nonnegative("eps", group["eps"])  # torch's order
-        check.betas(group["betas"])
-        check.nonnegative("weight_decay", group["weight_decay"])
+        adam_spec.SPEC.check(group)
         if getattr(self, "lazy_sparse", False) and (group["weight_decay"] or group["amsgrad"]):
             raise ValueError(
                 "lazy_sparse=True supports neither weight decay nor amsgrad (as "

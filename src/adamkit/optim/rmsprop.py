@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..algorithms import _checks as check
+from ..algorithms import rmsprop as rmsprop_spec
 from ._base import KernelOptimizer, new_step
 from ._checkpoint import Slot
 
@@ -91,11 +92,7 @@ class RMSprop(KernelOptimizer, torch.optim.RMSprop):
 
     @staticmethod
     def validate_group(group: dict[str, Any]) -> None:
-        check.nonnegative("lr", group["lr"])
-        check.nonnegative("eps", group["eps"])  # torch's order
-        check.unit_interval("alpha", group["alpha"], upper_inclusive=True)
-        check.nonnegative("weight_decay", group["weight_decay"])
-        check.nonnegative("momentum", group["momentum"])
+        rmsprop_spec.SPEC.check(group)
 
     def state_layout(self, group: dict[str, Any]) -> dict[str, Slot]:
         layout = {"step": Slot.STEP, "square_avg": Slot.LIKE_PARAM}
