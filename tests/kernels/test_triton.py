@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("triton")
 
 from adamkit.algorithms import SPEC_BUILT
-from adamkit.kernels import forloop, registry, spec_kernels, triton_driver
+from adamkit.kernels import forloop, registry, triton_driver
 from adamkit.kernels import triton_kernels as tk
 from adamkit.optim._base import _adapted_kernel
 from harness import assert_all_close_to_scale, grad_plan, run_optimizer
@@ -38,26 +38,21 @@ class _LaunchCounter:
 def triton_as_fused(monkeypatch):
     """Route the optimizers' fused backend to the Triton kernels on this device, and count
     their launches (so a test cannot pass on another kernel by mistake)."""
-    monkeypatch.setattr(registry, "_fused_module", lambda device_type: tk)
+    # "fused" means the Triton backend on this device, for every algorithm.
+    monkeypatch.setattr(registry, "fused_name", lambda device_type: "triton")
+    registry.resolve.cache_clear()
     counters = {}
     for algorithm in ("adam", "sgd", "rmsprop"):
         counters[algorithm] = _LaunchCounter(getattr(tk, f"_{algorithm}_kernel"))
         monkeypatch.setattr(tk, f"_{algorithm}_kernel", counters[algorithm])
-    # The algorithm specs' kernels: the generic Triton driver for the fused backend.
+    # The algorithm specs' kernels: the generic Triton driver.
     spec_counter = _LaunchCounter(triton_driver._spec_kernel)
     monkeypatch.setattr(triton_driver, "_spec_kernel", spec_counter)
-    built = spec_kernels.kernel
-    monkeypatch.setattr(
-        spec_kernels,
-        "kernel",
-        lambda name, backend, device: built(
-            name, "triton" if backend == "fused" else backend, device
-        ),
-    )
     counters.update(dict.fromkeys(SPEC_BUILT, spec_counter))
     _adapted_kernel.cache_clear()  # optimizers cache their kernel per device
     yield counters
     _adapted_kernel.cache_clear()
+    registry.resolve.cache_clear()
 
 
 def _on_device(params):

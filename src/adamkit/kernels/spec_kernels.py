@@ -145,22 +145,16 @@ def fused_cpu(spec: AlgorithmSpec) -> Kernel:
 
 @functools.lru_cache(maxsize=64)
 def kernel(name: str, backend: str, device_type: str) -> Kernel:
-    """The kernel of spec ``name`` on ``backend`` ("forloop", "foreach", "fused", "triton")
-    for tensors on ``device_type``."""
+    """The kernel of spec ``name`` on ``backend`` ("forloop", "foreach", "fused" = the numba
+    driver, "triton" = the Triton driver); :mod:`adamkit.kernels.registry` picks the backend
+    for a device."""
     spec = SPECS[name]
     if backend in ("forloop", "foreach"):
         return torch_order(spec, foreach=backend == "foreach")
     if backend == "fused" and device_type == "cpu":
         return fused_cpu(spec)
-    if backend == "triton" or (backend == "fused" and device_type == "cuda"):
-        from . import registry
+    if backend == "triton":
+        from . import triton_driver
 
-        if registry.triton_available():
-            from . import triton_driver
-
-            return triton_driver.kernel(spec)
-    if backend == "fused":  # no single-pass kernel for this device: same results, foreach
-        return torch_order(spec, foreach=True)
-    raise ValueError(
-        f"unknown backend {backend!r}; expected 'forloop', 'foreach', 'fused' or 'triton'"
-    )
+        return triton_driver.kernel(spec)
+    raise ValueError(f"no {backend!r} kernel for {spec.torch_name} on {device_type!r}")

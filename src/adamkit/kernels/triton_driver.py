@@ -162,7 +162,6 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
                 STORE2=stores[2], B=BLOCK,
             )  # fmt: skip
 
-    run.handles_half = True  # type: ignore[attr-defined]
     run.__name__ = f"{spec.name}_triton"
     return run
 

@@ -386,9 +386,3 @@ def rmsprop(
             lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
             centered=centered, maximize=maximize, capturable=capturable,
         )  # fmt: skip
-
-
-# The optimizers skip their half-precision copies for these: the kernels compute half
-# parameters in float32 themselves.
-for _kernel in (adam, sgd, rmsprop):
-    _kernel.handles_half = True  # type: ignore[attr-defined]

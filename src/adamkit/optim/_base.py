@@ -185,12 +185,21 @@ class KernelOptimizer(torch.optim.Optimizer):
         )
 
     def _uses_triton(self, group: dict[str, Any], p: Tensor) -> bool:
-        return self._backend(group, [p]) == ("fused", "cuda") and registry.triton_available()
+        """Whether ``p``'s backend takes GradScaler's grad_scale/found_inf itself."""
+        return self._backend_record(group, p).grad_scaler
+
+    def _backend_record(self, group: dict[str, Any], p: Tensor) -> registry.Backend:
+        backend, device_type = self._backend(group, [p])
+        return registry.resolve(self.algorithm, backend, device_type)
 
     def zeros_state(self, p: Tensor, group: dict[str, Any]) -> Tensor:
-        """A zero state tensor for ``p``: float32 for half-precision parameters updated by the
-        Triton kernels (mixed precision), else the parameter's dtype, as in torch."""
-        half = p.dtype in wrappers.HALF_DTYPES and self._uses_triton(group, p)
+        """A zero state tensor for ``p``: float32 for half-precision parameters whose backend
+        keeps float32 state (the Triton kernels: mixed precision), else the parameter's dtype,
+        as in torch."""
+        half = (
+            p.dtype in wrappers.HALF_DTYPES
+            and self._backend_record(group, p).float32_state_for_half
+        )
         return torch.zeros_like(
             p, dtype=torch.float32 if half else None, memory_format=torch.preserve_format
         )
@@ -318,10 +327,10 @@ def _adapted_kernel(algorithm: str, *key: Any) -> wrappers.Adapted:
     built once per combination."""
     backend, device_type = _backend(*key)
     differentiable = key[2]
-    kernel = registry.kernel(algorithm, backend, device_type)
+    record = registry.resolve(algorithm, backend, device_type)
     # float32 copies of half tensors would cut the autograd graph of a differentiable step.
-    upcast_half = not differentiable and not getattr(kernel, "handles_half", False)
-    return wrappers.Adapted(kernel, upcast_half=upcast_half)
+    upcast_half = not differentiable and not record.handles_half
+    return wrappers.Adapted(record.kernel(algorithm), upcast_half=upcast_half)
 
 
 def increment(steps: list[Tensor], found_inf: Tensor | None = None) -> None:
