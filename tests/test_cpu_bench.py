@@ -33,4 +33,6 @@ def test_tiny_workload_table_and_json(tmp_path):
         assert row["median_ms"] > 0 and math.isfinite(row["gb_per_s"])
     assert all(name in text for name in CONTENDERS)
     assert "Recorder(every=1) overhead on c-tiny-mlp-50k" in text
-    assert saved["first_step_latency"]["cached_s"] > 0
+    latency = saved["first_step_latency"]
+    assert latency["cold_s"] > 0 and latency["warm_s"] > 0 and latency["torch_s"] > 0
+    assert "cold (empty numba cache" in text and "warm (loads the cache)" in text

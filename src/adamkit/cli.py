@@ -14,6 +14,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Each option's help ends with its default, where it has a meaningful one (not for
+    flags, repeatable options or options that are off unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        meaningless = (
+            default is None or default is False or default == [] or default is (argparse.SUPPRESS)
+        )
+        if "%(default)" in text or meaningless or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class UsageError(Exception):
     """A problem with the command line found after parsing; printed as one line, exit 2."""
 
@@ -31,23 +46,42 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .demo import OPTIMIZERS
+
     parser = _Parser(
         prog="adamkit", description="Adam, momentum and RMSProp: exact, fast, observable."
     )
+    parser.add_argument("--version", action="version", version=f"adamkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    sub = {"formatter_class": _HelpWithDefaults}
     demo = commands.add_parser(
-        "demo", help="train an MLP on the digits data with SGD, Momentum, RMSProp and Adam"
+        "demo",
+        help="train an MLP on the digits data with SGD, Momentum, RMSProp and Adam",
+        **sub,
     )
-    demo.add_argument("--epochs", type=_positive_int, default=20, help="epochs (default 20)")
+    demo.add_argument("--epochs", type=_positive_int, default=20, help="epochs")
     demo.add_argument("--batch-size", type=_positive_int, default=64, help="minibatch size")
     demo.add_argument("--seed", type=int, default=0, help="seed for init, split and batches")
+    demo.add_argument(
+        "--lr",
+        type=_named_lr,
+        action="append",
+        default=[],
+        metavar="OPTIMIZER=LR",
+        help="learning rate of one optimizer (repeatable), e.g. --lr Adam=0.01; defaults: "
+        + ", ".join(f"{name}={lr:g}" for name, (_, lr) in OPTIMIZERS.items()),
+    )
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     demo.add_argument(
         "--out", type=Path, help="also write loss curves and effective-lr plots to this folder"
     )
 
-    bench = commands.add_parser("bench", help="time Adam steps against torch.optim, interleaved")
-    bench.add_argument("--rounds", type=_positive_int, default=15, help="timed rounds (default 15)")
+    bench = commands.add_parser(
+        "bench", help="time Adam steps against torch.optim, interleaved", **sub
+    )
+    bench.add_argument("--rounds", type=_positive_int, default=15, help="timed rounds")
+    bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     bench.add_argument(
         "--workload",
         action="append",
@@ -55,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only this workload (repeatable; default: all)",
     )
     bench.add_argument("--json", default="bench-results.json", help="where to write the JSON")
-    _add_viz(commands)
+    _add_viz(commands, sub)
     return parser
 
 
@@ -82,15 +116,15 @@ def _named_lr(text: str) -> tuple[str, float]:
     return name, lr
 
 
-def _add_viz(commands) -> None:
+def _add_viz(commands, sub: dict) -> None:
     from .viz.functions import FUNCTIONS
 
     viz = commands.add_parser(
-        "viz", help="draw SGD, Momentum, RMSProp and Adam paths on a 2-D test function"
+        "viz", help="draw SGD, Momentum, RMSProp and Adam paths on a 2-D test function", **sub
     )
     viz.add_argument("function", choices=list(FUNCTIONS), help="the test function")
     viz.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    viz.add_argument("--steps", type=_positive_int, default=500, help="steps (default 500)")
+    viz.add_argument("--steps", type=_positive_int, default=500, help="steps")
     viz.add_argument(
         "--lr",
         type=_named_lr,
@@ -99,10 +133,15 @@ def _add_viz(commands) -> None:
         metavar="OPTIMIZER=LR",
         help="learning rate of one optimizer (repeatable), e.g. --lr Adam=0.1",
     )
-    viz.add_argument("--start", type=_pair, metavar="X,Y", help="start point")
-    viz.add_argument("--betas", type=_pair, metavar="B1,B2", default=(0.9, 0.999))
+    viz.add_argument(
+        "--start", type=_pair, metavar="X,Y", help="start point (default: the function's own)"
+    )
+    viz.add_argument(
+        "--betas", type=_pair, metavar="B1,B2", default=(0.9, 0.999), help="Adam's betas"
+    )
     viz.add_argument("--rotate", type=float, default=0.0, help="rotate the quadratic (degrees)")
     viz.add_argument("--gif", type=Path, help="also write an animated GIF here")
+    viz.add_argument("--no-progress", action="store_true", help="hide the GIF's progress bar")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -116,6 +155,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         record_every=5 if args.out is not None else None,
+        lrs=_demo_lrs(args.lr),
     )
     print(f"\nMLP 64-64-10 on scikit-learn digits, {args.epochs} epochs, batch {args.batch_size}")
     print(format_table(results))
@@ -125,6 +165,18 @@ def _run_demo(args: argparse.Namespace) -> int:
         for path in write_demo_plots(results, args.out):
             print(f"wrote {path}")
     return 0
+
+
+def _demo_lrs(pairs: list[tuple[str, float]]) -> dict[str, float]:
+    from .demo import OPTIMIZERS
+
+    lrs = dict(pairs)
+    unknown = sorted(set(lrs) - set(OPTIMIZERS))
+    if unknown:
+        raise UsageError(
+            f"unknown optimizer {unknown[0]!r} in --lr; choose from {', '.join(OPTIMIZERS)}"
+        )
+    return lrs
 
 
 def _check_writable_file(path: Path) -> None:
@@ -166,14 +218,18 @@ def _run_viz(args: argparse.Namespace) -> int:
             f"y in {function.y_range}"
         )
     if not all(0 <= b < 1 for b in args.betas):
-        raise UsageError(f"betas must lie in [0, 1); got {args.betas}")
+        b1, b2 = args.betas
+        raise UsageError(
+            f"betas must both lie in [0, 1); got {b1:g},{b2:g}. For example: --betas 0.9,0.999"
+        )
     _check_writable_file(args.out)
     if args.gif is not None:
         _check_writable_file(args.gif)
     paths = viz.run_all(function, steps=args.steps, lrs=lrs, start=args.start, betas=args.betas)
     print(f"wrote {viz.plot_trajectories(function, paths, args.out)}")
     if args.gif is not None:
-        print(f"wrote {viz.animate_trajectories(function, paths, args.gif)}")
+        gif = viz.animate_trajectories(function, paths, args.gif, progress=not args.no_progress)
+        print(f"wrote {gif}")
     for p in paths:
         print(f"{p.name:<9} lr {p.lr:<8g} final f = {p.values[-1]:.4g} at {p.points[-1].round(4)}")
     return 0
@@ -182,7 +238,7 @@ def _run_viz(args: argparse.Namespace) -> int:
 def _run_bench(args: argparse.Namespace) -> int:
     from .bench import WORKLOADS, run_bench
 
-    print(run_bench(args.workload or WORKLOADS, args.rounds, args.json))
+    print(run_bench(args.workload or WORKLOADS, args.rounds, args.json, not args.no_progress))
     print(f"JSON written to {args.json}")
     return 0
 

@@ -71,7 +71,9 @@ def test_cli_writes_png_and_gif(tmp_path, capsys):
     assert code == 0
     assert (tmp_path / "q.png").read_bytes().startswith(PNG_MAGIC)
     assert (tmp_path / "q.gif").read_bytes()[:6] in (b"GIF89a", b"GIF87a")
-    assert "Adam      lr 0.2" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "Adam      lr 0.2" in captured.out
+    assert "gif: 100%" in captured.err  # the GIF's progress bar, frame by frame
 
 
 BAD = {
@@ -93,6 +95,14 @@ BAD = {
     "rotate non-quadratic": (
         ["viz", "beale", "--rotate", "10", "--out", "{tmp}/x.png"],
         "--rotate applies to the quadratic only",
+    ),
+    "betas out of range": (
+        ["viz", "beale", "--betas", "1.0,0.5", "--out", "{tmp}/x.png"],
+        "betas must both lie in [0, 1); got 1,0.5. For example: --betas 0.9,0.999",
+    ),
+    "demo unknown optimizer": (
+        ["demo", "--lr", "Adagrad=0.1"],
+        "unknown optimizer 'Adagrad' in --lr; choose from SGD, Momentum, RMSProp, Adam",
     ),
     "demo unwritable": (
         ["demo", "--out", "/proc/adamkit-demo"],

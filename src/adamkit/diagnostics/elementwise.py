@@ -33,7 +33,27 @@ class Elements:
     sqrt_v: Tensor | None = None  # Adam's √v̂, RMSprop's denominator without ε
     effective_lr: Tensor | None = None  # α / (√v̂ + ε) per element
     eps: float = 0.0
-    step: int = 0
+    step: int | None = 0  # None: not known (torch.optim.SGD keeps no count)
+
+
+def unwrap(optimizer: Any) -> torch.optim.Optimizer:
+    """The optimizer inside wrappers that keep it as ``.optimizer`` (accelerate's
+    ``AcceleratedOptimizer``, which is what a Hugging Face ``trainer.optimizer`` is;
+    Lightning's ``LightningOptimizer``), or ``optimizer`` itself."""
+    for _ in range(8):  # wrappers of wrappers, never a cycle
+        if _known(optimizer):
+            return optimizer
+        inner = getattr(optimizer, "optimizer", None)
+        if inner is None or inner is optimizer:
+            break
+        optimizer = inner
+    return optimizer
+
+
+def _known(optimizer: Any) -> bool:
+    if getattr(optimizer, "algorithm", None) in ("adam", "sgd", "rmsprop"):
+        return True
+    return isinstance(optimizer, (torch.optim.Adam, torch.optim.SGD, torch.optim.RMSprop))
 
 
 def algorithm_of(optimizer: torch.optim.Optimizer) -> str:
@@ -90,6 +110,7 @@ def group_elements(
     state: dict[Tensor, dict[str, Any]],
     params: list[Tensor] | None = None,
     max_elements: int = 1 << 16,
+    steps_taken: int | None = None,
 ) -> Elements | None:
     """The per-element quantities of ``params`` (default: the group's stepped params).
 
@@ -119,7 +140,8 @@ def group_elements(
         update=torch.zeros(0),
         grad=grad,
         eps=float(group.get("eps", 0.0)),
-        step=max(steps),
+        # SGD keeps no step count in its state (torch's format): the optimizer's own count.
+        step=steps_taken if algorithm == "sgd" else max(steps),
     )
     lr = _value(group["lr"])
     if algorithm == "adam":

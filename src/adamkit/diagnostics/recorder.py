@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import torch
 
-from .elementwise import algorithm_of
+from .elementwise import algorithm_of, unwrap
 from .snapshot import QUANTITIES, flatten, snapshot
 
 
@@ -55,6 +55,7 @@ class Recorder:
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"Invalid every: {every!r}; expected a whole number >= 1")
+        optimizer = unwrap(optimizer)  # accelerate's/Lightning's wrappers: the one inside
         self.optimizer = optimizer
         self.algorithm = algorithm_of(optimizer)
         self.every = every
@@ -95,6 +96,8 @@ class Recorder:
             if not summary:
                 continue
             row = {"call": self._calls, "label": label, **flatten(summary)}
+            if row["step"] is None:  # torch.optim.SGD keeps no step count: the calls seen
+                row["step"] = self._calls
             rows.append(row)
             if self._csv is not None:
                 self._csv.writerow(row)

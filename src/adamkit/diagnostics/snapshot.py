@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .elementwise import Elements, algorithm_of, group_elements
+from .elementwise import Elements, algorithm_of, group_elements, unwrap
 
 # effective_lr's summary statistics (p10 and p90 are the 10th and 90th percentiles).
 EFFECTIVE_LR_STATS = ("min", "p10", "median", "p90", "max")
@@ -60,17 +60,30 @@ def snapshot(
     * ``eps_dominated``: fraction of elements with √v̂ < ε, where ε, not v̂, sets the step;
     * ``momentum_agreement``: fraction where sign(m) = sign(g) for the gradient still in .grad.
 
-    ``step`` is the group's step count. Weight decay is not part of ``update``. Groups with
+    ``step`` is the group's step count (SGD, which keeps none in its state: the steps adamkit's
+    SGD has taken, None for torch.optim.SGD). Wrapped optimizers (accelerate's
+    ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``) are unwrapped. Weight decay
+    is not part of ``update``. Groups with
     more than ``max_elements`` elements are summarised on a sample of about that many; the
     percentiles (median, p10, p90, snr) on every k-th of those, at most 4096 (snr: of those,
     the ones with v̂ > 0).
     With ``per_param=True`` the keys are parameter names (when the optimizer was given
     ``named_parameters()``) or ``"group{g}.param{i}"``.
     """
+    optimizer = unwrap(optimizer)
     algorithm = algorithm_of(optimizer)
+    steps_taken = getattr(optimizer, "steps_taken", None)  # adamkit's optimizers count them
     if not per_param:
         return [
-            summarize(group_elements(algorithm, g, optimizer.state, max_elements=max_elements))
+            summarize(
+                group_elements(
+                    algorithm,
+                    g,
+                    optimizer.state,
+                    max_elements=max_elements,
+                    steps_taken=steps_taken,
+                )
+            )
             for g in optimizer.param_groups
         ]
     out = {}
@@ -79,7 +92,9 @@ def snapshot(
             f"group{gi}.param{i}" for i in range(len(group["params"]))
         ]
         for name, p in zip(names, group["params"], strict=True):
-            elements = group_elements(algorithm, group, optimizer.state, [p], max_elements)
+            elements = group_elements(
+                algorithm, group, optimizer.state, [p], max_elements, steps_taken
+            )
             if elements is not None:
                 out[name] = summarize(elements)
     return out

@@ -58,7 +58,11 @@ class KernelOptimizer(torch.optim.Optimizer):
     sparse_grads_supported: ClassVar[bool] = False
     # Optimizer-wide options kept as attributes (not group keys, so param_groups stay exactly
     # torch's), with the values an unpickled older optimizer gets.
-    option_defaults: ClassVar[dict[str, Any]] = {"on_nonfinite": "propagate", "skipped_steps": 0}
+    option_defaults: ClassVar[dict[str, Any]] = {
+        "on_nonfinite": "propagate",
+        "skipped_steps": 0,
+        "steps_taken": 0,
+    }
 
     def __init__(
         self, params: Any, defaults: dict[str, Any], *, on_nonfinite: str = "propagate"
@@ -68,6 +72,9 @@ class KernelOptimizer(torch.optim.Optimizer):
         self.validate_group(defaults)
         self.on_nonfinite = _nonfinite.check_mode(on_nonfinite)
         self.skipped_steps = 0  # steps skipped for a NaN/Inf gradient (on_nonfinite="skip")
+        # Steps this optimizer object has taken (SGD's diagnostics read it: torch's SGD state
+        # has no step count; not part of state_dict, whose format is torch's).
+        self.steps_taken = 0
         # Optimizer's own __init__, not the next class in the MRO: each adamkit optimizer also
         # derives from its torch.optim namesake (for isinstance), whose __init__ takes
         # torch's arguments.
@@ -172,6 +179,7 @@ class KernelOptimizer(torch.optim.Optimizer):
                 self._update_group(group, amp)
         finally:
             torch._C._set_grad_enabled(grad_was_enabled)
+        self.steps_taken += 1
         return loss
 
     @property

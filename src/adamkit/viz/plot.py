@@ -109,9 +109,15 @@ def plot_trajectories(
 
 
 def animate_trajectories(
-    function: TestFunction, trajectories: list[Trajectory], out: str | Path, frames: int = 40
+    function: TestFunction,
+    trajectories: list[Trajectory],
+    out: str | Path,
+    frames: int = 40,
+    progress: bool = False,
 ) -> Path:
-    """An animated GIF of the paths growing step by step."""
+    """An animated GIF of the paths growing step by step (``progress``: a bar per frame)."""
+    from tqdm import tqdm
+
     plt = _pyplot()
     from matplotlib.animation import FuncAnimation, PillowWriter
 
@@ -128,6 +134,12 @@ def animate_trajectories(
 
     animation = FuncAnimation(fig, draw, frames=len(marks))
     out = Path(out)
-    animation.save(out, writer=PillowWriter(fps=10), dpi=80)
+    with tqdm(total=len(marks), desc="gif", unit="frame", disable=not progress) as bar:
+        animation.save(
+            out,
+            writer=PillowWriter(fps=10),
+            dpi=80,
+            progress_callback=lambda _frame, _total: bar.update(1),
+        )
     plt.close(fig)
     return out
