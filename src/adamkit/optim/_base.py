@@ -49,6 +49,11 @@ def as_exact_step(step: Any, param: Tensor, group: dict[str, Any]) -> Tensor:
     return new_step(param, group).fill_(value)
 
 
+# The for-loop kernel of each algorithm (half precision in float32, as everywhere else),
+# looked up by a plain dict in a torch.compile'd step: see KernelOptimizer._step_kernel.
+_TRACEABLE: dict[str, Callable[..., None]] = {}
+
+
 class KernelOptimizer(torch.optim.Optimizer):
     """A torch.optim.Optimizer whose update math lives in :mod:`adamkit.kernels`."""
 
@@ -79,6 +84,9 @@ class KernelOptimizer(torch.optim.Optimizer):
         # derives from its torch.optim namesake (for isinstance), whose __init__ takes
         # torch's arguments.
         torch.optim.Optimizer.__init__(self, params, defaults)
+        if self.algorithm not in _TRACEABLE:  # what a torch.compile'd step runs
+            forloop = registry.resolve(self.algorithm, "forloop", "cpu").kernel(self.algorithm)
+            _TRACEABLE[self.algorithm] = wrappers.Adapted(forloop, upcast_half=True).full
 
     def state_layout(self, group: dict[str, Any]) -> dict[str, Any]:
         """{state key: Slot} that a stepped parameter of ``group`` has (for load_state_dict)."""
@@ -93,6 +101,8 @@ class KernelOptimizer(torch.optim.Optimizer):
 
         @functools.wraps(func)
         def wrapper(self: KernelOptimizer, *args: Any, **kwargs: Any) -> Any:
+            if torch.compiler.is_compiling():  # Dynamo ignores the profiler range itself
+                return traced(self, *args, **kwargs)
             if (
                 torch.autograd._profiler_enabled()
                 or self._optimizer_step_pre_hooks
@@ -279,6 +289,12 @@ class KernelOptimizer(torch.optim.Optimizer):
         """The kernel that updates ``params`` of ``group`` this step (one cached lookup), with
         GradScaler's ``amp`` keywords bound when there are any (so that the usual call passes
         no ``**``: +0.5 µs a call)."""
+        if torch.compiler.is_compiling():
+            # torch.compile(opt.step): plain torch ops Dynamo can trace (it cannot trace a
+            # numba call or a Triton launch), chosen when the optimizer was made, so that the
+            # trace calls no cached lookup (Dynamo warns on lru_cache'd functions).
+            kernel = _TRACEABLE[self.algorithm]
+            return functools.partial(kernel, **amp) if amp else kernel
         adapted = _adapted_kernel(self.algorithm, *_kernel_key(group, params, sparse))
         kernel = adapted.for_params(params)
         return functools.partial(kernel, **amp) if amp else kernel
