@@ -38,36 +38,58 @@ def plot_losses(results: list[RunResult], out: Path) -> Path:
 
 
 def plot_effective_lr(results: list[RunResult], out: Path) -> Path:
-    """Per layer: median α/(√v̂+ε) over the layer's elements, with its 10-90% band."""
+    """Per layer, for the adaptive optimizers: top, the median effective learning rate with
+    its 10-90% band (one y-axis for both, so they compare); bottom, the first moment's size
+    beside the gradient's (Adam: RMS of m̂ and of g; RMSProp, which has no first moment: RMS of
+    √v and of g)."""
     plt = _pyplot()
     adaptive = [r for r in results if r.name in ("RMSProp", "Adam") and r.diagnostics]
     fig, axes = plt.subplots(
-        1, len(adaptive), figsize=(6 * len(adaptive), 4.8), constrained_layout=True, squeeze=False
-    )
-    for ax, r in zip(axes[0], adaptive, strict=True):
+        2, len(adaptive), figsize=(6 * len(adaptive), 8.4), constrained_layout=True,
+        squeeze=False, sharey="row",
+    )  # fmt: skip
+    for col, r in enumerate(adaptive):
+        top, bottom = axes[0][col], axes[1][col]
+        # RMSProp's denominator is √v: it has no bias correction, so no v̂.
+        root = "√v̂" if r.name == "Adam" else "√v"
         layers = list(dict.fromkeys(row["label"] for row in r.diagnostics))
         for color, layer in zip(LAYER_COLORS, layers, strict=False):
             rows = [row for row in r.diagnostics if row["label"] == layer]
             calls = [row["call"] for row in rows]
             dominated = rows[-1]["eps_dominated"]
-            label = f"{layer} (√v̂ < ε: {dominated:.0%} of elements)"
-            ax.plot(calls, [row["effective_lr.median"] for row in rows], color=color, label=label)
-            ax.fill_between(
+            label = f"{layer} ({root} < ε: {dominated:.0%} of elements)"
+            top.plot(calls, [row["effective_lr.median"] for row in rows], color=color, label=label)
+            top.fill_between(
                 calls,
                 [row["effective_lr.p10"] for row in rows],
                 [row["effective_lr.p90"] for row in rows],
                 color=color,
                 alpha=0.12,
             )
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("effective learning rate α/(√v̂+ε)")
-        ax.set_title(f"{r.name}: median per layer, band = 10th..90th percentile")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+            moment = "m_hat_rms" if r.name == "Adam" else "sqrt_v_rms"
+            bottom.plot(calls, [row[moment] for row in rows], color=color, label=layer)
+            bottom.plot(
+                calls, [row["grad_rms"] for row in rows], color=color, linestyle=":", alpha=0.8
+            )
+        top.set_yscale("log")
+        top.set_ylabel(f"effective learning rate α/({root}+ε)")
+        top.set_title(f"{r.name}: median per layer, band = 10th..90th percentile")
+        top.legend(fontsize=8)
+        bottom.set_yscale("log")
+        bottom.set_xlabel("step")
+        first = "RMS of m̂ (solid)" if r.name == "Adam" else "RMS of √v (solid)"
+        bottom.set_ylabel(f"{first}, RMS of g (dotted)")
+        bottom.set_title(
+            "m̂ smooths g: its size against the gradient's"
+            if r.name == "Adam"
+            else "√v tracks |g|: the scale the step is divided by"
+        )
+        bottom.legend(fontsize=8)
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3, which="both")
     fig.suptitle(
         "Where gradients were large the step shrinks; where small, it grows "
-        "(elements with √v̂ < ε reach α/ε)"
+        "(elements whose √v̂ or √v is below ε reach α/ε)"
     )
     fig.savefig(out, dpi=110)
     plt.close(fig)

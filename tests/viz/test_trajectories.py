@@ -76,6 +76,20 @@ def test_cli_writes_png_and_gif(tmp_path, capsys):
     assert "gif: 100%" in captured.err  # the GIF's progress bar, frame by frame
 
 
+def test_a_diverged_path_is_marked_and_every_picture_states_its_lesson(tmp_path):
+    from adamkit.viz import plot
+
+    function = viz.get("beale")
+    paths = viz.run_all(function, steps=30, lrs={"SGD": 0.05})
+    sgd = next(p for p in paths if p.name == "SGD")
+    gone = plot._diverged(function, sgd)
+    assert gone is not None and gone < 30  # lr 0.05 throws SGD off the plot
+    assert plot._diverged(function, next(p for p in paths if p.name == "Adam")) is None
+    out = viz.plot_trajectories(function, paths, tmp_path / "b.png")
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    assert set(plot.LESSONS) == set(viz.FUNCTIONS)
+
+
 BAD = {
     "unknown function": (["viz", "sphere", "--out", "x.png"], "invalid choice: 'sphere'"),
     "unknown optimizer": (

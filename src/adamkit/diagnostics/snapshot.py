@@ -25,6 +25,7 @@ QUANTITIES: dict[str, list[str]] = {
         "update_to_param",
         "eps_dominated",
         "momentum_agreement",
+        "grad_rms",
     ],
     "rmsprop": [
         *_EFFECTIVE_LR,
@@ -34,6 +35,7 @@ QUANTITIES: dict[str, list[str]] = {
         "eps_dominated",
         "momentum_rms",
         "momentum_agreement",
+        "grad_rms",
     ],
     "sgd": [
         *_EFFECTIVE_LR,
@@ -41,6 +43,7 @@ QUANTITIES: dict[str, list[str]] = {
         "update_rms",
         "update_to_param",
         "momentum_agreement",
+        "grad_rms",
     ],
 }
 
@@ -58,7 +61,8 @@ def snapshot(
     * ``snr``: median of |m̂|/√v̂ (elements with v̂ > 0), how consistently a gradient points;
     * ``update_rms``: RMS of the step α·m̂/(√v̂+ε); ``update_to_param``: ‖Δφ‖/‖φ‖;
     * ``eps_dominated``: fraction of elements with √v̂ < ε, where ε, not v̂, sets the step;
-    * ``momentum_agreement``: fraction where sign(m) = sign(g) for the gradient still in .grad.
+    * ``momentum_agreement``: fraction where sign(m) = sign(g) for the gradient still in .grad;
+    * ``grad_rms``: RMS of that gradient (|g| beside m̂: momentum's smoothing shows as m̂ < |g|).
 
     ``step`` is the group's step count (SGD, which keeps none in its state: the steps adamkit's
     SGD has taken, None for torch.optim.SGD). Wrapped optimizers (accelerate's
@@ -150,6 +154,8 @@ def summarize(e: Elements | None) -> dict[str, Any]:
     out["update_to_param"] = e.update.norm().item() / param_norm if param_norm else float("nan")
     if e.momentum is not None and e.grad is not None:
         out["momentum_agreement"] = (e.momentum.sign() == e.grad.sign()).double().mean().item()
+    if e.grad is not None:
+        out["grad_rms"] = _rms(e.grad)  # |g| of the gradient still in .grad, beside m̂
     return out
 
 
