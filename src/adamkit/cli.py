@@ -90,7 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", default="bench-results.json", help="where to write the JSON")
     _add_viz(commands, sub)
+    explore = commands.add_parser(
+        "explore", help="an interactive page of the four update rules (local server)", **sub
+    )
+    explore.add_argument(
+        "--port", type=_port, default=0, help="port on 127.0.0.1 (default: a free one)"
+    )
+    explore.add_argument("--no-browser", action="store_true", help="do not open a browser")
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value}")
+    return value
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -243,10 +260,38 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_explore(args: argparse.Namespace) -> int:
+    import errno
+    import webbrowser
+
+    from .explore import make_server
+
+    try:
+        server = make_server(args.port)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise UsageError(
+                f"port {args.port} is in use; pick another with --port, or leave it out for "
+                "a free one"
+            ) from None
+        raise UsageError(f"cannot serve on port {args.port}: {error.strerror}") from None
+    url = f"http://127.0.0.1:{server.server_port}/"
+    print(f"adamkit explore: serving {url} (Ctrl-C to stop)", flush=True)
+    if not args.no_browser:
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"demo": _run_demo, "bench": _run_bench, "viz": _run_viz}
+    handlers = {"demo": _run_demo, "bench": _run_bench, "viz": _run_viz, "explore": _run_explore}
     try:
         return handlers[args.command](args)
     except UsageError as error:

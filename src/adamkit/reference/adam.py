@@ -16,6 +16,9 @@ Options, each a one-line change to the above:
 * ``weight_decay`` λ with ``decoupled=True`` (AdamW): ``φ_{t-1} ← φ_{t-1}·(1 - α·λ)``
   before the update, and the gradient is left alone.
 * ``amsgrad``: ``v_max_t = max(v_max_{t-1}, v_t)`` and ``v̂_t = v_max_t / (1-β2^t)``.
+* ``bias_correction=False`` (for teaching, not in torch.optim): ``m̂_t = m_t``, ``v̂_t = v_t``,
+  which shows why the correction is there: m and v start biased towards 0 by different
+  amounts, so the first step is ``α·(1-β1)/√(1-β2)`` ≈ 3.2α with the defaults, not α.
 
 Conventions other libraries do differently: TensorFlow/Keras add an "ε-hat" to
 ``√v_t`` *before* bias correction (``α_t = α·√(1-β2^t)/(1-β1^t)``, ``φ -= α_t·m_t/(√v_t + ε̂)``),
@@ -57,6 +60,7 @@ class AdamHyper:
     decoupled: bool = False
     amsgrad: bool = False
     maximize: bool = False
+    bias_correction: bool = True
 
 
 class AdamState(NamedTuple):
@@ -103,8 +107,9 @@ def step(
     v = hyper.beta2 * state.v + (1.0 - hyper.beta2) * g * g
     v_max = np.maximum(state.v_max, v) if hyper.amsgrad else state.v_max
 
-    m_hat = m / (1.0 - hyper.beta1**t)
-    v_hat = (v_max if hyper.amsgrad else v) / (1.0 - hyper.beta2**t)
+    bc1, bc2 = (1.0 - hyper.beta1**t, 1.0 - hyper.beta2**t) if hyper.bias_correction else (1, 1)
+    m_hat = m / bc1
+    v_hat = (v_max if hyper.amsgrad else v) / bc2
     denom = np.sqrt(v_hat) + hyper.eps
     update = hyper.lr * m_hat / denom
     phi = phi - update
@@ -113,7 +118,7 @@ def step(
         m_hat=m_hat,
         v_hat=v_hat,
         denom=denom,
-        step_size=hyper.lr / (1.0 - hyper.beta1**t),
+        step_size=hyper.lr / bc1,
         effective_lr=hyper.lr / denom,
         update=update,
     )
