@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=_port, default=0, help="port on 127.0.0.1 (default: a free one)"
     )
     explore.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    claims = commands.add_parser(
+        "claims", help="one experiment per claim made for Adam, and a report of them", **sub
+    )
+    claims.add_argument("--out", type=Path, required=True, help="folder for report.html")
+    claims.add_argument("--quick", action="store_true", help="a few seconds, rougher numbers")
+    claims.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
@@ -288,10 +294,25 @@ def _run_explore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_claims(args: argparse.Namespace) -> int:
+    from .claims import write_report
+
+    _check_writable_dir(args.out)
+    path = write_report(args.out, quick=args.quick, progress=not args.no_progress)
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"demo": _run_demo, "bench": _run_bench, "viz": _run_viz, "explore": _run_explore}
+    handlers = {
+        "demo": _run_demo,
+        "bench": _run_bench,
+        "viz": _run_viz,
+        "explore": _run_explore,
+        "claims": _run_claims,
+    }
     try:
         return handlers[args.command](args)
     except UsageError as error:
