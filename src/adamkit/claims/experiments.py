@@ -19,6 +19,7 @@ from torch import nn
 from .. import demo, optim
 from ..diagnostics import Recorder
 from ..viz.plot import COLORS, _pyplot
+from ..viz.trajectory import make_optimizer
 
 NAMES = ("SGD", "Momentum", "RMSProp", "Adam")
 
@@ -44,14 +45,8 @@ def _judged(margin: float) -> str:
     return "A tie: "
 
 
-def _make(name: str, params, lr: float):
-    if name == "SGD":
-        return optim.SGD(params, lr=lr)
-    if name == "Momentum":
-        return optim.SGD(params, lr=lr, momentum=0.9)
-    if name == "RMSProp":
-        return optim.RMSprop(params, lr=lr)
-    return optim.Adam(params, lr=lr)
+def _make(name: str, params, lr: float) -> torch.optim.Optimizer:
+    return make_optimizer(name, list(params), lr, (0.9, 0.999))
 
 
 def _train_digits(name: str, lr: float, epochs: int, data, seed: int = 0) -> float:
@@ -262,27 +257,44 @@ def adaptivity(out: Path, quick: bool) -> Claim:
     )
 
 
+def _stepped(name: str, model: nn.Module) -> torch.optim.Optimizer:
+    """Optimizer ``name`` over copies of ``model``'s parameters, after one step (its state
+    exists and its kernel is loaded)."""
+    gen = torch.Generator().manual_seed(0)
+    params = [nn.Parameter(p.detach().clone()) for p in model.parameters()]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen) * 1e-2
+    opt = _make(name, params, 1e-3)
+    opt.step()
+    return opt
+
+
+def _bars(values: dict[str, float], ylabel: str, title: str, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    ax.bar(list(values), list(values.values()), color=[COLORS[n] for n in values])
+    ax.set(ylabel=ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def compute_cost(out: Path, quick: bool) -> Claim:
     from ..bench import interleaved, mean_seconds
 
     model = demo.make_mlp(0)
     steps = {}
     for n in NAMES:
-        params = [nn.Parameter(p.detach().clone()) for p in model.parameters()]
-        for p in params:
-            p.grad = torch.randn_like(p) * 1e-2
-        opt = _make(n, params, 1e-3)
-        opt.step()  # state and kernel ready
-        steps[n] = opt.step
+        steps[n] = _stepped(n, model).step  # state and kernel ready
     samples = interleaved(steps, 3 if quick else 9, mean_seconds(50 if quick else 400))
     us = {n: float(np.median(v)) * 1e6 for n, v in samples.items()}
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    ax.bar(list(us), list(us.values()), color=[COLORS[n] for n in us])
-    ax.set(ylabel="µs per optimizer step (median)")
-    ax.set_title("One step on the digits MLP (4,810 parameters), adamkit's default kernels")
-    fig.savefig(out / "compute.png", dpi=100)
-    plt.close(fig)
+    n_params = sum(p.numel() for p in model.parameters())
+    _bars(
+        us,
+        "µs per optimizer step (median)",
+        f"One step on the digits MLP ({n_params:,} parameters), adamkit's default kernels",
+        out / "compute.png",
+    )
     return Claim(
         "Computationally efficient",
         "Adam costs little more per step than SGD: a few element-wise operations.",
@@ -300,11 +312,7 @@ def memory(out: Path, quick: bool) -> Claim:
     n_params = sum(p.numel() for p in model.parameters())
     per_param = {}
     for n in NAMES:
-        params = [nn.Parameter(p.detach().clone()) for p in model.parameters()]
-        for p in params:
-            p.grad = torch.zeros_like(p)
-        opt = _make(n, params, 1e-3)
-        opt.step()
+        opt = _stepped(n, model)
         nbytes = sum(
             t.numel() * t.element_size()
             for s in opt.state.values()
@@ -312,13 +320,12 @@ def memory(out: Path, quick: bool) -> Claim:
             if torch.is_tensor(t) and key != "step"
         )
         per_param[n] = nbytes / n_params
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    ax.bar(list(per_param), list(per_param.values()), color=[COLORS[n] for n in per_param])
-    ax.set(ylabel="optimizer state, bytes per parameter (float32)")
-    ax.set_title("State the optimizer keeps besides the parameters")
-    fig.savefig(out / "memory.png", dpi=100)
-    plt.close(fig)
+    _bars(
+        per_param,
+        "optimizer state, bytes per parameter (float32)",
+        "State the optimizer keeps besides the parameters",
+        out / "memory.png",
+    )
     return Claim(
         "Low memory requirement",
         "Adam keeps two numbers per parameter (m and v), no second-order matrices.",
