@@ -292,3 +292,18 @@ def test_state_unlike_its_param_takes_the_forloop_kernel(bad_state):
         except RuntimeError:
             pass  # torch's ops may refuse the mismatch: an error, not a wrong read
     assert calls == [[0]]  # only the mismatched tensor left the loops
+
+
+def test_spec_loops_are_cached_under_a_stamp_of_every_source_they_are_built_from(tmp_path):
+    # numba's own stamp is the cached function's file only: an edited spec (another file)
+    # would otherwise run its stale compiled loop from the cache.
+    from adamkit.kernels import _numba_cache, _numba_driver
+
+    locator = _numba_driver.adam_chunks._cache._impl._locator
+    assert type(locator).__name__.startswith("Stamped")
+    assert locator.get_source_stamp() == _numba_cache._STAMP
+    spec_file = next(p for p in _numba_cache._sources() if p.name == "nadam.py")
+    before = _numba_cache._sources_hash()
+    copy = tmp_path / "nadam.py"
+    copy.write_bytes(spec_file.read_bytes() + b"\n# edited\n")
+    assert _numba_cache._sources_hash([*(_numba_cache._sources() - {spec_file}), copy]) != before

@@ -10,6 +10,7 @@ here get a stamp that hashes all those files instead.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 from numba.core import caching
@@ -18,12 +19,14 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 _STAMPED_MODULES = {str(_PACKAGE / "kernels" / "_numba_driver.py")}
 
 
-def _sources_hash() -> str:
-    files = sorted(
-        [*(_PACKAGE / "algorithms").glob("*.py"), *(_PACKAGE / "kernels").glob("_numba_*.py")]
-    )
+def _sources() -> set[Path]:
+    """The files the spec loops are compiled from."""
+    return {*(_PACKAGE / "algorithms").glob("*.py"), *(_PACKAGE / "kernels").glob("_numba_*.py")}
+
+
+def _sources_hash(files: Iterable[Path] | None = None) -> str:
     digest = hashlib.sha256()
-    for path in files:
+    for path in sorted(_sources() if files is None else files, key=lambda p: p.name):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -43,7 +46,7 @@ def _stamped(locator: type) -> type:
         def get_source_stamp(self):
             return _STAMP
 
-    Stamped.__name__ = f"Stamped{locator.__name__}"
+    Stamped.__name__ = Stamped.__qualname__ = f"Stamped{locator.__name__}"
     return Stamped
 
 
