@@ -226,3 +226,39 @@ def test_conjugated_and_negative_bit_grads_are_read_as_their_values(triton_as_fu
     assert triton_as_fused[algorithm].grids  # the Triton launches ran
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", SPEC_BUILT)
+def test_spec_driver_with_grad_scaler(triton_as_fused, name):
+    # GradScaler hands the spec optimizers' Triton kernel grad_scale/found_inf, as Adam's:
+    # gradients are unscaled inside the kernel, and a step with an Inf changes nothing
+    # (params, state, the step counters and NAdam's mu_product).
+    import adamkit
+
+    cls = {"nadam": adamkit.NAdam, "radam": adamkit.RAdam, "adamax": adamkit.Adamax}[name]
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(16, 8, generator=gen, device=DEVICE)
+    results = []
+    for scaled in (True, False):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(8, 1).to(DEVICE)
+        opt = cls(model.parameters(), lr=0.01)
+        assert opt._step_supports_amp_scaling  # the kernel unscales: GradScaler does not
+        scaler = torch.amp.GradScaler(DEVICE, init_scale=2.0**10, enabled=scaled)
+        for _ in range(3):
+            opt.zero_grad()
+            scaler.scale(model(x).square().mean()).backward()
+            scaler.step(opt)
+            scaler.update()
+        results.append([p.detach().clone() for p in model.parameters()])
+        if scaled:
+            before = {k: v.clone() for k, v in opt.state[model.weight].items()}
+            w = model.weight.detach().clone()
+            opt.zero_grad()
+            scaler.scale(model(x * float("inf")).square().mean()).backward()
+            scaler.step(opt)  # found an Inf: skipped
+            assert torch.equal(model.weight.detach(), w)
+            for key, value in opt.state[model.weight].items():
+                assert torch.equal(value, before[key]), key
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -2,9 +2,8 @@ r"""Adam and AdamW (Kingma & Ba, 2015; Loshchilov & Hutter, 2019), as torch.opti
 
 The equations are :mod:`adamkit.reference.adam`'s. This spec holds the hyperparameter checks,
 the state keys and the per-element update the fused CPU kernel runs. Adam's for-loop, foreach
-and Triton kernels are still written out in :mod:`adamkit.kernels` (they predate the specs and
-carry paths the generic drivers do not have yet: GradScaler's ``found_inf`` and on-device bias
-corrections for ``capturable``).
+and Triton kernels are still written out in :mod:`adamkit.kernels`: they predate the specs,
+and moving Adam's CUDA path onto the generic Triton driver wants a GPU to check it on.
 
 Per element, with ``k`` = (α/(1-β1^t), 1/√(1-β2^t)): √v̂ is computed as √v·(1/√(1-β2^t)), one
 division per element instead of torch's two (within an ulp); AMSGrad's max propagates NaN.

@@ -102,6 +102,7 @@ BACKENDS = (
         _spec_kernel("triton", "cuda"),
         handles_half=True,
         float32_state_for_half=True,
+        grad_scaler=True,
     ),
 )
 

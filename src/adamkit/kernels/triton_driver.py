@@ -2,12 +2,15 @@
 
 Each spec's ``element`` (see :mod:`adamkit.algorithms._spec`) is recompiled with Triton's
 versions of its operations and passed to one generic kernel as a compile-time argument; the
-launch layout (block tables, address tables) is :mod:`adamkit.kernels.triton_kernels`'. The
-per-tensor counters are advanced and the per-tensor scalars computed on the host, by the
-spec's own ``advance``/``tensor_scalars`` (one host read per counter: counters that live on
-the device cost a synchronisation). Arithmetic is float32 for float32/half parameters (state
-float32 for half parameters, as for Adam) and float64 for float64. Under
-``TRITON_INTERPRET=1`` the same kernel runs on CPU tensors, which is how CI tests it.
+launch layout (block tables, address tables) is :mod:`adamkit.kernels._triton_tables`'. The
+per-tensor counters are advanced and the per-tensor scalars computed by the spec's own
+``advance``/``tensor_scalars``, recompiled with torch operations and run on all of a group's
+counters at once where they live (on the device for ``capturable``/``fused=True``: no host
+synchronisation). GradScaler's ``grad_scale`` is divided out inside the kernel; with
+``found_inf`` set nothing is written and the counters stay. Arithmetic is float32 for
+float32/half parameters (state float32 for half parameters, as for Adam) and float64 for
+float64. Under ``TRITON_INTERPRET=1`` the same kernel runs on CPU tensors, which is how CI
+tests it.
 """
 
 from __future__ import annotations
@@ -71,16 +74,19 @@ def compiled(function: Callable[..., Any]) -> Any:
 @triton.jit
 def _spec_kernel(
     block_tensor, block_start, numels, p_addr, g_addr, s0_addr, s1_addr, s2_addr, hyper,
-    per_tensor,
+    per_tensor, grad_scale, found_inf,
     P: tl.constexpr, G: tl.constexpr, S: tl.constexpr, C: tl.constexpr,
     ELEMENT: tl.constexpr, F0: tl.constexpr, F1: tl.constexpr, F2: tl.constexpr,
     F3: tl.constexpr, STORE0: tl.constexpr, STORE1: tl.constexpr, STORE2: tl.constexpr,
-    B: tl.constexpr,
+    HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, B: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     t = tl.load(block_tensor + pid)
     offs = tl.load(block_start + pid) + tl.arange(0, B)
-    mask = offs < tl.load(numels + t)
+    n = tl.load(numels + t)
+    if HAS_FOUND_INF:  # GradScaler found an Inf: mask every element off
+        n = tl.where(tl.load(found_inf) == 0, n, 0)
+    mask = offs < n
     h = (
         tl.load(hyper + 0).to(C), tl.load(hyper + 1).to(C), tl.load(hyper + 2).to(C),
         tl.load(hyper + 3).to(C), tl.load(hyper + 4).to(C), tl.load(hyper + 5).to(C),
@@ -96,6 +102,8 @@ def _spec_kernel(
     s2_ptr = tl.load(s2_addr + t).to(tl.pointer_type(S))
     p = tl.load(p_ptr + offs, mask=mask).to(C)
     g = tl.load(tl.load(g_addr + t).to(tl.pointer_type(G)) + offs, mask=mask).to(C)
+    if HAS_SCALE:  # GradScaler's gradients are still scaled
+        g = g / tl.load(grad_scale).to(C)
     s0 = tl.load(s0_ptr + offs, mask=mask).to(C)
     s1 = tl.load(s1_ptr + offs, mask=mask).to(C)
     s2 = tl.load(s2_ptr + offs, mask=mask).to(C)
@@ -109,30 +117,70 @@ def _spec_kernel(
     tl.store(p_ptr + offs, p.to(P), mask=mask)
 
 
-def _advance_counters(spec: AlgorithmSpec, steps, aux, bias) -> list[tuple[float, ...]]:
-    """Advance each tensor's counters (the spec's ``advance``, in NumPy) and return its
-    per-tensor scalars (``tensor_scalars``), padded to the kernel's four."""
-    rows = []
-    for i, step in enumerate(steps):
-        scalar = aux[i] if aux else None
-        new_step, new_aux = spec.advance(float(step), float(scalar) if aux else 0.0, bias)
-        step.fill_(float(new_step))
-        if scalar is not None:
-            scalar.fill_(float(new_aux))
-        values = spec.tensor_scalars(float(step), float(scalar) if aux else 0.0, bias)
-        rows.append(tuple(float(v) for v in values))
-    return rows
+def _torch_where(condition, if_true, if_false):
+    return torch.where(torch.as_tensor(condition), if_true, if_false)
+
+
+TORCH_OPS = {
+    "where": _torch_where,
+    "sqrt": torch.sqrt,
+    "to_float32": lambda x: torch.as_tensor(x).to(torch.float32),
+}
+
+
+def torch_compiled(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` with torch's operations in place of :mod:`adamkit.algorithms._ops`': the
+    spec's per-tensor functions then run on all of a group's counters at once, as tensors on
+    the counters' device (no host round trip per tensor)."""
+    namespace = dict(function.__globals__)
+    for name, value in namespace.items():
+        if isinstance(value, types.FunctionType) and value.__module__ == function.__module__:
+            if name != function.__name__ and name not in TORCH_OPS:  # its helpers, e.g. _mu
+                namespace[name] = types.FunctionType(value.__code__, namespace, name)
+    namespace.update(TORCH_OPS)
+    return types.FunctionType(function.__code__, namespace, function.__name__)
+
+
+def _advance_counters(
+    spec_functions, steps: list[Tensor], aux: list[Tensor], bias, found_inf: Tensor | None
+) -> Tensor:
+    """Advance the counters of a group's tensors (the spec's ``advance``; not where GradScaler
+    found an Inf) and return their per-tensor scalars (``tensor_scalars``) as an (n, 4)
+    float64 tensor on the counters' device."""
+    advance, tensor_scalars = spec_functions
+    step = torch.stack([s.reshape(()) for s in steps]).to(torch.float64)
+    scalar = torch.stack([a.reshape(()) for a in aux]).to(torch.float64) if aux else None
+    new_step, new_scalar = advance(step, scalar if aux else torch.zeros_like(step), bias)
+    if found_inf is not None:
+        skip = found_inf.to(step.device) != 0
+        new_step = torch.where(skip, step, new_step)
+        new_scalar = torch.where(skip, scalar, new_scalar) if aux else new_scalar
+    torch._foreach_copy_(list(steps), [v.to(s.dtype) for v, s in zip(new_step, steps, strict=True)])
+    if aux:
+        new_scalar = torch.as_tensor(new_scalar)
+        torch._foreach_copy_(
+            list(aux), [v.to(a.dtype) for v, a in zip(new_scalar, aux, strict=True)]
+        )
+        scalar = torch.stack([a.reshape(()) for a in aux]).to(torch.float64)
+    values = tensor_scalars(new_step, scalar if aux else torch.zeros_like(step), bias)
+    n = len(steps)
+    return torch.stack(
+        [torch.as_tensor(v, dtype=torch.float64, device=step.device).expand(n) for v in values],
+        dim=1,
+    )
 
 
 def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
     """The spec's Triton kernel, with the signature of :mod:`adamkit.kernels.spec_kernels`."""
     element = compiled(spec.element)
+    counters = (torch_compiled(spec.advance), torch_compiled(spec.tensor_scalars))
     stores = tuple(i < len(spec.tensor_state) for i in range(TENSOR_SLOTS))
     for_loop = wrappers.half_in_float32(spec_kernels.torch_order(spec, foreach=False))
 
     def run(
         params: Sequence[Tensor], grads: Sequence[Tensor], *lists: Any, group: dict[str, Any],
-        advance_steps: bool = True,
+        advance_steps: bool = True, grad_scale: Tensor | None = None,
+        found_inf: Tensor | None = None,
     ) -> None:  # fmt: skip
         if not advance_steps:
             raise ValueError(f"{spec.torch_name}'s kernels always count the step themselves")
@@ -142,6 +190,11 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
         empty = [i for i, p in enumerate(params) if p.numel() == 0]
         rest = sorted(other + empty)  # empty tensors only count their steps
         if rest:
+            if grad_scale is not None or found_inf is not None:
+                raise ValueError(
+                    "grad_scale/found_inf need contiguous float tensors on one device; "
+                    "got a tensor the Triton kernels cannot take"
+                )
             for_loop(*[pick(t, rest) for t in (params, grads, *states, steps, aux)], group=group)
         for idx in groups:
             p0 = params[idx[0]]
@@ -149,17 +202,22 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
             roles += [roles[1]] * (TENSOR_SLOTS + 2 - len(roles))  # stand-ins: the grads
             c = tables.compute_dtype(real_view(p0).dtype)
             scalars = _group_scalars(spec, group, c)
-            rows = _advance_counters(spec, pick(steps, idx), pick(aux, idx), scalars.bias)
+            per_tensor = _advance_counters(
+                counters, pick(steps, idx), pick(aux, idx), scalars.bias, found_inf
+            )
             plan = tables.plan(roles, p0.device)
             hyper = tables.scalars(scalars.hyper, p0.device, c)
-            per_tensor = torch.tensor(rows, dtype=c).to(p0.device)
+            dummy = tables.scalars((0.0,), p0.device, torch.float32)
             _spec_kernel[(plan.n_blocks,)](
                 plan.block_tensor, plan.block_start, plan.numels, *plan.addresses, hyper,
-                per_tensor,
+                per_tensor.to(device=p0.device, dtype=c).contiguous(),
+                dummy if grad_scale is None else grad_scale,
+                dummy if found_inf is None else found_inf,
                 P=TL[roles[0][0].dtype], G=TL[roles[1][0].dtype], S=TL[roles[2][0].dtype],
                 C=TL[c], ELEMENT=element, F0=scalars.flags[0], F1=scalars.flags[1],
                 F2=scalars.flags[2], F3=scalars.flags[3], STORE0=stores[0], STORE1=stores[1],
-                STORE2=stores[2], B=BLOCK,
+                STORE2=stores[2], HAS_SCALE=grad_scale is not None,
+                HAS_FOUND_INF=found_inf is not None, B=BLOCK,
             )  # fmt: skip
 
     run.__name__ = f"{spec.name}_triton"

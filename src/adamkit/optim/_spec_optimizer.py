@@ -74,12 +74,6 @@ class SpecOptimizer(KernelOptimizer):
         layout.update(dict.fromkeys(self.spec.tensor_state, Slot.LIKE_PARAM))
         return layout
 
-    @property
-    def _step_supports_amp_scaling(self) -> bool:
-        # GradScaler unscales the gradients and skips Inf steps itself (the spec kernels
-        # always count the step in their own pass).
-        return False
-
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         state = self.state[p]
         if len(state) == 0:
