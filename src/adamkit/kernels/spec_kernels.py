@@ -79,7 +79,7 @@ def loop_arrays(
     return typed(dtype, *hyper), float64_array(*bias), flag_array(*flags)
 
 
-def _hyper_key(spec: AlgorithmSpec, group: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+def hyper_key(spec: AlgorithmSpec, group: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     """The group's hyperparameters as a hashable key (tensor values as floats)."""
     key = []
     for h in spec.hyperparameters:
@@ -131,7 +131,7 @@ def fused_cpu(spec: AlgorithmSpec) -> Kernel:
                 raise
         if not batches:
             return
-        key = _hyper_key(spec, group)
+        key = hyper_key(spec, group)
         for dtype, batch in batches.items():
             hyper, bias, flags = loop_arrays(spec.name, dtype, key)
             run_loops(

@@ -225,7 +225,7 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
 
 
 def _group_scalars(spec: AlgorithmSpec, group: dict[str, Any], dtype: torch.dtype):
-    key = spec_kernels._hyper_key(spec, group)
+    key = spec_kernels.hyper_key(spec, group)
     return _padded_scalars(spec.name, dtype, key)
 
 
