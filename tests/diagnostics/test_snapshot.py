@@ -186,3 +186,55 @@ def test_sampled_group_whose_params_have_different_step_counts():
     m_hat = torch.cat(expected)
     assert len(m_hat) == 938 + 1024
     assert got["m_hat_rms"] == pytest.approx(m_hat.square().mean().sqrt().item(), rel=1e-12)
+
+
+def _family_reference(name):
+    from adamkit.reference import adamax as ref_adamax
+    from adamkit.reference import nadam as ref_nadam
+    from adamkit.reference import radam as ref_radam
+
+    return {
+        "NAdam": (adamkit.NAdam, ref_nadam, ref_nadam.NAdamHyper(lr=0.02)),
+        "RAdam": (adamkit.RAdam, ref_radam, ref_radam.RAdamHyper(lr=0.02)),
+        "Adamax": (adamkit.Adamax, ref_adamax, ref_adamax.AdamaxHyper(lr=0.02)),
+    }[name]
+
+
+@pytest.mark.parametrize("name", ["NAdam", "RAdam", "Adamax"])
+def test_spec_family_snapshot_matches_reference_intermediates(name):
+    # The diagnostics of the spec-built optimizers come from their specs' intermediates; the
+    # NumPy reference computes the same step its own way.
+    cls, ref, hyper = _family_reference(name)
+    rng = np.random.default_rng(1)
+    shapes = [(6, 5), (11,)]
+    params = [rng.standard_normal(s) for s in shapes]
+    ws = [torch.tensor(p, requires_grad=True) for p in params]
+    opt = cls(ws, lr=0.02)
+    states = [ref.init(p) for p in params]
+    for _ in range(9):  # RAdam's adaptive step is on from step 6
+        auxes = []
+        for i, s in enumerate(shapes):
+            g = rng.standard_normal(s)
+            ws[i].grad = torch.tensor(g)
+            params[i], states[i], aux = ref.step(params[i], g, states[i], hyper)
+            auxes.append(aux)
+        opt.step()
+    (s,) = snapshot(opt)
+    cat = lambda parts: np.concatenate([np.asarray(x).reshape(-1) for x in parts])  # noqa: E731
+    update = cat(a.update for a in auxes)
+    if name == "NAdam":
+        scale = cat(np.sqrt(a.v_hat) for a in auxes)
+        eff = cat(hyper.lr / a.denom for a in auxes)
+    elif name == "RAdam":
+        assert all(a.rectified for a in auxes)
+        scale = cat(np.sqrt(st.v) for st in states)
+        eff = update / cat(a.m_hat for a in auxes)
+    else:
+        scale = cat(st.u for st in states)
+        eff = hyper.lr / scale
+    rms = lambda x: float(np.sqrt(np.mean(np.square(x))))  # noqa: E731
+    assert s["step"] == 9
+    assert s["update_rms"] == pytest.approx(rms(update), rel=1e-9)
+    assert s["sqrt_v_hat_rms"] == pytest.approx(rms(scale), rel=1e-9)
+    assert s["effective_lr"]["median"] == pytest.approx(float(np.median(eff)), rel=1e-9)
+    assert s["effective_lr"]["max"] == pytest.approx(float(eff.max()), rel=1e-9)

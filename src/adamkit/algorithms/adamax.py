@@ -51,6 +51,14 @@ def tensor_scalars(step, aux, b):
     return b[0] / (1.0 - b[1] ** step), 0.0, 0.0, 0.0
 
 
+def intermediates(g, s0, s1, s2, h, k, f, lr):
+    """The last step per element, for diagnostics: (m̂, u, α/u, update), u = exp_inf the
+    infinity-norm scale (ε is inside it)."""
+    m_hat = s0 * k[0] / lr
+    effective_lr = lr / s1
+    return m_hat, s1, effective_lr, m_hat * effective_lr
+
+
 def group_scalars(group, dtype):
     beta1, beta2 = (float(b) for b in group["betas"])
     wd = float(group["weight_decay"])
@@ -83,4 +91,5 @@ SPEC = AlgorithmSpec(
     advance=advance,
     tensor_scalars=tensor_scalars,
     torch_functional=torch_step,
+    intermediates=intermediates,
 )

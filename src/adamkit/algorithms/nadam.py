@@ -77,6 +77,16 @@ def tensor_scalars(step, mu_product, b):
     )
 
 
+def intermediates(g, s0, s1, s2, h, k, f, lr):
+    """The last step per element, for diagnostics: (m̂, √v̂, α/(√v̂+ε), update). NAdam's m̂ is
+    its look-ahead moment, (1-μ_t)/(1-Π_t)·g + μ_{t+1}/(1-Π_t·μ_{t+1})·m, so that update =
+    effective lr · m̂ as in Adam (weight decay aside)."""
+    sqrt_v_hat = sqrt(s1) * k[2]
+    denom = sqrt_v_hat + h[6]
+    update = -(k[0] * (g / denom) + k[1] * (s0 / denom))
+    return update * denom / lr, sqrt_v_hat, lr / denom, update
+
+
 def group_scalars(group, dtype):
     beta1, beta2 = (float(b) for b in group["betas"])
     lr = float(group["lr"])
@@ -116,6 +126,7 @@ SPEC = AlgorithmSpec(
     advance=advance,
     tensor_scalars=tensor_scalars,
     torch_functional=torch_step,
+    intermediates=intermediates,
     scalar_state="mu_product",
     scalar_state_init=1.0,
 )

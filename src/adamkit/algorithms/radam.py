@@ -79,6 +79,16 @@ def tensor_scalars(step, aux, b):
     )
 
 
+def intermediates(g, s0, s1, s2, h, k, f, lr):
+    """The last step per element, for diagnostics: (m̂, √v, effective lr, update). RAdam's ε
+    is added to √v before bias correction, so its scale is √v (not √v̂); while ρ_t ≤ 5 the
+    effective lr is α itself (momentum SGD steps)."""
+    m_hat = s0 * k[0] / lr
+    sqrt_v = sqrt(s1)
+    effective_lr = where(k[2] != 0, lr * k[1] / (sqrt_v + h[6]), lr * k[3])
+    return m_hat, sqrt_v, effective_lr, m_hat * effective_lr
+
+
 def group_scalars(group, dtype):
     beta1, beta2 = (float(b) for b in group["betas"])
     lr = float(group["lr"])
@@ -112,4 +122,5 @@ SPEC = AlgorithmSpec(
     advance=advance,
     tensor_scalars=tensor_scalars,
     torch_functional=torch_step,
+    intermediates=intermediates,
 )

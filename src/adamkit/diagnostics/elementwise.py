@@ -11,12 +11,16 @@ elements from each tensor, about ``max_elements`` per group in all; groups small
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ..algorithms import SPEC_BUILT, SPECS
+from ..algorithms._torch_ops import torch_compiled
 from ..kernels._tensors import real_view
 from . import _sampling
 
@@ -30,7 +34,7 @@ class Elements:
     update: Tensor  # what the last step subtracted from φ (weight decay not included)
     grad: Tensor | None = None  # the gradient still in .grad (maximize: its negation)
     momentum: Tensor | None = None  # Adam's m̂, or the momentum buffer of SGD/RMSprop
-    sqrt_v: Tensor | None = None  # Adam's √v̂, RMSprop's denominator without ε
+    sqrt_v: Tensor | None = None  # Adam's √v̂, RMSprop's denominator without ε (see specs)
     effective_lr: Tensor | None = None  # α / (√v̂ + ε) per element
     eps: float = 0.0
     step: int | None = 0  # None: not known (torch.optim.SGD keeps no count)
@@ -50,28 +54,37 @@ def unwrap(optimizer: Any) -> torch.optim.Optimizer:
     return optimizer
 
 
+# torch.optim's classes and the algorithm each is (same state format as adamkit's).
+_TORCH_CLASSES = (
+    (torch.optim.Adam, "adam"),
+    (torch.optim.AdamW, "adam"),
+    (torch.optim.SGD, "sgd"),
+    (torch.optim.RMSprop, "rmsprop"),
+    (torch.optim.NAdam, "nadam"),
+    (torch.optim.RAdam, "radam"),
+    (torch.optim.Adamax, "adamax"),
+)
+ALGORITHMS = ("adam", "sgd", "rmsprop", *SPEC_BUILT)
+
+
 def _known(optimizer: Any) -> bool:
-    if getattr(optimizer, "algorithm", None) in ("adam", "sgd", "rmsprop"):
+    if getattr(optimizer, "algorithm", None) in ALGORITHMS:
         return True
-    return isinstance(optimizer, (torch.optim.Adam, torch.optim.SGD, torch.optim.RMSprop))
+    return isinstance(optimizer, tuple(cls for cls, _ in _TORCH_CLASSES))
 
 
 def algorithm_of(optimizer: torch.optim.Optimizer) -> str:
-    """'adam', 'sgd' or 'rmsprop' for adamkit's optimizers and torch.optim's namesakes."""
+    """The algorithm of adamkit's optimizers and torch.optim's namesakes ('adam', 'sgd',
+    'rmsprop', 'nadam', 'radam', 'adamax')."""
     name = getattr(optimizer, "algorithm", None)
-    if name in ("adam", "sgd", "rmsprop"):
+    if name in ALGORITHMS:
         return name
-    for cls, algorithm in (
-        (torch.optim.Adam, "adam"),
-        (torch.optim.AdamW, "adam"),
-        (torch.optim.SGD, "sgd"),
-        (torch.optim.RMSprop, "rmsprop"),
-    ):
+    for cls, algorithm in _TORCH_CLASSES:
         if isinstance(optimizer, cls):
             return algorithm
     raise TypeError(
-        f"diagnostics support Adam, AdamW, SGD and RMSprop (adamkit or torch.optim); "
-        f"got {type(optimizer).__name__}"
+        "diagnostics support Adam, AdamW, SGD, RMSprop, NAdam, RAdam and Adamax (adamkit or "
+        f"torch.optim); got {type(optimizer).__name__}"
     )
 
 
@@ -144,7 +157,9 @@ def group_elements(
         step=steps_taken if algorithm == "sgd" else max(steps),
     )
     lr = _value(group["lr"])
-    if algorithm == "adam":
+    if algorithm in SPEC_BUILT:
+        _from_spec(e, SPECS[algorithm], group, lr, key, plan, states)
+    elif algorithm == "adam":
         _adam(e, group, lr, key, plan, steps)
     elif algorithm == "rmsprop":
         _rmsprop(e, group, lr, key, plan)
@@ -171,6 +186,40 @@ def _adam(e: Elements, group, lr: float, key, plan: _sampling.Sample, steps: lis
     e.sqrt_v = (v / bc2).sqrt()
     e.effective_lr = lr / (e.sqrt_v + group["eps"])
     e.update = e.effective_lr * e.momentum
+
+
+def _from_spec(e: Elements, spec, group, lr: float, key, plan: _sampling.Sample, states) -> None:
+    """m̂, the scale, the effective lr and the update from the spec's own ``intermediates``
+    (evaluated with torch ops on the samples), with each tensor's scalars from its counters by
+    the spec's ``tensor_scalars``: no copy of the algorithm's math here."""
+    slots = [_gather(key(name), plan) for name in spec.tensor_state]
+    n = sum(plan.lengths)
+    zeros = torch.zeros(n, dtype=torch.float64)
+    slots += [zeros] * (3 - len(slots))
+    scalars = spec.group_scalars(group, np.dtype(np.float64))
+    bias = scalars.bias + (0.0,) * (4 - len(scalars.bias))
+    steps = torch.tensor([_value(st["step"]) for st in states], dtype=torch.float64)
+    aux = (
+        torch.tensor([_value(st[spec.scalar_state]) for st in states], dtype=torch.float64)
+        if spec.scalar_state
+        else torch.zeros_like(steps)
+    )
+    k = _spec_functions(spec)[0](steps, aux, bias)
+    lengths = torch.tensor(plan.lengths)
+    k = tuple(
+        torch.repeat_interleave(torch.as_tensor(v, dtype=torch.float64).expand(len(steps)), lengths)
+        for v in k
+    )
+    grad = e.grad if e.grad is not None else zeros
+    first, scale, e.effective_lr, e.update = _spec_functions(spec)[1](
+        grad, *slots, scalars.hyper, k, scalars.flags, lr
+    )
+    e.momentum, e.sqrt_v = first, scale
+
+
+@functools.lru_cache(maxsize=16)
+def _spec_functions(spec) -> tuple[Any, Any]:
+    return torch_compiled(spec.tensor_scalars), torch_compiled(spec.intermediates)
 
 
 def _rmsprop(e: Elements, group, lr: float, key, plan: _sampling.Sample) -> None:

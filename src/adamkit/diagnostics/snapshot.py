@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..algorithms import SPEC_BUILT
 from .elementwise import Elements, algorithm_of, group_elements, unwrap
 
 # effective_lr's summary statistics (p10 and p90 are the 10th and 90th percentiles).
@@ -46,6 +47,9 @@ QUANTITIES: dict[str, list[str]] = {
         "grad_rms",
     ],
 }
+# The Adam family built from specs reports what Adam does (m̂ and the scale per element).
+QUANTITIES.update(dict.fromkeys(SPEC_BUILT, QUANTITIES["adam"]))
+ADAM_LIKE = ("adam", *SPEC_BUILT)
 
 
 def snapshot(
@@ -138,11 +142,11 @@ def summarize(e: Elements | None) -> dict[str, Any]:
     values = (lr.min().item(), p10, median, p90, lr.max().item())
     out["effective_lr"] = dict(zip(EFFECTIVE_LR_STATS, values, strict=True))
     if e.momentum is not None:
-        out["m_hat_rms" if e.algorithm == "adam" else "momentum_rms"] = _rms(e.momentum)
+        out["m_hat_rms" if e.algorithm in ADAM_LIKE else "momentum_rms"] = _rms(e.momentum)
     if e.sqrt_v is not None:
-        out["sqrt_v_hat_rms" if e.algorithm == "adam" else "sqrt_v_rms"] = _rms(e.sqrt_v)
+        out["sqrt_v_hat_rms" if e.algorithm in ADAM_LIKE else "sqrt_v_rms"] = _rms(e.sqrt_v)
         out["eps_dominated"] = (e.sqrt_v < e.eps).double().mean().item()
-    if e.algorithm == "adam":
+    if e.algorithm in ADAM_LIKE:
         # On every k-th element first (as the other percentiles), then those with v̂ > 0:
         # masking the whole group first took a third of a small model's snapshot.
         k = _stride(e.sqrt_v.numel())

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
 from ..algorithms._spec import BIAS_WIDTH, FLAG_WIDTH, HYPER_WIDTH, TENSOR_SLOTS
+from ..algorithms._torch_ops import torch_compiled
 from . import _triton_tables as tables
 from . import spec_kernels, wrappers
 from ._tensors import NUMPY_DTYPES, pick, real_view
@@ -115,30 +116,6 @@ def _spec_kernel(
     if STORE2:
         tl.store(s2_ptr + offs, s2.to(S), mask=mask)
     tl.store(p_ptr + offs, p.to(P), mask=mask)
-
-
-def _torch_where(condition, if_true, if_false):
-    return torch.where(torch.as_tensor(condition), if_true, if_false)
-
-
-TORCH_OPS = {
-    "where": _torch_where,
-    "sqrt": torch.sqrt,
-    "to_float32": lambda x: torch.as_tensor(x).to(torch.float32),
-}
-
-
-def torch_compiled(function: Callable[..., Any]) -> Callable[..., Any]:
-    """``function`` with torch's operations in place of :mod:`adamkit.algorithms._ops`': the
-    spec's per-tensor functions then run on all of a group's counters at once, as tensors on
-    the counters' device (no host round trip per tensor)."""
-    namespace = dict(function.__globals__)
-    for name, value in namespace.items():
-        if isinstance(value, types.FunctionType) and value.__module__ == function.__module__:
-            if name != function.__name__ and name not in TORCH_OPS:  # its helpers, e.g. _mu
-                namespace[name] = types.FunctionType(value.__code__, namespace, name)
-    namespace.update(TORCH_OPS)
-    return types.FunctionType(function.__code__, namespace, function.__name__)
 
 
 def _advance_counters(

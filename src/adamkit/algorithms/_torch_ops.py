@@ -1,0 +1,44 @@
+"""A spec's functions recompiled with torch operations, to run on tensors of many elements or
+many tensors at once (the Triton driver's per-tensor counters; the diagnostics' samples)."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def _where(condition, if_true, if_false):
+    return torch.where(torch.as_tensor(condition), if_true, if_false)
+
+
+def _nan_max(a, b):
+    return torch.maximum(torch.as_tensor(a), torch.as_tensor(b))  # propagates NaN
+
+
+def _lerp(start, end, weight, one_minus_weight):
+    return torch.lerp(start, end, weight)
+
+
+OPS = {
+    "where": _where,
+    "sqrt": torch.sqrt,
+    "absolute": torch.abs,
+    "nan_max": _nan_max,
+    "lerp": _lerp,
+    "to_float32": lambda x: torch.as_tensor(x).to(torch.float32),
+}
+
+
+def torch_compiled(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` with torch's operations in place of :mod:`adamkit.algorithms._ops`' (its
+    module's helper functions too, e.g. NAdam's ``_mu``)."""
+    namespace = dict(function.__globals__)
+    for name, value in namespace.items():
+        if isinstance(value, types.FunctionType) and value.__module__ == function.__module__:
+            if name != function.__name__ and name not in OPS:
+                namespace[name] = types.FunctionType(value.__code__, namespace, name)
+    namespace.update(OPS)
+    return types.FunctionType(function.__code__, namespace, function.__name__)
