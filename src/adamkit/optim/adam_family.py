@@ -3,6 +3,7 @@ signature, a docstring and its spec (the math is in :mod:`adamkit.algorithms`)."
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,6 +12,13 @@ from torch import Tensor
 
 from ..algorithms import adamax, nadam, radam
 from ._spec_optimizer import SpecOptimizer
+
+
+def _doc(math: str | None, *parts: str) -> str:
+    """A class docstring: the spec module's math, then the class's own parts, all at one
+    indentation (the parts are written indented, as in a class body)."""
+    return (math or "") + textwrap.dedent("".join(parts))
+
 
 _KERNEL_ARGS = """
         foreach: True for the multi-tensor kernel, False for the for-loop kernel (both are
@@ -25,9 +33,9 @@ _KERNEL_ARGS = """
 
 
 class NAdam(SpecOptimizer, torch.optim.NAdam):
-    __doc__ = (
-        nadam.__doc__
-        + """
+    __doc__ = _doc(
+        nadam.__doc__,
+        """
     Arguments and defaults are torch.optim.NAdam's, state ``step``, ``mu_product``,
     ``exp_avg``, ``exp_avg_sq``.
 
@@ -35,9 +43,9 @@ class NAdam(SpecOptimizer, torch.optim.NAdam):
         params: iterable of parameters or of dicts defining parameter groups.
         lr: α, default 2e-3.  betas: (β1, β2), default (0.9, 0.999).  eps: ε, default 1e-8.
         weight_decay: λ, default 0.  momentum_decay: ψ, default 4e-3.
-        decoupled_weight_decay: multiply φ by (1 - αλ) instead of adding λφ to g (NAdamW)."""
-        + _KERNEL_ARGS
-        + """
+        decoupled_weight_decay: multiply φ by (1 - αλ) instead of adding λφ to g (NAdamW).""",
+        _KERNEL_ARGS,
+        """
 
     Example:
         >>> import torch, adamkit
@@ -47,7 +55,7 @@ class NAdam(SpecOptimizer, torch.optim.NAdam):
         >>> opt.step()
         >>> w.data
         tensor([-0.1056,  0.1056])
-    """
+    """,
     )
     spec = nadam.SPEC
 
@@ -81,9 +89,9 @@ class NAdam(SpecOptimizer, torch.optim.NAdam):
 
 
 class RAdam(SpecOptimizer, torch.optim.RAdam):
-    __doc__ = (
-        radam.__doc__
-        + """
+    __doc__ = _doc(
+        radam.__doc__,
+        """
     Arguments and defaults are torch.optim.RAdam's, state ``step``, ``exp_avg``,
     ``exp_avg_sq``.
 
@@ -91,9 +99,9 @@ class RAdam(SpecOptimizer, torch.optim.RAdam):
         params: iterable of parameters or of dicts defining parameter groups.
         lr: α, default 1e-3.  betas: (β1, β2), default (0.9, 0.999).  eps: ε, default 1e-8.
         weight_decay: λ, default 0.
-        decoupled_weight_decay: multiply φ by (1 - αλ) instead of adding λφ to g."""
-        + _KERNEL_ARGS
-        + """
+        decoupled_weight_decay: multiply φ by (1 - αλ) instead of adding λφ to g.""",
+        _KERNEL_ARGS,
+        """
 
     Example:
         >>> import torch, adamkit
@@ -103,7 +111,7 @@ class RAdam(SpecOptimizer, torch.optim.RAdam):
         >>> opt.step()
         >>> w.data  # ρ_1 <= 5: the first steps are momentum SGD, α·m̂ = α·g
         tensor([-0.3000,  0.0500])
-    """
+    """,
     )
     spec = radam.SPEC
 
@@ -135,17 +143,17 @@ class RAdam(SpecOptimizer, torch.optim.RAdam):
 
 
 class Adamax(SpecOptimizer, torch.optim.Adamax):
-    __doc__ = (
-        adamax.__doc__
-        + """
+    __doc__ = _doc(
+        adamax.__doc__,
+        """
     Arguments and defaults are torch.optim.Adamax's, state ``step``, ``exp_avg``, ``exp_inf``.
 
     Args:
         params: iterable of parameters or of dicts defining parameter groups.
         lr: α, default 2e-3.  betas: (β1, β2), default (0.9, 0.999).  eps: ε, default 1e-8.
-        weight_decay: λ (L2), default 0."""
-        + _KERNEL_ARGS
-        + """
+        weight_decay: λ (L2), default 0.""",
+        _KERNEL_ARGS,
+        """
 
     Example:
         >>> import torch, adamkit
@@ -155,7 +163,7 @@ class Adamax(SpecOptimizer, torch.optim.Adamax):
         >>> opt.step()
         >>> w.data  # the first step is α·g/(|g|+ε)
         tensor([-0.1000,  0.1000])
-    """
+    """,
     )
     spec = adamax.SPEC
 
