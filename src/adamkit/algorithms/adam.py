@@ -49,6 +49,15 @@ def element(p, g, s0, s1, s2, h, k, f):
     return p - k[0] * (m / denom), m, v, v_max
 
 
+def intermediates(g, s0, s1, s2, h, k, f, lr):
+    """The last step per element, for diagnostics: (m̂, √v̂, α/(√v̂+ε), update); with
+    AMSGrad √v̂ is of the running max of v (what the step divided by)."""
+    m_hat = s0 * k[0] / lr
+    sqrt_v_hat = sqrt(where(f[2], s2, s1)) * k[1]
+    effective_lr = lr / (sqrt_v_hat + h[6])
+    return m_hat, sqrt_v_hat, effective_lr, effective_lr * m_hat
+
+
 def advance(step, aux, b):
     return step + 1.0, aux
 
@@ -84,4 +93,5 @@ SPEC = AlgorithmSpec(
     group_scalars=group_scalars,
     advance=advance,
     tensor_scalars=tensor_scalars,
+    intermediates=intermediates,
 )

@@ -2,7 +2,10 @@
 
 Nothing here re-runs the update: m̂, √v̂ and the effective learning rate come from the moments
 the optimizer stored, which are the ones its last step used. Works for adamkit's optimizers and
-for torch.optim's namesakes (same state format).
+for torch.optim's namesakes (same state format). Adam and the spec family (NAdam, RAdam,
+Adamax) are read through their algorithm specs' ``intermediates``, the same per-element
+function their kernels are built from, evaluated with torch ops; RMSprop and SGD by the small
+functions below.
 
 For a large group, summaries are computed on a fixed sample: evenly spaced blocks of contiguous
 elements from each tensor, about ``max_elements`` per group in all; groups smaller than that
@@ -157,10 +160,8 @@ def group_elements(
         step=steps_taken if algorithm == "sgd" else max(steps),
     )
     lr = _value(group["lr"])
-    if algorithm in SPEC_BUILT:
+    if algorithm in SPEC_BUILT or algorithm == "adam":
         _from_spec(e, SPECS[algorithm], group, lr, key, plan, states)
-    elif algorithm == "adam":
-        _adam(e, group, lr, key, plan, steps)
     elif algorithm == "rmsprop":
         _rmsprop(e, group, lr, key, plan)
     else:
@@ -168,34 +169,14 @@ def group_elements(
     return e
 
 
-def _per_element(values: list[float], plan: _sampling.Sample) -> Tensor | float:
-    """One value per tensor as a scalar when all agree, else repeated per sampled element."""
-    if len(set(values)) == 1:
-        return values[0]
-    return torch.repeat_interleave(
-        torch.tensor(values, dtype=torch.float64), torch.tensor(plan.lengths)
-    )
-
-
-def _adam(e: Elements, group, lr: float, key, plan: _sampling.Sample, steps: list[int]) -> None:
-    beta1, beta2 = (_value(b) for b in group["betas"])
-    v = _gather(key("max_exp_avg_sq" if group.get("amsgrad") else "exp_avg_sq"), plan)
-    bc1 = _per_element([1 - beta1**t for t in steps], plan)
-    bc2 = _per_element([1 - beta2**t for t in steps], plan)
-    e.momentum = _gather(key("exp_avg"), plan) / bc1
-    e.sqrt_v = (v / bc2).sqrt()
-    e.effective_lr = lr / (e.sqrt_v + group["eps"])
-    e.update = e.effective_lr * e.momentum
-
-
 def _from_spec(e: Elements, spec, group, lr: float, key, plan: _sampling.Sample, states) -> None:
     """m̂, the scale, the effective lr and the update from the spec's own ``intermediates``
     (evaluated with torch ops on the samples), with each tensor's scalars from its counters by
     the spec's ``tensor_scalars``: no copy of the algorithm's math here."""
-    slots = [_gather(key(name), plan) for name in spec.tensor_state]
     n = sum(plan.lengths)
     zeros = torch.zeros(n, dtype=torch.float64)
-    slots += [zeros] * (3 - len(slots))
+    slots = [_gather(key(name), plan) for name in spec.tensor_state]  # None: a slot off
+    slots = [zeros if t is None else t for t in slots] + [zeros] * (3 - len(slots))
     scalars = spec.group_scalars(group, np.dtype(np.float64))
     bias = scalars.bias + (0.0,) * (4 - len(scalars.bias))
     steps = torch.tensor([_value(st["step"]) for st in states], dtype=torch.float64)
