@@ -19,6 +19,7 @@ spec's tuples may be shorter.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -91,6 +92,25 @@ class AlgorithmSpec:
         """Every key of a stepped parameter's state, in torch's order."""
         scalar = (self.scalar_state,) if self.scalar_state else ()
         return ("step", *scalar, *self.tensor_state)
+
+
+def recompiled(
+    function: Callable[..., Any],
+    ops: Mapping[str, Any],
+    helpers: Callable[[Callable[..., Any]], Any] | None = None,
+) -> Callable[..., Any]:
+    """``function`` (a spec's element or scalar function) with ``ops`` in place of
+    :mod:`adamkit.algorithms._ops`' names: how each backend (numba, Triton, torch) compiles
+    the same code. With ``helpers``, the module's other functions it may call (e.g. NAdam's
+    ``_mu``) are rebuilt on the same namespace and passed through ``helpers`` too."""
+    namespace = dict(function.__globals__)
+    if helpers is not None:
+        for name, value in function.__globals__.items():
+            own = isinstance(value, types.FunctionType) and value.__module__ == function.__module__
+            if own and name != function.__name__ and name not in ops:
+                namespace[name] = helpers(types.FunctionType(value.__code__, namespace, name))
+    namespace.update(ops)
+    return types.FunctionType(function.__code__, namespace, function.__name__)
 
 
 def rounded(dtype: np.dtype, *values: float) -> tuple[float, ...]:

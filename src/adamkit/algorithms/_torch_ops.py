@@ -3,11 +3,12 @@ many tensors at once (the Triton driver's per-tensor counters; the diagnostics' 
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from ._spec import recompiled
 
 
 def _where(condition, if_true, if_false):
@@ -35,10 +36,4 @@ OPS = {
 def torch_compiled(function: Callable[..., Any]) -> Callable[..., Any]:
     """``function`` with torch's operations in place of :mod:`adamkit.algorithms._ops`' (its
     module's helper functions too, e.g. NAdam's ``_mu``)."""
-    namespace = dict(function.__globals__)
-    for name, value in namespace.items():
-        if isinstance(value, types.FunctionType) and value.__module__ == function.__module__:
-            if name != function.__name__ and name not in OPS:
-                namespace[name] = types.FunctionType(value.__code__, namespace, name)
-    namespace.update(OPS)
-    return types.FunctionType(function.__code__, namespace, function.__name__)
+    return recompiled(function, OPS, helpers=lambda helper: helper)

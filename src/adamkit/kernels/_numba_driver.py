@@ -15,12 +15,12 @@ by a factory would share one cache slot with every other spec.
 from __future__ import annotations
 
 import math
-import types
 
 import numba
 import numpy as np
 
 from ..algorithms import adam, adamax, nadam, radam, rmsprop
+from ..algorithms._spec import recompiled
 from . import _numba_cache
 from ._numba_cpu import _OPTIONS, _float64_cell, _lerp, _nan_max, _pointer, _view
 
@@ -52,15 +52,8 @@ OPS = {
 
 def compiled(function):
     """``function`` with numba's operations in place of :mod:`adamkit.algorithms._ops`',
-    inlined wherever it is called (its own globals, e.g. helper functions, are compiled as
-    they are)."""
-    namespace = dict(function.__globals__)
-    for name, value in namespace.items():
-        if isinstance(value, types.FunctionType) and value.__module__ == function.__module__:
-            if name not in OPS and name != function.__name__:
-                namespace[name] = _inline(types.FunctionType(value.__code__, namespace, name))
-    namespace.update(OPS)
-    return _inline(types.FunctionType(function.__code__, namespace, function.__name__))
+    inlined wherever it is called (its module's helper functions too)."""
+    return _inline(recompiled(function, OPS, helpers=_inline))
 
 
 _FLOAT32_LIKE = np.empty(0, np.float32)

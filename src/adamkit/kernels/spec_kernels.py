@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..algorithms import SPECS, AlgorithmSpec
+from ..algorithms import SPECS, AlgorithmSpec, GroupScalars
 from ..algorithms._spec import BIAS_WIDTH, FLAG_WIDTH, HYPER_WIDTH, TENSOR_SLOTS
 from ._batching import (
     COUNTER,
@@ -50,8 +50,7 @@ def torch_order(spec: AlgorithmSpec, *, foreach: bool) -> Kernel:
         params: Sequence[Tensor], grads: Sequence[Tensor], *lists: Any, group: dict[str, Any],
         advance_steps: bool = True,
     ) -> None:  # fmt: skip
-        if not advance_steps:
-            raise ValueError(f"{spec.torch_name}'s kernels always count the step themselves")
+        check_counts_steps(spec, advance_steps)
         *states, steps, scalar_state = lists
         spec.torch_functional(
             list(params), list(grads), [list(s) for s in states], list(steps),
@@ -66,17 +65,31 @@ def torch_order(spec: AlgorithmSpec, *, foreach: bool) -> Kernel:
 
 
 @functools.lru_cache(maxsize=256)
+def padded_scalars(spec_name: str, dtype: torch.dtype, key: tuple[Any, ...]) -> GroupScalars:
+    """A group's scalars (the spec's ``group_scalars`` for ``dtype``), padded to the drivers'
+    widths; cached by the group's hyperparameters (:func:`hyper_key`)."""
+    s = SPECS[spec_name].group_scalars(dict(key), np.dtype(NUMPY_DTYPES[dtype]))
+    return GroupScalars(
+        s.hyper + (0.0,) * (HYPER_WIDTH - len(s.hyper)),
+        s.bias + (0.0,) * (BIAS_WIDTH - len(s.bias)),
+        tuple(bool(f) for f in s.flags) + (False,) * (FLAG_WIDTH - len(s.flags)),
+    )
+
+
+@functools.lru_cache(maxsize=256)
 def loop_arrays(
     spec_name: str, dtype: torch.dtype, key: tuple[Any, ...]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The (hyper, bias, flags) arrays of a group for the numba driver, padded to its widths;
-    cached by the group's hyperparameters."""
-    spec = SPECS[spec_name]
-    scalars = spec.group_scalars(dict(key), np.dtype(NUMPY_DTYPES[dtype]))
-    hyper = scalars.hyper + (0.0,) * (HYPER_WIDTH - len(scalars.hyper))
-    bias = scalars.bias + (0.0,) * (BIAS_WIDTH - len(scalars.bias))
-    flags = scalars.flags + (False,) * (FLAG_WIDTH - len(scalars.flags))
-    return typed(dtype, *hyper), float64_array(*bias), flag_array(*flags)
+    """The (hyper, bias, flags) arrays of a group for the numba driver."""
+    s = padded_scalars(spec_name, dtype, key)
+    return typed(dtype, *s.hyper), float64_array(*s.bias), flag_array(*s.flags)
+
+
+def check_counts_steps(spec: AlgorithmSpec, advance_steps: bool) -> None:
+    """The spec kernels always count the step in their own pass (GradScaler's found_inf
+    included): refuse a caller that counted already."""
+    if not advance_steps:
+        raise ValueError(f"{spec.torch_name}'s kernels always count the step themselves")
 
 
 def hyper_key(spec: AlgorithmSpec, group: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -106,8 +119,7 @@ def fused_cpu(spec: AlgorithmSpec) -> Kernel:
         params: Sequence[Tensor], grads: Sequence[Tensor], *lists: Any, group: dict[str, Any],
         advance_steps: bool = True,
     ) -> None:  # fmt: skip
-        if not advance_steps:
-            raise ValueError(f"{spec.torch_name}'s kernels always count the step themselves")
+        check_counts_steps(spec, advance_steps)
         *states, steps, scalar_state = lists
         roles = [
             (grads, READ_ONLY),

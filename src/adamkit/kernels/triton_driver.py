@@ -15,23 +15,20 @@ tests it.
 
 from __future__ import annotations
 
-import functools
-import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
-from ..algorithms._spec import BIAS_WIDTH, FLAG_WIDTH, HYPER_WIDTH, TENSOR_SLOTS
+from ..algorithms._spec import TENSOR_SLOTS, recompiled
 from ..algorithms._torch_ops import torch_compiled
 from . import _triton_tables as tables
 from . import spec_kernels, wrappers
-from ._tensors import NUMPY_DTYPES, pick, real_view
+from ._tensors import pick, real_view
 
 BLOCK, TL = tables.BLOCK, tables.TL  # elements per program; torch dtype -> Triton dtype
 
@@ -68,8 +65,9 @@ OPS = {"where": _where, "sqrt": _sqrt, "absolute": _absolute, "nan_max": _nan_ma
 def compiled(function: Callable[..., Any]) -> Any:
     """``function`` as a Triton function, with Triton's operations in place of
     :mod:`adamkit.algorithms._ops`'."""
-    namespace = {**function.__globals__, **OPS, "tl": tl}  # the interpreter patches tl
-    return triton.jit(types.FunctionType(function.__code__, namespace, function.__name__))
+    # No helpers: Triton resolves what an element calls at compile time, and the elements
+    # call only these operations. The interpreter patches tl, so it must be visible.
+    return triton.jit(recompiled(function, {**OPS, "tl": tl}))
 
 
 @triton.jit
@@ -159,8 +157,7 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
         advance_steps: bool = True, grad_scale: Tensor | None = None,
         found_inf: Tensor | None = None,
     ) -> None:  # fmt: skip
-        if not advance_steps:
-            raise ValueError(f"{spec.torch_name}'s kernels always count the step themselves")
+        spec_kernels.check_counts_steps(spec, advance_steps)
         *states, steps, aux = lists
         grads = tables.readable(grads)
         groups, other = tables.groups(params, grads, *states)
@@ -202,17 +199,4 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
 
 
 def _group_scalars(spec: AlgorithmSpec, group: dict[str, Any], dtype: torch.dtype):
-    key = spec_kernels.hyper_key(spec, group)
-    return _padded_scalars(spec.name, dtype, key)
-
-
-@functools.lru_cache(maxsize=256)
-def _padded_scalars(name: str, dtype: torch.dtype, key: tuple[Any, ...]):
-    from ..algorithms import SPECS, GroupScalars
-
-    s = SPECS[name].group_scalars(dict(key), np.dtype(NUMPY_DTYPES[dtype]))
-    return GroupScalars(
-        s.hyper + (0.0,) * (HYPER_WIDTH - len(s.hyper)),
-        s.bias + (0.0,) * (BIAS_WIDTH - len(s.bias)),
-        tuple(bool(f) for f in s.flags) + (False,) * (FLAG_WIDTH - len(s.flags)),
-    )
+    return spec_kernels.padded_scalars(spec.name, dtype, spec_kernels.hyper_key(spec, group))
