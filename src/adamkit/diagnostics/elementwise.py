@@ -25,6 +25,7 @@ from torch import Tensor
 from ..algorithms import SPEC_BUILT, SPECS
 from ..algorithms._torch_ops import torch_compiled
 from ..kernels._tensors import real_view
+from ..kernels.lowbit_torch import dequantized_entry
 from . import _sampling
 
 
@@ -143,7 +144,8 @@ def group_elements(
     if sum(sizes) == 0:
         return None
     plan = _sampling.sample(sizes, max_elements)
-    states = [state.get(p, {}) for p in params]
+    # Low-memory state (8-bit codes, bfloat16) is read as float32 values.
+    states = [dequantized_entry(state.get(p, {})) for p in params]
     key = lambda name: [st.get(name) for st in states]  # noqa: E731
     grads = [p.grad if p.grad is not None and not p.grad.is_sparse else None for p in params]
     grad = _gather(grads, plan)

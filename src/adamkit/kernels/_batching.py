@@ -41,16 +41,27 @@ class ChunkTables(NamedTuple):
 _CHUNK_TABLES = BoundedCache(64)
 
 
-def chunk_tables(numels: tuple[int, ...], workers: int) -> ChunkTables:
+def chunk_tables(
+    numels: tuple[int, ...],
+    workers: int,
+    split_min: int = SPLIT_MIN_ELEMENTS,
+    align: int = _ALIGN,
+) -> ChunkTables:
     """One chunk table per worker, covering every element once, with equal shares of elements;
-    cached by the sizes."""
-    return _CHUNK_TABLES.get((numels, workers), lambda: _make_chunk_tables(numels, workers))
+    cached by the sizes. (The low-memory kernel counts in blocks: ``split_min`` and ``align``
+    in its units.)"""
+    return _CHUNK_TABLES.get(
+        (numels, workers, split_min, align),
+        lambda: _make_chunk_tables(numels, workers, split_min, align),
+    )
 
 
-def _make_chunk_tables(numels: tuple[int, ...], workers: int) -> ChunkTables:
+def _make_chunk_tables(
+    numels: tuple[int, ...], workers: int, split_min: int, align: int
+) -> ChunkTables:
     total = sum(numels)
-    parts = workers if total >= SPLIT_MIN_ELEMENTS and workers > 1 else 1
-    edges = [total * k // parts // _ALIGN * _ALIGN for k in range(parts)] + [total]
+    parts = workers if total >= split_min and workers > 1 else 1
+    edges = [total * k // parts // align * align for k in range(parts)] + [total]
     tables: list[list[tuple[int, int, int]]] = [[] for _ in range(parts)]
     start = 0  # first element of tensor t in the concatenation of all tensors
     for t, n in enumerate(numels):

@@ -16,7 +16,9 @@ from pathlib import Path
 from numba.core import caching
 
 _PACKAGE = Path(__file__).resolve().parent.parent
-_STAMPED_MODULES = {str(_PACKAGE / "kernels" / "_numba_driver.py")}
+_STAMPED_MODULES = {
+    str(_PACKAGE / "kernels" / name) for name in ("_numba_driver.py", "_numba_lowbit.py")
+}
 
 
 def _sources() -> set[Path]:

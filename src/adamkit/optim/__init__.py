@@ -1,6 +1,7 @@
 """Drop-in torch.optim optimizers whose math lives in :mod:`adamkit.kernels`."""
 
 from ._checkpoint import StateDictError
+from ._lowmem import dequantized_state_dict
 from ._nonfinite import NonFiniteGradientError
 from .adam import Adam, AdamW
 from .adam_family import Adamax, NAdam, RAdam
@@ -17,4 +18,5 @@ __all__ = [
     "RAdam",
     "RMSprop",
     "StateDictError",
+    "dequantized_state_dict",
 ]

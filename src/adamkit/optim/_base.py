@@ -49,6 +49,17 @@ def as_exact_step(step: Any, param: Tensor, group: dict[str, Any]) -> Tensor:
     return new_step(param, group).fill_(value)
 
 
+def scalar_state(value: float | Tensor, p: Tensor, group: dict[str, Any]) -> Tensor:
+    """A per-tensor scalar state (NAdam's mu_product) in torch's dtype and place for it:
+    float32 (float64 under a float64 default dtype), on the parameter's device only when
+    capturable."""
+    dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    device = p.device if group["capturable"] else torch.device("cpu")
+    if isinstance(value, Tensor):
+        return value.to(dtype=dtype, device=device)
+    return torch.full((), value, dtype=dtype, device=device)
+
+
 # The for-loop kernel of each algorithm (half precision in float32, as everywhere else),
 # looked up by a plain dict in a torch.compile'd step: see KernelOptimizer._step_kernel.
 _TRACEABLE: dict[str, Callable[..., None]] = {}

@@ -9,23 +9,34 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
 from ..algorithms import _checks as check
-from ._base import KernelOptimizer, new_step
+from ._base import KernelOptimizer, new_step, scalar_state
 from ._checkpoint import Slot
+from ._lowmem import LowMemoryState
 
 
-class SpecOptimizer(KernelOptimizer):
+class SpecOptimizer(LowMemoryState, KernelOptimizer):
     """A :class:`KernelOptimizer` whose algorithm is ``spec``."""
 
     spec: ClassVar[AlgorithmSpec]
 
+    option_defaults: ClassVar[dict[str, Any]] = {
+        **KernelOptimizer.option_defaults,
+        **LowMemoryState.low_memory_defaults,
+    }
+
     def __init__(
-        self, params: Any, defaults: dict[str, Any], *, on_nonfinite: str = "propagate"
+        self,
+        params: Any,
+        defaults: dict[str, Any],
+        *,
+        on_nonfinite: str = "propagate",
+        low_memory: tuple[str, int, str] = ("fp32", 4096, "nearest"),
     ) -> None:
+        self.set_low_memory(*low_memory)
         check.backend_flags(
             foreach=defaults.get("foreach"),
             fused=defaults.get("fused"),
@@ -66,6 +77,7 @@ class SpecOptimizer(KernelOptimizer):
 
     def validate_group(self, group: dict[str, Any]) -> None:
         self.spec.check(group)
+        super().validate_group(group)
 
     def state_layout(self, group: dict[str, Any]) -> dict[str, Slot]:
         layout = {"step": Slot.STEP}
@@ -76,10 +88,10 @@ class SpecOptimizer(KernelOptimizer):
 
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         state = self.state[p]
-        if len(state) == 0:
+        if len(state) == 0 and self.init_low_memory_state(p, group) is None:
             state["step"] = new_step(p, group)
             if self.spec.scalar_state:
-                state[self.spec.scalar_state] = _scalar_state(self.spec.scalar_state_init, p, group)
+                state[self.spec.scalar_state] = scalar_state(self.spec.scalar_state_init, p, group)
             for key in self.spec.tensor_state:
                 state[key] = self.zeros_state(p, group)
         return state
@@ -100,12 +112,17 @@ class SpecOptimizer(KernelOptimizer):
             for p in group["params"]:
                 state = self.state.get(p)
                 if state and key in state:
-                    state[key] = _scalar_state(state[key], p, group)
+                    state[key] = scalar_state(state[key], p, group)
 
-    def _update_group(self, group: dict[str, Any], amp: dict[str, Tensor]) -> None:
-        params, grads, states, _ = self._collect(group)
-        if not params:
-            return
+    def _update_params(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+        any_sparse: bool,
+        amp: dict[str, Tensor],
+    ) -> None:
         spec = self.spec
         scalar = spec.scalar_state
         self._step_kernel(group, params, amp)(
@@ -116,14 +133,3 @@ class SpecOptimizer(KernelOptimizer):
             [s[scalar] for s in states] if scalar else [],
             group=group,
         )
-
-
-def _scalar_state(value: float | Tensor, p: Tensor, group: dict[str, Any]) -> Tensor:
-    """A per-tensor scalar state (NAdam's mu_product) in torch's dtype and place for it:
-    float32 (float64 under a float64 default dtype), on the parameter's device only when
-    capturable."""
-    dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-    device = p.device if group["capturable"] else torch.device("cpu")
-    if isinstance(value, Tensor):
-        return value.to(dtype=dtype, device=device)
-    return torch.full((), value, dtype=dtype, device=device)

@@ -14,9 +14,10 @@ from ..kernels import sparse
 from ..kernels._tensors import scalar
 from ._base import KernelOptimizer, increment, new_step
 from ._checkpoint import Slot
+from ._lowmem import LowMemoryState
 
 
-class Adam(KernelOptimizer, torch.optim.Adam):
+class Adam(LowMemoryState, KernelOptimizer, torch.optim.Adam):
     r"""Adam (Kingma & Ba, 2015), with torch.optim.Adam's arguments, defaults and state.
 
     For each parameter φ with gradient g_t at step t (m_0 = v_0 = 0)::
@@ -52,6 +53,14 @@ class Adam(KernelOptimizer, torch.optim.Adam):
             rows present in the gradient, as torch.optim.SparseAdam does (no weight decay or
             amsgrad; ε placed as SparseAdam places it, before bias correction). Default
             False: exactly Adam on the densified gradient.
+        state_precision: how m and v are stored: "fp32" (default: torch's state, exactly),
+            "bf16" (bfloat16, stochastic rounding: 4 B/param) or "8bit" (block-wise 8-bit
+            codes with one float32 scale per 256 elements: ~2 B/param). The math is float32
+            in every case; see docs/low-memory.md.
+        min_8bit_size: with "8bit", parameters of fewer elements keep fp32 state (4096).
+        param_rounding: how bfloat16/float16 parameters (no float32 master copy) are
+            rounded after the step: "nearest" (default), "stochastic" (unbiased, 0 bytes)
+            or "kahan" (a compensation buffer in the param's dtype, +2 B/param).
 
     Example:
         >>> import torch, adamkit
@@ -67,6 +76,7 @@ class Adam(KernelOptimizer, torch.optim.Adam):
     sparse_grads_supported = True
     option_defaults: ClassVar[dict[str, Any]] = {
         **KernelOptimizer.option_defaults,
+        **LowMemoryState.low_memory_defaults,
         "lazy_sparse": False,
     }
     group_key_defaults: ClassVar[dict[str, Any]] = {
@@ -96,8 +106,17 @@ class Adam(KernelOptimizer, torch.optim.Adam):
         decoupled_weight_decay: bool = False,
         on_nonfinite: str = "propagate",
         lazy_sparse: bool = False,
+        state_precision: str = "fp32",
+        min_8bit_size: int = 4096,
+        param_rounding: str = "nearest",
     ) -> None:
         self.lazy_sparse = bool(lazy_sparse)  # read by validate_group during __init__
+        self.set_low_memory(state_precision, min_8bit_size, param_rounding)
+        if self.lazy_sparse and state_precision != "fp32":
+            raise ValueError(
+                f"lazy_sparse=True keeps float32 state; it does not combine with "
+                f"state_precision={state_precision!r}. Use one of them."
+            )
         check.backend_flags(foreach=foreach, fused=fused, differentiable=differentiable)
         defaults = {
             "lr": lr,
@@ -116,6 +135,7 @@ class Adam(KernelOptimizer, torch.optim.Adam):
 
     def validate_group(self, group: dict[str, Any]) -> None:
         adam_spec.SPEC.check(group)
+        super().validate_group(group)
         if getattr(self, "lazy_sparse", False) and (group["weight_decay"] or group["amsgrad"]):
             raise ValueError(
                 "lazy_sparse=True supports neither weight decay nor amsgrad (as "
@@ -131,7 +151,7 @@ class Adam(KernelOptimizer, torch.optim.Adam):
 
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         state = self.state[p]
-        if len(state) == 0:
+        if len(state) == 0 and self.init_low_memory_state(p, group) is None:
             state["step"] = new_step(p, group)
             state["exp_avg"] = self.zeros_state(p, group)
             state["exp_avg_sq"] = self.zeros_state(p, group)
@@ -139,8 +159,15 @@ class Adam(KernelOptimizer, torch.optim.Adam):
                 state["max_exp_avg_sq"] = self.zeros_state(p, group)
         return state
 
-    def _update_group(self, group: dict[str, Any], amp: dict[str, Tensor]) -> None:
-        params, grads, states, any_sparse = self._collect(group)
+    def _update_params(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+        any_sparse: bool,
+        amp: dict[str, Tensor],
+    ) -> None:
         if any_sparse:
             params, grads, states = self._sparse_gradients(group, params, grads, states)
         if not params:
@@ -236,6 +263,9 @@ class AdamW(Adam, torch.optim.AdamW):
         fused: bool | None = None,
         on_nonfinite: str = "propagate",
         lazy_sparse: bool = False,
+        state_precision: str = "fp32",
+        min_8bit_size: int = 4096,
+        param_rounding: str = "nearest",
     ) -> None:
         super().__init__(
             params,
@@ -252,6 +282,9 @@ class AdamW(Adam, torch.optim.AdamW):
             decoupled_weight_decay=True,
             on_nonfinite=on_nonfinite,
             lazy_sparse=lazy_sparse,
+            state_precision=state_precision,
+            min_8bit_size=min_8bit_size,
+            param_rounding=param_rounding,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:

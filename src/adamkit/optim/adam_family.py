@@ -29,7 +29,9 @@ _KERNEL_ARGS = """
         fused: True for the single-pass kernel (torch has none for this optimizer). With
             neither foreach nor fused set, adamkit picks the fastest kernel for the device.
         on_nonfinite: "propagate" (default, as torch.optim), "skip" or "raise" for a step
-            whose gradient holds NaN or Inf (see :class:`adamkit.Adam`)."""
+            whose gradient holds NaN or Inf (see :class:`adamkit.Adam`).
+        state_precision, min_8bit_size, param_rounding: low-memory state and rounding of
+            half-precision params, as for :class:`adamkit.Adam` (docs/low-memory.md)."""
 
 
 class NAdam(SpecOptimizer, torch.optim.NAdam):
@@ -75,6 +77,9 @@ class NAdam(SpecOptimizer, torch.optim.NAdam):
         differentiable: bool = False,
         fused: bool | None = None,
         on_nonfinite: str = "propagate",
+        state_precision: str = "fp32",
+        min_8bit_size: int = 4096,
+        param_rounding: str = "nearest",
     ) -> None:
         defaults = {
             "lr": lr,
@@ -85,7 +90,10 @@ class NAdam(SpecOptimizer, torch.optim.NAdam):
             "decoupled_weight_decay": decoupled_weight_decay,
             **self.backend_defaults(foreach, maximize, capturable, differentiable, fused),
         }
-        super().__init__(params, defaults, on_nonfinite=on_nonfinite)
+        super().__init__(
+            params, defaults, on_nonfinite=on_nonfinite,
+            low_memory=(state_precision, min_8bit_size, param_rounding),
+        )  # fmt: skip
 
 
 class RAdam(SpecOptimizer, torch.optim.RAdam):
@@ -130,6 +138,9 @@ class RAdam(SpecOptimizer, torch.optim.RAdam):
         differentiable: bool = False,
         fused: bool | None = None,
         on_nonfinite: str = "propagate",
+        state_precision: str = "fp32",
+        min_8bit_size: int = 4096,
+        param_rounding: str = "nearest",
     ) -> None:
         defaults = {
             "lr": lr,
@@ -139,7 +150,10 @@ class RAdam(SpecOptimizer, torch.optim.RAdam):
             "decoupled_weight_decay": decoupled_weight_decay,
             **self.backend_defaults(foreach, maximize, capturable, differentiable, fused),
         }
-        super().__init__(params, defaults, on_nonfinite=on_nonfinite)
+        super().__init__(
+            params, defaults, on_nonfinite=on_nonfinite,
+            low_memory=(state_precision, min_8bit_size, param_rounding),
+        )  # fmt: skip
 
 
 class Adamax(SpecOptimizer, torch.optim.Adamax):
@@ -181,6 +195,9 @@ class Adamax(SpecOptimizer, torch.optim.Adamax):
         capturable: bool = False,
         fused: bool | None = None,
         on_nonfinite: str = "propagate",
+        state_precision: str = "fp32",
+        min_8bit_size: int = 4096,
+        param_rounding: str = "nearest",
     ) -> None:
         defaults = {
             "lr": lr,
@@ -189,4 +206,7 @@ class Adamax(SpecOptimizer, torch.optim.Adamax):
             "weight_decay": weight_decay,
             **self.backend_defaults(foreach, maximize, capturable, differentiable, fused),
         }
-        super().__init__(params, defaults, on_nonfinite=on_nonfinite)
+        super().__init__(
+            params, defaults, on_nonfinite=on_nonfinite,
+            low_memory=(state_precision, min_8bit_size, param_rounding),
+        )  # fmt: skip

@@ -1,0 +1,26 @@
+"""The low-memory state formats' constants: what a stored byte means (read by the NumPy
+reference :mod:`adamkit.reference.lowbit`, which documents the formats, and by every kernel).
+"""
+
+from __future__ import annotations
+
+BLOCK = 256  # elements per 8-bit block, each block with one float32 absmax
+KINDS = ("signed", "square", "unsigned")
+# The kind of each Adam-family state slot: m is signed; v is stored as √v; Adamax's u ≥ 0.
+SLOT_KINDS = {
+    "exp_avg": "signed",
+    "exp_avg_sq": "square",
+    "max_exp_avg_sq": "square",
+    "exp_inf": "unsigned",
+}
+MANTISSA_BITS = {"signed": 3, "square": 4, "unsigned": 4}
+# Magnitude codes: 0..TOP are numbers (TOP means 1.0·absmax); INF and NAN are special.
+TOP = {"signed": 15 << 3, "square": 15 << 4, "unsigned": 15 << 4}
+INF = {"signed": 126, "square": 254, "unsigned": 254}
+NAN = {"signed": 127, "square": 255, "unsigned": 255}
+SIGN = 0x80  # the sign bit of a signed code
+EXP_OFFSET = 112 << 23  # float32's exponent bias (127) less the minifloats' (15), in place
+MIN_NORMAL_BITS = 113 << 23  # the pattern of 2^-14: below it the minifloats are linear
+PARAM_STREAM = 0x5BD1E995  # params' stochastic rounding draws from a random stream of its own
+ABSMAX_SUFFIX = "_absmax"  # an 8-bit slot "exp_avg" keeps its scales in "exp_avg_absmax"
+KAHAN_KEY = "kahan_comp"  # param_rounding="kahan": the param's compensation, in its dtype

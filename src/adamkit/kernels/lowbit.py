@@ -1,0 +1,143 @@
+"""The low-memory state step: the fused numba kernel where it applies, torch ops elsewhere.
+
+``step(spec, group, params, grads, states, precisions, ...)`` updates params whose state is
+in a low-memory precision ("8bit", "bf16", or "fp32" with a stochastic or Kahan-rounded half
+param; see :mod:`adamkit.optim._lowmem`). Contiguous CPU float32/bfloat16 tensors with
+"8bit" or "bf16" state take the fused kernel (:mod:`adamkit.kernels._numba_lowbit`): one pass,
+dequantize → update → requantize per block, parallel over blocks. The others take
+:func:`adamkit.kernels.lowbit_torch.step_tensor`. Both compute in float32 and give the same
+codes (the formats are integer arithmetic on float32 patterns).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..algorithms import AlgorithmSpec
+from ..algorithms.state_formats import ABSMAX_SUFFIX, BLOCK, KAHAN_KEY
+from . import _batching
+from ._batching import SPLIT_MIN_ELEMENTS, Threads, chunk_tables, typed
+from .lowbit_torch import step_tensor
+from .spec_kernels import hyper_key, padded_scalars
+
+
+def step(
+    spec: AlgorithmSpec,
+    group: dict[str, Any],
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    states: Sequence[dict[str, Any]],
+    precisions: Sequence[str],
+    *,
+    param_rounding: str,
+    fused: bool = True,
+) -> None:
+    """One step of ``spec`` on ``params`` with low-memory ``states``; nothing is written
+    unless every gradient and state tensor fits its parameter."""
+    shaped = [s for s in spec.tensor_state]
+    _batching.check_sizes(
+        params,
+        [list(grads), *([st.get(key) for st in states] for key in shaped)],
+        ("grad", *shaped),
+    )
+    padded = padded_scalars(spec.name, torch.float32, hyper_key(spec, group))
+    scalars = (padded.hyper, padded.bias, padded.flags)
+    rest = list(range(len(params)))
+    if fused and spec.name in FUSED_SPECS:
+        rest = _fused(spec, params, grads, states, precisions, scalars, param_rounding)
+    for i in rest:
+        step_tensor(
+            spec, params[i], grads[i], states[i], scalars,
+            precision=precisions[i], param_rounding=param_rounding,
+        )  # fmt: skip
+
+
+FUSED_SPECS = ("adam", "nadam", "radam", "adamax")  # two stored slots each
+_PARAM_MODES = {"nearest": 1, "stochastic": 2, "kahan": 3}  # of a bfloat16 param
+
+
+def _fused(spec, params, grads, states, precisions, scalars, param_rounding) -> list[int]:
+    """Run the fused kernel on the tensors it takes, batched by (precision, param mode);
+    return the indices of the others."""
+    from . import _numba_lowbit  # imports numba: only when used
+
+    serial, parallel = _numba_lowbit.LOOPS[spec.name]
+    aux_key = spec.scalar_state
+    batches: dict[tuple[int, int], tuple[list[int], list[list[int]]]] = {}
+    rest = []
+    for i, (p, g, state) in enumerate(zip(params, grads, states, strict=True)):
+        row = _row(spec, p, g, state, precisions[i], aux_key)
+        if row is None:
+            rest.append(i)
+            continue
+        precision = _numba_lowbit.Q8 if precisions[i] == "8bit" else _numba_lowbit.BF16
+        mode = 0 if p.dtype == torch.float32 else _PARAM_MODES[param_rounding]
+        idx, rows = batches.setdefault((precision, mode), ([], []))
+        idx.append(i)
+        rows.append(row)
+    hyper, bias, flags = scalars
+    arrays = (typed(torch.float32, *hyper), _batching.float64_array(*bias))
+    flag_array = _batching.flag_array(*flags)
+    for (precision, mode), (idx, rows) in batches.items():
+        numels = np.array([params[i].numel() for i in idx], dtype=np.int64)
+        addresses = np.array(rows, dtype=np.int64)
+        blocks = tuple(int(-(-n // BLOCK)) for n in numels)
+        tables = chunk_tables(blocks, torch.get_num_threads(), SPLIT_MIN_ELEMENTS // BLOCK, 1)
+        args = (addresses, numels, *arrays, flag_array)
+        if len(tables.bounds) > 2 and Threads.usable:
+            Threads.launch(
+                functools.partial(_launch_parallel, parallel, precision, mode),
+                functools.partial(_launch_serial, serial, precision, mode),
+                tables,
+                args,
+            )
+        else:
+            serial(precision, mode, tables.chunks, *args, True)
+    return rest
+
+
+def _launch_parallel(parallel, precision, mode, chunks, bounds, *args) -> None:
+    parallel(precision, mode, chunks, bounds, *args)
+
+
+def _launch_serial(serial, precision, mode, chunks, *args) -> None:
+    serial(precision, mode, chunks, *args, True)
+
+
+def _row(
+    spec, p: Tensor, g: Tensor, state: dict[str, Any], precision: str, aux_key
+) -> list[int] | None:
+    """The fused kernel's address row for one tensor, or None if it takes the other path:
+    contiguous CPU float32/bfloat16 tensors, two stored slots, the counters on the host."""
+    if precision not in ("8bit", "bf16") or p.dtype not in (torch.float32, torch.bfloat16):
+        return None
+    keys = [key for key in spec.tensor_state if key in state]
+    if len(keys) != 2 or not p.numel():
+        return None
+    tensors = [p, g, *(state[key] for key in keys)]
+    if (
+        any(not (t.is_cpu and t.is_contiguous()) or t.is_neg() for t in tensors)
+        or g.dtype != p.dtype
+    ):
+        return None
+    step = state["step"]
+    aux = state[aux_key] if aux_key else step
+    if not (step.is_cpu and step.dtype == torch.float64 and aux.is_cpu):
+        return None
+    if aux_key and aux.dtype != torch.float32:
+        return None
+    if precision == "8bit":
+        scales = [state[key + ABSMAX_SUFFIX].data_ptr() for key in keys]
+    else:
+        scales = [p.data_ptr(), p.data_ptr()]
+    comp = state.get(KAHAN_KEY)
+    return [
+        p.data_ptr(), g.data_ptr(), *(state[key].data_ptr() for key in keys), *scales,
+        (comp if comp is not None else p).data_ptr(), step.data_ptr(), aux.data_ptr(),
+    ]  # fmt: skip

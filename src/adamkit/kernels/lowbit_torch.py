@@ -1,0 +1,274 @@
+"""The low-memory state formats in torch ops (any device), and a step on them for any spec.
+
+The codes are :mod:`adamkit.reference.lowbit`'s, bit for bit (integer arithmetic on the
+float32 patterns). This module serves the checkpoint conversions (quantize a loaded torch
+checkpoint, :func:`adamkit.optim.dequantized_state_dict`), diagnostics, and the tensors the
+fused kernels do not take (CUDA without Triton, float16 params, non-contiguous tensors):
+:func:`step_tensor` dequantizes one tensor's state to float32, runs the spec's element on
+whole tensors, and stores back. It makes float32 temporaries of the tensor's size; the fused
+kernels (:mod:`adamkit.kernels._numba_lowbit`) make none beyond a block.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..algorithms import AlgorithmSpec
+from ..algorithms._torch_ops import torch_compiled
+from ..algorithms.state_formats import (
+    ABSMAX_SUFFIX,
+    BLOCK,
+    EXP_OFFSET,
+    INF,
+    KAHAN_KEY,
+    MANTISSA_BITS,
+    MIN_NORMAL_BITS,
+    NAN,
+    PARAM_STREAM,
+    SIGN,
+    SLOT_KINDS,
+    TOP,
+)
+
+_U32 = 0xFFFFFFFF
+
+
+def _bits(x: Tensor) -> Tensor:
+    return x.contiguous().view(torch.int32).to(torch.int64) & _U32
+
+
+def _from_bits(bits: Tensor) -> Tensor:
+    return (bits & _U32).to(torch.int64).to(torch.int32).view(torch.float32)
+
+
+def encode(r: Tensor, mantissa_bits: int) -> Tensor:
+    shift = 23 - mantissa_bits
+    bits = _bits(r)
+    normal = (bits - EXP_OFFSET + (1 << (shift - 1))) >> shift
+    subnormal = (r * 2.0 ** (14 + mantissa_bits) + 0.5).to(torch.int64)
+    code = torch.where(bits >= MIN_NORMAL_BITS, normal, subnormal)
+    return code.clamp_(max=15 << mantissa_bits)
+
+
+def decode(code: Tensor, mantissa_bits: int) -> Tensor:
+    normal = _from_bits((code << (23 - mantissa_bits)) + EXP_OFFSET)
+    subnormal = code.to(torch.float32) * 2.0 ** -(14 + mantissa_bits)
+    return torch.where(code >= (1 << mantissa_bits), normal, subnormal)
+
+
+def blocks(numel: int) -> int:
+    return -(-numel // BLOCK)
+
+
+def quantize(x: Tensor, kind: str) -> tuple[Tensor, Tensor]:
+    """(uint8 codes shaped like ``x``, float32 absmax per block) of ``x`` (any float dtype)."""
+    flat = x.detach().reshape(-1).to(torch.float32)
+    n = flat.numel()
+    padded = torch.nn.functional.pad(flat, (0, blocks(n) * BLOCK - n)).view(-1, BLOCK)
+    stored = padded.sqrt() if kind == "square" else padded
+    magnitude = stored.abs()
+    finite = stored.isfinite()
+    absmax = torch.where(finite, magnitude, 0.0).amax(dim=1) if n else padded.new_zeros(0)
+    inv = torch.where(absmax > 0, 1.0 / absmax, 0.0)
+    r = torch.where(finite, magnitude * inv[:, None], 0.0)
+    code = encode(r, MANTISSA_BITS[kind])
+    if kind != "signed":
+        code = torch.where((code == 0) & (r > 0), 1, code)
+    code = torch.where(stored.isinf(), INF[kind], code)
+    code = torch.where(stored.isnan(), NAN[kind], code)
+    if kind == "signed":
+        code = torch.where(stored.signbit(), code | SIGN, code)
+    codes = code.reshape(-1)[:n].to(torch.uint8).reshape(x.shape)
+    return codes, absmax
+
+
+def dequantize(codes: Tensor, absmax: Tensor, kind: str) -> Tensor:
+    """float32 values of uint8 ``codes`` with block scales ``absmax``."""
+    flat = codes.reshape(-1).to(torch.int64)
+    magnitude = flat & 0x7F if kind == "signed" else flat
+    scale = absmax.to(torch.float32).repeat_interleave(BLOCK)[: flat.numel()]
+    value = decode(magnitude.clamp(max=TOP[kind]), MANTISSA_BITS[kind]) * scale
+    value = torch.where(magnitude == INF[kind], torch.inf, value)
+    value = torch.where(magnitude == NAN[kind], torch.nan, value)
+    if kind == "signed":
+        value = torch.where((flat & SIGN) != 0, -value, value)
+    elif kind == "square":
+        value = value * value
+    return value.reshape(codes.shape)
+
+
+def random_bits(seed: int, numel: int, device: torch.device) -> Tensor:
+    """:func:`adamkit.reference.lowbit.random_bits` of indices 0..numel-1 (int64 in 0..2^32)."""
+    x = (torch.arange(numel, dtype=torch.int64, device=device) * 0x9E3779B1 + seed) & _U32
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & _U32
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & _U32
+    return x ^ (x >> 16)
+
+
+def to_bf16(x: Tensor, noise: Tensor | None) -> Tensor:
+    """float32 ``x`` as bfloat16: stochastic rounding with 16-bit ``noise``, else nearest."""
+    if noise is None:
+        return x.to(torch.bfloat16)
+    bits = _bits(x)
+    rounded = (bits + (noise & 0xFFFF)) >> 16
+    rounded = torch.where(x.isnan(), 0x7FC0, rounded)
+    return rounded.to(torch.int16).view(torch.bfloat16).reshape(x.shape)
+
+
+def to_float16_stochastic(x: Tensor, noise: Tensor) -> Tensor:
+    """float32 ``x`` as float16 with stochastic rounding: the float16 neighbour above with
+    probability (x - below)/(above - below), from 16-bit ``noise``."""
+    nearest = x.to(torch.float16)
+    up = nearest.float() < x
+    other = torch.nextafter(nearest, torch.where(up, torch.inf, -torch.inf).to(torch.float16))
+    lo = torch.where(up, nearest, other).float()
+    hi = torch.where(up, other, nearest).float()
+    gap = hi - lo
+    take_hi = ((noise & 0xFFFF).to(torch.float32) + 0.5) / 65536.0 < (x - lo) / gap
+    out = torch.where(take_hi, hi, lo).to(torch.float16)
+    exact = (nearest.float() == x) | ~x.isfinite() | ~gap.isfinite()
+    return torch.where(exact, nearest, out)
+
+
+def tensor_seed(step: float, numel: int) -> int:
+    """:func:`adamkit.reference.lowbit.tensor_seed`."""
+    return (int(step) * 0x9E3779B9 ^ int(numel) * 0x632BE5AB) & _U32
+
+
+@functools.lru_cache(maxsize=16)
+def _torch_element(spec: AlgorithmSpec) -> Any:
+    return torch_compiled(spec.element)
+
+
+def step_tensor(
+    spec: AlgorithmSpec,
+    p: Tensor,
+    g: Tensor,
+    state: dict[str, Any],
+    scalars: tuple[tuple[float, ...], tuple[float, ...], tuple[bool, ...]],
+    *,
+    precision: str,
+    param_rounding: str,
+) -> None:
+    """One step of ``spec`` for one tensor whose state is in ``precision`` ("8bit", "bf16", or
+    "fp32": the param's own dtype) with ``param_rounding`` for half params; math in float32.
+    ``scalars`` are the group's (hyper, bias, flags) for float32, padded; the counters in
+    ``state`` are advanced here. Everything is computed before anything is written."""
+    hyper, bias, flags = scalars
+    aux_key = spec.scalar_state
+    step, aux = spec.advance(float(state["step"]), float(state[aux_key]) if aux_key else 0.0, bias)
+    k = tuple(
+        float(torch.tensor(v, dtype=torch.float32)) for v in spec.tensor_scalars(step, aux, bias)
+    )
+    p32 = p.detach().to(torch.float32)
+    if KAHAN_KEY in state:
+        p32 = p32 + state[KAHAN_KEY].to(torch.float32)
+    g32 = g.to(torch.float32)
+    keys = [key for key in spec.tensor_state if key in state]  # AMSGrad's max only with it
+    slots = [load(state, key, precision) if key in state else g32 for key in spec.tensor_state]
+    slots += [g32] * (3 - len(slots))
+    new_p, *new_slots = _torch_element(spec)(p32, g32, *slots, hyper, k, flags)
+    seed = tensor_seed(step, p.numel())
+    noise = random_bits(seed, p.numel(), p.device).view(p.shape) if precision == "bf16" else None
+    stores: dict[str, Tensor] = {}
+    for key in keys:
+        i = spec.tensor_state.index(key)
+        shift = 16 * (i % 2)  # m takes the low 16 bits of an element's number, v the high
+        value = torch.as_tensor(new_slots[i]).expand(p.shape)
+        stores.update(_stored(key, value, precision, state[key].dtype, noise, shift))
+    stores.update(_param_stores(p, new_p, param_rounding, seed))
+    for key, value in stores.items():
+        (p.detach() if key == "param" else state[key]).copy_(value)
+    state["step"].fill_(step)
+    if aux_key:
+        state[aux_key].fill_(aux)
+
+
+def load(state: Mapping[str, Any], key: str, precision: str) -> Tensor:
+    """State slot ``key`` as float32, whatever its format."""
+    value = state[key]
+    if precision == "8bit":
+        return dequantize(value, state[key + ABSMAX_SUFFIX], SLOT_KINDS[key])
+    return value.to(torch.float32)
+
+
+def _stored(
+    key: str, value: Tensor, precision: str, dtype: torch.dtype, noise: Tensor | None, shift: int
+) -> dict[str, Tensor]:
+    if precision == "8bit":
+        codes, absmax = quantize(value, SLOT_KINDS[key])
+        return {key: codes, key + ABSMAX_SUFFIX: absmax}
+    if precision == "bf16":
+        assert noise is not None
+        return {key: to_bf16(value, noise >> shift)}
+    return {key: value.to(dtype)}
+
+
+def _param_stores(p: Tensor, value: Tensor, param_rounding: str, seed: int) -> dict[str, Tensor]:
+    if p.dtype not in (torch.bfloat16, torch.float16) or param_rounding == "nearest":
+        return {"param": value.to(p.dtype)}
+    if param_rounding == "kahan":
+        rounded = value.to(p.dtype)
+        return {"param": rounded, KAHAN_KEY: (value - rounded.to(torch.float32)).to(p.dtype)}
+    noise = random_bits(seed ^ PARAM_STREAM, p.numel(), p.device).view(p.shape)
+    if p.dtype == torch.bfloat16:
+        return {"param": to_bf16(value, noise)}
+    return {"param": to_float16_stochastic(value, noise)}
+
+
+def dequantized_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A parameter's state with every low-memory slot as a float32 tensor (torch's keys):
+    8-bit codes decoded with their scales, bfloat16 slots widened; the scales and Kahan's
+    compensation dropped. Raises ValueError naming what is malformed."""
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        if key == KAHAN_KEY or (
+            key.endswith(ABSMAX_SUFFIX) and key[: -len(ABSMAX_SUFFIX)] in entry
+        ):
+            continue
+        scales = entry.get(key + ABSMAX_SUFFIX)
+        if scales is not None:
+            out[key] = _decoded(key, value, scales)
+        elif key in SLOT_KINDS and isinstance(value, Tensor) and value.dtype == torch.bfloat16:
+            out[key] = value.to(torch.float32)
+        elif key.endswith(ABSMAX_SUFFIX):
+            raise ValueError(
+                f"state key {key!r} holds block scales but the state has no "
+                f"{key[: -len(ABSMAX_SUFFIX)]!r} codes beside it"
+            )
+        else:
+            out[key] = value
+    return out
+
+
+def _decoded(key: str, codes: Any, scales: Any) -> Tensor:
+    if key not in SLOT_KINDS:
+        raise ValueError(
+            f"state key {key!r} has 8-bit block scales, but only {sorted(SLOT_KINDS)} can be 8-bit"
+        )
+    if not (isinstance(codes, Tensor) and codes.dtype == torch.uint8):
+        raise ValueError(
+            f"8-bit state {key!r} must be a uint8 tensor of codes; got "
+            f"{getattr(codes, 'dtype', type(codes).__name__)}"
+        )
+    want = blocks(codes.numel())
+    if not (
+        isinstance(scales, Tensor) and scales.dtype == torch.float32 and scales.shape == (want,)
+    ):
+        got = (
+            (tuple(scales.shape), scales.dtype)
+            if isinstance(scales, Tensor)
+            else type(scales).__name__
+        )
+        raise ValueError(
+            f"{key + ABSMAX_SUFFIX!r} must be a float32 tensor of shape ({want},) "
+            f"(one scale per {BLOCK} codes); got {got}"
+        )
+    return dequantize(codes, scales, SLOT_KINDS[key])

@@ -1,0 +1,250 @@
+"""Low-memory state for the Adam family: ``state_precision``, ``min_8bit_size``,
+``param_rounding``; bookkeeping only (the formats are :mod:`adamkit.reference.lowbit`'s, the
+arithmetic is in :mod:`adamkit.kernels.lowbit`).
+
+A parameter's state is in one of three precisions, decided by the options and the parameter:
+
+* ``"fp32"``: torch's state, exactly (the parameter's dtype), checkpoints as torch's;
+* ``"bf16"``: each moment a bfloat16 tensor, stored with stochastic rounding (2 B/element);
+* ``"8bit"``: each moment uint8 codes shaped like the parameter plus ``<key>_absmax``, one
+  float32 scale per 256 elements (1.016 B/element).
+
+Only float32, bfloat16 and float16 parameters get low-memory state (float64 and complex ones
+keep torch's), and with "8bit" only those of at least ``min_8bit_size`` elements (small
+tensors are a small share of the memory and the most sensitive: norms, biases).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ..algorithms import SPECS
+from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS
+from ..kernels import lowbit
+from ..kernels.lowbit_torch import blocks, dequantized_entry, quantize, to_bf16
+from ._base import new_step, scalar_state
+from ._checkpoint import StateDictError
+
+PRECISIONS = ("fp32", "bf16", "8bit")
+ROUNDINGS = ("nearest", "stochastic", "kahan")
+_LOW_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def check_options(state_precision: Any, min_8bit_size: Any, param_rounding: Any) -> None:
+    """Raise ValueError naming the argument, its value and what is accepted."""
+    if state_precision not in PRECISIONS:
+        raise ValueError(
+            f"Invalid state_precision: {state_precision!r}; expected one of "
+            f"{', '.join(map(repr, PRECISIONS))}"
+        )
+    if isinstance(min_8bit_size, bool) or not isinstance(min_8bit_size, int) or min_8bit_size < 0:
+        raise ValueError(
+            f"Invalid min_8bit_size: {min_8bit_size!r}; expected an int >= 0 (the smallest "
+            "parameter, in elements, whose state is 8-bit)"
+        )
+    if param_rounding not in ROUNDINGS:
+        raise ValueError(
+            f"Invalid param_rounding: {param_rounding!r}; expected one of "
+            f"{', '.join(map(repr, ROUNDINGS))}"
+        )
+
+
+def check_group_supports(group: Mapping[str, Any], state_precision: str, rounding: str) -> None:
+    """Options low-memory state does not combine with, refused when they are asked for."""
+    if state_precision == "fp32" and rounding == "nearest":
+        return
+    for flag in ("differentiable", "capturable"):
+        if group.get(flag):
+            raise ValueError(
+                f"{flag}=True needs state_precision='fp32' and param_rounding='nearest' "
+                f"(got {state_precision!r}, {rounding!r}): low-memory state is updated by "
+                "its own kernels, which keep no autograd history and count steps on the host"
+            )
+
+
+class LowMemoryState:
+    """Mixin for KernelOptimizer subclasses of the Adam family (before it in the MRO)."""
+
+    low_memory_defaults: ClassVar[dict[str, Any]] = {
+        "state_precision": "fp32",
+        "min_8bit_size": 4096,
+        "param_rounding": "nearest",
+    }
+    option_defaults: ClassVar[dict[str, Any]]
+    param_groups: list[dict[str, Any]]
+    state: Any
+    algorithm: str
+
+    def set_low_memory(self, state_precision: str, min_8bit_size: int, param_rounding: str) -> None:
+        """Check and keep the options (before the param groups are made)."""
+        check_options(state_precision, min_8bit_size, param_rounding)
+        self.state_precision = state_precision
+        self.min_8bit_size = min_8bit_size
+        self.param_rounding = param_rounding
+
+    def _full_precision_only(self) -> bool:
+        return self.state_precision == "fp32" and self.param_rounding == "nearest"
+
+    def precision_of(self, p: Tensor) -> str:
+        """The precision of ``p``'s state: "fp32" (torch's), "bf16" or "8bit"."""
+        if self.state_precision == "fp32" or p.dtype not in _LOW_DTYPES:
+            return "fp32"
+        if self.state_precision == "8bit" and p.numel() < self.min_8bit_size:
+            return "fp32"
+        return self.state_precision
+
+    def _low_memory(self, p: Tensor) -> bool:
+        rounded = self.param_rounding != "nearest" and p.dtype in _HALF
+        return rounded or self.precision_of(p) != "fp32"
+
+    def validate_group(self, group: dict[str, Any]) -> None:
+        super().validate_group(group)  # type: ignore[misc]
+        options = getattr(self, "state_precision", "fp32"), getattr(self, "param_rounding", "")
+        check_group_supports(group, options[0], options[1] or "nearest")
+
+    # --- state -------------------------------------------------------------------------
+    def init_low_memory_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any] | None:
+        """``p``'s first state in its low-memory precision, or None if it has torch's."""
+        if self._full_precision_only() or not self._low_memory(p):
+            return None
+        state = self.state[p]
+        layout = self.state_layout(group)  # type: ignore[attr-defined]
+        for key, value in _low_memory_zeros(
+            p, group, layout, self.precision_of(p), SPECS[self.algorithm]
+        ).items():
+            state[key] = value
+        if self.param_rounding == "kahan" and p.dtype in _HALF:
+            state[KAHAN_KEY] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+        return state
+
+    def _update_group(self, group: dict[str, Any], amp: dict[str, Tensor]) -> None:
+        params, grads, states, any_sparse = self._collect(group)  # type: ignore[attr-defined]
+        low = [] if self._full_precision_only() else [self._low_memory(p) for p in params]
+        if any(low):
+            lowbit.step(
+                SPECS[self.algorithm],
+                group,
+                [p for p, lo in zip(params, low, strict=True) if lo],
+                [
+                    g.to_dense() if g.is_sparse else g
+                    for g, lo in zip(grads, low, strict=True)
+                    if lo
+                ],
+                [s for s, lo in zip(states, low, strict=True) if lo],
+                [self.precision_of(p) for p, lo in zip(params, low, strict=True) if lo],
+                param_rounding=self.param_rounding,
+                fused=group.get("fused") is not False and not group.get("foreach"),
+            )
+            keep = [i for i, lo in enumerate(low) if not lo]
+            params, grads = [params[i] for i in keep], [grads[i] for i in keep]
+            states = [states[i] for i in keep]
+            any_sparse = any_sparse and any(g.is_sparse for g in grads)
+        if params:
+            self._update_params(group, params, grads, states, any_sparse, amp)  # type: ignore[attr-defined]
+
+    @property
+    def _step_supports_amp_scaling(self) -> bool:
+        if not self._full_precision_only():
+            return False  # GradScaler unscales and checks the gradients itself
+        return super()._step_supports_amp_scaling  # type: ignore[misc]
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state_dict in any precision (adamkit's or torch.optim's): it is checked as
+        torch's format, loaded, then each parameter's state is put in this optimizer's
+        precision. An entry already in that precision is taken as it is (a same-mode round
+        trip is bitwise); a torch fp32 entry is quantized; an 8-bit or bf16 one loaded into
+        an fp32 optimizer is dequantized."""
+        if not (isinstance(state_dict, Mapping) and {"state", "param_groups"} <= state_dict.keys()):
+            super().load_state_dict(state_dict)  # type: ignore[misc]  # its error names it
+            return
+        full = dequantized_state_dict(state_dict)
+        super().load_state_dict(full)  # type: ignore[misc]
+        saved = state_dict["state"]
+        for saved_group, group in zip(state_dict["param_groups"], self.param_groups, strict=True):
+            for pid, p in zip(saved_group["params"], group["params"], strict=True):
+                entry = self.state.get(p)
+                if entry and pid in saved:
+                    self._reformat(p, entry, saved[pid], group)
+
+    def _reformat(self, p: Tensor, entry: dict[str, Any], saved: Mapping[str, Any], group) -> None:
+        precision = self.precision_of(p)
+        for key in [key for key in entry if key in SLOT_KINDS]:
+            original = saved.get(key)
+            if precision == "8bit":
+                scales = saved.get(key + ABSMAX_SUFFIX)
+                if scales is not None:  # already 8-bit: as saved
+                    codes, absmax = original.to(p.device), scales.to(p.device)
+                else:
+                    codes, absmax = quantize(entry[key], SLOT_KINDS[key])
+                entry[key], entry[key + ABSMAX_SUFFIX] = codes, absmax
+            elif precision == "bf16":
+                same = isinstance(original, Tensor) and original.dtype == torch.bfloat16
+                entry[key] = original.to(p.device) if same else to_bf16(entry[key].float(), None)
+        if self.param_rounding == "kahan" and p.dtype in _HALF:
+            comp = saved.get(KAHAN_KEY)
+            ok = isinstance(comp, Tensor) and comp.shape == p.shape
+            entry[KAHAN_KEY] = comp.to(p.device, p.dtype) if ok else torch.zeros_like(p)
+
+
+def _low_memory_zeros(
+    p: Tensor, group: dict[str, Any], layout: Mapping[str, Any], precision: str, spec
+) -> dict[str, Tensor]:
+    """A fresh low-memory state for ``p``: torch's keys and order; the counters on the host,
+    as torch's (low-memory state is never capturable)."""
+    state: dict[str, Tensor] = {}
+    for key in layout:
+        if key == "step":
+            state[key] = new_step(p, {**group, "capturable": False, "fused": False})
+        elif key == spec.scalar_state:
+            state[key] = scalar_state(spec.scalar_state_init, p, {**group, "capturable": False})
+        elif precision == "8bit":
+            state[key] = torch.zeros(p.shape, dtype=torch.uint8, device=p.device)
+            state[key + ABSMAX_SUFFIX] = torch.zeros(
+                blocks(p.numel()), dtype=torch.float32, device=p.device
+            )
+        elif precision == "bf16":
+            state[key] = torch.zeros(p.shape, dtype=torch.bfloat16, device=p.device)
+        else:
+            state[key] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+    return state
+
+
+def dequantized_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """``state_dict`` with every low-memory state slot as a float32 tensor under torch's key:
+    a checkpoint of an 8-bit or bf16 optimizer that ``torch.optim.Adam``/``AdamW`` (and
+    adamkit's optimizers in any precision) load. The input is not changed.
+
+    Example:
+        >>> import torch, adamkit
+        >>> w = torch.nn.Parameter(torch.randn(8192))
+        >>> opt = adamkit.Adam([w], state_precision="8bit")
+        >>> w.grad = torch.randn(8192); opt.step()
+        >>> sd = opt.state_dict()
+        >>> sd["state"][0]["exp_avg"].dtype, sd["state"][0]["exp_avg_absmax"].shape
+        (torch.uint8, torch.Size([32]))
+        >>> full = adamkit.optim.dequantized_state_dict(sd)
+        >>> sorted(full["state"][0]), full["state"][0]["exp_avg"].dtype
+        (['exp_avg', 'exp_avg_sq', 'step'], torch.float32)
+        >>> torch.optim.Adam([w]).load_state_dict(full)
+    """
+    if not isinstance(state_dict, Mapping) or "state" not in state_dict:
+        raise StateDictError(
+            "Cannot dequantize: expected an optimizer state_dict (a mapping with keys "
+            "'state' and 'param_groups')"
+        )
+    state = {}
+    for pid, entry in state_dict["state"].items():
+        try:
+            state[pid] = dequantized_entry(entry) if isinstance(entry, Mapping) else entry
+        except ValueError as error:
+            raise StateDictError(
+                f"Cannot load optimizer state_dict: state of parameter id {pid!r}: {error}; "
+                "nothing was loaded."
+            ) from None
+    return {**state_dict, "state": state}
