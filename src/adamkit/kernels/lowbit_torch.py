@@ -70,7 +70,9 @@ def quantize(x: Tensor, kind: str) -> tuple[Tensor, Tensor]:
     flat = x.detach().reshape(-1).to(torch.float32)
     n = flat.numel()
     padded = torch.nn.functional.pad(flat, (0, blocks(n) * BLOCK - n)).view(-1, BLOCK)
-    stored = padded.sqrt() if kind == "square" else padded
+    # √ in float64, rounded once to float32: correctly rounded, as NumPy's and LLVM's float32
+    # sqrt are (torch's vectorized float32 sqrt can differ by an ulp).
+    stored = padded.double().sqrt().float() if kind == "square" else padded
     magnitude = stored.abs()
     finite = stored.isfinite()
     absmax = torch.where(finite, magnitude, 0.0).amax(dim=1) if n else padded.new_zeros(0)
