@@ -1,0 +1,120 @@
+"""Low-memory state: step time against torch's fused fp32 Adam (interleaved), optimizer state
+bytes per parameter and the peak RSS a step adds, on ``adamkit bench``'s workloads (a) one
+50M-element tensor, (b) the 54M-parameter transformer's 145 tensors, (c) the 50k MLP.
+
+    .venv/bin/python benchmarks/low_memory.py [--rounds 7] [--json low_memory.json]
+
+bitsandbytes' and torchao's 8-bit Adams get rows when they import (neither is installed by
+the dev requirements: bitsandbytes' CPU backend and torchao pull torch builds of their own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+
+import adamkit
+from adamkit.bench import _peak_rss_reset, _rss_kb, interleaved, mean_seconds, workload_shapes
+
+WORKLOADS = ["a-one-50M-tensor", "b-transformer-54M", "c-tiny-mlp-50k"]
+CONTENDERS = {
+    "torch fused fp32": lambda ps: torch.optim.Adam(ps, fused=True),
+    "adamkit fp32": lambda ps: adamkit.Adam(ps),
+    "adamkit bf16": lambda ps: adamkit.Adam(ps, state_precision="bf16"),
+    "adamkit 8bit": lambda ps: adamkit.Adam(ps, state_precision="8bit"),
+}
+
+
+def _peers() -> dict:
+    peers = {}
+    try:
+        import bitsandbytes as bnb
+
+        peers["bitsandbytes Adam8bit"] = lambda ps: bnb.optim.Adam8bit(ps)
+    except Exception:  # not installed, or no backend for this machine
+        pass
+    try:
+        from torchao.optim import AdamW8bit
+
+        peers["torchao AdamW8bit"] = lambda ps: AdamW8bit(ps, weight_decay=0.0)
+    except Exception:
+        pass
+    return peers
+
+
+def _state_bytes(opt: torch.optim.Optimizer) -> int:
+    return sum(
+        t.numel() * t.element_size()
+        for state in opt.state.values()
+        for t in state.values()
+        if isinstance(t, torch.Tensor) and t.dim() > 0
+    )
+
+
+def measure(workload: str, rounds: int) -> list[dict]:
+    shapes = workload_shapes(workload)
+    n_params = sum(torch.Size(s).numel() for s in shapes)
+    gen = torch.Generator().manual_seed(0)
+    init = [torch.randn(s, generator=gen) for s in shapes]
+    grads = [torch.randn(s, generator=gen) * 1e-2 for s in shapes]
+    steps, state_bytes, rss = {}, {}, {}
+    for name, make in {**CONTENDERS, **_peers()}.items():
+        params = [torch.nn.Parameter(t.clone()) for t in init]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        opt = make(params)
+        opt.step()  # state made, kernels compiled or loaded from the cache
+        opt.step()
+        # what one step adds to the resident set at its peak: its temporaries
+        rss[name] = float("nan")
+        if _peak_rss_reset():
+            before = _rss_kb("VmRSS")
+            opt.step()
+            rss[name] = (_rss_kb("VmHWM") - before) * 1024
+        steps[name] = opt.step
+        state_bytes[name] = _state_bytes(opt)
+    inner = max(1, int(2e7 // (n_params + 1000 * len(shapes))))
+    samples = interleaved(steps, rounds, mean_seconds(inner))
+    medians = {name: statistics.median(v) * 1e6 for name, v in samples.items()}
+    base = medians["torch fused fp32"]
+    return [
+        {
+            "workload": workload,
+            "contender": name,
+            "median_us": us,
+            "x_torch_fused": base / us,
+            "state_bytes_per_param": state_bytes[name] / n_params,
+            "step_peak_rss_bytes_per_param": rss[name] / n_params,
+        }
+        for name, us in medians.items()
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--workload", action="append", choices=WORKLOADS)
+    parser.add_argument("--json", default="low_memory.json")
+    args = parser.parse_args(argv)
+    rows = [row for w in args.workload or WORKLOADS for row in measure(w, args.rounds)]
+    print(
+        f"{'workload':18} {'contender':22} {'median us':>10} {'x torch fused':>14} "
+        f"{'state B/param':>14} {'step peak RSS B/param':>22}"
+    )
+    for r in rows:
+        print(
+            f"{r['workload']:18} {r['contender']:22} {r['median_us']:>10.1f} "
+            f"{r['x_torch_fused']:>13.2f}x {r['state_bytes_per_param']:>14.3f} "
+            f"{r['step_peak_rss_bytes_per_param']:>22.3f}"
+        )
+    with open(args.json, "w") as f:
+        json.dump({"torch_threads": torch.get_num_threads(), "rows": rows}, f, indent=2)
+    print(f"JSON written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
