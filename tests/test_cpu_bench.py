@@ -13,6 +13,8 @@ from adamkit import bench
 CONTENDERS = {
     "adamkit default",
     "adamkit+recorder",
+    "adamkit bf16",
+    "adamkit 8bit",
     "torch default",
     "torch foreach",
     "torch fused",

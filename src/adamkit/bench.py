@@ -27,6 +27,9 @@ from .diagnostics import Recorder
 from .optim import Adam
 
 BYTES_PER_PARAM = 28  # fp32: read p, g, m, v (16 B) + write p, m, v (12 B)
+# Low-memory state moves fewer bytes: bf16 m, v (read 12 B, write 8 B); 8-bit codes plus a
+# float32 scale per 256 elements (read 10.03 B, write 6.03 B). docs/low-memory.md.
+BYTES_PER_PARAM_OF = {"adamkit bf16": 20, "adamkit 8bit": 16 + 16 / 256}
 
 
 @dataclass
@@ -139,6 +142,8 @@ def _contenders(shapes, gen) -> dict[str, Callable[[], None]]:
     makers = {
         "adamkit default": lambda ps: Adam(ps),
         "adamkit+recorder": _with_recorder,
+        "adamkit bf16": lambda ps: Adam(ps, state_precision="bf16"),
+        "adamkit 8bit": lambda ps: Adam(ps, state_precision="8bit"),
         "torch default": lambda ps: torch.optim.Adam(ps),
         "torch foreach": lambda ps: torch.optim.Adam(ps, foreach=True),
         "torch fused": lambda ps: torch.optim.Adam(ps, fused=True),
@@ -175,7 +180,7 @@ def run_workload(name: str, rounds: int, seed: int = 0) -> list[Row]:
     rows = []
     for contender, samples in times.items():
         ms = statistics.median(samples) * 1e3
-        gbs = BYTES_PER_PARAM * n_params / (ms * 1e-3) / 1e9
+        gbs = BYTES_PER_PARAM_OF.get(contender, BYTES_PER_PARAM) * n_params / (ms * 1e-3) / 1e9
         rows.append(
             Row(
                 name,
