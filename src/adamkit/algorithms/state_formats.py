@@ -24,3 +24,10 @@ MIN_NORMAL_BITS = 113 << 23  # the pattern of 2^-14: below it the minifloats are
 PARAM_STREAM = 0x5BD1E995  # params' stochastic rounding draws from a random stream of its own
 ABSMAX_SUFFIX = "_absmax"  # an 8-bit slot "exp_avg" keeps its scales in "exp_avg_absmax"
 KAHAN_KEY = "kahan_comp"  # param_rounding="kahan": the param's compensation, in its dtype
+
+
+def tensor_seed(step: float, numel: int) -> int:
+    """The seed of a tensor's random stream at (the new value of) its step count: the
+    stochastic rounding of bf16 state and params draws from a hash of (seed, element index),
+    so a resumed run draws what an uninterrupted one would."""
+    return (int(step) * 0x9E3779B9 ^ int(numel) * 0x632BE5AB) & 0xFFFFFFFF

@@ -35,6 +35,7 @@ from ..algorithms.state_formats import (
     NAN,
     PARAM_STREAM,
     TOP,
+    tensor_seed,
 )
 from . import _numba_cache
 from ._numba_cpu import _OPTIONS, _float64_cell, _pointer, _view
@@ -73,6 +74,9 @@ _U16 = np.empty(0, np.uint16)
 _U8 = np.empty(0, np.uint8)
 _MASK32 = 0xFFFFFFFF
 _FINITE_LIMIT = 0x7F800000  # |x|'s pattern is below this iff x is finite
+
+
+_tensor_seed = _helper(tensor_seed)  # int64 products wrap: their low 32 bits are exact
 
 
 @intrinsic
@@ -226,7 +230,7 @@ def _blocks(
         aux = numba.carray(_pointer(addresses[t, AUX], _F32), (1,))[0]
         k = tensor_scalars(step, aux, b)
         table[t, 0], table[t, 1], table[t, 2], table[t, 3] = k[0], k[1], k[2], k[3]
-        seeds[t] = ((np.int64(step) * 0x9E3779B9) ^ (numels[t] * 0x632BE5AB)) & _MASK32
+        seeds[t] = _tensor_seed(step, numels[t])
     buffer0 = np.empty(BLOCK, np.float32)
     buffer1 = np.empty(BLOCK, np.float32)
     for c in range(chunks.shape[0]):

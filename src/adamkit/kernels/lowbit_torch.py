@@ -33,6 +33,7 @@ from ..algorithms.state_formats import (
     SIGN,
     SLOT_KINDS,
     TOP,
+    tensor_seed,
 )
 
 _U32 = 0xFFFFFFFF
@@ -137,11 +138,6 @@ def to_float16_stochastic(x: Tensor, noise: Tensor) -> Tensor:
     out = torch.where(take_hi, hi, lo).to(torch.float16)
     exact = (nearest.float() == x) | ~x.isfinite() | ~gap.isfinite()
     return torch.where(exact, nearest, out)
-
-
-def tensor_seed(step: float, numel: int) -> int:
-    """:func:`adamkit.reference.lowbit.tensor_seed`."""
-    return (int(step) * 0x9E3779B9 ^ int(numel) * 0x632BE5AB) & _U32
 
 
 @functools.lru_cache(maxsize=16)

@@ -41,6 +41,7 @@ from ..algorithms.state_formats import (
     NAN,
     SIGN,
     TOP,
+    tensor_seed,
 )
 
 __all__ = ["BLOCK", "KINDS", "bf16_bits", "bf16_value", "decode", "dequantize", "encode"]
@@ -114,11 +115,6 @@ def dequantize(codes: np.ndarray, absmax: np.ndarray, kind: str) -> np.ndarray:
     elif kind == "square":
         value = value * value
     return value.astype(np.float32).reshape(np.shape(codes))
-
-
-def tensor_seed(step: int, numel: int) -> int:
-    """The random stream of a tensor at (the new value of) its step count."""
-    return (int(step) * 0x9E3779B9 ^ int(numel) * 0x632BE5AB) & _U32
 
 
 def random_bits(seed: int, index: np.ndarray) -> np.ndarray:
