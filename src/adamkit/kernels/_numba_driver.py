@@ -70,13 +70,28 @@ def _float32_cell(address):
 
 
 @_inline
-def _advance(advance, addresses, b, has_aux):
+def _advance(advance, addresses, b, has_aux, step_column, aux_column):
+    """Each tensor's counters one step on (their addresses in the two columns given: the
+    low-memory kernel's rows have more columns before them)."""
     for t in range(addresses.shape[0]):
-        step, aux = _float64_cell(addresses[t, STEP]), _float32_cell(addresses[t, AUX])
+        step = _float64_cell(addresses[t, step_column])
+        aux = _float32_cell(addresses[t, aux_column])
         new_step, new_aux = advance(step[0], aux[0], b)
         if has_aux:
             aux[0] = new_aux
         step[0] = new_step
+
+
+@_inline
+def _tensor_table(tensor_scalars, addresses, b, like, step_column, aux_column):
+    """Each tensor's scalars from its counters, rounded to ``like``'s dtype (one row each)."""
+    n = addresses.shape[0]
+    table = np.empty((n, 4), like.dtype)
+    for t in range(n):
+        step = _float64_cell(addresses[t, step_column])[0]
+        k = tensor_scalars(step, _float32_cell(addresses[t, aux_column])[0], b)
+        table[t, 0], table[t, 1], table[t, 2], table[t, 3] = k[0], k[1], k[2], k[3]
+    return table
 
 
 @_inline
@@ -103,15 +118,10 @@ def _chunks(
     arrive as arguments (numba specializes this loop for each) and its constants as literals."""
     b = (bias[0], bias[1], bias[2], bias[3])
     if advance:
-        _advance(advance_fn, addresses, b, has_aux)
+        _advance(advance_fn, addresses, b, has_aux, STEP, AUX)
     h = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5], hyper[6], hyper[7])
     f = (flags[0] != 0, flags[1] != 0, flags[2] != 0, flags[3] != 0)
-    n = addresses.shape[0]
-    table = np.empty((n, 4), like.dtype)  # per-tensor scalars, rounded to the data's dtype
-    for t in range(n):
-        step = _float64_cell(addresses[t, STEP])[0]
-        k = tensor_scalars(step, _float32_cell(addresses[t, AUX])[0], b)
-        table[t, 0], table[t, 1], table[t, 2], table[t, 3] = k[0], k[1], k[2], k[3]
+    table = _tensor_table(tensor_scalars, addresses, b, like, STEP, AUX)
     for c in range(chunks.shape[0]):
         t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         k = (table[t, 0], table[t, 1], table[t, 2], table[t, 3])
@@ -134,7 +144,7 @@ def _parallel(
     """Table k of ``chunks[bounds[k]:bounds[k + 1]]`` on thread k; counters advanced once,
     before any thread reads them."""
     if advance:
-        _advance(advance_fn, addresses, (bias[0], bias[1], bias[2], bias[3]), has_aux)
+        _advance(advance_fn, addresses, (bias[0], bias[1], bias[2], bias[3]), has_aux, STEP, AUX)
     for k in numba.prange(bounds.size - 1):
         serial(chunks[bounds[k] : bounds[k + 1]], addresses, like, hyper, bias, flags, False)
 

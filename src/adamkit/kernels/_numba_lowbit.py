@@ -38,8 +38,8 @@ from ..algorithms.state_formats import (
     tensor_seed,
 )
 from . import _numba_cache
-from ._numba_cpu import _OPTIONS, _float64_cell, _pointer, _view
-from ._numba_driver import compiled
+from ._numba_cpu import _OPTIONS, _float64_cell, _view
+from ._numba_driver import _advance, _tensor_table, compiled
 
 # The codes as plain ints (numba reads no dict at run time): signed, then square/unsigned.
 _INF_S, _NAN_S, _TOP_S = INF["signed"], NAN["signed"], TOP["signed"]
@@ -201,17 +201,6 @@ def _inverse(scale):
 
 
 @_inline
-def _advance(advance, addresses, b, has_aux):
-    for t in range(addresses.shape[0]):
-        step = _float64_cell(addresses[t, STEP])
-        aux = numba.carray(_pointer(addresses[t, AUX], _F32), (1,))
-        new_step, new_aux = advance(step[0], aux[0], b)
-        if has_aux:
-            aux[0] = new_aux
-        step[0] = new_step
-
-
-@_inline
 def _blocks(
     element, advance_fn, tensor_scalars, has_aux, kind0, kind1, precision, param_mode,
     chunks, addresses, numels, hyper, bias, flags, advance,
@@ -219,18 +208,13 @@ def _blocks(
     """The spec's update over chunk rows (tensor, first block, end block)."""
     b = (bias[0], bias[1], bias[2], bias[3])
     if advance:
-        _advance(advance_fn, addresses, b, has_aux)
+        _advance(advance_fn, addresses, b, has_aux, STEP, AUX)
     h = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5], hyper[6], hyper[7])
     f = (flags[0] != 0, flags[1] != 0, flags[2] != 0, flags[3] != 0)
-    n_tensors = addresses.shape[0]
-    table = np.empty((n_tensors, 4), np.float32)
-    seeds = np.empty(n_tensors, np.int64)
-    for t in range(n_tensors):
-        step = _float64_cell(addresses[t, STEP])[0]
-        aux = numba.carray(_pointer(addresses[t, AUX], _F32), (1,))[0]
-        k = tensor_scalars(step, aux, b)
-        table[t, 0], table[t, 1], table[t, 2], table[t, 3] = k[0], k[1], k[2], k[3]
-        seeds[t] = _tensor_seed(step, numels[t])
+    table = _tensor_table(tensor_scalars, addresses, b, _F32, STEP, AUX)
+    seeds = np.empty(addresses.shape[0], np.int64)
+    for t in range(addresses.shape[0]):
+        seeds[t] = _tensor_seed(_float64_cell(addresses[t, STEP])[0], numels[t])
     buffer0 = np.empty(BLOCK, np.float32)
     buffer1 = np.empty(BLOCK, np.float32)
     for c in range(chunks.shape[0]):
@@ -369,7 +353,7 @@ def adam_blocks(precision, mode, chunks, addresses, numels, hyper, bias, flags, 
 
 @_jit_parallel
 def adam_parallel(precision, mode, chunks, bounds, addresses, numels, hyper, bias, flags):
-    _advance(_ADAM_ADVANCE, addresses, (bias[0], bias[1], bias[2], bias[3]), False)
+    _advance(_ADAM_ADVANCE, addresses, (bias[0], bias[1], bias[2], bias[3]), False, STEP, AUX)
     for k in numba.prange(bounds.size - 1):
         part = chunks[bounds[k] : bounds[k + 1]]
         adam_blocks(precision, mode, part, addresses, numels, hyper, bias, flags, False)
@@ -385,7 +369,7 @@ def nadam_blocks(precision, mode, chunks, addresses, numels, hyper, bias, flags,
 
 @_jit_parallel
 def nadam_parallel(precision, mode, chunks, bounds, addresses, numels, hyper, bias, flags):
-    _advance(_NADAM_ADVANCE, addresses, (bias[0], bias[1], bias[2], bias[3]), True)
+    _advance(_NADAM_ADVANCE, addresses, (bias[0], bias[1], bias[2], bias[3]), True, STEP, AUX)
     for k in numba.prange(bounds.size - 1):
         part = chunks[bounds[k] : bounds[k + 1]]
         nadam_blocks(precision, mode, part, addresses, numels, hyper, bias, flags, False)
@@ -401,7 +385,7 @@ def radam_blocks(precision, mode, chunks, addresses, numels, hyper, bias, flags,
 
 @_jit_parallel
 def radam_parallel(precision, mode, chunks, bounds, addresses, numels, hyper, bias, flags):
-    _advance(_RADAM_ADVANCE, addresses, (bias[0], bias[1], bias[2], bias[3]), False)
+    _advance(_RADAM_ADVANCE, addresses, (bias[0], bias[1], bias[2], bias[3]), False, STEP, AUX)
     for k in numba.prange(bounds.size - 1):
         part = chunks[bounds[k] : bounds[k + 1]]
         radam_blocks(precision, mode, part, addresses, numels, hyper, bias, flags, False)
@@ -417,7 +401,7 @@ def adamax_blocks(precision, mode, chunks, addresses, numels, hyper, bias, flags
 
 @_jit_parallel
 def adamax_parallel(precision, mode, chunks, bounds, addresses, numels, hyper, bias, flags):
-    _advance(_ADAMAX_ADVANCE, addresses, (bias[0], bias[1], bias[2], bias[3]), False)
+    _advance(_ADAMAX_ADVANCE, addresses, (bias[0], bias[1], bias[2], bias[3]), False, STEP, AUX)
     for k in numba.prange(bounds.size - 1):
         part = chunks[bounds[k] : bounds[k + 1]]
         adamax_blocks(precision, mode, part, addresses, numels, hyper, bias, flags, False)

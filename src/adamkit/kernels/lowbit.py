@@ -40,11 +40,10 @@ def step(
 ) -> None:
     """One step of ``spec`` on ``params`` with low-memory ``states``; nothing is written
     unless every gradient and state tensor fits its parameter."""
-    shaped = [s for s in spec.tensor_state]
     _batching.check_sizes(
         params,
-        [list(grads), *([st.get(key) for st in states] for key in shaped)],
-        ("grad", *shaped),
+        [list(grads), *([st.get(key) for st in states] for key in spec.tensor_state)],
+        ("grad", *spec.tensor_state),
     )
     padded = padded_scalars(spec.name, torch.float32, hyper_key(spec, group))
     scalars = (padded.hyper, padded.bias, padded.flags)

@@ -104,8 +104,7 @@ class LowMemoryState:
 
     def validate_group(self, group: dict[str, Any]) -> None:
         super().validate_group(group)  # type: ignore[misc]
-        options = getattr(self, "state_precision", "fp32"), getattr(self, "param_rounding", "")
-        check_group_supports(group, options[0], options[1] or "nearest")
+        check_group_supports(group, self.state_precision, self.param_rounding)
 
     # --- state -------------------------------------------------------------------------
     def init_low_memory_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any] | None:
@@ -170,9 +169,9 @@ class LowMemoryState:
             for pid, p in zip(saved_group["params"], group["params"], strict=True):
                 entry = self.state.get(p)
                 if entry and pid in saved:
-                    self._reformat(p, entry, saved[pid], group)
+                    self._reformat(p, entry, saved[pid])
 
-    def _reformat(self, p: Tensor, entry: dict[str, Any], saved: Mapping[str, Any], group) -> None:
+    def _reformat(self, p: Tensor, entry: dict[str, Any], saved: Mapping[str, Any]) -> None:
         precision = self.precision_of(p)
         for key in [key for key in entry if key in SLOT_KINDS]:
             original = saved.get(key)
