@@ -9,7 +9,8 @@ stochastic rounding at once, 8-bit after the block's new absmax is known (a seco
 the block's buffer, still in L1). Blocks are independent, so threads take whole blocks.
 
 The formats are :mod:`adamkit.reference.lowbit`'s, bit for bit: integer arithmetic on float32
-patterns, which numba reaches through two bit-cast intrinsics.
+patterns, written as 32-bit LLVM IR in :mod:`adamkit.kernels._numba_bits` (numba's own
+integers are 64-bit, which halved the vector width and tripled the step's time).
 
 Specs with two stored slots are fused (Adam, NAdam, RAdam, Adamax; AMSGrad's third slot takes
 the torch-ops path). One entry point per spec, as in the fp32 driver (numba's cache keys a
@@ -22,32 +23,25 @@ import math
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
 from ..algorithms import adam, adamax, nadam, radam
-from ..algorithms.state_formats import (
-    BLOCK,
-    EXP_OFFSET,
-    INF,
-    MIN_NORMAL_BITS,
-    NAN,
-    PARAM_STREAM,
-    TOP,
-    tensor_seed,
-)
+from ..algorithms.state_formats import BLOCK, PARAM_STREAM, tensor_seed
 from . import _numba_cache
+from ._numba_bits import (
+    bf16_load,
+    bf16_nearest,
+    bf16_stochastic_high,
+    bf16_stochastic_low,
+    decoded_signed,
+    decoded_unsigned,
+    encoded_signed,
+    encoded_unsigned,
+    finite_magnitude_bits,
+    float_of,
+    random_bits,
+)
 from ._numba_cpu import _OPTIONS, _float64_cell, _view
 from ._numba_driver import _advance, _tensor_table, compiled
-
-# The codes as plain ints (numba reads no dict at run time): signed, then square/unsigned.
-_INF_S, _NAN_S, _TOP_S = INF["signed"], NAN["signed"], TOP["signed"]
-_INF_U, _NAN_U, _TOP_U = INF["square"], NAN["square"], TOP["square"]
-
-# The subnormal minifloats' scale, 2^(14 + mantissa bits), as constants (no pow per element).
-_TO_SUBNORMAL3, _TO_SUBNORMAL4 = np.float32(2.0**17), np.float32(2.0**18)
-_FROM_SUBNORMAL3, _FROM_SUBNORMAL4 = np.float32(2.0**-17), np.float32(2.0**-18)
 
 _numba_cache.install()
 _jit = numba.njit(**_OPTIONS)
@@ -72,127 +66,29 @@ P, G, S0, S1, A0, A1, KAHAN, STEP, AUX = range(9)
 _F32 = np.empty(0, np.float32)
 _U16 = np.empty(0, np.uint16)
 _U8 = np.empty(0, np.uint8)
-_MASK32 = 0xFFFFFFFF
-_FINITE_LIMIT = 0x7F800000  # |x|'s pattern is below this iff x is finite
 
 
 _tensor_seed = _helper(tensor_seed)  # int64 products wrap: their low 32 bits are exact
 
 
-@intrinsic
-def _bits_of(typingctx, x):
-    """float32 ``x``'s bit pattern as uint32."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.uint32(types.float32), codegen
-
-
-@intrinsic
-def _float_of(typingctx, x):
-    """The float32 whose bit pattern is the low 32 bits of integer ``x``."""
-
-    def codegen(context, builder, signature, args):
-        value, width = args[0], args[0].type.width
-        if width > 32:
-            value = builder.trunc(value, ir.IntType(32))
-        elif width < 32:
-            value = builder.zext(value, ir.IntType(32))
-        return builder.bitcast(value, ir.FloatType())
-
-    return types.float32(x), codegen
+@_helper
+def _decoded(code, scale, kind):
+    if kind == SIGNED:
+        return decoded_signed(code, scale)
+    value = decoded_unsigned(code, scale)
+    return value * value if kind == SQUARE else value
 
 
 @_helper
-def _bf16_load(bits):
-    return _float_of(np.uint32(bits) << 16)
+def _stored(x, kind):
+    """What a slot's block buffer holds: √v for SQUARE (the element's own √v, which LLVM
+    then computes once), else the value; a block's scale is its largest finite magnitude."""
+    return np.float32(math.sqrt(x)) if kind == SQUARE else x
 
 
 @_helper
-def _bf16_round(x, noise):
-    """bfloat16 pattern of float32 ``x``: nearest even when ``noise`` < 0, else stochastic
-    with the 16-bit ``noise``."""
-    b = np.int64(_bits_of(x))
-    added = b + 0x7FFF + ((b >> 16) & 1) if noise < 0 else b + noise
-    return np.uint16(0x7FC0) if x != x else np.uint16(added >> 16)
-
-
-@_helper
-def _random(seed, i):
-    """:func:`adamkit.reference.lowbit.random_bits` (the low 32 bits of int64 products are
-    those of the reference's uint64 ones)."""
-    x = (i * 0x9E3779B1 + seed) & _MASK32
-    x ^= x >> 16
-    x = (x * 0x85EBCA6B) & _MASK32
-    x ^= x >> 13
-    x = (x * 0xC2B2AE35) & _MASK32
-    return x ^ (x >> 16)
-
-
-@_helper
-def _finite_magnitude_bits(x):
-    b = np.int64(_bits_of(x)) & 0x7FFFFFFF
-    return b if b < _FINITE_LIMIT else 0
-
-
-@_helper
-def _encode(r, mantissa_bits):
-    bits = np.int64(_bits_of(r))
-    shift = 23 - mantissa_bits
-    normal = (bits - EXP_OFFSET + (1 << (shift - 1))) >> shift
-    to_subnormal = _TO_SUBNORMAL3 if mantissa_bits == 3 else _TO_SUBNORMAL4
-    subnormal = np.int64(np.int32(r * to_subnormal + np.float32(0.5)))
-    code = normal if bits >= MIN_NORMAL_BITS else subnormal
-    top = 15 << mantissa_bits
-    return code if code < top else top
-
-
-@_helper
-def _quantized(x, inv, kind):
-    """The code of ``x`` in a block whose scale's inverse is ``inv``."""
-    y = np.float32(math.sqrt(x)) if kind == SQUARE else x
-    magnitude = abs(y)
-    r = magnitude * inv
-    code = _encode(r, 3 if kind == SIGNED else 4)
-    if kind != SIGNED and code == 0 and r > 0:
-        code = 1  # a denominator never reads back as 0
-    if magnitude == np.inf:
-        code = _INF_S if kind == SIGNED else _INF_U
-    if y != y:
-        code = _NAN_S if kind == SIGNED else _NAN_U
-    if kind == SIGNED and (_bits_of(y) >> 31) != 0:
-        code |= 0x80
-    return np.uint8(code)
-
-
-@_helper
-def _dequantized(code, scale, kind):
-    c = np.int64(code)
-    magnitude = c & 0x7F if kind == SIGNED else c
-    mantissa_bits = 3 if kind == SIGNED else 4
-    top = _TOP_S if kind == SIGNED else _TOP_U
-    m = magnitude if magnitude < top else top
-    normal = _float_of((m << (23 - mantissa_bits)) + EXP_OFFSET)
-    subnormal = np.float32(m) * (_FROM_SUBNORMAL3 if mantissa_bits == 3 else _FROM_SUBNORMAL4)
-    value = (normal if m >= (1 << mantissa_bits) else subnormal) * scale
-    if magnitude == (_INF_S if kind == SIGNED else _INF_U):
-        value = np.float32(np.inf)
-    if magnitude == (_NAN_S if kind == SIGNED else _NAN_U):
-        value = np.float32(np.nan)
-    if kind == SIGNED and (c & 0x80) != 0:
-        value = -value
-    if kind == SQUARE:
-        value = value * value
-    return value
-
-
-@_helper
-def _scale_of(magnitude_bits, kind):
-    """A block's absmax from the largest finite magnitude's pattern (of v for SQUARE, whose
-    blocks are scaled by max √v = √max v)."""
-    largest = _float_of(magnitude_bits)
-    return np.float32(math.sqrt(largest)) if kind == SQUARE else largest
+def _encoded(stored, inverse, kind):
+    return encoded_signed(stored, inverse) if kind == SIGNED else encoded_unsigned(stored, inverse)
 
 
 @_helper
@@ -210,7 +106,8 @@ def _blocks(
     if advance:
         _advance(advance_fn, addresses, b, has_aux, STEP, AUX)
     h = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5], hyper[6], hyper[7])
-    f = (flags[0] != 0, flags[1] != 0, flags[2] != 0, flags[3] != 0)
+    # f[2] is Adam's AMSGrad: with it there is a third slot, and the torch-ops path runs.
+    f = (flags[0] != 0, flags[1] != 0, False, flags[3] != 0)
     table = _tensor_table(tensor_scalars, addresses, b, _F32, STEP, AUX)
     seeds = np.empty(addresses.shape[0], np.int64)
     for t in range(addresses.shape[0]):
@@ -242,45 +139,46 @@ def _blocks(
             half0b, half1b = half0[lo:hi], half1[lo:hi]
             scale0 = scales0[blk] if precision == Q8 else np.float32(0)
             scale1 = scales1[blk] if precision == Q8 else np.float32(0)
-            largest0, largest1 = 0, 0
+            largest0, largest1 = np.uint32(0), np.uint32(0)
             for j in range(hi - lo):
                 if param_mode == PARAM_FLOAT32:
                     p, g = p32b[j], g32b[j]
                 else:
-                    p, g = _bf16_load(p16b[j]), _bf16_load(g16b[j])
+                    p, g = bf16_load(p16b[j]), bf16_load(g16b[j])
                     if param_mode == PARAM_KAHAN:
-                        p = p + _bf16_load(compb[j])
+                        p = p + bf16_load(compb[j])
                 if precision == Q8:
-                    s0 = _dequantized(codes0b[j], scale0, kind0)
-                    s1 = _dequantized(codes1b[j], scale1, kind1)
+                    s0 = _decoded(codes0b[j], scale0, kind0)
+                    s1 = _decoded(codes1b[j], scale1, kind1)
                 else:
-                    s0, s1 = _bf16_load(half0b[j]), _bf16_load(half1b[j])
+                    s0, s1 = bf16_load(half0b[j]), bf16_load(half1b[j])
                 new_p, x0, x1, _ = element(p, g, s0, s1, g, h, k, f)
                 if param_mode == PARAM_FLOAT32:
                     p32b[j] = new_p
                 elif param_mode == PARAM_NEAREST:
-                    p16b[j] = _bf16_round(new_p, -1)
+                    p16b[j] = bf16_nearest(new_p)
                 elif param_mode == PARAM_STOCHASTIC:
-                    p16b[j] = _bf16_round(new_p, _random(seed ^ PARAM_STREAM, lo + j) & 0xFFFF)
+                    p16b[j] = bf16_stochastic_low(new_p, random_bits(seed ^ PARAM_STREAM, lo + j))
                 else:
-                    rounded = _bf16_round(new_p, -1)
+                    rounded = bf16_nearest(new_p)
                     p16b[j] = rounded
-                    compb[j] = _bf16_round(new_p - _bf16_load(rounded), -1)
+                    compb[j] = bf16_nearest(new_p - bf16_load(rounded))
                 if precision == Q8:
-                    buffer0[j], buffer1[j] = x0, x1
-                    largest0 = max(largest0, _finite_magnitude_bits(x0))
-                    largest1 = max(largest1, _finite_magnitude_bits(x1))
+                    stored0, stored1 = _stored(x0, kind0), _stored(x1, kind1)
+                    buffer0[j], buffer1[j] = stored0, stored1
+                    largest0 = max(largest0, finite_magnitude_bits(stored0))
+                    largest1 = max(largest1, finite_magnitude_bits(stored1))
                 else:
-                    noise = _random(seed, lo + j)
-                    half0b[j] = _bf16_round(x0, noise & 0xFFFF)
-                    half1b[j] = _bf16_round(x1, noise >> 16)
+                    noise = random_bits(seed, lo + j)
+                    half0b[j] = bf16_stochastic_low(x0, noise)
+                    half1b[j] = bf16_stochastic_high(x1, noise)
             if precision == Q8:
-                new_scale0, new_scale1 = _scale_of(largest0, kind0), _scale_of(largest1, kind1)
+                new_scale0, new_scale1 = float_of(largest0), float_of(largest1)
                 scales0[blk], scales1[blk] = new_scale0, new_scale1
-                inv0, inv1 = _inverse(new_scale0), _inverse(new_scale1)
+                inverse0, inverse1 = _inverse(new_scale0), _inverse(new_scale1)
                 for j in range(hi - lo):
-                    codes0b[j] = _quantized(buffer0[j], inv0, kind0)
-                    codes1b[j] = _quantized(buffer1[j], inv1, kind1)
+                    codes0b[j] = _encoded(buffer0[j], inverse0, kind0)
+                    codes1b[j] = _encoded(buffer1[j], inverse1, kind1)
 
 
 @_inline

@@ -1,0 +1,191 @@
+"""The low-memory formats' bit arithmetic as numba intrinsics on 32-bit integers.
+
+numba types every integer operation as 64-bit: written in numba, a minifloat's decode or a
+bfloat16 rounding runs on 64-bit vector lanes, with widening and narrowing moves around them,
+and the hash behind stochastic rounding multiplies 64-bit lanes (slow on x86). Emitted here
+as LLVM IR on i32, they stay 32-bit and vectorize with the float32 math around them: the
+8-bit Adam step ran 3x faster for it (benchmarks/low_memory.py). Each function is
+:mod:`adamkit.reference.lowbit`'s, bit for bit (tests/optim/test_low_memory.py).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from ..algorithms.state_formats import EXP_OFFSET, INF, MIN_NORMAL_BITS, NAN, TOP
+
+_I32, _F32 = ir.IntType(32), ir.FloatType()
+_ABS_MASK, _INF_BITS, _QUIET_NAN_BITS = 0x7FFFFFFF, 0x7F800000, 0x7FC00000
+# A minifloat's pattern shifted into a float32's is a float32 2^112 times too small, its
+# subnormals included (float32 subnormals): one multiply decodes both ranges.
+_UNIT = float(2.0**112)
+
+
+def _i32(value: int) -> ir.Constant:
+    return ir.Constant(_I32, value)
+
+
+def _f32(value: float) -> ir.Constant:
+    return ir.Constant(_F32, value)
+
+
+def _mantissa_bits(kind: str) -> int:
+    return 3 if kind == "signed" else 4
+
+
+def _decode(builder, code, scale, kind: str):
+    """code (i8) × the block's scale → float32: ±Inf and NaN by their own codes."""
+    c = builder.zext(code, _I32)
+    signed = kind == "signed"
+    magnitude = builder.and_(c, _i32(0x7F)) if signed else c
+    top = _i32(TOP[kind])
+    m = builder.select(builder.icmp_unsigned("<", magnitude, top), magnitude, top)
+    bits = builder.shl(m, _i32(23 - _mantissa_bits(kind)))
+    sign = builder.shl(builder.and_(c, _i32(0x80)), _i32(24)) if signed else _i32(0)
+    unit = builder.fmul(builder.bitcast(builder.or_(bits, sign), _F32), _f32(_UNIT))
+    is_nan = builder.icmp_unsigned("==", magnitude, _i32(NAN[kind]))
+    special = builder.or_(builder.select(is_nan, _i32(_QUIET_NAN_BITS), _i32(_INF_BITS)), sign)
+    return builder.select(
+        builder.icmp_unsigned(">=", magnitude, _i32(INF[kind])),
+        builder.bitcast(special, _F32),
+        builder.fmul(unit, scale),
+    )
+
+
+def _encode(builder, y, inverse, kind: str):
+    """float32 y in a block whose scale's inverse is ``inverse`` → its code (i8)."""
+    y_bits = builder.bitcast(y, _I32)
+    magnitude_bits = builder.and_(y_bits, _i32(_ABS_MASK))
+    r = builder.fmul(builder.bitcast(magnitude_bits, _F32), inverse)
+    r_bits = builder.bitcast(r, _I32)
+    shift = 23 - _mantissa_bits(kind)
+    # round half up on the pattern (normal), or on r in units of the smallest code (subnormal)
+    normal = builder.ashr(builder.add(r_bits, _i32(-EXP_OFFSET + (1 << (shift - 1)))), _i32(shift))
+    to_subnormal = _f32(float(2.0 ** (14 + _mantissa_bits(kind))))
+    subnormal = builder.fptosi(builder.fadd(builder.fmul(r, to_subnormal), _f32(0.5)), _I32)
+    is_normal = builder.icmp_signed(">=", r_bits, _i32(MIN_NORMAL_BITS))
+    code = builder.select(is_normal, normal, subnormal)
+    top = _i32(TOP[kind])
+    code = builder.select(builder.icmp_signed("<", code, top), code, top)
+    if kind != "signed":  # a denominator never reads back as 0
+        tiny = builder.and_(
+            builder.icmp_signed("==", code, _i32(0)), builder.fcmp_ordered(">", r, _f32(0.0))
+        )
+        code = builder.select(tiny, _i32(1), code)
+    is_inf = builder.icmp_unsigned("==", magnitude_bits, _i32(_INF_BITS))
+    code = builder.select(is_inf, _i32(INF[kind]), code)
+    is_nan = builder.icmp_unsigned(">", magnitude_bits, _i32(_INF_BITS))
+    code = builder.select(is_nan, _i32(NAN[kind]), code)
+    if kind == "signed":
+        code = builder.or_(code, builder.and_(builder.lshr(y_bits, _i32(24)), _i32(0x80)))
+    return builder.trunc(code, ir.IntType(8))
+
+
+def _codec(kind: str):
+    @intrinsic
+    def decoded(typingctx, code, scale):
+        def codegen(context, builder, signature, args):
+            return _decode(builder, args[0], args[1], kind)
+
+        return types.float32(types.uint8, types.float32), codegen
+
+    @intrinsic
+    def encoded(typingctx, y, inverse):
+        def codegen(context, builder, signature, args):
+            return _encode(builder, args[0], args[1], kind)
+
+        return types.uint8(types.float32, types.float32), codegen
+
+    return decoded, encoded
+
+
+# m: sign + e4m3; √v and Adamax's u: e4m4 (the "square" and "unsigned" kinds share a code).
+decoded_signed, encoded_signed = _codec("signed")
+decoded_unsigned, encoded_unsigned = _codec("square")
+
+
+@intrinsic
+def finite_magnitude_bits(typingctx, x):
+    """|x|'s pattern as uint32 when x is finite, else 0 (a block's scale is the largest)."""
+
+    def codegen(context, builder, signature, args):
+        magnitude = builder.and_(builder.bitcast(args[0], _I32), _i32(_ABS_MASK))
+        finite = builder.icmp_unsigned("<", magnitude, _i32(_INF_BITS))
+        return builder.select(finite, magnitude, _i32(0))
+
+    return types.uint32(types.float32), codegen
+
+
+@intrinsic
+def float_of(typingctx, bits):
+    """The float32 whose pattern is uint32 ``bits``."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], _F32)
+
+    return types.float32(types.uint32), codegen
+
+
+@intrinsic
+def bf16_load(typingctx, bits):
+    """bfloat16 pattern (uint16) → float32."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.shl(builder.zext(args[0], _I32), _i32(16)), _F32)
+
+    return types.float32(types.uint16), codegen
+
+
+def _bf16_store(builder, x, added_bits):
+    """The top half of ``x``'s pattern plus ``added_bits``, quiet NaN for NaN."""
+    rounded = builder.lshr(builder.add(builder.bitcast(x, _I32), added_bits), _i32(16))
+    is_nan = builder.fcmp_unordered("uno", x, x)
+    return builder.trunc(builder.select(is_nan, _i32(0x7FC0), rounded), ir.IntType(16))
+
+
+@intrinsic
+def bf16_nearest(typingctx, x):
+    """float32 → bfloat16 pattern, to nearest even."""
+
+    def codegen(context, builder, signature, args):
+        bits = builder.bitcast(args[0], _I32)
+        odd = builder.and_(builder.lshr(bits, _i32(16)), _i32(1))
+        return _bf16_store(builder, args[0], builder.add(odd, _i32(0x7FFF)))
+
+    return types.uint16(types.float32), codegen
+
+
+def _bf16_stochastic(half: int):
+    @intrinsic
+    def rounded(typingctx, x, noise):
+        """float32 → bfloat16 pattern, stochastically with 16 bits of uint32 ``noise``."""
+
+        def codegen(context, builder, signature, args):
+            bits = args[1] if half == 0 else builder.lshr(args[1], _i32(16))
+            return _bf16_store(builder, args[0], builder.and_(bits, _i32(0xFFFF)))
+
+        return types.uint16(types.float32, types.uint32), codegen
+
+    return rounded
+
+
+# The two halves of one random draw round two values (m and v).
+bf16_stochastic_low, bf16_stochastic_high = _bf16_stochastic(0), _bf16_stochastic(1)
+
+
+@intrinsic
+def random_bits(typingctx, seed, index):
+    """:func:`adamkit.reference.lowbit.random_bits` for int64 ``seed`` and ``index`` (their
+    low 32 bits): murmur3's finalizer of index·golden + seed, all modulo 2^32."""
+
+    def codegen(context, builder, signature, args):
+        seed32, index32 = (builder.trunc(a, _I32) for a in args)
+        x = builder.add(builder.mul(index32, _i32(0x9E3779B1 - (1 << 32))), seed32)
+        for shift, factor in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
+            x = builder.xor(x, builder.lshr(x, _i32(shift)))
+            x = builder.mul(x, _i32(factor - (1 << 32)))
+        return builder.xor(x, builder.lshr(x, _i32(16)))
+
+    return types.uint32(types.int64, types.int64), codegen
