@@ -1,9 +1,10 @@
-"""Low-memory Adam's training quality: the digits MLP trained with fp32, bf16 and 8-bit
-state from the same seeds; final training loss and test accuracy per seed, and each
-precision's mean final loss relative to fp32's. Also bfloat16 params (no float32 master
-copy) with each ``param_rounding`` at a small learning rate.
+"""Low-memory Adam's training quality: the digits MLP and a byte-level transformer language
+model on the standard library's own sources (benchmarks/stdlib_lm.py), each trained with
+fp32, bf16 and 8-bit state from the same seeds; final loss per seed, and each precision's
+mean final loss relative to fp32's. Also bfloat16 params (no float32 master copy) with each
+``param_rounding`` at a small learning rate.
 
-    .venv/bin/python benchmarks/low_memory_quality.py [--seeds 3] [--epochs 40]
+    .venv/bin/python benchmarks/low_memory_quality.py [--seeds 3] [--epochs 40] [--lm-steps 1000]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from sklearn.datasets import load_digits
 
 import adamkit
+import stdlib_lm  # beside this script
 
 
 def _data():
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--lm-steps", type=int, default=1000, help="0 skips the language model")
     parser.add_argument("--json", default="low_memory_quality.json")
     args = parser.parse_args(argv)
     results: dict[str, list[tuple[float, float]]] = {}
@@ -66,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         losses = " ".join(f"{loss:.5f}" for loss, _ in rows)
         accuracy = statistics.mean(a for _, a in rows)
         print(f"{name:6} {losses:34} {mean / base - 1:>+7.1%} {accuracy:>14.3f}")
+    language_model = {}
+    if args.lm_steps:
+        language_model = {
+            name: [stdlib_lm.train(s, args.lm_steps, **options) for s in range(args.seeds)]
+            for name, options in runs.items()
+        }
+        _print_lm(language_model, args.lm_steps)
     half = {
         r: train(0, 10, torch.bfloat16, 1e-5, param_rounding=r)
         for r in ("nearest", "stochastic", "kahan")
@@ -73,8 +83,27 @@ def main(argv: list[str] | None = None) -> int:
     print("bfloat16 params, lr 1e-5, 10 epochs: final loss",
           ", ".join(f"{r} {loss:.4f}" for r, (loss, _) in half.items()))  # fmt: skip
     with open(args.json, "w") as f:
-        json.dump({"digits": results, "bf16_params": half}, f, indent=2)
+        json.dump(
+            {"digits": results, "stdlib_lm": language_model, "bf16_params": half}, f, indent=2
+        )
     return 0
+
+
+def _print_lm(results: dict[str, list[dict]], steps: int) -> None:
+    print(f"\nbyte-level transformer on stdlib sources, {steps} steps (AdamW, warmup + cosine)")
+    print(
+        f"{'state':6} {'final train loss per seed':28} {'vs fp32':>8}"
+        f" {'held-out':>9} {'vs fp32':>8}"
+    )
+    base = {key: statistics.mean(r[key] for r in results["fp32"]) for key in ("final", "held_out")}
+    for name, rows in results.items():
+        final = statistics.mean(r["final"] for r in rows)
+        held = statistics.mean(r["held_out"] for r in rows)
+        losses = " ".join(f"{r['final']:.4f}" for r in rows)
+        print(
+            f"{name:6} {losses:28} {final / base['final'] - 1:>+7.2%}"
+            f" {held:>9.4f} {held / base['held_out'] - 1:>+7.2%}"
+        )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 in a low-memory precision ("8bit", "bf16", or "fp32" with a stochastic or Kahan-rounded half
 param; see :mod:`adamkit.optim._lowmem`). Contiguous CPU float32/bfloat16 tensors with
 "8bit" or "bf16" state take the fused kernel (:mod:`adamkit.kernels._numba_lowbit`): one pass,
-dequantize → update → requantize per block, parallel over blocks. The others take
+dequantize → update → requantize per block, parallel over blocks; CUDA tensors take the same
+pass in Triton (:mod:`adamkit.kernels.triton_lowbit`). The others take
 :func:`adamkit.kernels.lowbit_torch.step_tensor`. Both compute in float32 and give the same
 codes (the formats are integer arithmetic on float32 patterns).
 """
@@ -24,6 +25,7 @@ from ..algorithms.state_formats import ABSMAX_SUFFIX, BLOCK, KAHAN_KEY
 from . import _batching
 from ._batching import SPLIT_MIN_ELEMENTS, Threads, chunk_tables, typed
 from .lowbit_torch import step_tensor
+from .registry import triton_available
 from .spec_kernels import hyper_key, padded_scalars
 
 
@@ -49,8 +51,18 @@ def step(
     scalars = (padded.hyper, padded.bias, padded.flags)
     rest = list(range(len(params)))
     if fused and spec.name in FUSED_SPECS:
-        rest = _fused(spec, params, grads, states, precisions, scalars, param_rounding)
-    for i in rest:
+        rest = []
+        by_device: dict[str, list[int]] = {}
+        for i, p in enumerate(params):
+            by_device.setdefault(p.device.type, []).append(i)
+        for device_type, idx in by_device.items():
+            kernel = FUSED_KERNELS.get(device_type)
+            if kernel is None or (device_type == "cuda" and not triton_available()):
+                rest += idx
+                continue
+            lists = [[items[i] for i in idx] for items in (params, grads, states, precisions)]
+            rest += [idx[j] for j in kernel(spec, *lists, scalars, param_rounding)]
+    for i in sorted(rest):
         step_tensor(
             spec, params[i], grads[i], states[i], scalars,
             precision=precisions[i], param_rounding=param_rounding,
@@ -61,8 +73,8 @@ FUSED_SPECS = ("adam", "nadam", "radam", "adamax")  # two stored slots each
 _PARAM_MODES = {"nearest": 1, "stochastic": 2, "kahan": 3}  # of a bfloat16 param
 
 
-def _fused(spec, params, grads, states, precisions, scalars, param_rounding) -> list[int]:
-    """Run the fused kernel on the tensors it takes, batched by (precision, param mode);
+def _numba_fused(spec, params, grads, states, precisions, scalars, param_rounding) -> list[int]:
+    """Run the fused CPU kernel on the tensors it takes, batched by (precision, param mode);
     return the indices of the others."""
     from . import _numba_lowbit  # imports numba: only when used
 
@@ -99,6 +111,16 @@ def _fused(spec, params, grads, states, precisions, scalars, param_rounding) -> 
         else:
             serial(precision, mode, tables.chunks, *args, True)
     return rest
+
+
+def _triton_fused(spec, params, grads, states, precisions, scalars, param_rounding) -> list[int]:
+    from . import triton_lowbit  # imports triton: only when used
+
+    return triton_lowbit.fused(spec, params, grads, states, precisions, scalars, param_rounding)
+
+
+# The fused kernel per device type (tests put the Triton one on "cpu", under its interpreter).
+FUSED_KERNELS = {"cpu": _numba_fused, "cuda": _triton_fused}
 
 
 def _launch_parallel(parallel, precision, mode, chunks, bounds, *args) -> None:

@@ -1,0 +1,146 @@
+"""The Triton kernel for low-memory state (CUDA's fused path), run on CPU tensors under
+TRITON_INTERPRET=1: bit for bit the fused CPU kernel's params and state, the formats'
+specials included, for every fused spec and param storage."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import adamkit
+from adamkit.kernels import lowbit
+
+pytest.importorskip("triton")
+if os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("set TRITON_INTERPRET=1 (tests/conftest.py does)", allow_module_level=True)
+
+# The interpreter runs the kernel in NumPy, which warns on the NaN and Inf elements tested.
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+PARAM_STORAGE = [
+    (torch.float32, "nearest"),
+    (torch.bfloat16, "nearest"),
+    (torch.bfloat16, "stochastic"),
+    (torch.bfloat16, "kahan"),
+]
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().reshape(-1).view(torch.uint8)
+
+
+def _run(cls, kernel, n, dtype, rounding, precision, steps=3, **options):
+    """Params and state after ``steps`` steps with ``kernel`` as the CPU fused kernel."""
+    torch.manual_seed(n)
+    x = torch.randn(n) * torch.exp2(torch.randint(-20, 20, (n,)).float())
+    w = torch.nn.Parameter(x.to(dtype))
+    opt = cls([w], lr=1e-2, state_precision=precision, param_rounding=rounding,
+              min_8bit_size=0, **options)  # fmt: skip
+    for step in range(steps):
+        g = torch.randn(n) * torch.exp2(torch.randint(-30, 30, (n,)).float())
+        if step == 1 and n > 10:
+            g[2], g[9] = float("nan"), float("inf")
+        w.grad = g.to(dtype)
+        saved = lowbit.FUSED_KERNELS["cpu"]
+        lowbit.FUSED_KERNELS["cpu"] = kernel
+        try:
+            opt.step()
+        finally:
+            lowbit.FUSED_KERNELS["cpu"] = saved
+    return w, opt.state[w]
+
+
+@pytest.mark.parametrize("dtype,rounding", PARAM_STORAGE)
+@pytest.mark.parametrize("precision", ["8bit", "bf16"])
+@pytest.mark.parametrize("n", [1, 255, 257, 4097])
+def test_triton_kernel_equals_the_fused_cpu_kernel_bitwise(n, precision, dtype, rounding):
+    got_w, got = _run(adamkit.Adam, lowbit._triton_fused, n, dtype, rounding, precision)
+    want_w, want = _run(adamkit.Adam, lowbit._numba_fused, n, dtype, rounding, precision)
+    assert torch.equal(_bits(got_w), _bits(want_w))
+    assert got.keys() == want.keys()
+    for key in want:
+        assert torch.equal(_bits(got[key]), _bits(want[key])), key
+
+
+@pytest.mark.parametrize("cls", [adamkit.AdamW, adamkit.RAdam, adamkit.Adamax])
+@pytest.mark.parametrize("precision", ["8bit", "bf16"])
+def test_triton_kernel_runs_each_spec_as_the_cpu_kernel(cls, precision):
+    options = {"weight_decay": 0.1}
+    got_w, got = _run(cls, lowbit._triton_fused, 3000, torch.float32, "nearest", precision,
+                      **options)  # fmt: skip
+    want_w, want = _run(cls, lowbit._numba_fused, 3000, torch.float32, "nearest", precision,
+                        **options)  # fmt: skip
+    assert torch.equal(_bits(got_w), _bits(want_w))
+    for key in want:
+        assert torch.equal(_bits(got[key]), _bits(want[key])), key
+
+
+@pytest.mark.parametrize("precision", ["8bit", "bf16"])
+def test_triton_kernel_nadam_agrees_with_the_torch_ops_path(precision):
+    # NAdam's per-tensor scalars come from the host here, as on the torch-ops path; the numba
+    # kernel computes them in its own compiled code (equal to a float32 rounding).
+    got_w, got = _run(adamkit.NAdam, lowbit._triton_fused, 3000, torch.float32, "nearest",
+                      precision)  # fmt: skip
+    want_w, want = _run(adamkit.NAdam, lowbit._numba_fused, 3000, torch.float32, "nearest",
+                        precision)  # fmt: skip
+    torch.testing.assert_close(got_w, want_w, rtol=1e-5, atol=1e-7, equal_nan=True)
+    for key, value in want.items():
+        if value.dtype == torch.uint8:
+            off = (got[key].int() - value.int()).abs()
+            assert off.le(1).all() and (off > 0).float().mean() < 0.01, key
+        else:
+            torch.testing.assert_close(
+                got[key].float(), value.float(), rtol=1e-2, atol=0, equal_nan=True
+            )
+
+
+def test_tensors_the_triton_kernel_cannot_take_go_to_the_torch_ops_path():
+    a = torch.nn.Parameter(torch.randn(300))
+    b = torch.nn.Parameter(torch.randn(40, 30).t())  # not contiguous
+    empty = torch.nn.Parameter(torch.randn(0))
+    opt = adamkit.Adam([a, b, empty], state_precision="8bit", min_8bit_size=0)
+    for p in (a, b, empty):
+        p.grad = torch.randn_like(p)
+    opt.step()  # state made
+    states = [opt.state[p] for p in (a, b, empty)]
+    from adamkit.algorithms import SPECS
+    from adamkit.kernels.spec_kernels import hyper_key, padded_scalars
+
+    padded = padded_scalars("adam", torch.float32, hyper_key(SPECS["adam"], opt.param_groups[0]))
+    rest = lowbit._triton_fused(
+        SPECS["adam"], [a, b, empty], [p.grad for p in (a, b, empty)], states,
+        ["8bit"] * 3, (padded.hyper, padded.bias, padded.flags), "nearest",
+    )  # fmt: skip
+    assert rest == [1, 2]
+    assert opt.state[a]["step"].item() == 2 and opt.state[b]["step"].item() == 1
+
+
+def test_cuda_tensors_take_the_triton_kernel():
+    assert lowbit.FUSED_KERNELS["cuda"] is lowbit._triton_fused
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["8bit", "bf16"])
+def test_on_cuda_the_step_matches_the_cpu_kernel(precision):
+    torch.manual_seed(0)
+    n = 100_003
+    w_cpu = torch.nn.Parameter(torch.randn(n))
+    w_gpu = torch.nn.Parameter(w_cpu.detach().cuda())
+    cpu = adamkit.Adam([w_cpu], lr=1e-2, state_precision=precision)
+    gpu = adamkit.Adam([w_gpu], lr=1e-2, state_precision=precision)
+    for _ in range(5):
+        g = torch.randn(n)
+        w_cpu.grad, w_gpu.grad = g, g.cuda()
+        cpu.step()
+        gpu.step()
+    # CUDA's sqrt and division are not IEEE's to the ulp: codes may differ by one now and then
+    torch.testing.assert_close(w_gpu.cpu(), w_cpu, rtol=1e-5, atol=1e-6)
+    for key, value in cpu.state[w_cpu].items():
+        other = gpu.state[w_gpu][key].cpu()
+        if value.dtype == torch.uint8:
+            off = (other.int() - value.int()).abs()
+            assert off.le(1).all() and (off > 0).float().mean() < 0.01, key
+        else:
+            torch.testing.assert_close(other.float(), value.float(), rtol=1e-2, atol=1e-6)
