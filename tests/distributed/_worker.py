@@ -114,6 +114,7 @@ def phase_train(out: Path, rank: int, world: int) -> None:
     save(out, "fsdp2", model, rank)
 
     skip_on_all_ranks(out, rank, world, batches)
+    low_memory(out, rank, world, batches)
 
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -123,6 +124,51 @@ def phase_train(out: Path, rank: int, world: int) -> None:
     train(model, opt, batches[:K_STEPS], rank, world)
     model_sd, optim_sd = get_state_dict(model, opt)
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(out / "dcp"))
+
+
+LOW_MEMORY = {"state_precision": "8bit", "min_8bit_size": 0}
+
+
+def low_memory(out: Path, rank: int, world: int, batches) -> None:
+    """Low-memory state: 8-bit in DDP (every rank's params and state saved, to compare), bf16
+    under FSDP2 (and a DCP checkpoint of it), and 8-bit under FSDP2 refused."""
+    ddp = DDP_of(make_model())
+    opt = adamkit.Adam(ddp.parameters(), lr=LR, **LOW_MEMORY)
+    train(ddp, opt, batches, rank, world)
+    torch.save(
+        {
+            "params": [p.detach().clone() for p in ddp.parameters()],
+            "state": [dict(opt.state[p]) for p in ddp.parameters()],
+        },
+        out / f"ddp_8bit_rank{rank}.pt",
+    )
+    model = fsdp2_model(world)
+    train(model, adamkit.Adam(model.parameters(), lr=LR, state_precision="bf16"), batches,
+          rank, world)  # fmt: skip
+    save(out, "fsdp2_bf16", model, rank)
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model = fsdp2_model(world)
+    opt = adamkit.Adam(model.parameters(), lr=LR, state_precision="bf16")
+    train(model, opt, batches[:K_STEPS], rank, world)
+    model_sd, optim_sd = get_state_dict(model, opt)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(out / "dcp_bf16"))
+
+    try:
+        adamkit.Adam(fsdp2_model(world).parameters(), lr=LR, **LOW_MEMORY)
+        refused = ""
+    except ValueError as error:
+        refused = str(error)
+    if rank == 0:
+        torch.save({"message": refused}, out / "fsdp2_8bit.pt")
+
+
+def DDP_of(model):
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model)
 
 
 def skip_on_all_ranks(out: Path, rank: int, world: int, batches) -> None:
@@ -160,6 +206,15 @@ def phase_resume(out: Path, rank: int, world: int) -> None:
     set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
     train(model, opt, global_batches(N_STEPS)[K_STEPS:], rank, world)
     save(out, "dcp_resumed", model, rank)
+
+    model = fsdp2_model(world)
+    opt = adamkit.Adam(model.parameters(), lr=LR, state_precision="bf16")
+    model_sd, optim_sd = get_state_dict(model, opt)
+    state = {"model": model_sd, "optim": optim_sd}
+    dcp.load(state, checkpoint_id=str(out / "dcp_bf16"))
+    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    train(model, opt, global_batches(N_STEPS)[K_STEPS:], rank, world)
+    save(out, "dcp_bf16_resumed", model, rank)
 
 
 def main() -> None:

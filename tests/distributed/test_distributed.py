@@ -71,16 +71,26 @@ def results(tmp_path_factory) -> dict[str, dict]:
     _torchrun(WORKER, str(out), "resume")  # new processes: all ranks restarted
     return {
         name: torch.load(out / f"{name}.pt")
-        for name in ("ddp", "zero", "fsdp2", "dcp_resumed", "skip")
-    }
+        for name in (
+            "ddp", "zero", "fsdp2", "dcp_resumed", "skip", "fsdp2_bf16", "dcp_bf16_resumed",
+            "fsdp2_8bit", "ddp_8bit_rank0", "ddp_8bit_rank1",
+        )
+    }  # fmt: skip
+
+
+_STATE_KEYS = ["0.weight", "0.bias", "2.weight", "2.bias", "3.weight", "3.bias"]
+
+
+def _single_process_run(**options) -> tuple[list[torch.Tensor], adamkit.Adam]:
+    model = _worker.make_model()
+    opt = adamkit.Adam(model.parameters(), lr=_worker.LR, **options)
+    _worker.train(model, opt, _worker.global_batches(_worker.N_STEPS), rank=0, world=1)
+    return [p.detach() for p in model.parameters()], opt
 
 
 @pytest.fixture(scope="module")
 def single_process() -> list[torch.Tensor]:
-    model = _worker.make_model()
-    opt = adamkit.Adam(model.parameters(), lr=_worker.LR)
-    _worker.train(model, opt, _worker.global_batches(_worker.N_STEPS), rank=0, world=1)
-    return [p.detach() for p in model.parameters()]
+    return _single_process_run()[0]
 
 
 @pytest.mark.parametrize("name", ["ddp", "zero", "fsdp2"])
@@ -119,3 +129,42 @@ def test_example_trains_and_resumes_from_its_checkpoint(tmp_path):
     assert "epoch 1:" in first and (tmp_path / "ckpt" / ".metadata").exists()
     second = _torchrun(example, "--epochs", "2", "--checkpoint", ckpt)
     assert "resumed from" in second and "epoch 2:" in second and "epoch 1:" not in second
+
+
+def test_ddp_with_8bit_state_keeps_ranks_identical_and_matches_one_process(results):
+    rank0, rank1 = results["ddp_8bit_rank0"], results["ddp_8bit_rank1"]
+    for a, b in zip(rank0["params"], rank1["params"], strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(rank0["state"], rank1["state"], strict=True):
+        assert a.keys() == b.keys() and "exp_avg_absmax" in a
+        assert all(torch.equal(a[key], b[key]) for key in a)
+    params, opt = _single_process_run(**_worker.LOW_MEMORY)
+    for i, (a, b) in enumerate(zip(rank0["params"], params, strict=True)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"param {i}")
+    one = [opt.state[p] for group in opt.param_groups for p in group["params"]]
+    for a, b in zip(rank0["state"], one, strict=True):
+        for key in a:
+            got, want = a[key], b[key]
+            if got.dtype == torch.uint8:  # a gradient one ulp apart may move a code by one
+                assert (got.int() - want.int()).abs().le(1).all(), key
+            else:
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7, msg=key)
+
+
+def test_fsdp2_with_bf16_state_matches_one_process_and_resumes_bitwise(results):
+    params, _ = _single_process_run(state_precision="bf16")
+    sharded = results["fsdp2_bf16"]["params"]
+    # Each shard draws its stochastic rounding from its own local indices, so the runs round
+    # differently: bf16 state is within 2^-8 of its value, so each of the 6 steps (of size
+    # ≤ lr) moves a param by at most ~1% of lr differently.
+    bound = _worker.N_STEPS * 0.01 * _worker.LR
+    for i, (a, b) in enumerate(zip(sharded, params, strict=True)):
+        assert (a - b).abs().max() <= bound, f"param {i}"
+        assert (a - _worker.make_model().state_dict()[_STATE_KEYS[i]]).abs().max() > 10 * bound
+    for i, (a, b) in enumerate(zip(results["dcp_bf16_resumed"]["params"], sharded, strict=True)):
+        assert torch.equal(a, b), f"param {i}"
+
+
+def test_fsdp2_with_8bit_state_is_refused_with_a_clear_error(results):
+    message = results["fsdp2_8bit"]["message"]
+    assert "state_precision='8bit'" in message and "DTensor" in message and "bf16" in message

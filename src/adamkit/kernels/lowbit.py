@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
 from ..algorithms.state_formats import ABSMAX_SUFFIX, BLOCK, KAHAN_KEY
-from . import _batching
+from . import _batching, wrappers
 from ._batching import SPLIT_MIN_ELEMENTS, Threads, chunk_tables, typed
 from .lowbit_torch import step_tensor
 from .registry import triton_available
@@ -41,7 +41,9 @@ def step(
     fused: bool = True,
 ) -> None:
     """One step of ``spec`` on ``params`` with low-memory ``states``; nothing is written
-    unless every gradient and state tensor fits its parameter."""
+    unless every gradient and state tensor fits its parameter. DTensor parameters (FSDP2,
+    bf16 state) are updated through their local shards, as the fp32 kernels do."""
+    params, grads, states = _local_shards(params, grads, states)
     _batching.check_sizes(
         params,
         [list(grads), *([st.get(key) for st in states] for key in spec.tensor_state)],
@@ -67,6 +69,23 @@ def step(
             spec, params[i], grads[i], states[i], scalars,
             precision=precisions[i], param_rounding=param_rounding,
         )  # fmt: skip
+
+
+def _local_shards(params, grads, states):
+    """Plain local tensors for DTensor params, grads and state (the same storage: the kernels
+    write through them); the state dicts are copies holding the same counter tensors."""
+    dtensor = wrappers._dtensor_type()
+    if dtensor is None or not any(isinstance(p, dtensor) for p in params):
+        return params, grads, states
+
+    def local(t: Any) -> Any:
+        return t.to_local() if isinstance(t, dtensor) else t
+
+    return (
+        [local(p) for p in params],
+        [local(g) for g in grads],
+        [{key: local(value) for key, value in state.items()} for state in states],
+    )
 
 
 FUSED_SPECS = ("adam", "nadam", "radam", "adamax")  # two stored slots each

@@ -26,6 +26,7 @@ from ..algorithms import SPECS
 from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS
 from ..kernels import lowbit
 from ..kernels.lowbit_torch import blocks, dequantized_entry, quantize, to_bf16
+from ..kernels.wrappers import _dtensor_type
 from ._base import new_step, scalar_state
 from ._checkpoint import StateDictError
 
@@ -33,6 +34,7 @@ PRECISIONS = ("fp32", "bf16", "8bit")
 ROUNDINGS = ("nearest", "stochastic", "kahan")
 _LOW_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _HALF = (torch.bfloat16, torch.float16)
+_CONTIGUOUS = torch.contiguous_format
 
 
 def check_options(state_precision: Any, min_8bit_size: Any, param_rounding: Any) -> None:
@@ -105,6 +107,20 @@ class LowMemoryState:
     def validate_group(self, group: dict[str, Any]) -> None:
         super().validate_group(group)  # type: ignore[misc]
         check_group_supports(group, self.state_precision, self.param_rounding)
+        if self.state_precision == "8bit":
+            self._check_no_sharded_8bit(group.get("params", ()))
+
+    def _check_no_sharded_8bit(self, params: list[Tensor]) -> None:
+        dtensor = _dtensor_type()
+        for p in params:
+            if dtensor is not None and isinstance(p, dtensor) and self.precision_of(p) == "8bit":
+                raise ValueError(
+                    f"state_precision='8bit' does not take DTensor parameters (FSDP2, tensor "
+                    f"parallel; got one of shape {tuple(p.shape)}): its per-block scales "
+                    "belong to a rank's local shard, which a distributed checkpoint cannot "
+                    "lay out yet. Use state_precision='bf16' (sharded with its parameter), or "
+                    "raise min_8bit_size above the sharded parameters' sizes"
+                )
 
     # --- state -------------------------------------------------------------------------
     def init_low_memory_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any] | None:
@@ -203,14 +219,15 @@ def _low_memory_zeros(
         elif key == spec.scalar_state:
             state[key] = scalar_state(spec.scalar_state_init, p, {**group, "capturable": False})
         elif precision == "8bit":
-            state[key] = torch.zeros(p.shape, dtype=torch.uint8, device=p.device)
+            state[key] = torch.zeros_like(p, dtype=torch.uint8, memory_format=_CONTIGUOUS)
             state[key + ABSMAX_SUFFIX] = torch.zeros(
                 blocks(p.numel()), dtype=torch.float32, device=p.device
             )
         elif precision == "bf16":
-            state[key] = torch.zeros(p.shape, dtype=torch.bfloat16, device=p.device)
+            # zeros_like: a DTensor parameter's state is a DTensor laid out like it (FSDP2)
+            state[key] = torch.zeros_like(p, dtype=torch.bfloat16, memory_format=_CONTIGUOUS)
         else:
-            state[key] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+            state[key] = torch.zeros_like(p, memory_format=_CONTIGUOUS)
     return state
 
 
