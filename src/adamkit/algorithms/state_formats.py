@@ -21,6 +21,7 @@ NAN = {"signed": 127, "square": 255, "unsigned": 255}
 SIGN = 0x80  # the sign bit of a signed code
 EXP_OFFSET = 112 << 23  # float32's exponent bias (127) less the minifloats' (15), in place
 MIN_NORMAL_BITS = 113 << 23  # the pattern of 2^-14: below it the minifloats are linear
+NEAREST = 0x8000  # the 16-bit rounding "noise" of round-to-nearest: half a code (ties up)
 PARAM_STREAM = 0x5BD1E995  # params' stochastic rounding draws from a random stream of its own
 ABSMAX_SUFFIX = "_absmax"  # an 8-bit slot "exp_avg" keeps its scales in "exp_avg_absmax"
 KAHAN_KEY = "kahan_comp"  # param_rounding="kahan": the param's compensation, in its dtype

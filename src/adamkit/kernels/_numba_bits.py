@@ -54,17 +54,22 @@ def _decode(builder, code, scale, kind: str):
     )
 
 
-def _encode(builder, y, inverse, kind: str):
-    """float32 y in a block whose scale's inverse is ``inverse`` → its code (i8)."""
+def _encode(builder, y, inverse, noise, kind: str):
+    """float32 y in a block whose scale's inverse is ``inverse`` → its code (i8), rounded
+    with the low 16 bits of ``noise`` (i32; 0x8000 rounds to nearest)."""
     y_bits = builder.bitcast(y, _I32)
     magnitude_bits = builder.and_(y_bits, _i32(_ABS_MASK))
     r = builder.fmul(builder.bitcast(magnitude_bits, _F32), inverse)
     r_bits = builder.bitcast(r, _I32)
     shift = 23 - _mantissa_bits(kind)
-    # round half up on the pattern (normal), or on r in units of the smallest code (subnormal)
-    normal = builder.ashr(builder.add(r_bits, _i32(-EXP_OFFSET + (1 << (shift - 1)))), _i32(shift))
+    # noise/2^16 of a code added before truncating: on the pattern (normal numbers), or on r
+    # in units of the smallest code (subnormal)
+    noise16 = builder.and_(noise, _i32(0xFFFF))
+    added = builder.add(builder.shl(noise16, _i32(shift - 16)), _i32(-EXP_OFFSET))
+    normal = builder.ashr(builder.add(r_bits, added), _i32(shift))
     to_subnormal = _f32(float(2.0 ** (14 + _mantissa_bits(kind))))
-    subnormal = builder.fptosi(builder.fadd(builder.fmul(r, to_subnormal), _f32(0.5)), _I32)
+    fraction = builder.fmul(builder.sitofp(noise16, _F32), _f32(2.0**-16))
+    subnormal = builder.fptosi(builder.fadd(builder.fmul(r, to_subnormal), fraction), _I32)
     is_normal = builder.icmp_signed(">=", r_bits, _i32(MIN_NORMAL_BITS))
     code = builder.select(is_normal, normal, subnormal)
     top = _i32(TOP[kind])
@@ -92,11 +97,11 @@ def _codec(kind: str):
         return types.float32(types.uint8, types.float32), codegen
 
     @intrinsic
-    def encoded(typingctx, y, inverse):
+    def encoded(typingctx, y, inverse, noise):
         def codegen(context, builder, signature, args):
-            return _encode(builder, args[0], args[1], kind)
+            return _encode(builder, args[0], args[1], args[2], kind)
 
-        return types.uint8(types.float32, types.float32), codegen
+        return types.uint8(types.float32, types.float32, types.uint32), codegen
 
     return decoded, encoded
 

@@ -87,8 +87,10 @@ def _stored(x, kind):
 
 
 @_helper
-def _encoded(stored, inverse, kind):
-    return encoded_signed(stored, inverse) if kind == SIGNED else encoded_unsigned(stored, inverse)
+def _encoded(stored, inverse, noise, kind):
+    if kind == SIGNED:
+        return encoded_signed(stored, inverse, noise)
+    return encoded_unsigned(stored, inverse, noise)
 
 
 @_helper
@@ -176,9 +178,10 @@ def _blocks(
                 new_scale0, new_scale1 = float_of(largest0), float_of(largest1)
                 scales0[blk], scales1[blk] = new_scale0, new_scale1
                 inverse0, inverse1 = _inverse(new_scale0), _inverse(new_scale1)
-                for j in range(hi - lo):
-                    codes0b[j] = _encoded(buffer0[j], inverse0, kind0)
-                    codes1b[j] = _encoded(buffer1[j], inverse1, kind1)
+                for j in range(hi - lo):  # stochastic rounding, as bf16: m low bits, v high
+                    noise = random_bits(seed, lo + j)
+                    codes0b[j] = _encoded(buffer0[j], inverse0, noise, kind0)
+                    codes1b[j] = _encoded(buffer1[j], inverse1, noise >> np.uint32(16), kind1)
 
 
 @_inline

@@ -29,6 +29,7 @@ from ..algorithms.state_formats import (
     MANTISSA_BITS,
     MIN_NORMAL_BITS,
     NAN,
+    NEAREST,
     PARAM_STREAM,
     SIGN,
     SLOT_KINDS,
@@ -47,11 +48,14 @@ def _from_bits(bits: Tensor) -> Tensor:
     return (bits & _U32).to(torch.int64).to(torch.int32).view(torch.float32)
 
 
-def encode(r: Tensor, mantissa_bits: int) -> Tensor:
+def encode(r: Tensor, mantissa_bits: int, noise: Tensor | int = NEAREST) -> Tensor:
+    """:func:`adamkit.reference.lowbit.encode`: 16-bit ``noise`` rounds stochastically."""
     shift = 23 - mantissa_bits
     bits = _bits(r)
-    normal = (bits - EXP_OFFSET + (1 << (shift - 1))) >> shift
-    subnormal = (r * 2.0 ** (14 + mantissa_bits) + 0.5).to(torch.int64)
+    noise = torch.as_tensor(noise, device=r.device).to(torch.int64) & 0xFFFF
+    normal = (bits - EXP_OFFSET + (noise << (shift - 16))) >> shift
+    fraction = noise.to(torch.float32) * 2.0**-16
+    subnormal = (r * 2.0 ** (14 + mantissa_bits) + fraction).to(torch.int64)
     code = torch.where(bits >= MIN_NORMAL_BITS, normal, subnormal)
     return code.clamp_(max=15 << mantissa_bits)
 
@@ -66,11 +70,16 @@ def blocks(numel: int) -> int:
     return -(-numel // BLOCK)
 
 
-def quantize(x: Tensor, kind: str) -> tuple[Tensor, Tensor]:
-    """(uint8 codes shaped like ``x``, float32 absmax per block) of ``x`` (any float dtype)."""
+def quantize(x: Tensor, kind: str, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(uint8 codes shaped like ``x``, float32 absmax per block) of ``x`` (any float dtype);
+    rounded to nearest, or stochastically with ``noise`` (16 bits per element)."""
     flat = x.detach().reshape(-1).to(torch.float32)
     n = flat.numel()
     padded = torch.nn.functional.pad(flat, (0, blocks(n) * BLOCK - n)).view(-1, BLOCK)
+    add: Tensor | int = NEAREST
+    if noise is not None:
+        add = torch.nn.functional.pad(noise.reshape(-1) & 0xFFFF, (0, blocks(n) * BLOCK - n))
+        add = add.view(-1, BLOCK)
     # √ in float64, rounded once to float32: correctly rounded, as NumPy's and LLVM's float32
     # sqrt are (torch's vectorized float32 sqrt can differ by an ulp).
     stored = padded.double().sqrt().float() if kind == "square" else padded
@@ -79,7 +88,7 @@ def quantize(x: Tensor, kind: str) -> tuple[Tensor, Tensor]:
     absmax = torch.where(finite, magnitude, 0.0).amax(dim=1) if n else padded.new_zeros(0)
     inv = torch.where(absmax > 0, 1.0 / absmax, 0.0)
     r = torch.where(finite, magnitude * inv[:, None], 0.0)
-    code = encode(r, MANTISSA_BITS[kind])
+    code = encode(r, MANTISSA_BITS[kind], add)
     if kind != "signed":
         code = torch.where((code == 0) & (r > 0), 1, code)
     code = torch.where(stored.isinf(), INF[kind], code)
@@ -174,7 +183,8 @@ def step_tensor(
     slots += [g32] * (3 - len(slots))
     new_p, *new_slots = _torch_element(spec)(p32, g32, *slots, hyper, k, flags)
     seed = tensor_seed(step, p.numel())
-    noise = random_bits(seed, p.numel(), p.device).view(p.shape) if precision == "bf16" else None
+    low = precision in ("8bit", "bf16")  # both round the moments stochastically
+    noise = random_bits(seed, p.numel(), p.device).view(p.shape) if low else None
     stores: dict[str, Tensor] = {}
     for key in keys:
         i = spec.tensor_state.index(key)
@@ -200,11 +210,12 @@ def load(state: Mapping[str, Any], key: str, precision: str) -> Tensor:
 def _stored(
     key: str, value: Tensor, precision: str, dtype: torch.dtype, noise: Tensor | None, shift: int
 ) -> dict[str, Tensor]:
+    if precision in ("8bit", "bf16"):
+        assert noise is not None
     if precision == "8bit":
-        codes, absmax = quantize(value, SLOT_KINDS[key])
+        codes, absmax = quantize(value, SLOT_KINDS[key], noise >> shift)
         return {key: codes, key + ABSMAX_SUFFIX: absmax}
     if precision == "bf16":
-        assert noise is not None
         return {key: to_bf16(value, noise >> shift)}
     return {key: value.to(dtype)}
 

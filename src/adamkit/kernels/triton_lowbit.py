@@ -62,15 +62,17 @@ def _decode(code, scale, MANTISSA: tl.constexpr, SIGNED: tl.constexpr, TOP_CODE:
 
 
 @triton.jit
-def _encode(y, inverse, MANTISSA: tl.constexpr, SIGNED: tl.constexpr, TOP_CODE: tl.constexpr,
+def _encode(y, inverse, noise, MANTISSA: tl.constexpr, SIGNED: tl.constexpr, TOP_CODE: tl.constexpr,
             INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr, EXP: tl.constexpr,
             MIN_NORMAL: tl.constexpr):  # fmt: skip
     y_bits = y.to(tl.int32, bitcast=True)
     magnitude_bits = y_bits & 0x7FFFFFFF
     r = magnitude_bits.to(tl.float32, bitcast=True) * inverse
     r_bits = r.to(tl.int32, bitcast=True)
-    normal = (r_bits - EXP + (1 << (22 - MANTISSA))) >> (23 - MANTISSA)
-    subnormal = (r * float(1 << (14 + MANTISSA)) + 0.5).to(tl.int32)
+    noise16 = (noise & 0xFFFF).to(tl.int32)  # 0x8000 rounds to nearest
+    normal = (r_bits - EXP + (noise16 << (7 - MANTISSA))) >> (23 - MANTISSA)
+    fraction = noise16.to(tl.float32) * (1.0 / 65536.0)
+    subnormal = (r * float(1 << (14 + MANTISSA)) + fraction).to(tl.int32)
     code = tl.where(r_bits >= MIN_NORMAL, normal, subnormal)
     code = tl.minimum(code, TOP_CODE)
     if not SIGNED:  # a denominator never reads back as 0
@@ -185,10 +187,11 @@ def _lowbit_kernel(
         tl.store(a1_ptr + blk, largest1)
         inverse0 = tl.where(largest0 > 0, 1.0 / largest0, 0.0)
         inverse1 = tl.where(largest1 > 0, 1.0 / largest1, 0.0)
-        tl.store(c0_ptr + offs, _encode(x0, inverse0, 3, True, TOP_S, INF_S, NAN_S, EXP,
-                                        MIN_NORMAL), mask=mask)  # fmt: skip
-        tl.store(c1_ptr + offs, _encode(x1, inverse1, 4, False, TOP_U, INF_U, NAN_U, EXP,
-                                        MIN_NORMAL), mask=mask)  # fmt: skip
+        noise = _random_bits(seed, offs)  # stochastic rounding, as bf16: m low bits, v high
+        tl.store(c0_ptr + offs, _encode(x0, inverse0, noise, 3, True, TOP_S, INF_S, NAN_S,
+                                        EXP, MIN_NORMAL), mask=mask)  # fmt: skip
+        tl.store(c1_ptr + offs, _encode(x1, inverse1, noise >> 16, 4, False, TOP_U, INF_U,
+                                        NAN_U, EXP, MIN_NORMAL), mask=mask)  # fmt: skip
     else:
         noise = _random_bits(seed, offs)
         tl.store(h0_ptr + offs, _bf16_round(x0, noise, False), mask=mask)
