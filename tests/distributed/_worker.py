@@ -195,26 +195,24 @@ def skip_on_all_ranks(out: Path, rank: int, world: int, batches) -> None:
 
 
 def phase_resume(out: Path, rank: int, world: int) -> None:
+    resume_from(out / "dcp", "dcp_resumed", out, rank, world)
+    resume_from(out / "dcp_bf16", "dcp_bf16_resumed", out, rank, world, state_precision="bf16")
+
+
+def resume_from(checkpoint: Path, name: str, out: Path, rank: int, world: int, **options) -> None:
+    """Fresh FSDP2 model and optimizer, loaded from the DCP checkpoint after K_STEPS, trained
+    to N_STEPS and saved as ``name``."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     model = fsdp2_model(world)
-    opt = adamkit.Adam(model.parameters(), lr=LR)
+    opt = adamkit.Adam(model.parameters(), lr=LR, **options)
     model_sd, optim_sd = get_state_dict(model, opt)
     state = {"model": model_sd, "optim": optim_sd}
-    dcp.load(state, checkpoint_id=str(out / "dcp"))
+    dcp.load(state, checkpoint_id=str(checkpoint))
     set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
     train(model, opt, global_batches(N_STEPS)[K_STEPS:], rank, world)
-    save(out, "dcp_resumed", model, rank)
-
-    model = fsdp2_model(world)
-    opt = adamkit.Adam(model.parameters(), lr=LR, state_precision="bf16")
-    model_sd, optim_sd = get_state_dict(model, opt)
-    state = {"model": model_sd, "optim": optim_sd}
-    dcp.load(state, checkpoint_id=str(out / "dcp_bf16"))
-    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    train(model, opt, global_batches(N_STEPS)[K_STEPS:], rank, world)
-    save(out, "dcp_bf16_resumed", model, rank)
+    save(out, name, model, rank)
 
 
 def main() -> None:
