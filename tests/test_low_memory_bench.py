@@ -1,0 +1,53 @@
+"""The low-memory quality scripts run end to end (short smoke runs): the stdlib transformer
+trains in every precision, the quality script writes its tables, the drift script prints its
+ratios. The losses are not asserted beyond being finite and falling."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _benchmarks_importable():
+    sys.path.insert(0, str(BENCHMARKS))
+    yield
+    sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "8bit"])
+def test_stdlib_transformer_trains(precision):
+    import stdlib_lm
+
+    assert stdlib_lm.corpus().numel() > 100_000  # real text from the standard library
+    run = stdlib_lm.train(0, 20, state_precision=precision)
+    assert len(run["curve"]) == 10 and all(math.isfinite(x) for x in run["curve"])
+    assert run["curve"][-1] < run["curve"][0]  # 20 steps from ln 256 ≈ 5.5 already help
+    assert math.isfinite(run["final"]) and math.isfinite(run["held_out"])
+
+
+def test_quality_script_writes_its_tables(tmp_path, capsys):
+    import low_memory_quality
+
+    out = tmp_path / "quality.json"
+    args = ["--seeds", "1", "--epochs", "1", "--lm-steps", "10", "--json", str(out)]
+    assert low_memory_quality.main(args) == 0
+    saved = json.loads(out.read_text())
+    assert set(saved["stdlib_lm"]) == {"fp32", "bf16", "8bit"}
+    assert set(saved["bf16_params"]) == {"nearest", "stochastic", "kahan"}
+    printed = capsys.readouterr().out
+    assert "byte-level transformer" in printed and "vs fp32" in printed
+
+
+def test_drift_script_prints_ratios(capsys):
+    import low_memory_drift
+
+    assert low_memory_drift.main(["--steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "mean |m/√v|" in printed and "linear1.weight" in printed
