@@ -5,7 +5,10 @@ bytes per parameter and the peak RSS a step adds, on ``adamkit bench``'s workloa
     .venv/bin/python benchmarks/low_memory.py [--rounds 7] [--json low_memory.json]
 
 bitsandbytes' and torchao's 8-bit Adams get rows when they import (neither is installed by
-the dev requirements: bitsandbytes' CPU backend and torchao pull torch builds of their own).
+the dev requirements: bitsandbytes' CPU backend and torchao pull torch builds of their own;
+``pip install --target DIR --no-deps bitsandbytes torchao`` and ``PYTHONPATH=DIR`` add them).
+torchao quantizes only tensors whose size is a multiple of its block (256): (a)'s 50,000,000
+elements are not, so its state there is fp32, as its bytes/param column shows.
 """
 
 from __future__ import annotations
@@ -45,9 +48,18 @@ def _peers() -> dict:
     return peers
 
 
+def _tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes ``t`` holds; a tensor subclass (torchao's quantized state) by its inner tensors,
+    as it reports the dtype it stands for."""
+    if hasattr(type(t), "__tensor_flatten__"):
+        names, _ = t.__tensor_flatten__()
+        return sum(_tensor_bytes(getattr(t, name)) for name in names)
+    return t.numel() * t.element_size()
+
+
 def _state_bytes(opt: torch.optim.Optimizer) -> int:
     return sum(
-        t.numel() * t.element_size()
+        _tensor_bytes(t)
         for state in opt.state.values()
         for t in state.values()
         if isinstance(t, torch.Tensor) and t.dim() > 0
