@@ -116,14 +116,10 @@ def phase_train(out: Path, rank: int, world: int) -> None:
     skip_on_all_ranks(out, rank, world, batches)
     low_memory(out, rank, world, batches)
 
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-
     model = fsdp2_model(world)
     opt = adamkit.Adam(model.parameters(), lr=LR)
     train(model, opt, batches[:K_STEPS], rank, world)
-    model_sd, optim_sd = get_state_dict(model, opt)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(out / "dcp"))
+    save_dcp(model, opt, out / "dcp")
 
 
 LOW_MEMORY = {"state_precision": "8bit", "min_8bit_size": 0}
@@ -131,7 +127,7 @@ LOW_MEMORY = {"state_precision": "8bit", "min_8bit_size": 0}
 
 def low_memory(out: Path, rank: int, world: int, batches) -> None:
     """Low-memory state: 8-bit in DDP (every rank's params and state saved, to compare), bf16
-    under FSDP2 (and a DCP checkpoint of it), and 8-bit under FSDP2 refused."""
+    and 8-bit under FSDP2 (each with a DCP checkpoint after K_STEPS)."""
     ddp = DDP_of(make_model())
     opt = adamkit.Adam(ddp.parameters(), lr=LR, **LOW_MEMORY)
     train(ddp, opt, batches, rank, world)
@@ -146,23 +142,56 @@ def low_memory(out: Path, rank: int, world: int, batches) -> None:
     train(model, adamkit.Adam(model.parameters(), lr=LR, state_precision="bf16"), batches,
           rank, world)  # fmt: skip
     save(out, "fsdp2_bf16", model, rank)
+    fsdp2_8bit_against_local_shards(out, rank, world, batches)
+    for name, options in (("dcp_bf16", {"state_precision": "bf16"}), ("dcp_8bit", LOW_MEMORY)):
+        model = fsdp2_model(world)
+        opt = adamkit.Adam(model.parameters(), lr=LR, **options)
+        train(model, opt, batches[:K_STEPS], rank, world)
+        save_dcp(model, opt, out / name)
 
+
+def save_dcp(model, opt, path: Path) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    model = fsdp2_model(world)
-    opt = adamkit.Adam(model.parameters(), lr=LR, state_precision="bf16")
-    train(model, opt, batches[:K_STEPS], rank, world)
     model_sd, optim_sd = get_state_dict(model, opt)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(out / "dcp_bf16"))
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path))
 
-    try:
-        adamkit.Adam(fsdp2_model(world).parameters(), lr=LR, **LOW_MEMORY)
-        refused = ""
-    except ValueError as error:
-        refused = str(error)
+
+def fsdp2_8bit_against_local_shards(out: Path, rank: int, world: int, batches) -> None:
+    """FSDP2 with 8-bit state, and beside it on each rank a plain 8-bit Adam over copies of
+    the rank's local shards, fed the same local (reduce-scattered) gradients: the sharded
+    optimizer must be that one, bit for bit, params and state. Saved: full params, per rank
+    whether they agreed, and the dtypes of the state_dict's state slots."""
+    model = fsdp2_model(world)
+    opt = adamkit.Adam(model.parameters(), lr=LR, **LOW_MEMORY)
+    shards = [torch.nn.Parameter(p.detach().to_local().clone()) for p in model.parameters()]
+    shadow = adamkit.Adam(shards, lr=LR, **LOW_MEMORY)
+    for batch in batches:
+        x, y = local(batch, rank, world)
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        for p, s in zip(model.parameters(), shards, strict=True):
+            s.grad = p.grad.to_local().clone()
+        opt.step()
+        shadow.step()
+    agree = all(
+        torch.equal(p.detach().to_local(), s.detach())
+        and opt.state[p].keys() == shadow.state[s].keys()
+        and all(
+            torch.equal(getattr(v, "to_local", lambda v=v: v)(), shadow.state[s][key])
+            for key, v in opt.state[p].items()
+        )
+        for p, s in zip(model.parameters(), shards, strict=True)
+    )
+    gathered = [torch.zeros(1) for _ in range(world)]
+    dist.all_gather(gathered, torch.tensor([float(agree)]))
+    saved = opt.state_dict()["state"][0]
+    slots = {key: str(value.dtype) for key, value in saved.items() if key != "step"}
+    save(out, "fsdp2_8bit", model, rank)
     if rank == 0:
-        torch.save({"message": refused}, out / "fsdp2_8bit.pt")
+        extra = {"agree_per_rank": [g.item() for g in gathered], "state_dict_slots": slots}
+        torch.save({**torch.load(out / "fsdp2_8bit.pt"), **extra}, out / "fsdp2_8bit.pt")
 
 
 def DDP_of(model):
@@ -197,6 +226,7 @@ def skip_on_all_ranks(out: Path, rank: int, world: int, batches) -> None:
 def phase_resume(out: Path, rank: int, world: int) -> None:
     resume_from(out / "dcp", "dcp_resumed", out, rank, world)
     resume_from(out / "dcp_bf16", "dcp_bf16_resumed", out, rank, world, state_precision="bf16")
+    resume_from(out / "dcp_8bit", "dcp_8bit_resumed", out, rank, world, **LOW_MEMORY)
 
 
 def resume_from(checkpoint: Path, name: str, out: Path, rank: int, world: int, **options) -> None:

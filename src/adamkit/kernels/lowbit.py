@@ -77,10 +77,7 @@ def _local_shards(params, grads, states):
     dtensor = wrappers._dtensor_type()
     if dtensor is None or not any(isinstance(p, dtensor) for p in params):
         return params, grads, states
-
-    def local(t: Any) -> Any:
-        return t.to_local() if isinstance(t, dtensor) else t
-
+    local = wrappers.to_local
     return (
         [local(p) for p in params],
         [local(g) for g in grads],

@@ -36,6 +36,7 @@ from ..algorithms.state_formats import (
     TOP,
     tensor_seed,
 )
+from .wrappers import dtensor_like, to_local
 
 _U32 = 0xFFFFFFFF
 
@@ -267,6 +268,9 @@ def _decoded(key: str, codes: Any, scales: Any) -> Tensor:
             f"8-bit state {key!r} must be a uint8 tensor of codes; got "
             f"{getattr(codes, 'dtype', type(codes).__name__)}"
         )
+    local = to_local(codes)
+    if local is not codes:  # a DTensor param's (FSDP2): its scales are of the local shard
+        return dtensor_like(_decoded(key, local, scales), codes)
     want = blocks(codes.numel())
     if not (
         isinstance(scales, Tensor) and scales.dtype == torch.float32 and scales.shape == (want,)

@@ -76,6 +76,22 @@ def _dtensor_type() -> type | None:
     return DTensor
 
 
+def to_local(t: Any) -> Any:
+    """A DTensor's local shard (the same storage); anything else as it is."""
+    dtensor = _dtensor_type()
+    return t.to_local() if dtensor is not None and isinstance(t, dtensor) else t
+
+
+def dtensor_like(local: Tensor, template: Tensor) -> Tensor:
+    """``local`` (a rank's shard) as a DTensor laid out like DTensor ``template``."""
+    dtensor = _dtensor_type()
+    assert dtensor is not None
+    return dtensor.from_local(
+        local, template.device_mesh, template.placements, shape=template.shape,
+        stride=template.stride(),
+    )  # fmt: skip
+
+
 def on_local_shards(kernel: Kernel) -> Kernel:
     """Wrap ``kernel`` so DTensor parameters (FSDP2, tensor parallel) are updated through their
     local shards: the elementwise update of a shard needs nothing from other ranks, and the
@@ -99,10 +115,7 @@ def on_local_shards(kernel: Kernel) -> Kernel:
                 continue
             for i, (t, u) in enumerate(zip(full, updated, strict=True)):
                 if t is None and u is not None and isinstance(params[i], dtensor):
-                    p = params[i]
-                    full[i] = dtensor.from_local(
-                        u, p.device_mesh, p.placements, shape=p.shape, stride=p.stride()
-                    )
+                    full[i] = dtensor_like(u, params[i])
 
     return run
 

@@ -26,7 +26,7 @@ from ..algorithms import SPECS
 from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS
 from ..kernels import lowbit
 from ..kernels.lowbit_torch import blocks, dequantized_entry, quantize, to_bf16
-from ..kernels.wrappers import _dtensor_type
+from ..kernels.wrappers import _dtensor_type, dtensor_like, to_local
 from ._base import new_step, scalar_state
 from ._checkpoint import StateDictError
 
@@ -107,20 +107,6 @@ class LowMemoryState:
     def validate_group(self, group: dict[str, Any]) -> None:
         super().validate_group(group)  # type: ignore[misc]
         check_group_supports(group, self.state_precision, self.param_rounding)
-        if self.state_precision == "8bit":
-            self._check_no_sharded_8bit(group.get("params", ()))
-
-    def _check_no_sharded_8bit(self, params: list[Tensor]) -> None:
-        dtensor = _dtensor_type()
-        for p in params:
-            if dtensor is not None and isinstance(p, dtensor) and self.precision_of(p) == "8bit":
-                raise ValueError(
-                    f"state_precision='8bit' does not take DTensor parameters (FSDP2, tensor "
-                    f"parallel; got one of shape {tuple(p.shape)}): its per-block scales "
-                    "belong to a rank's local shard, which a distributed checkpoint cannot "
-                    "lay out yet. Use state_precision='bf16' (sharded with its parameter), or "
-                    "raise min_8bit_size above the sharded parameters' sizes"
-                )
 
     # --- state -------------------------------------------------------------------------
     def init_low_memory_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any] | None:
@@ -169,6 +155,21 @@ class LowMemoryState:
         return super()._step_supports_amp_scaling  # type: ignore[misc]
 
     # --- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state_dict, low-memory state as it is stored, except the 8-bit state of
+        DTensor params (FSDP2): its block scales belong to the rank's local shard, so it is
+        saved as float32 DTensors sharded like the param, which torch.distributed.checkpoint
+        lays out (and reshards) as any other state; loading encodes it again."""
+        sd = super().state_dict()  # type: ignore[misc]
+        dtensor = _dtensor_type()
+        if dtensor is None:
+            return sd
+        state = sd["state"]
+        for pid, entry in state.items():
+            if any(isinstance(v, dtensor) and v.dtype == torch.uint8 for v in entry.values()):
+                state[pid] = dequantized_entry(entry)
+        return sd
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state_dict in any precision (adamkit's or torch.optim's): it is checked as
         torch's format, loaded, then each parameter's state is put in this optimizer's
@@ -195,8 +196,10 @@ class LowMemoryState:
                 scales = saved.get(key + ABSMAX_SUFFIX)
                 if scales is not None:  # already 8-bit: as saved
                     codes, absmax = original.to(p.device), scales.to(p.device)
-                else:
-                    codes, absmax = quantize(entry[key], SLOT_KINDS[key])
+                else:  # a DTensor's (FSDP2) from its local shard, with the shard's scales
+                    value = entry[key]
+                    codes, absmax = quantize(to_local(value), SLOT_KINDS[key])
+                    codes = codes if to_local(value) is value else dtensor_like(codes, value)
                 entry[key], entry[key + ABSMAX_SUFFIX] = codes, absmax
             elif precision == "bf16":
                 same = isinstance(original, Tensor) and original.dtype == torch.bfloat16
@@ -219,9 +222,11 @@ def _low_memory_zeros(
         elif key == spec.scalar_state:
             state[key] = scalar_state(spec.scalar_state_init, p, {**group, "capturable": False})
         elif precision == "8bit":
+            # A DTensor param's (FSDP2) codes are a DTensor like it; their scales are of the
+            # rank's local shard, whose blocks the kernels see.
             state[key] = torch.zeros_like(p, dtype=torch.uint8, memory_format=_CONTIGUOUS)
             state[key + ABSMAX_SUFFIX] = torch.zeros(
-                blocks(p.numel()), dtype=torch.float32, device=p.device
+                blocks(to_local(p).numel()), dtype=torch.float32, device=p.device
             )
         elif precision == "bf16":
             # zeros_like: a DTensor parameter's state is a DTensor laid out like it (FSDP2)
