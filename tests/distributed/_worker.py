@@ -18,6 +18,7 @@ import torch.distributed as dist
 
 import adamkit
 from adamkit.kernels import fused_cpu
+from adamkit.kernels.wrappers import to_local
 
 N_STEPS, K_STEPS, BATCH = 6, 3, 8
 LR = 1e-2
@@ -178,10 +179,7 @@ def fsdp2_8bit_against_local_shards(out: Path, rank: int, world: int, batches) -
     agree = all(
         torch.equal(p.detach().to_local(), s.detach())
         and opt.state[p].keys() == shadow.state[s].keys()
-        and all(
-            torch.equal(getattr(v, "to_local", lambda v=v: v)(), shadow.state[s][key])
-            for key, v in opt.state[p].items()
-        )
+        and all(torch.equal(to_local(v), shadow.state[s][key]) for key, v in opt.state[p].items())
         for p, s in zip(model.parameters(), shards, strict=True)
     )
     gathered = [torch.zeros(1) for _ in range(world)]

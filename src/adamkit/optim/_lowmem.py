@@ -196,10 +196,11 @@ class LowMemoryState:
                 scales = saved.get(key + ABSMAX_SUFFIX)
                 if scales is not None:  # already 8-bit: as saved
                     codes, absmax = original.to(p.device), scales.to(p.device)
-                else:  # a DTensor's (FSDP2) from its local shard, with the shard's scales
+                else:  # float32 (torch's, or FSDP2's DTensors: encoded from the local shard)
                     value = entry[key]
-                    codes, absmax = quantize(to_local(value), SLOT_KINDS[key])
-                    codes = codes if to_local(value) is value else dtensor_like(codes, value)
+                    local = to_local(value)
+                    codes, absmax = quantize(local, SLOT_KINDS[key])
+                    codes = codes if local is value else dtensor_like(codes, value)
                 entry[key], entry[key + ABSMAX_SUFFIX] = codes, absmax
             elif precision == "bf16":
                 same = isinstance(original, Tensor) and original.dtype == torch.bfloat16
