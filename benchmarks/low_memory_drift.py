@@ -48,14 +48,16 @@ def main(argv: list[str] | None = None) -> int:
             if low.precision_of(s) != "8bit":
                 continue
             a, b = exact.state[p], dequantized_entry(low.state[s])
-
-            def size(state) -> torch.Tensor:
-                return (state["exp_avg"] / (state["exp_avg_sq"].sqrt() + 1e-8)).abs().mean()
-
             v = (b["exp_avg_sq"].mean() / a["exp_avg_sq"].mean()).item()
             m = (b["exp_avg"].abs().mean() / a["exp_avg"].abs().mean()).item()
-            print(f"  {name:42} {v:7.3f} {m:9.3f} {(size(b) / size(a)).item():12.3f}")
+            size = (_step_size(b) / _step_size(a)).item()
+            print(f"  {name:42} {v:7.3f} {m:9.3f} {size:12.3f}")
     return 0
+
+
+def _step_size(state) -> torch.Tensor:
+    """mean |m/√v| of a parameter's (float32) state: its step's size, less the lr."""
+    return (state["exp_avg"] / (state["exp_avg_sq"].sqrt() + 1e-8)).abs().mean()
 
 
 if __name__ == "__main__":

@@ -76,10 +76,10 @@ def full_params(model) -> list[torch.Tensor]:
     return out
 
 
-def save(out: Path, name: str, model, rank: int) -> None:
+def save(out: Path, name: str, model, rank: int, **extra) -> None:
     params = full_params(model)  # collective for DTensors: every rank takes part
     if rank == 0:
-        torch.save({"params": params, "calls": dict(CALLS)}, out / f"{name}.pt")
+        torch.save({"params": params, "calls": dict(CALLS), **extra}, out / f"{name}.pt")
     CALLS.update(fast=0, slow=0)
 
 
@@ -186,10 +186,8 @@ def fsdp2_8bit_against_local_shards(out: Path, rank: int, world: int, batches) -
     dist.all_gather(gathered, torch.tensor([float(agree)]))
     saved = opt.state_dict()["state"][0]
     slots = {key: str(value.dtype) for key, value in saved.items() if key != "step"}
-    save(out, "fsdp2_8bit", model, rank)
-    if rank == 0:
-        extra = {"agree_per_rank": [g.item() for g in gathered], "state_dict_slots": slots}
-        torch.save({**torch.load(out / "fsdp2_8bit.pt"), **extra}, out / "fsdp2_8bit.pt")
+    agree_per_rank = [g.item() for g in gathered]
+    save(out, "fsdp2_8bit", model, rank, agree_per_rank=agree_per_rank, state_dict_slots=slots)
 
 
 def DDP_of(model):
