@@ -259,11 +259,11 @@ def test_dequantized_checkpoint_loads_into_torch_and_torch_checkpoints_quantize(
     opt.step()
     sd = opt.state_dict()
     full = adamkit.optim.dequantized_state_dict(sd)
-    assert sd["state"][0]["exp_avg"].dtype == torch.uint8  # the input is unchanged
+    assert sd["state"][0]["exp_avg_codes"].dtype == torch.uint8  # the input is unchanged
     reference = torch.optim.Adam([w])
     reference.load_state_dict(full)
     expected = lowbit_torch.dequantize(
-        sd["state"][0]["exp_avg"], sd["state"][0]["exp_avg_absmax"], "signed"
+        sd["state"][0]["exp_avg_codes"], sd["state"][0]["exp_avg_absmax"], "signed"
     )
     assert torch.equal(reference.state[w]["exp_avg"], expected)
     # torch's fp32 checkpoint into an 8-bit optimizer: quantized; into bf16: rounded

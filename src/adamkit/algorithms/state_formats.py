@@ -21,9 +21,17 @@ NAN = {"signed": 127, "square": 255, "unsigned": 255}
 SIGN = 0x80  # the sign bit of a signed code
 EXP_OFFSET = 112 << 23  # float32's exponent bias (127) less the minifloats' (15), in place
 MIN_NORMAL_BITS = 113 << 23  # the pattern of 2^-14: below it the minifloats are linear
+# A block whose scale is below float32's smallest normal number is stored as zeros (its 1/absmax
+# would overflow to Inf): every codec flushes it alike.
+MIN_SCALE = 2.0**-126
 NEAREST = 0x8000  # the 16-bit rounding "noise" of round-to-nearest: half a code (ties up)
 PARAM_STREAM = 0x5BD1E995  # params' stochastic rounding draws from a random stream of its own
 ABSMAX_SUFFIX = "_absmax"  # an 8-bit slot "exp_avg" keeps its scales in "exp_avg_absmax"
+# In a state_dict, an 8-bit slot's codes are saved under "exp_avg_codes", a key torch.optim
+# does not read (it raises KeyError 'exp_avg' at its first step instead of training on
+# codes); in memory they stay under "exp_avg". Checkpoints from before keep codes under
+# "exp_avg" beside "exp_avg_absmax" and load as well.
+CODES_SUFFIX = "_codes"
 KAHAN_KEY = "kahan_comp"  # param_rounding="kahan": the param's compensation, in its dtype
 
 

@@ -25,7 +25,7 @@ import numba
 import numpy as np
 
 from ..algorithms import adam, adamax, nadam, radam
-from ..algorithms.state_formats import BLOCK, PARAM_STREAM, tensor_seed
+from ..algorithms.state_formats import BLOCK, MIN_SCALE, PARAM_STREAM, tensor_seed
 from . import _numba_cache
 from ._numba_bits import (
     bf16_load,
@@ -95,7 +95,8 @@ def _encoded(stored, inverse, noise, kind):
 
 @_helper
 def _inverse(scale):
-    return np.float32(1) / scale if scale > 0 else np.float32(0)
+    # a block below float32's smallest normal flushes to 0: its 1/scale would be Inf
+    return np.float32(1) / scale if scale >= np.float32(MIN_SCALE) else np.float32(0)
 
 
 @_inline

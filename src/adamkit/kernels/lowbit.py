@@ -5,7 +5,9 @@ in a low-memory precision ("8bit", "bf16", or "fp32" with a stochastic or Kahan-
 param; see :mod:`adamkit.optim._lowmem`). Contiguous CPU float32/bfloat16 tensors with
 "8bit" or "bf16" state take the fused kernel (:mod:`adamkit.kernels._numba_lowbit`): one pass,
 dequantize → update → requantize per block, parallel over blocks; CUDA tensors take the same
-pass in Triton (:mod:`adamkit.kernels.triton_lowbit`). The others take
+pass in Triton (:mod:`adamkit.kernels.triton_lowbit`) when the Triton kernels are opted in
+(:func:`adamkit.kernels.registry.set_default`; until they have passed the parity suite on a
+GPU, CUDA's default is the torch ops path). The others take
 :func:`adamkit.kernels.lowbit_torch.step_tensor`. Both compute in float32 and give the same
 codes (the formats are integer arithmetic on float32 patterns).
 """
@@ -25,7 +27,7 @@ from ..algorithms.state_formats import ABSMAX_SUFFIX, BLOCK, KAHAN_KEY
 from . import _batching, wrappers
 from ._batching import SPLIT_MIN_ELEMENTS, Threads, chunk_tables, typed
 from .lowbit_torch import step_tensor
-from .registry import triton_available
+from .registry import get_default, triton_opted_in
 from .spec_kernels import hyper_key, padded_scalars
 
 
@@ -42,7 +44,15 @@ def step(
 ) -> None:
     """One step of ``spec`` on ``params`` with low-memory ``states``; nothing is written
     unless every gradient and state tensor fits its parameter. DTensor parameters (FSDP2,
-    bf16 state) are updated through their local shards, as the fp32 kernels do."""
+    bf16 state) are updated through their local shards, as the fp32 kernels do. A tensor
+    listed twice is stepped twice, one step after the other (as torch.optim does)."""
+    if len({id(p) for p in params}) != len(params):
+        for idx in _rounds(params):
+            step(
+                spec, group, *([items[i] for i in idx] for items in (params, grads, states, precisions)),
+                param_rounding=param_rounding, fused=fused,
+            )  # fmt: skip
+        return
     params, grads, states = _local_shards(params, grads, states)
     _batching.check_sizes(
         params,
@@ -58,8 +68,8 @@ def step(
         for i, p in enumerate(params):
             by_device.setdefault(p.device.type, []).append(i)
         for device_type, idx in by_device.items():
-            kernel = FUSED_KERNELS.get(device_type)
-            if kernel is None or (device_type == "cuda" and not triton_available()):
+            kernel = fused_kernel(device_type)
+            if kernel is None:
                 rest += idx
                 continue
             lists = [[items[i] for i in idx] for items in (params, grads, states, precisions)]
@@ -69,6 +79,19 @@ def step(
             spec, params[i], grads[i], states[i], scalars,
             precision=precisions[i], param_rounding=param_rounding,
         )  # fmt: skip
+
+
+def _rounds(params: Sequence[Tensor]) -> list[list[int]]:
+    """Indices of ``params`` in rounds without a repeated tensor: first occurrences, then
+    second ones, ..."""
+    rounds: list[list[int]] = []
+    seen: dict[int, int] = {}
+    for i, p in enumerate(params):
+        r = seen[id(p)] = seen.get(id(p), -1) + 1
+        if r == len(rounds):
+            rounds.append([])
+        rounds[r].append(i)
+    return rounds
 
 
 def _local_shards(params, grads, states):
@@ -137,6 +160,15 @@ def _triton_fused(spec, params, grads, states, precisions, scalars, param_roundi
 
 # The fused kernel per device type (tests put the Triton one on "cpu", under its interpreter).
 FUSED_KERNELS = {"cpu": _numba_fused, "cuda": _triton_fused}
+
+
+def fused_kernel(device_type: str):
+    """The fused low-memory kernel for tensors on ``device_type``, or None (the torch ops path),
+    as :func:`adamkit.kernels.registry.set_default` chose: numba on the CPU; on CUDA the
+    Triton pass only when opted in."""
+    if triton_opted_in(device_type):
+        return _triton_fused
+    return FUSED_KERNELS.get(device_type) if get_default(device_type) == "numba" else None
 
 
 def _launch_parallel(parallel, precision, mode, chunks, bounds, *args) -> None:

@@ -23,11 +23,13 @@ from ..algorithms._torch_ops import torch_compiled
 from ..algorithms.state_formats import (
     ABSMAX_SUFFIX,
     BLOCK,
+    CODES_SUFFIX,
     EXP_OFFSET,
     INF,
     KAHAN_KEY,
     MANTISSA_BITS,
     MIN_NORMAL_BITS,
+    MIN_SCALE,
     NAN,
     NEAREST,
     PARAM_STREAM,
@@ -87,7 +89,7 @@ def quantize(x: Tensor, kind: str, noise: Tensor | None = None) -> tuple[Tensor,
     magnitude = stored.abs()
     finite = stored.isfinite()
     absmax = torch.where(finite, magnitude, 0.0).amax(dim=1) if n else padded.new_zeros(0)
-    inv = torch.where(absmax > 0, 1.0 / absmax, 0.0)
+    inv = torch.where(absmax >= MIN_SCALE, 1.0 / absmax, 0.0)  # a tiny block flushes to 0
     r = torch.where(finite, magnitude * inv[:, None], 0.0)
     code = encode(r, MANTISSA_BITS[kind], add)
     if kind != "signed":
@@ -235,8 +237,10 @@ def _param_stores(p: Tensor, value: Tensor, param_rounding: str, seed: int) -> d
 
 def dequantized_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A parameter's state with every low-memory slot as a float32 tensor (torch's keys):
-    8-bit codes decoded with their scales, bfloat16 slots widened; the scales and Kahan's
-    compensation dropped. Raises ValueError naming what is malformed."""
+    8-bit codes (in memory under the slot's key, in a state_dict under ``<key>_codes``)
+    decoded with their scales, bfloat16 slots widened; the scales and Kahan's compensation
+    dropped. Raises ValueError naming what is malformed."""
+    entry = canonical_entry(entry)
     out: dict[str, Any] = {}
     for key, value in entry.items():
         if key == KAHAN_KEY or (
@@ -246,16 +250,56 @@ def dequantized_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
         scales = entry.get(key + ABSMAX_SUFFIX)
         if scales is not None:
             out[key] = _decoded(key, value, scales)
+        elif key in SLOT_KINDS and isinstance(value, Tensor) and value.dtype == torch.uint8:
+            raise ValueError(
+                f"state {key!r} holds uint8 8-bit codes but their block scales "
+                f"{key + ABSMAX_SUFFIX!r} are missing"
+            )
         elif key in SLOT_KINDS and isinstance(value, Tensor) and value.dtype == torch.bfloat16:
             out[key] = value.to(torch.float32)
         elif key.endswith(ABSMAX_SUFFIX):
             raise ValueError(
                 f"state key {key!r} holds block scales but the state has no "
-                f"{key[: -len(ABSMAX_SUFFIX)]!r} codes beside it"
+                f"{key[: -len(ABSMAX_SUFFIX)] + CODES_SUFFIX!r} codes beside it"
             )
         else:
             out[key] = value
     return out
+
+
+def canonical_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """``entry`` with a state_dict's 8-bit codes (``<key>_codes``) back under their slot's
+    key, as the optimizer holds them. Raises ValueError when codes lack their scales or a slot
+    is given both ways."""
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        base = key[: -len(CODES_SUFFIX)] if key.endswith(CODES_SUFFIX) else None
+        if base is None or base not in SLOT_KINDS:
+            out.setdefault(key, value)
+            continue
+        if base in entry:
+            raise ValueError(f"state has both {key!r} and {base!r}; expected one of them")
+        if base + ABSMAX_SUFFIX not in entry:
+            raise ValueError(
+                f"state {key!r} (8-bit codes) has no block scales: {base + ABSMAX_SUFFIX!r} "
+                "is missing"
+            )
+        out[base] = value
+    return out
+
+
+def saved_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """``entry`` as a state_dict saves it: 8-bit codes under ``<key>_codes``."""
+    return {
+        key + CODES_SUFFIX
+        if key in SLOT_KINDS and key + ABSMAX_SUFFIX in entry and _is_codes(value)
+        else key: value
+        for key, value in entry.items()
+    }
+
+
+def _is_codes(value: Any) -> bool:
+    return isinstance(value, Tensor) and value.dtype == torch.uint8
 
 
 def _decoded(key: str, codes: Any, scales: Any) -> Tensor:
@@ -283,5 +327,10 @@ def _decoded(key: str, codes: Any, scales: Any) -> Tensor:
         raise ValueError(
             f"{key + ABSMAX_SUFFIX!r} must be a float32 tensor of shape ({want},) "
             f"(one scale per {BLOCK} codes); got {got}"
+        )
+    if not bool((scales.isfinite() & (scales >= 0)).all()):
+        raise ValueError(
+            f"{key + ABSMAX_SUFFIX!r} holds a NaN, infinite or negative block scale; a scale "
+            "is the largest finite magnitude of its block: finite and >= 0"
         )
     return dequantize(codes, scales, SLOT_KINDS[key])

@@ -30,6 +30,7 @@ from ..algorithms.state_formats import (
     INF,
     KAHAN_KEY,
     MIN_NORMAL_BITS,
+    MIN_SCALE,
     NAN,
     PARAM_STREAM,
     SLOT_KINDS,
@@ -37,6 +38,8 @@ from ..algorithms.state_formats import (
     tensor_seed,
 )
 from .triton_driver import compiled
+
+_MIN_SCALE: tl.constexpr = tl.constexpr(MIN_SCALE)
 
 PARAM_FLOAT32, PARAM_NEAREST, PARAM_STOCHASTIC, PARAM_KAHAN = 0, 1, 2, 3
 _PARAM_MODES = {"nearest": PARAM_NEAREST, "stochastic": PARAM_STOCHASTIC, "kahan": PARAM_KAHAN}
@@ -185,8 +188,8 @@ def _lowbit_kernel(
         largest1 = tl.max(tl.where(mask & (tl.abs(x1) < float("inf")), tl.abs(x1), 0.0), axis=0)
         tl.store(a0_ptr + blk, largest0)
         tl.store(a1_ptr + blk, largest1)
-        inverse0 = tl.where(largest0 > 0, 1.0 / largest0, 0.0)
-        inverse1 = tl.where(largest1 > 0, 1.0 / largest1, 0.0)
+        inverse0 = tl.where(largest0 >= _MIN_SCALE, 1.0 / largest0, 0.0)  # tiny: flushed
+        inverse1 = tl.where(largest1 >= _MIN_SCALE, 1.0 / largest1, 0.0)
         noise = _random_bits(seed, offs)  # stochastic rounding, as bf16: m low bits, v high
         tl.store(c0_ptr + offs, _encode(x0, inverse0, noise, 3, True, TOP_S, INF_S, NAN_S,
                                         EXP, MIN_NORMAL), mask=mask)  # fmt: skip

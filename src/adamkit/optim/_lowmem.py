@@ -16,6 +16,7 @@ tensors are a small share of the memory and the most sensitive: norms, biases).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -23,10 +24,18 @@ import torch
 from torch import Tensor
 
 from ..algorithms import SPECS
-from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS
+from ..algorithms.state_formats import ABSMAX_SUFFIX, CODES_SUFFIX, KAHAN_KEY, SLOT_KINDS
 from ..kernels import lowbit
-from ..kernels.lowbit_torch import blocks, dequantized_entry, quantize, to_bf16
+from ..kernels.lowbit_torch import (
+    blocks,
+    canonical_entry,
+    dequantized_entry,
+    quantize,
+    saved_entry,
+    to_bf16,
+)
 from ..kernels.wrappers import _dtensor_type, dtensor_like, to_local
+from . import _conform
 from ._base import new_step, scalar_state
 from ._checkpoint import StateDictError
 
@@ -69,13 +78,50 @@ def check_group_supports(group: Mapping[str, Any], state_precision: str, roundin
             )
 
 
+def _precision(p: Tensor, state_precision: str, min_8bit_size: int) -> str:
+    if state_precision == "fp32" or p.dtype not in _LOW_DTYPES:
+        return "fp32"
+    if state_precision == "8bit" and p.numel() < min_8bit_size:
+        return "fp32"
+    return state_precision
+
+
+def _checked_option(name: str) -> property:
+    """An optimizer-wide option as an attribute whose new value is checked when it is set."""
+
+    def get(self: Any) -> Any:
+        return self.__dict__[name]
+
+    def set_(self: Any, value: Any) -> None:
+        d = self.__dict__
+        options = {key: d[key] for key in ("state_precision", "min_8bit_size", "param_rounding")}
+        options[name] = value
+        check_options(**options)
+        for group in self.param_groups:
+            in_force = {**options, **{key: group[key] for key in options if key in group}}
+            check_group_supports(group, in_force["state_precision"], in_force["param_rounding"])
+        d[name] = value
+
+    return property(get, set_, doc=f"The optimizer-wide ``{name}`` (a group may override it).")
+
+
 class LowMemoryState:
-    """Mixin for KernelOptimizer subclasses of the Adam family (before it in the MRO)."""
+    """Mixin for KernelOptimizer subclasses of the Adam family (before it in the MRO).
+
+    The three options are optimizer-wide attributes (checked when set) that a param group may
+    override with keys of the same names (checked like the constructor's). A parameter's state
+    always follows the options in force when it is stepped: before any kernel runs, each
+    stepped parameter's state is put in that format (converted, or a missing slot made), so a
+    kernel never reads a slot of another format, dtype or size (:mod:`._conform`).
+    """
 
     low_memory_defaults: ClassVar[dict[str, Any]] = {
         "state_precision": "fp32",
         "min_8bit_size": 4096,
         "param_rounding": "nearest",
+        # Whether any state may be low-memory (then every step conforms it); unpickled older
+        # optimizers conform to be safe.
+        "_low_memory_seen": True,
     }
     option_defaults: ClassVar[dict[str, Any]]
     param_groups: list[dict[str, Any]]
@@ -85,47 +131,72 @@ class LowMemoryState:
     def set_low_memory(self, state_precision: str, min_8bit_size: int, param_rounding: str) -> None:
         """Check and keep the options (before the param groups are made)."""
         check_options(state_precision, min_8bit_size, param_rounding)
-        self.state_precision = state_precision
-        self.min_8bit_size = min_8bit_size
-        self.param_rounding = param_rounding
+        self.__dict__.update(
+            state_precision=state_precision,
+            min_8bit_size=min_8bit_size,
+            param_rounding=param_rounding,
+            _low_memory_seen=False,
+        )
 
-    def _full_precision_only(self) -> bool:
-        return self.state_precision == "fp32" and self.param_rounding == "nearest"
+    # The options as attributes that are checked when set: a new value applies from the next
+    # step on, which converts each parameter's state to it (never reinterprets its memory).
+    state_precision = _checked_option("state_precision")
+    min_8bit_size = _checked_option("min_8bit_size")
+    param_rounding = _checked_option("param_rounding")
 
-    def precision_of(self, p: Tensor) -> str:
+    def group_options(self, group: Mapping[str, Any]) -> tuple[str, int, str]:
+        """(state_precision, min_8bit_size, param_rounding) in force for ``group``."""
+        d = self.__dict__
+        return (
+            group.get("state_precision", d["state_precision"]),
+            group.get("min_8bit_size", d["min_8bit_size"]),
+            group.get("param_rounding", d["param_rounding"]),
+        )
+
+    def _full_precision_only(self, group: Mapping[str, Any]) -> bool:
+        precision, _, rounding = self.group_options(group)
+        return precision == "fp32" and rounding == "nearest"
+
+    def precision_of(self, p: Tensor, group: Mapping[str, Any] | None = None) -> str:
         """The precision of ``p``'s state: "fp32" (torch's), "bf16" or "8bit"."""
-        if self.state_precision == "fp32" or p.dtype not in _LOW_DTYPES:
-            return "fp32"
-        if self.state_precision == "8bit" and p.numel() < self.min_8bit_size:
-            return "fp32"
-        return self.state_precision
+        if group is None:
+            group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
+        precision, min_8bit_size, _ = self.group_options(group)
+        return _precision(p, precision, min_8bit_size)
 
-    def _low_memory(self, p: Tensor) -> bool:
-        rounded = self.param_rounding != "nearest" and p.dtype in _HALF
-        return rounded or self.precision_of(p) != "fp32"
+    def _low_memory(self, p: Tensor, group: Mapping[str, Any]) -> bool:
+        precision, min_8bit_size, rounding = self.group_options(group)
+        rounded = rounding != "nearest" and p.dtype in _HALF
+        return rounded or _precision(p, precision, min_8bit_size) != "fp32"
 
     def validate_group(self, group: dict[str, Any]) -> None:
         super().validate_group(group)  # type: ignore[misc]
-        check_group_supports(group, self.state_precision, self.param_rounding)
+        check_options(*self.group_options(group))
+        precision, _, rounding = self.group_options(group)
+        check_group_supports(group, precision, rounding)
 
     # --- state -------------------------------------------------------------------------
     def init_low_memory_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any] | None:
         """``p``'s first state in its low-memory precision, or None if it has torch's."""
-        if self._full_precision_only() or not self._low_memory(p):
+        if self._full_precision_only(group) or not self._low_memory(p, group):
             return None
+        self.__dict__["_low_memory_seen"] = True
         state = self.state[p]
         layout = self.state_layout(group)  # type: ignore[attr-defined]
         for key, value in _low_memory_zeros(
-            p, group, layout, self.precision_of(p), SPECS[self.algorithm]
+            p, group, layout, self.precision_of(p, group), SPECS[self.algorithm]
         ).items():
             state[key] = value
-        if self.param_rounding == "kahan" and p.dtype in _HALF:
+        if _conform.kahan_needed(p, self.group_options(group)[2]):
             state[KAHAN_KEY] = torch.zeros_like(p, memory_format=torch.contiguous_format)
         return state
 
     def _update_group(self, group: dict[str, Any], amp: dict[str, Tensor]) -> None:
         params, grads, states, any_sparse = self._collect(group)  # type: ignore[attr-defined]
-        low = [] if self._full_precision_only() else [self._low_memory(p) for p in params]
+        full_only = self._full_precision_only(group)
+        if self.__dict__["_low_memory_seen"] or not full_only:
+            self._conform(group, params, states)
+        low = [] if full_only else [self._low_memory(p, group) for p in params]
         if any(low):
             lowbit.step(
                 SPECS[self.algorithm],
@@ -137,8 +208,8 @@ class LowMemoryState:
                     if lo
                 ],
                 [s for s, lo in zip(states, low, strict=True) if lo],
-                [self.precision_of(p) for p, lo in zip(params, low, strict=True) if lo],
-                param_rounding=self.param_rounding,
+                [self.precision_of(p, group) for p, lo in zip(params, low, strict=True) if lo],
+                param_rounding=self.group_options(group)[2],
                 fused=group.get("fused") is not False and not group.get("foreach"),
             )
             keep = [i for i, lo in enumerate(low) if not lo]
@@ -148,9 +219,31 @@ class LowMemoryState:
         if params:
             self._update_params(group, params, grads, states, any_sparse, amp)  # type: ignore[attr-defined]
 
+    def _conform(
+        self, group: dict[str, Any], params: list[Tensor], states: list[dict[str, Any]]
+    ) -> None:
+        """Put each stepped parameter's state in the format the options give it now (after a
+        cast of the parameter, a changed option, amsgrad turned on): see :mod:`._conform`."""
+        layout = self.state_layout(group)  # type: ignore[attr-defined]
+        rounding = self.group_options(group)[2]
+        for p, state in zip(params, states, strict=True):
+            precision = self.precision_of(p, group)
+            fp32_dtype = functools.partial(self._fp32_state_dtype, p, group)
+            if _conform.conform(p, state, layout, precision, rounding, fp32_dtype):
+                self.__dict__["_low_memory_seen"] = True
+
+    def _fp32_state_dtype(self, p: Tensor, group: dict[str, Any]) -> torch.dtype:
+        """The dtype of ``p``'s state in torch's format: as :meth:`zeros_state` makes it."""
+        if p.dtype in _HALF and not self._low_memory(p, group):
+            record = self._backend_record(group, p)  # type: ignore[attr-defined]
+            return torch.float32 if record.float32_state_for_half else p.dtype
+        return p.dtype
+
     @property
     def _step_supports_amp_scaling(self) -> bool:
-        if not self._full_precision_only():
+        if self.__dict__["_low_memory_seen"] or not all(
+            self._full_precision_only(group) for group in self.param_groups
+        ):
             return False  # GradScaler unscales and checks the gradients itself
         return super()._step_supports_amp_scaling  # type: ignore[misc]
 
@@ -162,12 +255,14 @@ class LowMemoryState:
         lays out (and reshards) as any other state; loading encodes it again."""
         sd = super().state_dict()  # type: ignore[misc]
         dtensor = _dtensor_type()
-        if dtensor is None:
-            return sd
         state = sd["state"]
         for pid, entry in state.items():
-            if any(isinstance(v, dtensor) and v.dtype == torch.uint8 for v in entry.values()):
+            if not any(key.endswith(ABSMAX_SUFFIX) for key in entry):
+                continue
+            if dtensor is not None and any(isinstance(v, dtensor) for v in entry.values()):
                 state[pid] = dequantized_entry(entry)
+            else:  # a new dict: torch's state_dict shares the optimizer's own
+                state[pid] = saved_entry(entry)
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -179,17 +274,19 @@ class LowMemoryState:
         if not (isinstance(state_dict, Mapping) and {"state", "param_groups"} <= state_dict.keys()):
             super().load_state_dict(state_dict)  # type: ignore[misc]  # its error names it
             return
-        full = dequantized_state_dict(state_dict)
-        super().load_state_dict(full)  # type: ignore[misc]
-        saved = state_dict["state"]
+        saved, full = _checked_low_memory_state(self, state_dict)
+        super().load_state_dict({**state_dict, "state": full})  # type: ignore[misc]
+        self.__dict__["_low_memory_seen"] = True
         for saved_group, group in zip(state_dict["param_groups"], self.param_groups, strict=True):
             for pid, p in zip(saved_group["params"], group["params"], strict=True):
                 entry = self.state.get(p)
                 if entry and pid in saved:
-                    self._reformat(p, entry, saved[pid])
+                    self._reformat(p, group, entry, saved[pid])
 
-    def _reformat(self, p: Tensor, entry: dict[str, Any], saved: Mapping[str, Any]) -> None:
-        precision = self.precision_of(p)
+    def _reformat(
+        self, p: Tensor, group: dict[str, Any], entry: dict[str, Any], saved: Mapping[str, Any]
+    ) -> None:
+        precision = self.precision_of(p, group)
         for key in [key for key in entry if key in SLOT_KINDS]:
             original = saved.get(key)
             if precision == "8bit":
@@ -205,10 +302,13 @@ class LowMemoryState:
             elif precision == "bf16":
                 same = isinstance(original, Tensor) and original.dtype == torch.bfloat16
                 entry[key] = original.to(p.device) if same else to_bf16(entry[key].float(), None)
-        if self.param_rounding == "kahan" and p.dtype in _HALF:
-            comp = saved.get(KAHAN_KEY)
-            ok = isinstance(comp, Tensor) and comp.shape == p.shape
-            entry[KAHAN_KEY] = comp.to(p.device, p.dtype) if ok else torch.zeros_like(p)
+        if _conform.kahan_needed(p, self.group_options(group)[2]):
+            comp = saved.get(KAHAN_KEY)  # checked: None or a finite float tensor like p
+            entry[KAHAN_KEY] = (
+                torch.zeros_like(p, memory_format=_CONTIGUOUS)
+                if comp is None
+                else comp.to(p.device, p.dtype).contiguous()
+            )
 
 
 def _low_memory_zeros(
@@ -270,3 +370,57 @@ def dequantized_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
                 "nothing was loaded."
             ) from None
     return {**state_dict, "state": state}
+
+
+def _checked_low_memory_state(
+    optimizer: Any, state_dict: Mapping[str, Any]
+) -> tuple[Mapping[Any, Any], Mapping[Any, Any]]:
+    """(the state_dict's per-parameter entries with 8-bit codes under their slot's key, the
+    same dequantized to torch's format), after checking every low-memory field against its
+    parameter (codes, scales, Kahan's compensation); raises :class:`StateDictError` naming the
+    field, before anything is loaded. torch's fields are checked by the loader as before."""
+    saved = state_dict["state"]
+    if not isinstance(saved, Mapping):
+        return saved, saved
+    params = {}
+    for gi, (saved_group, group) in enumerate(
+        zip(state_dict["param_groups"], optimizer.param_groups, strict=False)
+    ):
+        for pi, (pid, p) in enumerate(zip(saved_group["params"], group["params"], strict=False)):
+            params[pid] = (gi, pi, p)
+    canonical, full = {}, {}
+    for pid, entry in saved.items():
+        if not isinstance(entry, Mapping) or pid not in params:
+            canonical[pid] = full[pid] = entry  # the loader's own check names it
+            continue
+        gi, pi, p = params[pid]
+        try:
+            _check_low_memory_fields(entry, p)
+            canonical[pid] = canonical_entry(entry)
+            full[pid] = dequantized_entry(canonical[pid])  # codes, scales: dtypes, sizes
+        except ValueError as error:
+            raise StateDictError(
+                f"Cannot load optimizer state_dict: state of parameter {pi} in group {gi}: "
+                f"{error}; nothing was loaded."
+            ) from None
+    return canonical, full
+
+
+def _check_low_memory_fields(entry: Mapping[str, Any], p: Tensor) -> None:
+    shape = tuple(p.shape)
+    for key, value in entry.items():
+        is_codes = key.endswith(CODES_SUFFIX) or (
+            key in SLOT_KINDS and key + ABSMAX_SUFFIX in entry
+        )
+        if is_codes or key == KAHAN_KEY:
+            if not isinstance(value, Tensor):
+                raise ValueError(f"{key!r} is {type(value).__name__}; expected a tensor")
+            if tuple(value.shape) != shape:
+                raise ValueError(
+                    f"{key!r} has shape {tuple(value.shape)}; the parameter has {shape}"
+                )
+        if key == KAHAN_KEY and not (value.is_floating_point() and bool(value.isfinite().all())):
+            raise ValueError(
+                f"{key!r} (Kahan's compensation) has dtype {value.dtype} or non-finite "
+                f"values; expected a finite floating-point tensor of shape {shape}"
+            )

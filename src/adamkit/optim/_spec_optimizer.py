@@ -100,19 +100,22 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
         """Load a state_dict (adamkit's or torch.optim's), checked first.
 
         torch.optim casts every loaded state tensor but ``step`` to its parameter's dtype,
-        so a float64 model's NAdam ``mu_product`` comes back float64, and a resumed torch
-        run then differs from an uninterrupted one (by ~1e-13). adamkit keeps the scalar
-        state in the dtype it is created in, so that resuming is exact.
+        so a float64 model's NAdam ``mu_product`` comes back float64 (a bfloat16 model's,
+        bfloat16), and a resumed run then differs from an uninterrupted one. adamkit takes
+        the scalar state from the state_dict as saved, before that cast, and keeps it in the
+        dtype it is created in, so that resuming is exact.
         """
         super().load_state_dict(state_dict)
         key = self.spec.scalar_state
         if key is None:
             return
-        for group in self.param_groups:
-            for p in group["params"]:
+        saved = state_dict["state"]
+        for saved_group, group in zip(state_dict["param_groups"], self.param_groups, strict=True):
+            for pid, p in zip(saved_group["params"], group["params"], strict=True):
                 state = self.state.get(p)
                 if state and key in state:
-                    state[key] = scalar_state(state[key], p, group)
+                    value = saved.get(pid, {}).get(key, state[key])
+                    state[key] = scalar_state(value, p, group)
 
     def _update_params(
         self,

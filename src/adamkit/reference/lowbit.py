@@ -46,6 +46,7 @@ from ..algorithms.state_formats import (
     KINDS,
     MANTISSA_BITS,
     MIN_NORMAL_BITS,
+    MIN_SCALE,
     NAN,
     NEAREST,
     SIGN,
@@ -109,7 +110,8 @@ def quantize(
     finite = np.isfinite(stored)
     absmax = np.where(finite, magnitude, np.float32(0)).max(axis=1).astype(np.float32)
     with np.errstate(divide="ignore"):
-        inv = np.where(absmax > 0, np.float32(1) / absmax, np.float32(0)).astype(np.float32)
+        inv = np.where(absmax >= MIN_SCALE, np.float32(1) / absmax, np.float32(0))
+    inv = inv.astype(np.float32)
     r = np.where(finite, magnitude * inv[:, None], np.float32(0)).astype(np.float32)
     code = encode(r, m, add)
     if kind != "signed":  # a denominator: a nonzero value never reads back as 0

@@ -1,0 +1,137 @@
+"""Put a parameter's low-memory state in the format its options give it, before any kernel
+runs.
+
+A parameter's state format follows from the options in force (``state_precision``,
+``min_8bit_size``, ``param_rounding``, ``amsgrad``) and the parameter's dtype, and any of those
+can change between steps: ``model.to(torch.bfloat16)``, ``opt.state_precision = "bf16"``, a
+group's ``amsgrad`` turned on. The kernels read each slot at the address and in the format they
+expect, so a slot of another format would be reinterpreted (a crash, or silent garbage). Here
+each slot is checked and, where it differs, converted by value (decoded to float32, encoded in
+the new format); a missing slot is made (AMSGrad's max as zeros: max(0, v) = v, so the max
+starts at the step's v); Kahan's compensation is made when a parameter becomes half precision
+and folded back into it when it stops being so. A slot of the wrong size is left for the
+kernels' size check, which names it and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS
+from ..kernels._batching import StateSizeError
+from ..kernels.lowbit_torch import blocks, dequantize, quantize, to_bf16
+from ..kernels.wrappers import dtensor_like, to_local
+
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def kahan_needed(p: Tensor, rounding: str) -> bool:
+    """Whether ``p`` keeps Kahan's compensation: a half-precision param rounded "kahan"."""
+    return rounding == "kahan" and p.dtype in _HALF
+
+
+def conform(
+    p: Tensor,
+    state: dict[str, Any],
+    layout: Mapping[str, Any],
+    precision: str,
+    rounding: str,
+    fp32_dtype: Callable[[], torch.dtype],
+) -> bool:
+    """Conform ``p``'s ``state`` (in place) to ``precision`` ("fp32": a plain tensor of dtype
+    ``fp32_dtype()``; "bf16"; "8bit") for the slots of ``layout`` and to Kahan's compensation
+    for ``rounding``. Returns whether the state is now low-memory (8-bit, bf16, or Kahan)."""
+    if "step" not in state:
+        return False  # never stepped: made in the right format on its first step
+    for key in [k for k in state if k in SLOT_KINDS and k not in layout]:
+        del state[key]  # amsgrad turned off: its max is not kept (nor checkpointed)
+        state.pop(key + ABSMAX_SUFFIX, None)
+    for key in layout:
+        if key in SLOT_KINDS:
+            _conform_slot(p, state, key, precision, fp32_dtype)
+    _conform_kahan(p, state, rounding)
+    return precision != "fp32" or KAHAN_KEY in state
+
+
+def _format(state: Mapping[str, Any], key: str) -> str:
+    value = state[key]
+    if value.dtype == torch.uint8 and key + ABSMAX_SUFFIX in state:
+        return "8bit"
+    return "bf16" if value.dtype == torch.bfloat16 else "plain"
+
+
+def _fits(p: Tensor, state: Mapping[str, Any], key: str, precision: str, fp32_dtype) -> bool:
+    value, current = state[key], _format(state, key)
+    if precision == "8bit":
+        if current != "8bit":
+            return False
+        want = blocks(to_local(p).numel())
+        scales = state[key + ABSMAX_SUFFIX]
+        if not (isinstance(scales, Tensor) and scales.shape == (want,)):
+            raise StateSizeError(
+                f"state {key + ABSMAX_SUFFIX!r} of a parameter of {to_local(p).numel()} "
+                f"elements holds {tuple(getattr(scales, 'shape', ()))} scales; expected "
+                f"({want},). Drop the parameter's state (del optimizer.state[p]) so that it "
+                "starts afresh; nothing was updated."
+            )
+        return True
+    if precision == "bf16":
+        return current == "bf16"
+    return current != "8bit" and value.dtype in (p.dtype, fp32_dtype())
+
+
+def _conform_slot(p: Tensor, state: dict[str, Any], key: str, precision: str, fp32_dtype) -> None:
+    value = state.get(key)
+    if value is None:  # a slot switched on mid-run (AMSGrad's max): zeros
+        local = torch.zeros_like(to_local(p), dtype=torch.float32)
+        _store(p, state, key, local, precision, fp32_dtype)
+        return
+    if not isinstance(value, Tensor) or value.numel() != p.numel():
+        return  # the kernels' size check names it before anything changes
+    if _fits(p, state, key, precision, fp32_dtype):
+        return
+    local = to_local(value)
+    if _format(state, key) == "8bit":
+        decoded = dequantize(local, to_local(state[key + ABSMAX_SUFFIX]), SLOT_KINDS[key])
+    else:
+        decoded = local.to(torch.float32)
+    state.pop(key + ABSMAX_SUFFIX, None)
+    _store(p, state, key, decoded.reshape(to_local(p).shape), precision, fp32_dtype)
+
+
+def _store(
+    p: Tensor, state: dict[str, Any], key: str, local: Tensor, precision: str, fp32_dtype
+) -> None:
+    """Store float32 ``local`` (the param's local shard's shape) in ``precision``."""
+    if precision == "8bit":
+        codes, scales = quantize(local, SLOT_KINDS[key])
+        state[key + ABSMAX_SUFFIX] = scales
+        stored = codes
+    elif precision == "bf16":
+        stored = to_bf16(local.contiguous(), None)
+    else:
+        stored = local.to(fp32_dtype()).contiguous()
+    state[key] = stored if to_local(p) is p else dtensor_like(stored, p)
+
+
+def _conform_kahan(p: Tensor, state: dict[str, Any], rounding: str) -> None:
+    comp = state.get(KAHAN_KEY)
+    usable = isinstance(comp, Tensor) and comp.numel() == p.numel() and comp.is_floating_point()
+    if kahan_needed(p, rounding):
+        if usable and comp.dtype == p.dtype and comp.shape == p.shape and comp.is_contiguous():
+            return
+        state[KAHAN_KEY] = (
+            comp.to(p.dtype).reshape(p.shape).contiguous()
+            if usable
+            else torch.zeros_like(p, memory_format=torch.contiguous_format)
+        )
+        return
+    if comp is None:
+        return
+    del state[KAHAN_KEY]
+    if usable and p.dtype not in _HALF:  # the param left half precision: keep what it owed
+        p.detach().add_(comp.reshape(p.shape).to(p.dtype))

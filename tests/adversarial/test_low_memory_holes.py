@@ -1,0 +1,450 @@
+"""Trying to break low-memory state (issue 24): dtype changes after a step, options changed
+mid-run, per-group options, tampered checkpoints, torch loading an 8-bit checkpoint, AMSGrad's
+max, duplicated params, resume of NAdam's scalar state, random streams, tiny block scales.
+
+Each case names the hole it closes. The promise: the state a kernel reads always exists in the
+format the options say, or the step raises a clear error before anything changes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+import adamkit
+from adamkit.kernels import lowbit_torch
+from adamkit.optim import StateDictError
+from adamkit.reference import lowbit as ref_lowbit
+
+pytestmark = pytest.mark.timeout(300)
+
+FAMILY = [adamkit.Adam, adamkit.AdamW, adamkit.NAdam, adamkit.RAdam, adamkit.Adamax]
+FAMILY_IDS = [cls.__name__ for cls in FAMILY]
+
+
+def _param(n=4096, seed=0, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.nn.Parameter(torch.randn(n, generator=gen).to(dtype))
+
+
+def _grad(p, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(p.shape, generator=gen).to(p.dtype)
+
+
+def _step(opt, params, seed=1):
+    for i, p in enumerate(params):
+        p.grad = _grad(p, seed + i)
+    opt.step()
+
+
+# ----------------------------------------------------------------- 1. a dtype change after a step
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "8bit"])
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_kahan_after_a_cast_to_half_keeps_the_weights(precision, half):
+    w = _param()
+    opt = adamkit.Adam(
+        [w], lr=1e-3, state_precision=precision, param_rounding="kahan", min_8bit_size=0
+    )
+    _step(opt, [w])
+    before = w.detach().float().abs().mean().item()
+    w.data = w.data.to(half)
+    _step(opt, [w], seed=5)
+    after = w.detach().float().abs().mean().item()
+    assert after == pytest.approx(before, rel=0.01)
+    assert opt.state[w]["kahan_comp"].dtype == half
+    assert opt.state[w]["kahan_comp"].shape == w.shape
+
+
+@pytest.mark.parametrize("precision", ["bf16", "8bit"])
+def test_a_model_cast_to_bfloat16_after_a_step_steps_as_a_fresh_kahan_run_would(precision):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(64, 64)
+    opt = adamkit.AdamW(
+        model.parameters(), lr=1e-3, state_precision=precision, param_rounding="kahan",
+        min_8bit_size=0,
+    )  # fmt: skip
+    model(torch.randn(8, 64)).square().mean().backward()
+    opt.step()
+    opt.zero_grad()
+    model.to(torch.bfloat16)
+    before = [p.detach().clone() for p in model.parameters()]
+    model(torch.randn(8, 64, dtype=torch.bfloat16)).square().mean().backward()
+    opt.step()
+    for p, b in zip(model.parameters(), before, strict=True):
+        moved = (p.detach().float() - b.float()).abs().max().item()
+        assert 0 < moved < 0.01  # one step of at most ~lr, not a wipe
+
+
+def test_kahan_compensation_is_folded_into_a_param_cast_back_to_float32():
+    w = _param(dtype=torch.bfloat16)
+    opt = adamkit.Adam([w], lr=1e-3, state_precision="bf16", param_rounding="kahan")
+    _step(opt, [w])
+    exact = w.detach().float() + opt.state[w]["kahan_comp"].float()
+    w.data = w.data.float()
+    w.grad = torch.zeros_like(w)
+    opt.param_groups[0]["lr"] = 0.0
+    opt.step()
+    assert "kahan_comp" not in opt.state[w]
+    torch.testing.assert_close(w.detach(), exact, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------- 2. options changed mid-run
+
+
+@pytest.mark.parametrize(("first", "then"), [("8bit", "bf16"), ("fp32", "bf16"), ("bf16", "8bit"),
+                                             ("8bit", "fp32"), ("bf16", "fp32")])  # fmt: skip
+def test_changing_state_precision_mid_run_converts_the_state(first, then):
+    w = _param()
+    opt = adamkit.Adam([w], lr=1e-3, state_precision=first, min_8bit_size=0)
+    _step(opt, [w])
+    m = lowbit_torch.load(opt.state[w], "exp_avg", first).clone()
+    opt.state_precision = then
+    _step(opt, [w], seed=3)
+    assert w.isfinite().all()
+    want = {"fp32": torch.float32, "bf16": torch.bfloat16, "8bit": torch.uint8}[then]
+    assert opt.state[w]["exp_avg"].dtype == want
+    assert ("exp_avg_absmax" in opt.state[w]) == (then == "8bit")
+    # the converted m carried on: β1·m + (1-β1)·g, not a fresh start (0.1·g); 8-bit codes
+    # hold 3 mantissa bits, and a conversion plus a step round twice
+    g = _grad(w, 3)
+    got = lowbit_torch.load(opt.state[w], "exp_avg", then)
+    rtol = 0.3 if "8bit" in (first, then) else 0.02
+    error = (got - (0.9 * m + 0.1 * g)).abs()
+    assert (error <= rtol * (0.9 * m.abs() + 0.1 * g.abs()) + 1e-6).all()
+
+
+def test_an_invalid_option_set_mid_run_is_refused_before_anything_changes():
+    w = _param()
+    opt = adamkit.Adam([w], state_precision="8bit", min_8bit_size=0)
+    _step(opt, [w])
+    before = w.detach().clone(), opt.state[w]["exp_avg"].clone()
+    with pytest.raises(ValueError, match="state_precision.*4bit"):
+        opt.state_precision = "4bit"
+    with pytest.raises(ValueError, match="min_8bit_size"):
+        opt.min_8bit_size = -5
+    assert opt.state_precision == "8bit" and opt.min_8bit_size == 0
+    assert torch.equal(w.detach(), before[0])
+    assert torch.equal(opt.state[w]["exp_avg"], before[1])
+    with pytest.raises(ValueError, match="capturable"):
+        adamkit.Adam([_param()], capturable=True).state_precision = "bf16"
+
+
+# ----------------------------------------------------------------- 3. per-group options
+
+
+def test_per_group_state_precision_is_honoured():
+    emb, dense = _param(8192, 0), _param(8192, 1)
+    opt = adamkit.AdamW(
+        [{"params": [emb], "state_precision": "fp32"}, {"params": [dense]}],
+        state_precision="8bit",
+        min_8bit_size=0,
+    )
+    _step(opt, [emb, dense])
+    assert opt.state[emb]["exp_avg"].dtype == torch.float32
+    assert opt.state[dense]["exp_avg"].dtype == torch.uint8
+
+
+def test_per_group_min_8bit_size_and_param_rounding_are_honoured():
+    small, big = _param(300, 0, torch.bfloat16), _param(8192, 1, torch.bfloat16)
+    opt = adamkit.Adam(
+        [{"params": [small], "min_8bit_size": 0, "param_rounding": "kahan"}, {"params": [big]}],
+        state_precision="8bit",
+        min_8bit_size=10_000,
+    )
+    _step(opt, [small, big])
+    assert opt.state[small]["exp_avg"].dtype == torch.uint8
+    assert "kahan_comp" in opt.state[small]
+    assert opt.state[big]["exp_avg"].dtype == torch.bfloat16  # fp32 state: the param's dtype
+    assert "kahan_comp" not in opt.state[big]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("state_precision", "4bit"), ("min_8bit_size", -1), ("param_rounding", "up")],
+)
+def test_an_invalid_per_group_option_is_refused(key, value):
+    with pytest.raises(ValueError, match=key):
+        adamkit.Adam([{"params": [_param()], key: value}])
+    opt = adamkit.Adam([_param()])
+    with pytest.raises(ValueError, match=key):
+        opt.add_param_group({"params": [_param(seed=3)], key: value})
+
+
+# ----------------------------------------------------------------- 4. a tampered 8-bit checkpoint
+
+
+def _eight_bit_checkpoint(**options):
+    w = _param()
+    opt = adamkit.Adam([w], state_precision="8bit", min_8bit_size=0, **options)
+    _step(opt, [w])
+    return w, opt, opt.state_dict()
+
+
+def _codes_key(sd):
+    entry = sd["state"][0]
+    return "exp_avg_codes" if "exp_avg_codes" in entry else "exp_avg"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), -1.0])
+def test_non_finite_or_negative_block_scales_are_refused_on_load(bad):
+    w, opt, sd = _eight_bit_checkpoint()
+    sd["state"][0]["exp_avg_absmax"] = sd["state"][0]["exp_avg_absmax"].clone()
+    sd["state"][0]["exp_avg_absmax"][3] = bad
+    fresh = adamkit.Adam([w], state_precision="8bit", min_8bit_size=0)
+    with pytest.raises(StateDictError, match="exp_avg_absmax"):
+        fresh.load_state_dict(sd)
+    assert not fresh.state
+
+
+def test_missing_scales_are_named_as_missing():
+    w, opt, sd = _eight_bit_checkpoint()
+    del sd["state"][0]["exp_avg_absmax"]
+    with pytest.raises(StateDictError, match="exp_avg_absmax.*missing|missing.*exp_avg_absmax"):
+        adamkit.Adam([w], state_precision="8bit", min_8bit_size=0).load_state_dict(sd)
+
+
+def test_codes_of_the_wrong_length_blame_the_codes():
+    w, opt, sd = _eight_bit_checkpoint()
+    key = _codes_key(sd)
+    sd["state"][0][key] = sd["state"][0][key][:-7]
+    with pytest.raises(StateDictError, match=f"'{key}'.*shape"):
+        adamkit.Adam([w], state_precision="8bit", min_8bit_size=0).load_state_dict(sd)
+
+
+@pytest.mark.parametrize(
+    "comp",
+    [
+        torch.zeros(17, dtype=torch.bfloat16),
+        torch.full((4096,), float("nan"), dtype=torch.bfloat16),
+        torch.zeros(4096, dtype=torch.int64),
+        "zeros",
+    ],
+    ids=["shape", "nan", "int64", "str"],
+)
+def test_a_bad_kahan_compensation_is_refused_on_load(comp):
+    w = _param(dtype=torch.bfloat16)
+    opt = adamkit.Adam([w], state_precision="bf16", param_rounding="kahan")
+    _step(opt, [w])
+    sd = opt.state_dict()
+    sd["state"][0]["kahan_comp"] = comp
+    fresh = adamkit.Adam([w], state_precision="bf16", param_rounding="kahan")
+    with pytest.raises(StateDictError, match="kahan_comp"):
+        fresh.load_state_dict(sd)
+    assert not fresh.state
+
+
+# ----------------------------------------------------------------- 5. torch and an 8-bit checkpoint
+
+
+def test_torch_refuses_to_train_on_8bit_codes():
+    w, opt, sd = _eight_bit_checkpoint()
+    theirs = torch.optim.AdamW([w])
+    try:
+        theirs.load_state_dict(sd)
+    except (KeyError, ValueError, RuntimeError):
+        return  # refused at load: fine
+    w.grad = _grad(w)
+    with pytest.raises((KeyError, ValueError, RuntimeError)):
+        theirs.step()
+
+
+def _saved_and_loaded(sd):
+    buffer = io.BytesIO()
+    torch.save(sd, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_an_8bit_checkpoint_records_its_format_and_round_trips_bitwise():
+    w, opt, sd = _eight_bit_checkpoint()
+    sd = _saved_and_loaded(sd)  # as from disk: torch's loader aliases same-dtype tensors
+    entry = sd["state"][0]
+    assert entry["exp_avg_codes"].dtype == torch.uint8
+    assert entry["exp_avg_absmax"].dtype == torch.float32
+    assert "exp_avg" not in entry
+    twin = _param(seed=9)
+    twin.data.copy_(w.data)
+    other = adamkit.Adam([twin], state_precision="8bit", min_8bit_size=0)
+    other.load_state_dict(sd)
+    assert torch.equal(other.state[twin]["exp_avg"], opt.state[w]["exp_avg"])
+    _step(opt, [w], seed=4)
+    _step(other, [twin], seed=4)
+    assert torch.equal(w, twin)
+    full = adamkit.optim.dequantized_state_dict(sd)
+    torch.optim.AdamW([_param()]).load_state_dict(full)
+
+
+def test_an_old_8bit_checkpoint_with_codes_under_torch_keys_still_loads():
+    w, opt, sd = _eight_bit_checkpoint()
+    entry = sd["state"][0]
+    for key in ("exp_avg", "exp_avg_sq"):
+        entry[key] = entry.pop(key + "_codes")
+    other = adamkit.Adam([_param(seed=9)], state_precision="8bit", min_8bit_size=0)
+    other.load_state_dict(sd)
+    assert torch.equal(next(iter(other.state.values()))["exp_avg"], opt.state[w]["exp_avg"])
+
+
+# ----------------------------------------------------------------- 8. AMSGrad's max with 8-bit state
+
+
+def test_amsgrad_max_with_8bit_state_does_not_ratchet_over_thousands_of_steps():
+    n, steps = 4096, 4000
+    gen = torch.Generator().manual_seed(0)
+    scale = torch.rand(n, generator=gen) * 3 + 0.1
+    runs = {}
+    for precision in ("fp32", "8bit"):
+        w = torch.nn.Parameter(torch.zeros(n))
+        opt = adamkit.Adam([w], lr=1e-4, amsgrad=True, state_precision=precision, min_8bit_size=0)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(steps):
+            w.grad = torch.randn(n, generator=gen) * scale
+            opt.step()
+        runs[precision] = lowbit_torch.load(opt.state[w], "max_exp_avg_sq", precision)
+    ratio = (runs["8bit"] / runs["fp32"]).sqrt()  # what the effective lr sees
+    assert ratio.median().item() == pytest.approx(1.0, abs=0.04)
+    assert ratio.quantile(0.9).item() < 1.08
+
+
+# ----------------------------------------------------------------- 9. amsgrad turned on mid-run
+
+
+@pytest.mark.parametrize("precision", ["bf16", "8bit"])
+@pytest.mark.parametrize("fused", [None, False])
+def test_turning_amsgrad_on_mid_run_makes_the_max_slot(precision, fused):
+    w = _param()
+    opt = adamkit.Adam([w], lr=0.1, state_precision=precision, min_8bit_size=0, fused=fused)
+    for i in range(3):
+        _step(opt, [w], seed=i)
+    opt.param_groups[0]["amsgrad"] = True
+    _step(opt, [w], seed=10)
+    v = lowbit_torch.load(opt.state[w], "exp_avg_sq", precision)
+    vmax = lowbit_torch.load(opt.state[w], "max_exp_avg_sq", precision)
+    assert torch.allclose(vmax, v, rtol=0.15)  # the max starts at this step's v
+    _step(opt, [w], seed=11)
+    assert (lowbit_torch.load(opt.state[w], "max_exp_avg_sq", precision) > 0).all()
+
+
+# ----------------------------------------------------------------- 10. the same param twice
+
+
+@pytest.mark.parametrize("precision", ["bf16", "8bit"])
+def test_the_same_param_twice_in_low_memory_moves_as_torch_does(precision):
+    w = torch.nn.Parameter(torch.zeros(4096))
+    opt = adamkit.Adam([w, w], lr=0.01, state_precision=precision, min_8bit_size=0)
+    w.grad = torch.ones(4096)
+    opt.step()
+    twin = torch.nn.Parameter(torch.zeros(4096))
+    theirs = torch.optim.Adam([twin, twin], lr=0.01)
+    twin.grad = torch.ones(4096)
+    theirs.step()
+    torch.testing.assert_close(w.detach(), twin.detach(), rtol=1e-2, atol=0)
+    assert opt.state[w]["step"].item() == 2
+
+
+# ----------------------------------------------------------------- 11. NAdam resume with half params
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_nadam_with_half_params_resumes_bitwise(dtype):
+    def run(steps, resume_at=None):
+        w = _param(dtype=dtype)
+        opt = adamkit.NAdam([w], lr=1e-2)
+        for i in range(steps):
+            if i == resume_at:
+                sd = opt.state_dict()
+                opt = adamkit.NAdam([w], lr=1e-2)
+                opt.load_state_dict(sd)
+            _step(opt, [w], seed=i)
+        return w.detach(), opt.state[w]["mu_product"]
+
+    straight, resumed = run(6), run(6, resume_at=3)
+    assert torch.equal(straight[0], resumed[0])
+    assert straight[1].dtype == resumed[1].dtype == torch.float32
+    assert torch.equal(straight[1], resumed[1])
+
+
+# ----------------------------------------------------------------- 12. random streams per tensor
+
+
+@pytest.mark.parametrize("fused", [None, False])
+def test_two_same_shape_tensors_round_with_independent_streams(fused):
+    a, b = _param(65536, 0), _param(65536, 1)
+    opt = adamkit.Adam([a, b], lr=1e-3, state_precision="bf16", fused=fused)
+    grad = _grad(a, 7)
+    a.grad, b.grad = grad.clone(), grad.clone()
+    opt.step()
+    errors = []
+    for p in (a, b):
+        exact = 0.1 * grad  # m after one step, before rounding
+        errors.append(opt.state[p]["exp_avg"].float() - exact)
+    corr = np.corrcoef(errors[0].numpy(), errors[1].numpy())[0, 1]
+    assert abs(corr) < 0.1
+
+
+def test_the_streams_are_the_same_after_a_resume():
+    def run(resume):
+        a, b = _param(65536, 0), _param(65536, 1)
+        opt = adamkit.Adam([a, b], lr=1e-3, state_precision="bf16")
+        for i in range(4):
+            if resume and i == 2:
+                sd = opt.state_dict()
+                opt = adamkit.Adam([a, b], lr=1e-3, state_precision="bf16")
+                opt.load_state_dict(sd)
+            _step(opt, [a, b], seed=i)
+        return a.detach().clone(), b.detach().clone()
+
+    for x, y in zip(run(False), run(True), strict=True):
+        assert torch.equal(x, y)
+
+
+# ----------------------------------------------------------------- 13. tiny block scales
+
+
+@pytest.mark.parametrize("kind", ["signed", "unsigned"])
+def test_a_block_with_a_tiny_absmax_is_coded_alike_everywhere(kind):
+    x = np.zeros(512, dtype=np.float32)  # a block of subnormal values, with a zero
+    x[:256] = np.linspace(0, 1, 256, dtype=np.float32) * np.float32(1e-38)
+    x[256:] = np.linspace(0.5, 1, 256, dtype=np.float32)
+    codes, absmax = ref_lowbit.quantize(x, kind)
+    t_codes, t_absmax = lowbit_torch.quantize(torch.from_numpy(x), kind)
+    np.testing.assert_array_equal(t_codes.numpy(), codes)
+    np.testing.assert_array_equal(t_absmax.numpy(), absmax)
+    back = ref_lowbit.dequantize(codes, absmax, kind)
+    assert np.all(back[:256] == 0)  # flushed to zero, as every codec does
+    assert np.all(np.abs(back[256:] - x[256:]) <= x[256:] / 16)
+
+
+def test_a_tiny_block_gives_the_same_codes_fused_and_torch_ops():
+    outs = []
+    for fused in (None, False):
+        w = torch.nn.Parameter(torch.zeros(512))
+        opt = adamkit.Adam([w], lr=1e-3, state_precision="8bit", min_8bit_size=0, fused=fused)
+        g = torch.zeros(512)
+        g[1:256] = 1e-37  # m = 1e-38 after one step: subnormal; element 0 stays 0
+        g[256:] = 1.0
+        w.grad = g
+        opt.step()
+        outs.append({k: v.clone() for k, v in opt.state[w].items()})
+    for key in outs[0]:
+        assert torch.equal(outs[0][key], outs[1][key]), key
+
+
+# ----------------------------------------------------------------- 15. a float64 cast after 8-bit steps
+
+
+def test_a_model_cast_to_float64_after_8bit_steps_keeps_its_moments():
+    w = _param()
+    opt = adamkit.Adam([w], lr=1e-3, state_precision="8bit", min_8bit_size=0)
+    _step(opt, [w])
+    m = lowbit_torch.load(opt.state[w], "exp_avg", "8bit").double()
+    w.data = w.data.double()
+    _step(opt, [w], seed=2)
+    assert opt.state[w]["exp_avg"].dtype == torch.float64
+    expect = 0.9 * m + 0.1 * _grad(w, 2)
+    torch.testing.assert_close(opt.state[w]["exp_avg"], expect, rtol=1e-6, atol=1e-9)
