@@ -294,7 +294,10 @@ def test_an_old_8bit_checkpoint_with_codes_under_torch_keys_still_loads():
 
 
 def test_amsgrad_max_with_8bit_state_does_not_ratchet_over_thousands_of_steps():
-    n, steps = 4096, 4000
+    """Stationary gradients: the 8-bit max must stay where fp32's is (stochastic rounding
+    made it ratchet up: √ratio median 1.08 at 2k steps, rising), and be no noisier than the
+    8-bit v it is the max of."""
+    n, steps = 2048, 2500
     gen = torch.Generator().manual_seed(0)
     scale = torch.rand(n, generator=gen) * 3 + 0.1
     runs = {}
@@ -305,10 +308,15 @@ def test_amsgrad_max_with_8bit_state_does_not_ratchet_over_thousands_of_steps():
         for _ in range(steps):
             w.grad = torch.randn(n, generator=gen) * scale
             opt.step()
-        runs[precision] = lowbit_torch.load(opt.state[w], "max_exp_avg_sq", precision)
-    ratio = (runs["8bit"] / runs["fp32"]).sqrt()  # what the effective lr sees
-    assert ratio.median().item() == pytest.approx(1.0, abs=0.04)
-    assert ratio.quantile(0.9).item() < 1.08
+        runs[precision] = {
+            key: lowbit_torch.load(opt.state[w], key, precision)
+            for key in ("max_exp_avg_sq", "exp_avg_sq")
+        }
+    # √ of the ratios: what the effective lr sees
+    vmax = (runs["8bit"]["max_exp_avg_sq"] / runs["fp32"]["max_exp_avg_sq"]).sqrt()
+    v = (runs["8bit"]["exp_avg_sq"] / runs["fp32"]["exp_avg_sq"]).sqrt()
+    assert vmax.median().item() == pytest.approx(1.0, abs=0.02)
+    assert vmax.quantile(0.9).item() <= v.quantile(0.9).item() + 0.01
 
 
 # ----------------------------------------------------------------- 9. amsgrad turned on mid-run

@@ -111,7 +111,7 @@ def test_tensors_the_triton_kernel_cannot_take_go_to_the_torch_ops_path():
     padded = padded_scalars("adam", torch.float32, hyper_key(SPECS["adam"], opt.param_groups[0]))
     rest = lowbit._triton_fused(
         SPECS["adam"], [a, b, empty], [p.grad for p in (a, b, empty)], states,
-        ["8bit"] * 3, (padded.hyper, padded.bias, padded.flags), "nearest",
+        ["8bit"] * 3, [0, 1, 2], (padded.hyper, padded.bias, padded.flags), "nearest",
     )  # fmt: skip
     assert rest == [1, 2]
     assert opt.state[a]["step"].item() == 2 and opt.state[b]["step"].item() == 1

@@ -24,6 +24,10 @@ MIN_NORMAL_BITS = 113 << 23  # the pattern of 2^-14: below it the minifloats are
 # A block whose scale is below float32's smallest normal number is stored as zeros (its 1/absmax
 # would overflow to Inf): every codec flushes it alike.
 MIN_SCALE = 2.0**-126
+# Slots that hold a running maximum (AMSGrad's) are stored rounded toward zero (noise 0), not
+# stochastically: a rounding up would be kept by every later max, so the stored max would
+# ratchet upward with the rounding noise; a rounding down is undone by the next v above it.
+ROUNDED_DOWN = ("max_exp_avg_sq",)
 NEAREST = 0x8000  # the 16-bit rounding "noise" of round-to-nearest: half a code (ties up)
 PARAM_STREAM = 0x5BD1E995  # params' stochastic rounding draws from a random stream of its own
 ABSMAX_SUFFIX = "_absmax"  # an 8-bit slot "exp_avg" keeps its scales in "exp_avg_absmax"
@@ -35,8 +39,12 @@ CODES_SUFFIX = "_codes"
 KAHAN_KEY = "kahan_comp"  # param_rounding="kahan": the param's compensation, in its dtype
 
 
-def tensor_seed(step: float, numel: int) -> int:
+def tensor_seed(step: float, numel: int, stream: int) -> int:
     """The seed of a tensor's random stream at (the new value of) its step count: the
     stochastic rounding of bf16 state and params draws from a hash of (seed, element index),
-    so a resumed run draws what an uninterrupted one would."""
-    return (int(step) * 0x9E3779B9 ^ int(numel) * 0x632BE5AB) & 0xFFFFFFFF
+    so a resumed run draws what an uninterrupted one would. ``stream`` is the tensor's own
+    (the optimizers pass the param's position among all their params, which a checkpoint
+    keeps), so two tensors of one size round with independent errors."""
+    return (
+        int(step) * 0x9E3779B9 ^ int(numel) * 0x632BE5AB ^ int(stream) * 0x2545F491
+    ) & 0xFFFFFFFF

@@ -60,8 +60,9 @@ KIND_CODES = {"signed": SIGNED, "square": SQUARE, "unsigned": UNSIGNED}
 
 # Address rows: p, g, s0, s1 (codes or bfloat16 patterns), the two slots' absmax (float32;
 # any readable address in bf16 mode), Kahan's compensation (the param's address without it),
-# the float64 step counter, the float32 scalar state (the step's address without one).
-P, G, S0, S1, A0, A1, KAHAN, STEP, AUX = range(9)
+# the float64 step counter, the float32 scalar state (the step's address without one); then
+# not an address: the tensor's random stream (tensor_seed).
+P, G, S0, S1, A0, A1, KAHAN, STEP, AUX, STREAM = range(10)
 
 _F32 = np.empty(0, np.float32)
 _U16 = np.empty(0, np.uint16)
@@ -114,7 +115,8 @@ def _blocks(
     table = _tensor_table(tensor_scalars, addresses, b, _F32, STEP, AUX)
     seeds = np.empty(addresses.shape[0], np.int64)
     for t in range(addresses.shape[0]):
-        seeds[t] = _tensor_seed(_float64_cell(addresses[t, STEP])[0], numels[t])
+        step = _float64_cell(addresses[t, STEP])[0]
+        seeds[t] = _tensor_seed(step, numels[t], addresses[t, STREAM])
     buffer0 = np.empty(BLOCK, np.float32)
     buffer1 = np.empty(BLOCK, np.float32)
     for c in range(chunks.shape[0]):

@@ -40,17 +40,20 @@ def step(
     precisions: Sequence[str],
     *,
     param_rounding: str,
+    streams: Sequence[int],
     fused: bool = True,
 ) -> None:
     """One step of ``spec`` on ``params`` with low-memory ``states``; nothing is written
     unless every gradient and state tensor fits its parameter. DTensor parameters (FSDP2,
     bf16 state) are updated through their local shards, as the fp32 kernels do. A tensor
-    listed twice is stepped twice, one step after the other (as torch.optim does)."""
+    listed twice is stepped twice, one step after the other (as torch.optim does).
+    ``streams`` holds each tensor's random stream (:func:`tensor_seed`)."""
     if len({id(p) for p in params}) != len(params):
         for idx in _rounds(params):
+            lists = (params, grads, states, precisions)
             step(
-                spec, group, *([items[i] for i in idx] for items in (params, grads, states, precisions)),
-                param_rounding=param_rounding, fused=fused,
+                spec, group, *([items[i] for i in idx] for items in lists),
+                param_rounding=param_rounding, streams=[streams[i] for i in idx], fused=fused,
             )  # fmt: skip
         return
     params, grads, states = _local_shards(params, grads, states)
@@ -72,12 +75,14 @@ def step(
             if kernel is None:
                 rest += idx
                 continue
-            lists = [[items[i] for i in idx] for items in (params, grads, states, precisions)]
+            lists = [
+                [items[i] for i in idx] for items in (params, grads, states, precisions, streams)
+            ]
             rest += [idx[j] for j in kernel(spec, *lists, scalars, param_rounding)]
     for i in sorted(rest):
         step_tensor(
             spec, params[i], grads[i], states[i], scalars,
-            precision=precisions[i], param_rounding=param_rounding,
+            precision=precisions[i], param_rounding=param_rounding, stream=streams[i],
         )  # fmt: skip
 
 
@@ -112,7 +117,9 @@ FUSED_SPECS = ("adam", "nadam", "radam", "adamax")  # two stored slots each
 _PARAM_MODES = {"nearest": 1, "stochastic": 2, "kahan": 3}  # of a bfloat16 param
 
 
-def _numba_fused(spec, params, grads, states, precisions, scalars, param_rounding) -> list[int]:
+def _numba_fused(
+    spec, params, grads, states, precisions, streams, scalars, param_rounding
+) -> list[int]:
     """Run the fused CPU kernel on the tensors it takes, batched by (precision, param mode);
     return the indices of the others."""
     from . import _numba_lowbit  # imports numba: only when used
@@ -122,7 +129,7 @@ def _numba_fused(spec, params, grads, states, precisions, scalars, param_roundin
     batches: dict[tuple[int, int], tuple[list[int], list[list[int]]]] = {}
     rest = []
     for i, (p, g, state) in enumerate(zip(params, grads, states, strict=True)):
-        row = _row(spec, p, g, state, precisions[i], aux_key)
+        row = _row(spec, p, g, state, precisions[i], aux_key, streams[i])
         if row is None:
             rest.append(i)
             continue
@@ -152,10 +159,14 @@ def _numba_fused(spec, params, grads, states, precisions, scalars, param_roundin
     return rest
 
 
-def _triton_fused(spec, params, grads, states, precisions, scalars, param_rounding) -> list[int]:
+def _triton_fused(
+    spec, params, grads, states, precisions, streams, scalars, param_rounding
+) -> list[int]:
     from . import triton_lowbit  # imports triton: only when used
 
-    return triton_lowbit.fused(spec, params, grads, states, precisions, scalars, param_rounding)
+    return triton_lowbit.fused(
+        spec, params, grads, states, precisions, streams, scalars, param_rounding
+    )
 
 
 # The fused kernel per device type (tests put the Triton one on "cpu", under its interpreter).
@@ -180,10 +191,11 @@ def _launch_serial(serial, precision, mode, chunks, *args) -> None:
 
 
 def _row(
-    spec, p: Tensor, g: Tensor, state: dict[str, Any], precision: str, aux_key
+    spec, p: Tensor, g: Tensor, state: dict[str, Any], precision: str, aux_key, stream: int
 ) -> list[int] | None:
-    """The fused kernel's address row for one tensor, or None if it takes the other path:
-    contiguous CPU float32/bfloat16 tensors, two stored slots, the counters on the host."""
+    """The fused kernel's address row for one tensor (its random stream last), or None if it
+    takes the other path: contiguous CPU float32/bfloat16 tensors, two stored slots, the
+    counters on the host."""
     if precision not in ("8bit", "bf16") or p.dtype not in (torch.float32, torch.bfloat16):
         return None
     keys = [key for key in spec.tensor_state if key in state]
@@ -208,5 +220,5 @@ def _row(
     comp = state.get(KAHAN_KEY)
     return [
         p.data_ptr(), g.data_ptr(), *(state[key].data_ptr() for key in keys), *scales,
-        (comp if comp is not None else p).data_ptr(), step.data_ptr(), aux.data_ptr(),
+        (comp if comp is not None else p).data_ptr(), step.data_ptr(), aux.data_ptr(), stream,
     ]  # fmt: skip

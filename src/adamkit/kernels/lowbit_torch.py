@@ -33,6 +33,7 @@ from ..algorithms.state_formats import (
     NAN,
     NEAREST,
     PARAM_STREAM,
+    ROUNDED_DOWN,
     SIGN,
     SLOT_KINDS,
     TOP,
@@ -166,9 +167,11 @@ def step_tensor(
     *,
     precision: str,
     param_rounding: str,
+    stream: int,
 ) -> None:
     """One step of ``spec`` for one tensor whose state is in ``precision`` ("8bit", "bf16", or
-    "fp32": the param's own dtype) with ``param_rounding`` for half params; math in float32.
+    "fp32": the param's own dtype) with ``param_rounding`` for half params; math in float32;
+    stochastic rounding draws from random stream ``stream`` (:func:`tensor_seed`).
     ``scalars`` are the group's (hyper, bias, flags) for float32, padded; the counters in
     ``state`` are advanced here. Everything is computed before anything is written."""
     hyper, bias, flags = scalars
@@ -185,7 +188,7 @@ def step_tensor(
     slots = [load(state, key, precision) if key in state else g32 for key in spec.tensor_state]
     slots += [g32] * (3 - len(slots))
     new_p, *new_slots = _torch_element(spec)(p32, g32, *slots, hyper, k, flags)
-    seed = tensor_seed(step, p.numel())
+    seed = tensor_seed(step, p.numel(), stream)
     low = precision in ("8bit", "bf16")  # both round the moments stochastically
     noise = random_bits(seed, p.numel(), p.device).view(p.shape) if low else None
     stores: dict[str, Tensor] = {}
@@ -193,7 +196,8 @@ def step_tensor(
         i = spec.tensor_state.index(key)
         shift = 16 * (i % 2)  # m takes the low 16 bits of an element's number, v the high
         value = torch.as_tensor(new_slots[i]).expand(p.shape)
-        stores.update(_stored(key, value, precision, state[key].dtype, noise, shift))
+        slot_noise = torch.zeros_like(noise) if low and key in ROUNDED_DOWN else noise
+        stores.update(_stored(key, value, precision, state[key].dtype, slot_noise, shift))
     stores.update(_param_stores(p, new_p, param_rounding, seed))
     for key, value in stores.items():
         (p.detach() if key == "param" else state[key]).copy_(value)

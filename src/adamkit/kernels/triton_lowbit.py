@@ -222,7 +222,7 @@ def eligible(spec: AlgorithmSpec, p: Tensor, g: Tensor, state: dict[str, Any], p
     return all(t.device == p.device and t.is_contiguous() and not t.is_neg() for t in tensors)
 
 
-def fused(spec, params, grads, states, precisions, scalars, param_rounding) -> list[int]:
+def fused(spec, params, grads, states, precisions, streams, scalars, param_rounding) -> list[int]:
     """Run the kernel on the tensors it takes, one launch per (precision, param mode);
     return the indices of the others."""
     batches: dict[tuple[bool, int, torch.device], list[int]] = {}
@@ -235,21 +235,22 @@ def fused(spec, params, grads, states, precisions, scalars, param_rounding) -> l
         batches.setdefault((precisions[i] == "8bit", mode, p.device), []).append(i)
     for (q8, mode, device), idx in batches.items():
         _launch(spec, [params[i] for i in idx], [grads[i] for i in idx],
-                [states[i] for i in idx], scalars, q8, mode, device)  # fmt: skip
+                [states[i] for i in idx], [streams[i] for i in idx], scalars, q8, mode,
+                device)  # fmt: skip
     return rest
 
 
-def _launch(spec, params, grads, states, scalars, q8: bool, mode: int, device) -> None:
+def _launch(spec, params, grads, states, streams, scalars, q8: bool, mode: int, device) -> None:
     hyper, bias, flags = scalars
     keys = [key for key in spec.tensor_state if key in states[0]]
     aux_key = spec.scalar_state
     counters, per_tensor, seeds = [], [], []
-    for p, state in zip(params, states, strict=True):
+    for p, state, stream in zip(params, states, streams, strict=True):
         old = float(state[aux_key]) if aux_key else 0.0
         step, aux = spec.advance(float(state["step"]), old, bias)
         counters.append((step, aux))
         per_tensor.append([float(v) for v in spec.tensor_scalars(step, aux, bias)])
-        seeds.append(tensor_seed(step, p.numel()))
+        seeds.append(tensor_seed(step, p.numel(), stream))
     numels = [p.numel() for p in params]
     block_counts = [-(-n // BLOCK) for n in numels]
 

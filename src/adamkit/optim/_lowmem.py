@@ -210,6 +210,7 @@ class LowMemoryState:
                 [s for s, lo in zip(states, low, strict=True) if lo],
                 [self.precision_of(p, group) for p, lo in zip(params, low, strict=True) if lo],
                 param_rounding=self.group_options(group)[2],
+                streams=self._streams(group, [p for p, lo in zip(params, low, strict=True) if lo]),
                 fused=group.get("fused") is not False and not group.get("foreach"),
             )
             keep = [i for i, lo in enumerate(low) if not lo]
@@ -218,6 +219,17 @@ class LowMemoryState:
             any_sparse = any_sparse and any(g.is_sparse for g in grads)
         if params:
             self._update_params(group, params, grads, states, any_sparse, amp)  # type: ignore[attr-defined]
+
+    def _streams(self, group: dict[str, Any], params: list[Tensor]) -> list[int]:
+        """Each param's random stream: its position among all the optimizer's params (which a
+        checkpoint keeps, so a resumed run draws what an uninterrupted one would)."""
+        offset = 0
+        for g in self.param_groups:
+            if g is group:
+                break
+            offset += len(g["params"])
+        where = {id(p): offset + i for i, p in enumerate(group["params"])}
+        return [where[id(p)] for p in params]
 
     def _conform(
         self, group: dict[str, Any], params: list[Tensor], states: list[dict[str, Any]]
