@@ -1,7 +1,7 @@
 """Drop-in torch.optim optimizers whose math lives in :mod:`adamkit.kernels`."""
 
 from ._checkpoint import StateDictError
-from ._lowmem import dequantized_state_dict
+from ._lowmem_checkpoint import dequantized_state_dict
 from ._nonfinite import NonFiniteGradientError
 from .adam import Adam, AdamW
 from .adam_family import Adamax, NAdam, RAdam
