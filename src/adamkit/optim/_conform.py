@@ -57,6 +57,17 @@ def conform(
     return precision != "fp32" or KAHAN_KEY in state
 
 
+def holds_low_memory(state: Mapping[str, Any]) -> bool:
+    """Whether ``state`` holds a low-memory field: 8-bit scales, a bfloat16 moment, Kahan's
+    compensation."""
+    return any(
+        key == KAHAN_KEY
+        or key.endswith(ABSMAX_SUFFIX)
+        or (key in SLOT_KINDS and getattr(value, "dtype", None) == torch.bfloat16)
+        for key, value in state.items()
+    )
+
+
 def _format(state: Mapping[str, Any], key: str) -> str:
     value = state[key]
     if value.dtype == torch.uint8 and key + ABSMAX_SUFFIX in state:

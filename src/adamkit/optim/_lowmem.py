@@ -287,12 +287,13 @@ class LowMemoryState:
             return
         saved, full = checked_low_memory_state(self, state_dict)
         super().load_state_dict({**state_dict, "state": full})  # type: ignore[misc]
-        self.__dict__["_low_memory_seen"] = True
         for saved_group, group in zip(state_dict["param_groups"], self.param_groups, strict=True):
             for pid, p in zip(saved_group["params"], group["params"], strict=True):
                 entry = self.state.get(p)
                 if entry and pid in saved:
                     self._reformat(p, group, entry, saved[pid])
+                    if _conform.holds_low_memory(entry):
+                        self.__dict__["_low_memory_seen"] = True
 
     def _reformat(
         self, p: Tensor, group: dict[str, Any], entry: dict[str, Any], saved: Mapping[str, Any]
