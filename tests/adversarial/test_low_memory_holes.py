@@ -8,14 +8,16 @@ format the options say, or the step raises a clear error before anything changes
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import os
 
 import numpy as np
 import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import lowbit_torch
+from adamkit.kernels import lowbit, lowbit_torch
 from adamkit.optim import StateDictError
 from adamkit.reference import lowbit as ref_lowbit
 
@@ -428,9 +430,15 @@ def test_a_block_with_a_tiny_absmax_is_coded_alike_everywhere(kind):
     assert np.all(np.abs(back[256:] - x[256:]) <= x[256:] / 16)
 
 
-def test_a_tiny_block_gives_the_same_codes_fused_and_torch_ops():
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the Triton interpreter's NumPy
+def test_a_tiny_block_gives_the_same_codes_fused_and_torch_ops(monkeypatch):
+    kernels = [lowbit.FUSED_KERNELS["cpu"]]
+    if os.environ.get("TRITON_INTERPRET") == "1" and importlib.util.find_spec("triton"):
+        kernels.append(lowbit._triton_fused)
     outs = []
-    for fused in (None, False):
+    for fused in [None] * len(kernels) + [False]:
+        if fused is None:
+            monkeypatch.setitem(lowbit.FUSED_KERNELS, "cpu", kernels[len(outs)])
         w = torch.nn.Parameter(torch.zeros(512))
         opt = adamkit.Adam([w], lr=1e-3, state_precision="8bit", min_8bit_size=0, fused=fused)
         g = torch.zeros(512)
@@ -439,8 +447,10 @@ def test_a_tiny_block_gives_the_same_codes_fused_and_torch_ops():
         w.grad = g
         opt.step()
         outs.append({k: v.clone() for k, v in opt.state[w].items()})
-    for key in outs[0]:
-        assert torch.equal(outs[0][key], outs[1][key]), key
+    assert len(outs) == len(kernels) + 1
+    for out in outs[1:]:
+        for key in outs[0]:
+            assert torch.equal(outs[0][key], out[key]), key
 
 
 # ----------------------------------------------------------------- 15. a float64 cast after 8-bit steps
