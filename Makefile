@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-gpu clean
+.PHONY: demo test lint bench bench-gpu gpu-check clean
 
 $(STAMP): requirements-dev.txt pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ bench: $(STAMP)
 
 bench-gpu: $(STAMP)  # on a CUDA machine
 	$(BIN)/python benchmarks/gpu.py
+
+OUT ?= gpu-check
+gpu-check: $(STAMP)  # on a CUDA machine: CUDA tests, adamkit check, benchmarks/gpu.py -> $(OUT)/
+	$(BIN)/python benchmarks/gpu_check.py $(OUT)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -1,4 +1,8 @@
-"""GPU benchmark: one Adam step, adamkit (Triton) vs torch fused vs torch foreach, interleaved.
+"""GPU benchmark: one Adam step, adamkit's default vs torch fused vs torch foreach, interleaved.
+
+adamkit's default on CUDA is torch's fused kernel until its Triton kernels have passed the
+parity suite on a GPU; ``ADAMKIT_CUDA_KERNELS=triton python benchmarks/gpu.py`` times the
+Triton kernels (the JSON's ``machine.cuda_kernels`` says which ran).
 
     python benchmarks/gpu.py                      # on a CUDA machine: the full-size workloads
     python benchmarks/gpu.py --scale 0.25         # smaller, if memory is short
@@ -157,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "cuda_kernels": adamkit.kernels.registry.get_default("cuda"),
         "scale": args.scale,
         "rounds": args.rounds,
     }

@@ -1,4 +1,4 @@
-"""Command line: ``adamkit demo`` (also ``python -m adamkit demo``)."""
+"""Command line: ``adamkit demo``, ``adamkit check``, … (also ``python -m adamkit …``)."""
 
 from __future__ import annotations
 
@@ -69,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="OPTIMIZER=LR",
-        help="learning rate of one optimizer (repeatable), e.g. --lr Adam=0.01; defaults: "
-        + ", ".join(f"{name}={lr:g}" for name, (_, lr) in OPTIMIZERS.items()),
+        help="tuned learning rate of one optimizer (repeatable), e.g. --lr Adam=0.01; "
+        "defaults: "
+        + ", ".join(f"{name}={lr:g}" for name, (_, lr) in OPTIMIZERS.items())
+        + " (each also runs at torch.optim's default lr)",
     )
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     demo.add_argument(
@@ -103,7 +105,47 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("--out", type=Path, required=True, help="folder for report.html")
     claims.add_argument("--quick", action="store_true", help="a few seconds, rougher numbers")
     claims.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_check(commands, sub)
     return parser
+
+
+def _add_check(commands, sub: dict) -> None:
+    from .check import BACKENDS, OPTIMIZERS
+
+    check = commands.add_parser(
+        "check",
+        help="the parity suite's core cases on this machine's devices against torch.optim",
+        description="Run every optimizer, state precision and backend a few steps on the "
+        "devices present (CPU; CUDA when available) against torch.optim's for-loop; print a "
+        "table of pass/fail and the largest errors; exit 1 if any case fails.",
+        **sub,
+    )
+    check.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    check.add_argument(
+        "--optimizer",
+        action="append",
+        choices=[name for name, _, _ in OPTIMIZERS],
+        help="check only this optimizer (repeatable; default: all)",
+    )
+    check.add_argument(
+        "--backend",
+        action="append",
+        choices=list(BACKENDS),
+        help="check only this backend (repeatable; default: all; triton runs on CUDA, and "
+        "on the CPU with --triton-interpret)",
+    )
+    check.add_argument(
+        "--device",
+        action="append",
+        choices=["cpu", "cuda"],
+        help="check only this device type (repeatable; default: the CPU, and CUDA when present)",
+    )
+    check.add_argument(
+        "--triton-interpret",
+        action="store_true",
+        help="without CUDA, also run the Triton kernels on the CPU under Triton's interpreter "
+        "(slow)",
+    )
 
 
 def _port(text: str) -> int:
@@ -167,10 +209,21 @@ def _add_viz(commands, sub: dict) -> None:
     viz.add_argument("--no-progress", action="store_true", help="hide the GIF's progress bar")
 
 
-def _run_demo(args: argparse.Namespace) -> int:
-    from .demo import format_table, run_demo
+def _require(extra: str, needed_for: str, *modules: str) -> None:
+    """Before any work: a missing optional package ends the command in one line naming the
+    extra to install (main prints it, exit 2)."""
+    from ._extras import require
 
+    for module in modules:
+        require(module, extra, needed_for)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import first_step_note, format_table, run_demo, what_it_shows
+
+    _require("demo", "this command", "sklearn")
     if args.out is not None:
+        _require("demo", "--out", "matplotlib")
         _check_writable_dir(args.out)
     results = run_demo(
         epochs=args.epochs,
@@ -180,8 +233,14 @@ def _run_demo(args: argparse.Namespace) -> int:
         record_every=5 if args.out is not None else None,
         lrs=_demo_lrs(args.lr),
     )
-    print(f"\nMLP 64-64-10 on scikit-learn digits, {args.epochs} epochs, batch {args.batch_size}")
+    print(
+        f"\nMLP 64-64-10 on scikit-learn's digits, {args.epochs} epochs, batch "
+        f"{args.batch_size}: each optimizer from the same init on the same minibatches, at a "
+        "learning rate tuned for this problem and at torch.optim's default"
+    )
     print(format_table(results))
+    print(what_it_shows(results))
+    print(first_step_note(results))
     if args.out is not None:
         from .demo_plots import write_demo_plots
 
@@ -223,6 +282,7 @@ def _check_writable_dir(path: Path) -> None:
 
 
 def _run_viz(args: argparse.Namespace) -> int:
+    _require("viz", "this command", "matplotlib")
     from . import viz
 
     try:
@@ -295,12 +355,39 @@ def _run_explore(args: argparse.Namespace) -> int:
 
 
 def _run_claims(args: argparse.Namespace) -> int:
+    _require("demo", "this command", "sklearn", "matplotlib")
     from .claims import write_report
 
     _check_writable_dir(args.out)
     path = write_report(args.out, quick=args.quick, progress=not args.no_progress)
     print(f"wrote {path}")
     return 0
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from .check import main as check_main
+
+    cuda = torch.cuda.is_available()
+    if args.device and "cuda" in args.device and not cuda:
+        raise UsageError("--device cuda: no CUDA device is available")
+    # The interpreter only without CUDA (it would take over the compiled CUDA kernels), and
+    # chosen before triton is first imported.
+    interpret = args.triton_interpret and not cuda
+    if interpret:
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    if args.json is not None:
+        _check_writable_file(args.json)
+    return check_main(
+        optimizers=args.optimizer,
+        backends=args.backend,
+        device_types=args.device,
+        json_path=args.json,
+        triton_interpret=interpret,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,10 +399,13 @@ def main(argv: list[str] | None = None) -> int:
         "viz": _run_viz,
         "explore": _run_explore,
         "claims": _run_claims,
+        "check": _run_check,
     }
+    from ._extras import MissingExtra
+
     try:
         return handlers[args.command](args)
-    except UsageError as error:
+    except (UsageError, MissingExtra) as error:
         parser.exit(2, f"adamkit {args.command}: error: {error}\n")
 
 

@@ -132,11 +132,35 @@ def test_negative_bit_state_is_written_as_torch_writes_it():
 # ----------------------------------------------------------------- threads, fork, spawn
 
 
+# A child's time limit bounds a hang (an abort or a crash shows at once); it is no speed test.
+# On a busy 2-core machine one child took 19-28 s (importing torch, numba loading its cached
+# loops, or compiling them when a source edit made the cache stale), so the limit leaves a
+# loaded machine a wide margin, and a test that runs several children gets the sum of their
+# limits and some more for itself.
+CHILD_TIMEOUT_S = 180
+
+
+def _children(n: int) -> pytest.MarkDecorator:
+    """The time limit of a test that runs ``n`` children one after another."""
+    return pytest.mark.timeout(n * CHILD_TIMEOUT_S + 60)
+
+
+@pytest.fixture(scope="module")
+def warm_numba_cache():
+    """Compile (or load) the fused loops the children run, serial and parallel, in this process
+    once: numba's on-disk cache is shared with the children, which then only load them."""
+    p = torch.nn.Parameter(torch.randn(200_000))
+    for amsgrad in (False, True):
+        opt = adamkit.Adam([p], lr=0.01, amsgrad=amsgrad)
+        p.grad = torch.randn(200_000)
+        opt.step()
+
+
 def _python(args: list[str], env) -> str:
     """Run Python in a child process (which may abort or hang: bounded by its timeout) and
     return its standard output; a non-zero exit fails with its standard error."""
     run = subprocess.run(
-        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=100
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S
     )
     assert run.returncode == 0, run.stderr[-2000:]
     return run.stdout
@@ -146,12 +170,13 @@ _THREADS_SCRIPT = textwrap.dedent(
     """
     import sys, threading, torch, adamkit
     results = {}
+    N = 200_000  # several chunks of 16,384 elements: the parallel loop runs
     def work(k):
         gen = torch.Generator().manual_seed(k)
-        p = torch.nn.Parameter(torch.randn(1_000_000, generator=gen))
+        p = torch.nn.Parameter(torch.randn(N, generator=gen))
         opt = adamkit.Adam([p], lr=0.01)
-        for _ in range(5):
-            p.grad = torch.randn(1_000_000, generator=gen)
+        for _ in range(3):
+            p.grad = torch.randn(N, generator=gen)
             opt.step()
         results[k] = p.detach().clone()
     threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
@@ -160,10 +185,10 @@ _THREADS_SCRIPT = textwrap.dedent(
     serial = {}
     for k in range(2):
         gen = torch.Generator().manual_seed(k)
-        p = torch.nn.Parameter(torch.randn(1_000_000, generator=gen))
+        p = torch.nn.Parameter(torch.randn(N, generator=gen))
         opt = torch.optim.Adam([p], lr=0.01, foreach=False)
-        for _ in range(5):
-            p.grad = torch.randn(1_000_000, generator=gen)
+        for _ in range(3):
+            p.grad = torch.randn(N, generator=gen)
             opt.step()
         serial[k] = p.detach()
     for k in range(2):
@@ -185,8 +210,9 @@ def _loadable_threading_layers() -> list[str]:
     return layers
 
 
+@_children(3)
 @pytest.mark.parametrize("layer", _loadable_threading_layers())
-def test_two_threads_first_stepping_at_once_under_each_threading_layer(layer):
+def test_two_threads_first_stepping_at_once_under_each_threading_layer(warm_numba_cache, layer):
     # Under workqueue two threads entering numba's parallel region at once abort the process
     # (SIGABRT); the first launch is serialised and later ones run serially under workqueue.
     env = {**os.environ, "NUMBA_THREADING_LAYER": layer}
@@ -228,7 +254,7 @@ _FORK_SPAWN_SCRIPT = textwrap.dedent(
             queue = ctx.Queue()
             proc = ctx.Process(target=child, args=(queue,))
             proc.start()
-            got = queue.get(timeout=80)
+            got = queue.get(timeout=120)
             proc.join(timeout=30)
             assert proc.exitcode == 0, (method, proc.exitcode)
             assert got == expected, method  # bit for bit
@@ -245,7 +271,8 @@ _FORK_SPAWN_SCRIPT = textwrap.dedent(
 )
 
 
-def test_fork_and_spawn_after_a_step(tmp_path):
+@_children(1)
+def test_fork_and_spawn_after_a_step(warm_numba_cache, tmp_path):
     script = tmp_path / "fork_spawn.py"
     script.write_text(_FORK_SPAWN_SCRIPT)
     assert "ok" in _python([str(script)], os.environ)
@@ -270,7 +297,8 @@ _DIGEST_SCRIPT = textwrap.dedent(
 )
 
 
-def test_bit_identical_across_runs_and_thread_counts():
+@_children(3)
+def test_bit_identical_across_runs_and_thread_counts(warm_numba_cache):
     digests = set()
     for threads in ("1", "2", "2"):
         env = {**os.environ, "NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}

@@ -17,6 +17,7 @@ from torch import Tensor
 from ..kernels import registry, wrappers
 from ..kernels._tensors import add_one
 from . import _nonfinite
+from ._changed_groups import check_changed_groups
 from ._checkpoint import check_state_dict
 
 
@@ -72,6 +73,9 @@ class KernelOptimizer(torch.optim.Optimizer):
     # Group keys a checkpoint from an older torch may lack, with their defaults.
     group_key_defaults: ClassVar[dict[str, Any]] = {}
     sparse_grads_supported: ClassVar[bool] = False
+    # Per param group, what check_changed_groups last validated (not pickled; the class's
+    # empty default means none yet).
+    _checked_groups: list[Any] | tuple[()] = ()
     # Optimizer-wide options kept as attributes (not group keys, so param_groups stay exactly
     # torch's), with the values an unpickled older optimizer gets.
     option_defaults: ClassVar[dict[str, Any]] = {
@@ -181,6 +185,8 @@ class KernelOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if not torch.compiler.is_compiling():
+            check_changed_groups(self)  # values written into param_groups since the last step
         # Under torch.amp.GradScaler with the Triton kernels (see _step_supports_amp_scaling),
         # the scaler hands over grad_scale/found_inf: gradients are still scaled and may hold
         # Inf, which found_inf already accounts for.
@@ -366,6 +372,9 @@ def _adapted_kernel(algorithm: str, *key: Any) -> wrappers.Adapted:
     # float32 copies of half tensors would cut the autograd graph of a differentiable step.
     upcast_half = not differentiable and not record.handles_half
     return wrappers.Adapted(record.kernel(algorithm), upcast_half=upcast_half)
+
+
+registry.on_change(_adapted_kernel.cache_clear)  # registry.set_default changes the choice
 
 
 def increment(steps: list[Tensor], found_inf: Tensor | None = None) -> None:
