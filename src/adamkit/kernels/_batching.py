@@ -14,7 +14,6 @@ import threading
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import numba
 import numpy as np
 import torch
 from torch import Tensor
@@ -105,6 +104,8 @@ class Threads:
         with cls.first_launch:
             if not cls.launched:
                 parallel(tables.chunks, tables.bounds, *args)
+                import numba  # imported by the loop just launched; not at adamkit's import
+
                 cls.usable = numba.threading_layer() != "workqueue"
                 cls.launched = True
                 return
@@ -175,7 +176,7 @@ class _Batch(NamedTuple):
 # the un-conjugated, un-negated values. A written tensor with such a bit sends its param to the
 # for-loop kernel (torch's answer or torch's error); a gradient, only read, is resolved into a
 # copy first.
-LIKE_PARAM = 0  # state: a contiguous CPU tensor of the param's dtype and size
+LIKE_PARAM = 0  # state: a contiguous CPU tensor of the param's dtype and shape
 COUNTER = 1  # step counters: a CPU float64 scalar
 READ_ONLY = 2  # grads: as LIKE_PARAM, resolved into a copy if it has a lazy bit
 FLOAT32_SCALAR = 3  # per-tensor float32 state (NAdam's mu_product): a CPU float32 scalar
@@ -189,7 +190,8 @@ def split(
     need another path; and the indices of empty ones (nothing to update).
 
     A tensor that is not what its role needs (see LIKE_PARAM, COUNTER) sends its param to
-    the other path. Runs on every step for every tensor, so it is written for speed: ~20
+    the other path (where a gradient or state of another shape than its param's is refused:
+    :func:`check_sizes`). Runs on every step for every tensor, so it is written for speed: ~20
     tensor attribute reads per Adam parameter at ~70 ns each are most of a small model's
     step.
     """
@@ -211,6 +213,7 @@ def split(
             ok = ok and not (p.is_neg() or (complex_ and p.is_conj()))
             n = p.numel() if ok else 0
             if n:
+                shape = p.shape
                 address = p.data_ptr()
                 # The same tensor twice in a group (torch warns, then updates it twice, each
                 # time with its counter one further): the for-loop kernel does as torch.
@@ -229,7 +232,10 @@ def split(
                         ok = (
                             t.dtype is dtype
                             and t.is_cpu  # a CUDA pointer written from the CPU would crash
-                            and t.numel() == n
+                            # The shape, not only the size: a param replaced by one of
+                            # another shape (p.data = p.data.t().contiguous()) would pair its
+                            # elements with the wrong moments; check_sizes refuses it there.
+                            and t.shape == shape
                             and t.is_contiguous()
                         )
                         if ok and (t.is_neg() or (complex_ and t.is_conj())):
