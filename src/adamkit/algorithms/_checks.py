@@ -60,9 +60,14 @@ def unit_interval(name: str, value: Any, *, upper_inclusive: bool = False) -> No
 
 
 def betas(value: Any) -> None:
-    """Adam's ``betas``: a pair of numbers in [0, 1)."""
+    """Adam's ``betas``: a pair of numbers in [0, 1) (or one tensor of two, as torch takes)."""
+    if isinstance(value, Tensor) and value.dim() == 1 and value.numel() == 2:
+        value = tuple(value)
     if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise ValueError(f"Invalid betas: {value!r}; betas must be a pair (beta1, beta2)")
+        raise ValueError(
+            f"Invalid betas: {value!r}; betas must be a pair (beta1, beta2) or a tensor of "
+            "two elements"
+        )
     if isinstance(value[0], Tensor) != isinstance(value[1], Tensor):
         raise ValueError("betas must be either both floats or both Tensors")
     for index, beta in enumerate(value):

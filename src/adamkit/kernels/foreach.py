@@ -32,6 +32,7 @@ def adam(
     amsgrad: bool,
     maximize: bool,
     capturable: bool = False,
+    differentiable: bool = False,  # never set here: differentiable steps take the for-loop
     advance_steps: bool = False,
 ) -> None:
     """Adam/AdamW over lists; see :func:`adamkit.kernels.forloop.adam` for the math."""
@@ -140,6 +141,7 @@ def rmsprop(
     centered: bool,
     maximize: bool,
     capturable: bool = False,
+    differentiable: bool = False,  # never set here: differentiable steps take the for-loop
     advance_steps: bool = False,
 ) -> None:
     """RMSprop over lists; see :func:`adamkit.kernels.forloop.rmsprop` for the math."""

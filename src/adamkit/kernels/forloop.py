@@ -33,15 +33,20 @@ def adam(
     amsgrad: bool,
     maximize: bool,
     capturable: bool = False,
+    differentiable: bool = False,
     advance_steps: bool = False,
 ) -> None:
     """Adam/AdamW: m ← β1·m + (1-β1)·g; v ← β2·v + (1-β2)·g²; φ ← φ - α·m̂/(√v̂ + ε).
 
     A tensor ``lr`` stays a tensor, so ``lr/(1-β1^t)`` is computed in its dtype, as torch does.
+    With ``differentiable`` (autograd records the step) the operations are torch's
+    differentiable ones: bias corrections as tensors, no in-place write to a tensor autograd
+    saved (the max of AMSGrad out of place, ``exp_avg`` copied before it is read by
+    ``addcdiv_``), so that backward through several steps works as in torch.
     """
     if advance_steps:
         add_one(steps)
-    lr_in_graph = isinstance(lr, Tensor) and lr.requires_grad
+    tensor_path = capturable or differentiable or (isinstance(lr, Tensor) and lr.requires_grad)
     for i, param in enumerate(params):
         grad = -grads[i] if maximize else grads[i]
         if weight_decay != 0:
@@ -57,19 +62,24 @@ def adam(
         second_moment = exp_avg_sq
         if amsgrad:
             max_exp_avg_sq = real_view(max_exp_avg_sqs[i])
-            torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+            if differentiable:  # out= does not record autograd history
+                max_exp_avg_sq.copy_(torch.maximum(max_exp_avg_sq.clone(), exp_avg_sq))
+            else:
+                torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
             second_moment = max_exp_avg_sq
 
-        if capturable or lr_in_graph:
+        if tensor_path:
             # Step, bias corrections and lr stay tensors: no host synchronisation, and
-            # autograd sees lr when it requires grad (differentiable=True).
+            # autograd sees them (differentiable=True), as in torch's capturable and
+            # differentiable paths.
             step = steps[i].to(step_arithmetic_dtype())
             neg_step_size = -(lr / (1 - beta1**step))
             bias_correction2_sqrt = (1 - beta2**step).sqrt()
             denom = (second_moment.sqrt() / (bias_correction2_sqrt * neg_step_size)).add_(
                 eps / neg_step_size
             )
-            param.addcdiv_(exp_avg, denom)
+            # exp_avg changes in place next step: autograd keeps a copy (torch's clone).
+            param.addcdiv_(exp_avg.clone() if differentiable else exp_avg, denom)
         else:
             step = steps[i].item()
             step_size = lr / (1 - beta1**step)
@@ -129,9 +139,13 @@ def rmsprop(
     centered: bool,
     maximize: bool,
     capturable: bool = False,
+    differentiable: bool = False,
     advance_steps: bool = False,
 ) -> None:
-    """RMSprop: v ← a·v + (1-a)·g²; s = √(v - ḡ²) + ε (centered) or √v + ε; φ ← φ - α·g/s."""
+    """RMSprop: v ← a·v + (1-a)·g²; s = √(v - ḡ²) + ε (centered) or √v + ε; φ ← φ - α·g/s.
+
+    With ``differentiable``, ε is added out of place (autograd saved √v), as torch does.
+    """
     # RMSprop has no bias correction: the step count is bookkeeping only.
     if advance_steps:
         add_one(steps)
@@ -151,7 +165,7 @@ def rmsprop(
             avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
         else:
             avg = square_avg.sqrt()
-        avg = avg.add_(eps)
+        avg = avg.add(eps) if differentiable else avg.add_(eps)
 
         if momentum > 0:
             buf = real_view(momentum_buffers[i])

@@ -73,10 +73,15 @@ def adam(
     amsgrad: bool,
     maximize: bool,
     capturable: bool = False,
+    differentiable: bool = False,  # never set here: differentiable steps take the for-loop
     advance_steps: bool = False,
 ) -> None:
-    """Adam/AdamW in one pass; see :func:`adamkit.kernels.forloop.adam` for the math."""
-    lr = scalar(lr)
+    """Adam/AdamW in one pass; see :func:`adamkit.kernels.forloop.adam` for the math.
+
+    With a float32 tensor ``lr``, float64 params take the for-loop kernel: torch computes the
+    step size in the tensor's dtype, which the loops' float64 scalars would not reproduce.
+    """
+    tensor_lr, lr = lr, scalar(lr)
     roles = [
         (grads, READ_ONLY),
         (exp_avgs, LIKE_PARAM),
@@ -86,6 +91,9 @@ def adam(
         (steps, COUNTER),  # no scalar state: the step counter stands in
     ]
     batches, other, empty = split(params, roles)
+    narrow = isinstance(tensor_lr, Tensor) and tensor_lr.dtype is not torch.float64
+    if narrow and torch.float64 in batches:
+        other = sorted(other + batches.pop(torch.float64).idx)
     if other:  # first: an error there then leaves every other tensor as it was
         slow_path(
             forloop.adam,
@@ -94,7 +102,7 @@ def adam(
             other,
             steps,
             names=("grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-            lr=lr,
+            lr=tensor_lr,  # a tensor lr as torch computes with it
             beta1=beta1,
             beta2=beta2,
             eps=eps,
@@ -214,6 +222,7 @@ def rmsprop(
     centered: bool,
     maximize: bool,
     capturable: bool = False,
+    differentiable: bool = False,  # never set here: differentiable steps take the for-loop
     advance_steps: bool = False,
 ) -> None:
     """RMSprop in one pass; see :func:`adamkit.kernels.forloop.rmsprop` for the math."""

@@ -94,16 +94,34 @@ def check_counts_steps(spec: AlgorithmSpec, advance_steps: bool) -> None:
 
 def hyper_key(spec: AlgorithmSpec, group: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     """The group's hyperparameters as a hashable key (tensor values as floats)."""
+    return hyper_key_and_narrow(spec, group)[0]
+
+
+def hyper_key_and_narrow(
+    spec: AlgorithmSpec, group: dict[str, Any]
+) -> tuple[tuple[tuple[str, Any], ...], bool]:
+    """:func:`hyper_key`, and whether a hyperparameter is a tensor of a narrower dtype than
+    float64 (a float32 ``lr`` or ``betas``): torch computes the step's scalars in that dtype,
+    which the loops' float64 scalars would not reproduce on float64 params."""
     key = []
+    narrow = False
+    float64 = torch.float64
     for h in spec.hyperparameters:
         value = group[h.name]
-        if isinstance(value, Tensor):
-            value = value.item()
+        if isinstance(value, Tensor):  # betas may be one tensor of two (torch takes it)
+            narrow = narrow or value.dtype is not float64
+            value = value.item() if value.numel() == 1 else tuple(value.tolist())
         elif isinstance(value, (tuple, list)):
-            value = tuple(v.item() if isinstance(v, Tensor) else v for v in value)
+            items = []
+            for v in value:
+                if isinstance(v, Tensor):
+                    narrow = narrow or v.dtype is not float64
+                    v = v.item()
+                items.append(v)
+            value = tuple(items)
         key.append((h.name, value))
     key.append(("maximize", bool(group.get("maximize", False))))
-    return tuple(key)
+    return tuple(key), narrow
 
 
 def fused_cpu(spec: AlgorithmSpec) -> Kernel:
@@ -129,6 +147,9 @@ def fused_cpu(spec: AlgorithmSpec) -> Kernel:
             (scalar_state, FLOAT32_SCALAR) if scalar_state else (steps, COUNTER),
         ]
         batches, other, empty = split(params, roles)
+        key, narrow = hyper_key_and_narrow(spec, group)
+        if narrow and torch.float64 in batches:  # torch's arithmetic: the for-loop kernel
+            other = other + batches.pop(torch.float64).idx
         rest = sorted(other + empty)  # empty tensors only count their steps: torch does that
         if rest:  # first: an error there then leaves every other tensor as it was
             sub = [pick(t, rest) for t in (params, grads, *states)]
@@ -143,7 +164,6 @@ def fused_cpu(spec: AlgorithmSpec) -> Kernel:
                 raise
         if not batches:
             return
-        key = hyper_key(spec, group)
         for dtype, batch in batches.items():
             hyper, bias, flags = loop_arrays(spec.name, dtype, key)
             run_loops(

@@ -243,6 +243,7 @@ def adam(
     amsgrad: bool,
     maximize: bool,
     capturable: bool = False,
+    differentiable: bool = False,  # never set here: differentiable steps take the for-loop
     grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
     advance_steps: bool = False,
@@ -351,6 +352,7 @@ def rmsprop(
     centered: bool,
     maximize: bool,
     capturable: bool = False,
+    differentiable: bool = False,  # never set here: differentiable steps take the for-loop
     grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
     advance_steps: bool = False,

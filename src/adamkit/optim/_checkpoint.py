@@ -55,7 +55,14 @@ def check_state_dict(optimizer: Any, state_dict: Any) -> None:
         merged = {**optimizer.group_key_defaults, **saved}
         try:
             optimizer.validate_group(merged)
-        except (ValueError, KeyError) as error:
+        except KeyError as error:
+            name = type(optimizer).__name__
+            _fail(
+                f"param group {gi} has no {error.args[0]!r}, which {name} needs (its param "
+                f"groups hold {sorted(k for k in optimizer.defaults if k != 'params')}): the "
+                "state_dict is likely another optimizer's"
+            )
+        except ValueError as error:
             _fail(f"param group {gi}: {error}")
         for pi, pid in enumerate(saved["params"]):
             where[pid] = (gi, pi, merged)

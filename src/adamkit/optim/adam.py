@@ -120,7 +120,10 @@ class Adam(LowMemoryState, KernelOptimizer, torch.optim.Adam):
         check.backend_flags(foreach=foreach, fused=fused, differentiable=differentiable)
         defaults = {
             "lr": lr,
-            "betas": tuple(betas) if isinstance(betas, (tuple, list)) else betas,
+            # As torch: a tuple (of the 0-dim tensors, for one tensor of two).
+            "betas": tuple(betas)
+            if isinstance(betas, (tuple, list)) or (isinstance(betas, Tensor) and betas.dim() == 1)
+            else betas,
             "eps": eps,
             "weight_decay": weight_decay,
             "amsgrad": amsgrad,
@@ -190,6 +193,7 @@ class Adam(LowMemoryState, KernelOptimizer, torch.optim.Adam):
             amsgrad=group["amsgrad"],
             maximize=group["maximize"],
             capturable=group["capturable"],
+            differentiable=group["differentiable"],
             advance_steps=self._kernel_counts_steps(steps, amp),
         )
 

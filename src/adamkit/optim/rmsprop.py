@@ -133,5 +133,6 @@ class RMSprop(KernelOptimizer, torch.optim.RMSprop):
             centered=group["centered"],
             maximize=group["maximize"],
             capturable=group["capturable"],
+            differentiable=group["differentiable"],
             advance_steps=self._kernel_counts_steps(steps, amp),
         )
