@@ -1,8 +1,11 @@
-# Two commands from a fresh clone: `make demo` and `make test`. Each creates .venv if needed.
+# Two commands from a fresh clone: `make demo` and `make test`. Each creates .venv if needed:
+# `make demo` installs only the package and its demo extra (requirements-demo.txt), `make test`
+# the whole development environment (requirements-dev.txt).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 
 .PHONY: demo test lint bench bench-gpu gpu-check clean
 
@@ -13,7 +16,13 @@ $(STAMP): requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-demo: $(STAMP)
+$(DEMO_STAMP): requirements-demo.txt pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-demo.txt
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/adamkit demo
 
 lint: $(STAMP)

@@ -19,7 +19,7 @@ def test_version(capsys):
 @pytest.mark.parametrize(
     ("command", "shown"),
     [
-        ("demo", ["--epochs EPOCHS       epochs (default: 20)", "(default: 64)", "Adam=0.001"]),
+        ("demo", ["--epochs EPOCHS       epochs (default: 20)", "(default: 64)", "Adam=0.003"]),
         ("bench", ["timed rounds (default: 15)", "(default: bench-results.json)"]),
         ("viz", ["steps (default: 500)", "(default: (0.9, 0.999))"]),
     ],
@@ -38,7 +38,8 @@ def test_demo_lr_override_shows_in_the_table(capsys):
     lines = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip()]
     rows = {words[0]: words for words in lines}
     assert rows["Adam"][1] == "0.01"
-    assert rows["SGD"][1] == "0.1" and rows["Momentum"][1] == "0.02"  # the defaults
+    assert rows["SGD"][1] == "0.3" and rows["Momentum"][1] == "0.03"  # the tuned ones
+    assert rows["Adam"][4] == "0.001" and rows["SGD"][4] == "0.001"  # torch.optim's defaults
 
 
 def test_demo_timing_leaves_out_the_first_step(monkeypatch):
@@ -52,4 +53,4 @@ def test_demo_timing_leaves_out_the_first_step(monkeypatch):
     batches = demo.batch_orders(len(data.y_train), 64, 1, 0)
     result = demo.train_one("Adam", demo.OPTIMIZERS["Adam"][0], data, batches, 0)
     assert len(made) == 2  # the warm-up's and the timed run's
-    assert result.lr == lr and result.seconds > 0
+    assert result.lr == lr and result.seconds > 0 and result.first_step_seconds > 0

@@ -243,10 +243,10 @@ def format_rows(rows: list[Row]) -> str:
 def run_bench(
     workloads: list[str], rounds: int, json_path: str | None, progress: bool = False
 ) -> str:
-    from tqdm import tqdm
+    from ._extras import progress as bar_of
 
     rows = []
-    with tqdm(total=len(workloads) + 1, desc="bench", unit="part", disable=not progress) as bar:
+    with bar_of(total=len(workloads) + 1, desc="bench", unit="part", disable=not progress) as bar:
         for name in workloads:
             bar.set_postfix_str(name)
             rows += run_workload(name, rounds)

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default="bench-results.json", help="where to write the JSON")
     _add_viz(commands, sub)
     explore = commands.add_parser(
-        "explore", help="an interactive page of the four update rules (local server)", **sub
+        "explore", help="an interactive page of the Adam family's update rules (local server)", **sub
     )
     explore.add_argument(
         "--port", type=_port, default=0, help="port on 127.0.0.1 (default: a free one)"
@@ -235,8 +235,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     )
     print(
         f"\nMLP 64-64-10 on scikit-learn's digits, {args.epochs} epochs, batch "
-        f"{args.batch_size}: each optimizer from the same init on the same minibatches, at a "
-        "learning rate tuned for this problem and at torch.optim's default"
+        f"{args.batch_size}, every run from the same init on the same minibatches.\nEach "
+        "optimizer at a learning rate tuned for this problem and at torch.optim's default:"
     )
     print(format_table(results))
     print(what_it_shows(results))

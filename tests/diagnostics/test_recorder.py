@@ -115,3 +115,63 @@ def test_plot_recording_from_csv_and_rows(tmp_path):
         plot_recording([], tmp_path / "empty.png")
     with pytest.raises(ValueError, match="expected a Recorder's"):
         plot_recording([{"a": 1}], tmp_path / "bad.png")
+
+
+def _figures(monkeypatch) -> list:
+    """The figures plot functions save, kept for a look at their axes."""
+    import matplotlib.figure
+
+    saved = []
+    original = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        saved.append(fig)
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    return saved
+
+
+def _half_without_gradient(cls, steps=20, **kwargs):
+    """A recording where 60 of 100 elements never get a gradient (ε-dominated, at α/ε)."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(100, generator=gen))
+    opt = cls([("w", w)], lr=0.01, **kwargs)
+    with Recorder(opt, per_param=True) as rec:
+        for _ in range(steps):
+            g = torch.randn(100, generator=gen)
+            g[:60] = 0
+            w.grad = g
+            opt.step()
+    return rec.rows
+
+
+@pytest.mark.parametrize(
+    ("cls", "root"), [(adamkit.Adam, "√v̂"), (adamkit.RMSprop, "√v")], ids=["Adam", "RMSprop"]
+)
+def test_plot_recording_leaves_eps_dominated_elements_out_of_the_band(
+    cls, root, tmp_path, monkeypatch
+):
+    from adamkit.diagnostics.plot import effective_lr_series
+
+    rows = _half_without_gradient(cls)
+    assert rows[-1]["effective_lr.median"] == pytest.approx(0.01 / 1e-8)  # the old band: α/ε
+    median, low, high, note = effective_lr_series(rows, rows[0].keys())
+    assert (
+        max(high) < 1
+        and min(low) > 0
+        and all(lo <= m <= hi for lo, m, hi in zip(low, median, high, strict=True))
+    )
+    assert note == f" ({root} < ε: 60% of elements, not drawn)"
+    figures = _figures(monkeypatch)
+    plot_recording(rows, tmp_path / "run.png")
+    ax = figures[0].axes[0]
+    assert ax.get_title() == f"effective lr α/({root}+ε) over {root} ≥ ε: median, 10-90% band"
+    assert ax.get_ylim()[1] < 10  # not stretched up to α/ε = 1e6
+    assert "60% of elements" in ax.get_legend().get_texts()[0].get_text()
+
+
+def test_plot_recording_of_an_older_csv_without_the_adaptive_columns(tmp_path):
+    rows = _half_without_gradient(adamkit.Adam, steps=3)
+    old = [{k: v for k, v in row.items() if "adaptive" not in k} for row in rows]
+    assert plot_recording(old, tmp_path / "old.png").stat().st_size > 10_000

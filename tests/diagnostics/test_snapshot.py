@@ -32,6 +32,9 @@ def test_constant_gradient_gives_effective_lr_alpha_over_abs_g_plus_eps():
     assert s["effective_lr"]["median"] == pytest.approx(expected.quantile(0.5).item(), rel=1e-12)
     # |g| < ε for 1e-10, 3e-9 and 0: three of six coordinates
     assert s["eps_dominated"] == pytest.approx(3 / 6)
+    # ... and the adaptive percentiles are over the other three: |g| = 2, 0.5, 4
+    adaptive = np.quantile(lr / (np.array([2.0, 0.5, 4.0]) + eps), [0.1, 0.5, 0.9])
+    assert list(s["effective_lr_adaptive"].values()) == pytest.approx(adaptive, rel=1e-12)
     assert s["sqrt_v_hat_rms"] == pytest.approx(g.square().mean().sqrt().item(), rel=1e-12)
     assert s["m_hat_rms"] == pytest.approx(g.square().mean().sqrt().item(), rel=1e-12)
     # m̂ = g and √v̂ = |g|: signal-to-noise 1 wherever g ≠ 0; momentum agrees with g except g = 0

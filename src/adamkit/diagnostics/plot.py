@@ -5,6 +5,10 @@ One panel per quantity the recording has, one line per label (param group or par
 the effective learning rate α/(√v̂+ε) with its 10th-90th percentile band, the first moment's
 size (RMS of m̂, or of the momentum buffer), the second moment's (RMS of √v̂ or √v) and the
 update relative to the parameter.
+
+The effective learning rate is drawn over the elements whose √v̂ is at least ε: the others
+(ε-dominated: their gradient has stayed at or near zero) sit near α/ε, up to 10⁶ times the
+rest, and would flatten every line on a log axis. The legend gives their share instead.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 # (column, axis label), in panel order; a recording has the ones its algorithm has.
 PANELS = (
-    ("effective_lr.median", "effective lr α/(√v̂+ε): median, 10-90% band"),
+    ("effective_lr.median", "effective lr α: median, 10-90% band"),
     ("m_hat_rms", "first moment: RMS of m̂"),
     ("momentum_rms", "first moment: RMS of the momentum buffer"),
     ("sqrt_v_hat_rms", "second moment: RMS of √v̂"),
@@ -37,6 +41,39 @@ def _number(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return float("nan")
+
+
+def _root(columns: Iterable[str]) -> str | None:
+    """The denominator's root in the recording's algorithm: Adam's √v̂, RMSprop's √v (no
+    bias correction), None for SGD (its effective lr is α)."""
+    if "sqrt_v_hat_rms" in columns:
+        return "√v̂"
+    if "sqrt_v_rms" in columns:
+        return "√v"
+    return None
+
+
+def effective_lr_series(
+    rows: list[dict[str, Any]], columns: Iterable[str]
+) -> tuple[list[float], list[float], list[float], str]:
+    """The effective-lr panel of one label's rows: (median, p10, p90, legend note).
+
+    Over the elements that are not ε-dominated when the recording has their percentiles
+    (``effective_lr_adaptive.*``); the note gives the share of ε-dominated elements at the
+    last row (they are not drawn)."""
+    columns = set(columns)
+    adaptive = "effective_lr_adaptive.median" in columns
+    prefix = "effective_lr_adaptive" if adaptive else "effective_lr"
+    median = [_number(row[f"{prefix}.median"]) for row in rows]
+    band = "p10" if adaptive or "effective_lr.p10" in columns else None
+    low = [_number(row[f"{prefix}.p10"]) for row in rows] if band else []
+    high = [_number(row[f"{prefix}.p90"]) for row in rows] if band else []
+    note = ""
+    if "eps_dominated" in columns:
+        share = _number(rows[-1]["eps_dominated"])
+        root = _root(columns) or "√v"
+        note = f" ({root} < ε: {share:.0%} of elements" + (", not drawn)" if adaptive else ")")
+    return median, low, high, note
 
 
 def plot_recording(
@@ -78,15 +115,21 @@ def plot_recording(
     )
     labels = list(dict.fromkeys(row["label"] for row in rows))
     x_key = "step" if "step" in columns else "call"
+    root = _root(columns)
     for ax, (key, axis_label) in zip(axes[0], panels, strict=True):
         for label in labels:
             mine = [row for row in rows if row["label"] == label]
             x = [_number(row[x_key]) for row in mine]
-            (line,) = ax.plot(x, [_number(row[key]) for row in mine], label=label)
-            if key == "effective_lr.median" and "effective_lr.p10" in columns:
-                low = [_number(row["effective_lr.p10"]) for row in mine]
-                high = [_number(row["effective_lr.p90"]) for row in mine]
+            if key != "effective_lr.median":
+                ax.plot(x, [_number(row[key]) for row in mine], label=label)
+                continue
+            median, low, high, note = effective_lr_series(mine, columns)
+            (line,) = ax.plot(x, median, label=label + note)
+            if low:
                 ax.fill_between(x, low, high, color=line.get_color(), alpha=0.12)
+        if key == "effective_lr.median" and root is not None:
+            where = f" over {root} ≥ ε" if "effective_lr_adaptive.median" in columns else ""
+            axis_label = f"effective lr α/({root}+ε){where}: median, 10-90% band"
         ax.set_yscale("log")
         ax.set_xlabel(x_key)
         ax.set_title(axis_label, fontsize=9)

@@ -25,7 +25,8 @@ class Recorder:
         every: sample after every N-th call of ``optimizer.step()`` (N ≥ 1).
         csv: path of a CSV file to write, one row per sample and group (or parameter).
         tensorboard: a log directory for ``torch.utils.tensorboard`` (needs ``tensorboard``).
-        per_param: one row per parameter instead of per param group.
+        per_param: one row per parameter instead of per param group (with its
+            ``state_format``: "fp32", "bf16" or "8bit").
         max_elements: see :func:`adamkit.diagnostics.snapshot`.
 
     With neither ``csv`` nor ``tensorboard``, rows are kept in :attr:`rows`.
@@ -61,7 +62,9 @@ class Recorder:
         self.every = every
         self.per_param = per_param
         self.max_elements = max_elements
-        self.columns = ["call", "label", "step", *QUANTITIES[self.algorithm]]
+        # Per parameter, the format of its state ("fp32", "bf16", "8bit") too.
+        formats = ["state_format"] if per_param else []
+        self.columns = ["call", "label", "step", *formats, *QUANTITIES[self.algorithm]]
         self.rows: list[dict[str, Any]] = []
         self._keep_rows = csv is None and tensorboard is None
         self._csv_file: TextIO | None = None
@@ -103,7 +106,7 @@ class Recorder:
                 self._csv.writerow(row)
             if self._writer is not None:
                 for key, value in row.items():
-                    if key not in ("call", "label", "step"):
+                    if key not in ("call", "label", "step", "state_format"):
                         self._writer.add_scalar(f"{label}/{key}", value, row["step"] or self._calls)
         if self._keep_rows:
             self.rows.extend(rows)

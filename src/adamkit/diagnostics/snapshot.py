@@ -14,6 +14,10 @@ from .elementwise import Elements, algorithm_of, group_elements, unwrap
 # effective_lr's summary statistics (p10 and p90 are the 10th and 90th percentiles).
 EFFECTIVE_LR_STATS = ("min", "p10", "median", "p90", "max")
 _EFFECTIVE_LR = [f"effective_lr.{stat}" for stat in EFFECTIVE_LR_STATS]
+# The same percentiles over the elements √v̂ (not ε) scales: √v̂ ≥ ε. The others, ε-dominated
+# (a gradient that has stayed at or near zero), sit near α/ε and would swamp a plot.
+ADAPTIVE_STATS = ("p10", "median", "p90")
+_ADAPTIVE = [f"effective_lr_adaptive.{stat}" for stat in ADAPTIVE_STATS]
 
 # The summaries each algorithm has, flattened as CSV columns / TensorBoard tags.
 QUANTITIES: dict[str, list[str]] = {
@@ -25,6 +29,7 @@ QUANTITIES: dict[str, list[str]] = {
         "update_rms",
         "update_to_param",
         "eps_dominated",
+        *_ADAPTIVE,
         "momentum_agreement",
         "grad_rms",
     ],
@@ -34,6 +39,7 @@ QUANTITIES: dict[str, list[str]] = {
         "update_rms",
         "update_to_param",
         "eps_dominated",
+        *_ADAPTIVE,
         "momentum_rms",
         "momentum_agreement",
         "grad_rms",
@@ -65,6 +71,9 @@ def snapshot(
     * ``snr``: median of |m̂|/√v̂ (elements with v̂ > 0), how consistently a gradient points;
     * ``update_rms``: RMS of the step α·m̂/(√v̂+ε); ``update_to_param``: ‖Δφ‖/‖φ‖;
     * ``eps_dominated``: fraction of elements with √v̂ < ε, where ε, not v̂, sets the step;
+    * ``effective_lr_adaptive``: ``{"p10", "median", "p90"}`` of α/(√v̂+ε) over the other
+      elements (√v̂ ≥ ε; NaN if there are none): the step sizes v̂ adapts, without the ones
+      near α/ε;
     * ``momentum_agreement``: fraction where sign(m) = sign(g) for the gradient still in .grad;
     * ``grad_rms``: RMS of that gradient (|g| beside m̂: momentum's smoothing shows as m̂ < |g|).
 
@@ -76,7 +85,9 @@ def snapshot(
     percentiles (median, p10, p90, snr) on every k-th of those, at most 4096 (snr: of those,
     the ones with v̂ > 0).
     With ``per_param=True`` the keys are parameter names (when the optimizer was given
-    ``named_parameters()``) or ``"group{g}.param{i}"``.
+    ``named_parameters()``) or ``"group{g}.param{i}"``, and each summary also has
+    ``state_format``: the format of that parameter's m and v, "fp32", "bf16" or "8bit" (see
+    :func:`state_formats`).
     """
     optimizer = unwrap(optimizer)
     algorithm = algorithm_of(optimizer)
@@ -95,17 +106,45 @@ def snapshot(
             for g in optimizer.param_groups
         ]
     out = {}
+    formats = state_formats(optimizer)
     for gi, group in enumerate(optimizer.param_groups):
-        names = group.get("param_names") or [
-            f"group{gi}.param{i}" for i in range(len(group["params"]))
-        ]
-        for name, p in zip(names, group["params"], strict=True):
+        for name, p in zip(_names(gi, group), group["params"], strict=True):
             elements = group_elements(
                 algorithm, group, optimizer.state, [p], max_elements, steps_taken
             )
             if elements is not None:
-                out[name] = summarize(elements)
+                out[name] = {"state_format": formats[name], **summarize(elements)}
     return out
+
+
+def _names(gi: int, group: dict[str, Any]) -> list[str]:
+    return group.get("param_names") or [f"group{gi}.param{i}" for i in range(len(group["params"]))]
+
+
+def state_formats(optimizer: torch.optim.Optimizer) -> dict[str, str]:
+    """The format each parameter's state is kept in (from its next step on, for a parameter
+    not stepped yet): "fp32" (torch's), "bf16" or "8bit", by parameter name (when the
+    optimizer was given ``named_parameters()``) or ``"group{g}.param{i}"``.
+
+    ``state_precision`` does not reach every tensor: float64 and complex parameters keep
+    torch's state, and with "8bit" so do those of fewer than ``min_8bit_size`` elements.
+    torch.optim's optimizers (and adamkit's SGD and RMSprop) keep "fp32".
+
+    Example:
+        >>> import torch, adamkit
+        >>> from adamkit.diagnostics import state_formats
+        >>> big, small = torch.nn.Parameter(torch.zeros(8192)), torch.nn.Parameter(torch.zeros(10))
+        >>> opt = adamkit.AdamW([("big", big), ("small", small)], state_precision="8bit")
+        >>> state_formats(opt)
+        {'big': '8bit', 'small': 'fp32'}
+    """
+    optimizer = unwrap(optimizer)
+    precision_of = getattr(optimizer, "precision_of", None)
+    return {
+        name: precision_of(p, group) if precision_of is not None else "fp32"
+        for gi, group in enumerate(optimizer.param_groups)
+        for name, p in zip(_names(gi, group), group["params"], strict=True)
+    }
 
 
 def _rms(x: Tensor) -> float:
@@ -146,6 +185,10 @@ def summarize(e: Elements | None) -> dict[str, Any]:
     if e.sqrt_v is not None:
         out["sqrt_v_hat_rms" if e.algorithm in ADAM_LIKE else "sqrt_v_rms"] = _rms(e.sqrt_v)
         out["eps_dominated"] = (e.sqrt_v < e.eps).double().mean().item()
+        k = _stride(lr.numel())  # on every k-th element, as the other percentiles
+        adaptive = lr[::k][e.sqrt_v[::k] >= e.eps]
+        quantiles = _quantiles(adaptive, [0.1, 0.5, 0.9])
+        out["effective_lr_adaptive"] = dict(zip(ADAPTIVE_STATS, quantiles, strict=True))
     if e.algorithm in ADAM_LIKE:
         # On every k-th element first (as the other percentiles), then those with v̂ > 0:
         # masking the whole group first took a third of a small model's snapshot.

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..algorithms import SPECS
 from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS
-from ..kernels import lowbit
+from ..kernels import lowbit, lowbit_compiled
 from ..kernels.lowbit_torch import (
     blocks,
     dequantized_entry,
@@ -193,11 +193,16 @@ class LowMemoryState:
     def _update_group(self, group: dict[str, Any], amp: dict[str, Tensor]) -> None:
         params, grads, states, any_sparse = self._collect(group)  # type: ignore[attr-defined]
         full_only = self._full_precision_only(group)
+        if not full_only and not self.steps_taken:  # type: ignore[attr-defined]
+            self._warn_unused_rounding(group)
         if self.__dict__["_low_memory_seen"] or not full_only:
             self._conform(group, params, states)
         low = [] if full_only else [self._low_memory(p, group) for p in params]
         if any(low):
-            lowbit.step(
+            # torch.compile(opt.step): torch ops with the counters as tensors (Dynamo cannot
+            # trace the numba kernel, nor read a counter on the host without a graph break).
+            low_step = lowbit_compiled.step if torch.compiler.is_compiling() else lowbit.step
+            low_step(
                 SPECS[self.algorithm],
                 group,
                 [p for p, lo in zip(params, low, strict=True) if lo],
@@ -218,6 +223,28 @@ class LowMemoryState:
             any_sparse = any_sparse and any(g.is_sparse for g in grads)
         if params:
             self._update_params(group, params, grads, states, any_sparse, amp)  # type: ignore[attr-defined]
+
+    def _warn_unused_rounding(self, group: dict[str, Any]) -> None:
+        """At the first step, once per group: param_rounding other than "nearest" on a group
+        without bfloat16/float16 params does nothing (it rounds half-precision params)."""
+        import warnings
+
+        if torch.compiler.is_compiling():
+            return
+        rounding = self.group_options(group)[2]
+        if rounding == "nearest":
+            return
+        dtypes = {str(p.dtype).removeprefix("torch.") for p in group["params"]}
+        if not dtypes or dtypes & {"bfloat16", "float16"}:
+            return
+        warnings.warn(
+            f"param_rounding={rounding!r} has no effect while a param group has no bfloat16 "
+            f"or float16 params: it rounds those after each step, and this group's params are "
+            f"{', '.join(sorted(dtypes))} (stepped in their own precision, no rounding). "
+            "Leave param_rounding='nearest' for them.",
+            UserWarning,
+            stacklevel=5,  # the caller of opt.step()
+        )
 
     def _streams(self, group: dict[str, Any], params: list[Tensor]) -> list[int]:
         """Each param's random stream: its position among all the optimizer's params (which a

@@ -140,10 +140,20 @@ class Adam(LowMemoryState, KernelOptimizer, torch.optim.Adam):
         adam_spec.SPEC.check(group)
         super().validate_group(group)
         if getattr(self, "lazy_sparse", False) and (group["weight_decay"] or group["amsgrad"]):
+            name = type(self).__name__
+            off = ", ".join(
+                f"{key}={value}"
+                for key, value in (("weight_decay", 0), ("amsgrad", False))
+                if group[key]
+            )
+            default = (
+                " (AdamW's default)" if name == "AdamW" and group["weight_decay"] == 1e-2 else ""
+            )
             raise ValueError(
                 "lazy_sparse=True supports neither weight decay nor amsgrad (as "
-                f"torch.optim.SparseAdam); got weight_decay={group['weight_decay']!r}, "
-                f"amsgrad={group['amsgrad']!r}. Use lazy_sparse=False for exact Adam."
+                f"torch.optim.SparseAdam); got weight_decay={group['weight_decay']!r}{default}, "
+                f"amsgrad={group['amsgrad']!r}. Pass {name}(..., lazy_sparse=True, "
+                f"{off}), or lazy_sparse=False for exact {name}."
             )
 
     def state_layout(self, group: dict[str, Any]) -> dict[str, Slot]:

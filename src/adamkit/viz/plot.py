@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._extras import progress as bar_of
+from .._extras import require
 from .functions import TestFunction
 from .trajectory import Trajectory
 
@@ -14,10 +16,7 @@ COLORS = {"SGD": "#1f77b4", "Momentum": "#2ca02c", "RMSProp": "#ff7f0e", "Adam":
 
 
 def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise ImportError("pictures need matplotlib: pip install 'adamkit[viz]'") from error
+    matplotlib = require("matplotlib", "viz", "drawing pictures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -191,8 +190,6 @@ def animate_trajectories(
     progress: bool = False,
 ) -> Path:
     """An animated GIF of the paths growing step by step (``progress``: a bar per frame)."""
-    from tqdm import tqdm
-
     plt = _pyplot()
     from matplotlib.animation import FuncAnimation, PillowWriter
 
@@ -209,7 +206,7 @@ def animate_trajectories(
 
     animation = FuncAnimation(fig, draw, frames=len(marks))
     out = Path(out)
-    with tqdm(total=len(marks), desc="gif", unit="frame", disable=not progress) as bar:
+    with bar_of(total=len(marks), desc="gif", unit="frame", disable=not progress) as bar:
         animation.save(
             out,
             writer=PillowWriter(fps=10),

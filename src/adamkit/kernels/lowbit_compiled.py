@@ -1,0 +1,184 @@
+"""The low-memory step as ``torch.compile(opt.step)`` traces it: torch ops only, no graph breaks.
+
+:func:`step` is :func:`adamkit.kernels.lowbit.step` for a step Dynamo traces (the optimizers
+route to it under :func:`torch.compiler.is_compiling`). Dynamo cannot trace a numba call, and
+the eager torch-ops path (:func:`adamkit.kernels.lowbit_torch.step_tensor`) reads the step
+counters on the host (``float(state["step"])``: a sync that breaks the graph) and looks its
+functions and scalars up in ``lru_cache``\\ s (which Dynamo warns about). Here instead:
+
+* the spec's functions are recompiled with torch ops once, at import, into a plain dict;
+* the group's scalars are built in the trace as float32 0-d tensors (a float32 rounding of a
+  Python float is a tensor op; a learning rate a scheduler changes becomes a graph input
+  after one recompile, as in torch's own compiled step);
+* the step counters stay tensors: the new count, the per-tensor scalars and the random
+  stream's seed (:func:`~adamkit.algorithms.state_formats.tensor_seed`, in int64 arithmetic
+  whose low 32 bits are the same) are computed with tensor ops and written back in place
+  (by a foreach copy: see :func:`step_tensor`).
+
+The arithmetic on the elements is step_tensor's own (dequantize, the spec's element in
+float32, stochastic rounding, quantize): the same numbers as the eager torch-ops path (within
+float32 rounding where Inductor fuses differently).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..algorithms import SPECS, AlgorithmSpec, GroupScalars
+from ..algorithms._spec import BIAS_WIDTH, FLAG_WIDTH, HYPER_WIDTH, recompiled
+from ..algorithms._torch_ops import torch_compiled
+from ..algorithms.state_formats import KAHAN_KEY, ROUNDED_DOWN
+from ._batching import check_sizes
+from .lowbit import _local_shards, _rounds
+from .lowbit_torch import _param_stores, _stored, load, random_bits
+
+_U32 = 0xFFFFFFFF
+
+
+class _Float32:
+    """Stands in for the NumPy dtype a spec's ``group_scalars`` takes, with the device the
+    scalars' tensors go to."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+
+def _as_float32(dtype: _Float32, value: Any) -> Tensor:
+    if isinstance(value, Tensor):
+        return value.to(device=dtype.device, dtype=torch.float32)
+    return torch.tensor(value, dtype=torch.float32, device=dtype.device)
+
+
+def _rounded(dtype: _Float32, *values: Any) -> tuple[Tensor, ...]:
+    """:func:`adamkit.algorithms._spec.rounded` in float32, as tensors."""
+    return tuple(_as_float32(dtype, v) for v in values)
+
+
+def _complement(dtype: _Float32, weight: Any) -> Tensor:
+    """:func:`adamkit.algorithms._spec.complement`: 1 - weight in float32, after rounding."""
+    return 1.0 - _as_float32(dtype, weight)
+
+
+class _Functions:
+    """A spec's functions with torch ops: what the traced step calls."""
+
+    def __init__(self, spec: AlgorithmSpec) -> None:
+        self.element = torch_compiled(spec.element)
+        self.advance = torch_compiled(spec.advance)
+        self.tensor_scalars = torch_compiled(spec.tensor_scalars)
+        self.group_scalars = recompiled(
+            spec.group_scalars, {"rounded": _rounded, "complement": _complement}
+        )
+
+
+# Built at import, outside any trace: a plain dict lookup in the trace.
+_FUNCTIONS: dict[str, _Functions] = {name: _Functions(spec) for name, spec in SPECS.items()}
+
+
+def group_scalars(spec: AlgorithmSpec, group: dict[str, Any], device: torch.device) -> GroupScalars:
+    """The group's (hyper, bias, flags), padded as :func:`~adamkit.kernels.spec_kernels.
+    padded_scalars` pads them: hyper as float32 0-d tensors on ``device``, bias as the
+    float64 numbers (Python floats, or Dynamo's symbolic ones), flags as booleans."""
+    s = _FUNCTIONS[spec.name].group_scalars(group, _Float32(device))
+    return GroupScalars(
+        s.hyper + (0.0,) * (HYPER_WIDTH - len(s.hyper)),
+        s.bias + (0.0,) * (BIAS_WIDTH - len(s.bias)),
+        tuple(bool(f) for f in s.flags) + (False,) * (FLAG_WIDTH - len(s.flags)),
+    )
+
+
+def step(
+    spec: AlgorithmSpec,
+    group: dict[str, Any],
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    states: Sequence[dict[str, Any]],
+    precisions: Sequence[str],
+    *,
+    param_rounding: str,
+    streams: Sequence[int],
+    fused: bool = True,
+) -> None:
+    """:func:`adamkit.kernels.lowbit.step`, traceable (``fused`` is accepted and ignored:
+    every tensor takes the torch ops)."""
+    if len({id(p) for p in params}) != len(params):
+        for idx in _rounds(params):
+            lists = (params, grads, states, precisions)
+            step(
+                spec, group, *([items[i] for i in idx] for items in lists),
+                param_rounding=param_rounding, streams=[streams[i] for i in idx],
+            )  # fmt: skip
+        return
+    params, grads, states = _local_shards(params, grads, states)
+    check_sizes(
+        params,
+        [list(grads), *([st.get(key) for st in states] for key in spec.tensor_state)],
+        ("grad", *spec.tensor_state),
+    )
+    scalars: dict[torch.device, GroupScalars] = {}
+    for i, p in enumerate(params):
+        if p.device not in scalars:
+            scalars[p.device] = group_scalars(spec, group, p.device)
+        step_tensor(
+            spec, p, grads[i], states[i], scalars[p.device],
+            precision=precisions[i], param_rounding=param_rounding, stream=streams[i],
+        )  # fmt: skip
+
+
+def seed_tensor(step: Tensor, numel: int, stream: int) -> Tensor:
+    """:func:`~adamkit.algorithms.state_formats.tensor_seed` of a step count tensor, as an
+    int64 0-d tensor: int64 products wrap, but their low 32 bits are the exact ones."""
+    rest = (int(numel) * 0x632BE5AB ^ int(stream) * 0x2545F491) & _U32
+    return ((step.to(torch.int64) * 0x9E3779B9) ^ rest) & _U32
+
+
+def step_tensor(
+    spec: AlgorithmSpec,
+    p: Tensor,
+    g: Tensor,
+    state: dict[str, Any],
+    scalars: GroupScalars,
+    *,
+    precision: str,
+    param_rounding: str,
+    stream: int,
+) -> None:
+    """:func:`adamkit.kernels.lowbit_torch.step_tensor` with the counters as tensors."""
+    functions = _FUNCTIONS[spec.name]
+    hyper, bias, flags = scalars
+    aux_key = spec.scalar_state
+    step, aux = functions.advance(state["step"], state[aux_key] if aux_key else 0.0, bias)
+    k = _rounded(_Float32(p.device), *functions.tensor_scalars(step, aux, bias))
+    p32 = p.detach().to(torch.float32)
+    if KAHAN_KEY in state:
+        p32 = p32 + state[KAHAN_KEY].to(torch.float32)
+    g32 = g.to(torch.float32)
+    keys = [key for key in spec.tensor_state if key in state]  # AMSGrad's max only with it
+    slots = [load(state, key, precision) if key in state else g32 for key in spec.tensor_state]
+    slots += [g32] * (3 - len(slots))
+    new_p, *new_slots = functions.element(p32, g32, *slots, hyper, k, flags)
+    seed = seed_tensor(step, p.numel(), stream).to(p.device)
+    low = precision in ("8bit", "bf16")  # both round the moments stochastically
+    noise = random_bits(seed, p.numel(), p.device).view(p.shape) if low else None
+    stores: dict[str, Tensor] = {}
+    for key in keys:
+        i = spec.tensor_state.index(key)
+        shift = 16 * (i % 2)  # m takes the low 16 bits of an element's number, v the high
+        value = torch.as_tensor(new_slots[i]).expand(p.shape)
+        slot_noise = torch.zeros_like(noise) if low and key in ROUNDED_DOWN else noise
+        stores.update(_stored(key, value, precision, state[key].dtype, slot_noise, shift))
+    stores.update(_param_stores(p, new_p, param_rounding, seed))
+    for key, value in stores.items():
+        (p.detach() if key == "param" else state[key]).copy_(value)
+    # A foreach copy, not copy_: Dynamo takes a 0-d float64 CPU tensor for a Python float
+    # (torch 2.13), and when its pass turning such floats back into tensors restarts the
+    # analysis, a plain copy_ (or add_) into the counter is dropped from the graph.
+    counters, values = [state["step"]], [step]
+    if aux_key:
+        counters.append(state[aux_key])
+        values.append(aux)
+    torch._foreach_copy_(counters, values)
