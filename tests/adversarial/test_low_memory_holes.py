@@ -127,7 +127,7 @@ def test_an_invalid_option_set_mid_run_is_refused_before_anything_changes():
     opt = adamkit.Adam([w], state_precision="8bit", min_8bit_size=0)
     _step(opt, [w])
     before = w.detach().clone(), opt.state[w]["exp_avg"].clone()
-    with pytest.raises(ValueError, match="state_precision.*4bit"):
+    with pytest.raises(ValueError, match=r"state_precision.*4bit"):
         opt.state_precision = "4bit"
     with pytest.raises(ValueError, match="min_8bit_size"):
         opt.min_8bit_size = -5
@@ -196,7 +196,7 @@ def _codes_key(sd):
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), -1.0])
 def test_non_finite_or_negative_block_scales_are_refused_on_load(bad):
-    w, opt, sd = _eight_bit_checkpoint()
+    w, _opt, sd = _eight_bit_checkpoint()
     sd["state"][0]["exp_avg_absmax"] = sd["state"][0]["exp_avg_absmax"].clone()
     sd["state"][0]["exp_avg_absmax"][3] = bad
     fresh = adamkit.Adam([w], state_precision="8bit", min_8bit_size=0)
@@ -206,14 +206,14 @@ def test_non_finite_or_negative_block_scales_are_refused_on_load(bad):
 
 
 def test_missing_scales_are_named_as_missing():
-    w, opt, sd = _eight_bit_checkpoint()
+    w, _opt, sd = _eight_bit_checkpoint()
     del sd["state"][0]["exp_avg_absmax"]
-    with pytest.raises(StateDictError, match="exp_avg_absmax.*missing|missing.*exp_avg_absmax"):
+    with pytest.raises(StateDictError, match=r"exp_avg_absmax.*missing|missing.*exp_avg_absmax"):
         adamkit.Adam([w], state_precision="8bit", min_8bit_size=0).load_state_dict(sd)
 
 
 def test_codes_of_the_wrong_length_blame_the_codes():
-    w, opt, sd = _eight_bit_checkpoint()
+    w, _opt, sd = _eight_bit_checkpoint()
     key = _codes_key(sd)
     sd["state"][0][key] = sd["state"][0][key][:-7]
     with pytest.raises(StateDictError, match=f"'{key}'.*shape"):
@@ -246,7 +246,7 @@ def test_a_bad_kahan_compensation_is_refused_on_load(comp):
 
 
 def test_torch_refuses_to_train_on_8bit_codes():
-    w, opt, sd = _eight_bit_checkpoint()
+    w, _opt, sd = _eight_bit_checkpoint()
     theirs = torch.optim.AdamW([w])
     try:
         theirs.load_state_dict(sd)
@@ -467,3 +467,62 @@ def test_a_model_cast_to_float64_after_8bit_steps_keeps_its_moments():
     assert opt.state[w]["exp_avg"].dtype == torch.float64
     expect = 0.9 * m + 0.1 * _grad(w, 2)
     torch.testing.assert_close(opt.state[w]["exp_avg"], expect, rtol=1e-6, atol=1e-9)
+
+
+# ----------------------------------------------------------------- found by review
+
+
+def test_amsgrad_switched_while_a_param_has_no_grad_keeps_the_checkpoint_loadable():
+    a, b = _param(seed=0), _param(seed=1)
+    opt = adamkit.Adam([a, b], state_precision="8bit", min_8bit_size=0)
+    _step(opt, [a, b])
+    opt.zero_grad()
+    opt.param_groups[0]["amsgrad"] = True
+    _step(opt, [a])  # b has no gradient: its state is conformed all the same
+    opt.load_state_dict(_saved_and_loaded(opt.state_dict()))
+    assert "max_exp_avg_sq" in opt.state[b]
+
+
+def test_lazy_sparse_refuses_low_memory_state_set_later():
+    opt = adamkit.Adam([_param()], lazy_sparse=True)
+    with pytest.raises(ValueError, match="lazy_sparse"):
+        opt.state_precision = "bf16"
+    assert opt.state_precision == "fp32"
+    with pytest.raises(ValueError, match="lazy_sparse"):
+        opt.add_param_group({"params": [_param(seed=2)], "state_precision": "8bit"})
+
+
+def test_a_reshaped_param_is_refused_even_when_an_option_changes_and_nothing_changes():
+    w = torch.nn.Parameter(torch.randn(64, 64))
+    other = _param(seed=3, dtype=torch.bfloat16)
+    opt = adamkit.Adam([other, w], state_precision="bf16", param_rounding="kahan")
+    _step(opt, [other, w])
+    before = {k: v.clone() for k, v in opt.state[other].items()}
+    kept = other.detach().clone()
+    w.data = w.data.t().contiguous().reshape(4096)
+    opt.state_precision = "8bit"
+    with pytest.raises(adamkit.kernels._batching.StateSizeError):
+        _step(opt, [other, w])
+    assert torch.equal(other.detach(), kept)
+    for key, value in before.items():
+        assert torch.equal(opt.state[other][key], value), key
+
+
+def test_a_groups_own_options_survive_loading_a_checkpoint_without_them():
+    emb, rest = _param(seed=0), _param(seed=1)
+    opt = adamkit.AdamW(
+        [{"params": [emb], "state_precision": "fp32"}, {"params": [rest]}],
+        state_precision="8bit",
+        min_8bit_size=0,
+    )
+    theirs = torch.optim.AdamW([{"params": [_param(seed=0)]}, {"params": [_param(seed=1)]}])
+    _step(theirs, [g["params"][0] for g in theirs.param_groups])
+    opt.load_state_dict(theirs.state_dict())
+    assert opt.param_groups[0]["state_precision"] == "fp32"
+    assert opt.state[emb]["exp_avg"].dtype == torch.float32
+    assert opt.state[rest]["exp_avg"].dtype == torch.uint8
+
+
+def test_precision_of_a_tensor_the_optimizer_does_not_hold_is_a_clear_error():
+    with pytest.raises(ValueError, match="not a parameter"):
+        adamkit.Adam([_param()]).precision_of(torch.zeros(3))

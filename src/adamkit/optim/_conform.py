@@ -22,16 +22,27 @@ import torch
 from torch import Tensor
 
 from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS
-from ..kernels._batching import StateSizeError
+from ..kernels._batching import StateSizeError, check_sizes
 from ..kernels.lowbit_torch import blocks, dequantize, quantize, to_bf16
-from ..kernels.wrappers import dtensor_like, to_local
+from ..kernels.wrappers import HALF_DTYPES, dtensor_like, to_local
 
-_HALF = (torch.bfloat16, torch.float16)
+
+def check_shapes(stated: list[tuple[Tensor, dict[str, Any]]]) -> None:
+    """Raise :class:`StateSizeError` if a state slot of a (param, state) pair is not shaped like
+    its param (a param replaced by one of another shape): nothing is converted then."""
+    keys = sorted({key for _, state in stated for key in state if key in (*SLOT_KINDS, KAHAN_KEY)})
+    params = [p for p, _ in stated]
+    roles = [[_tensor_or_none(state.get(key)) for _, state in stated] for key in keys]
+    check_sizes(params, roles, keys)
+
+
+def _tensor_or_none(value: Any) -> Tensor | None:
+    return value if isinstance(value, Tensor) else None
 
 
 def kahan_needed(p: Tensor, rounding: str) -> bool:
     """Whether ``p`` keeps Kahan's compensation: a half-precision param rounded "kahan"."""
-    return rounding == "kahan" and p.dtype in _HALF
+    return rounding == "kahan" and p.dtype in HALF_DTYPES
 
 
 def conform(
@@ -101,7 +112,7 @@ def _conform_slot(p: Tensor, state: dict[str, Any], key: str, precision: str, fp
         local = torch.zeros_like(to_local(p), dtype=torch.float32)
         _store(p, state, key, local, precision, fp32_dtype)
         return
-    if not isinstance(value, Tensor) or value.numel() != p.numel():
+    if not isinstance(value, Tensor) or value.shape != p.shape:
         return  # the kernels' size check names it before anything changes
     if _fits(p, state, key, precision, fp32_dtype):
         return
@@ -131,12 +142,12 @@ def _store(
 
 def _conform_kahan(p: Tensor, state: dict[str, Any], rounding: str) -> None:
     comp = state.get(KAHAN_KEY)
-    usable = isinstance(comp, Tensor) and comp.numel() == p.numel() and comp.is_floating_point()
+    usable = isinstance(comp, Tensor) and comp.shape == p.shape and comp.is_floating_point()
     if kahan_needed(p, rounding):
-        if usable and comp.dtype == p.dtype and comp.shape == p.shape and comp.is_contiguous():
+        if usable and comp.dtype == p.dtype and comp.is_contiguous():
             return
         state[KAHAN_KEY] = (
-            comp.to(p.dtype).reshape(p.shape).contiguous()
+            comp.to(p.dtype).contiguous()
             if usable
             else torch.zeros_like(p, memory_format=torch.contiguous_format)
         )
@@ -144,5 +155,5 @@ def _conform_kahan(p: Tensor, state: dict[str, Any], rounding: str) -> None:
     if comp is None:
         return
     del state[KAHAN_KEY]
-    if usable and p.dtype not in _HALF:  # the param left half precision: keep what it owed
-        p.detach().add_(comp.reshape(p.shape).to(p.dtype))
+    if usable and p.dtype not in HALF_DTYPES:  # the param left half precision: keep what it owed
+        p.detach().add_(comp.to(p.dtype))

@@ -29,11 +29,9 @@ from ..kernels import lowbit, lowbit_compiled
 from ..kernels.lowbit_torch import (
     blocks,
     dequantized_entry,
-    quantize,
     saved_entry,
-    to_bf16,
 )
-from ..kernels.wrappers import _dtensor_type, dtensor_like, to_local
+from ..kernels.wrappers import HALF_DTYPES, _dtensor_type, to_local
 from . import _conform
 from ._base import new_step, scalar_state
 from ._lowmem_checkpoint import checked_low_memory_state
@@ -41,7 +39,6 @@ from ._lowmem_checkpoint import checked_low_memory_state
 PRECISIONS = ("fp32", "bf16", "8bit")
 ROUNDINGS = ("nearest", "stochastic", "kahan")
 _LOW_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_HALF = (torch.bfloat16, torch.float16)
 _CONTIGUOUS = torch.contiguous_format
 
 
@@ -85,20 +82,23 @@ def _precision(p: Tensor, state_precision: str, min_8bit_size: int) -> str:
     return state_precision
 
 
+_OPTION_NAMES = ("state_precision", "min_8bit_size", "param_rounding")
+
+
 def _checked_option(name: str) -> property:
     """An optimizer-wide option as an attribute whose new value is checked when it is set."""
 
     def get(self: Any) -> Any:
-        return self.__dict__[name]
+        try:
+            return self.__dict__[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
     def set_(self: Any, value: Any) -> None:
         d = self.__dict__
-        options = {key: d[key] for key in ("state_precision", "min_8bit_size", "param_rounding")}
-        options[name] = value
-        check_options(**options)
-        for group in self.param_groups:
-            in_force = {**options, **{key: group[key] for key in options if key in group}}
-            check_group_supports(group, in_force["state_precision"], in_force["param_rounding"])
+        check_options(**{**{key: d[key] for key in _OPTION_NAMES}, name: value})
+        for group in self.param_groups:  # as if the group had the new value, unless its own
+            self.validate_group(group if name in group else {**group, name: value})
         d[name] = value
 
     return property(get, set_, doc=f"The optimizer-wide ``{name}`` (a group may override it).")
@@ -159,20 +159,25 @@ class LowMemoryState:
     def precision_of(self, p: Tensor, group: Mapping[str, Any] | None = None) -> str:
         """The precision of ``p``'s state: "fp32" (torch's), "bf16" or "8bit"."""
         if group is None:
-            group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
+            group = next((g for g in self.param_groups if any(q is p for q in g["params"])), None)
+            if group is None:
+                raise ValueError(
+                    f"precision_of: a tensor of shape {tuple(p.shape)} is not a parameter of "
+                    "this optimizer"
+                )
         precision, min_8bit_size, _ = self.group_options(group)
         return _precision(p, precision, min_8bit_size)
 
     def _low_memory(self, p: Tensor, group: Mapping[str, Any]) -> bool:
         precision, min_8bit_size, rounding = self.group_options(group)
-        rounded = rounding != "nearest" and p.dtype in _HALF
+        rounded = rounding != "nearest" and p.dtype in HALF_DTYPES
         return rounded or _precision(p, precision, min_8bit_size) != "fp32"
 
     def validate_group(self, group: dict[str, Any]) -> None:
         super().validate_group(group)  # type: ignore[misc]
-        check_options(*self.group_options(group))
-        precision, _, rounding = self.group_options(group)
-        check_group_supports(group, precision, rounding)
+        options = self.group_options(group)
+        check_options(*options)
+        check_group_supports(group, options[0], options[2])
 
     # --- state -------------------------------------------------------------------------
     def init_low_memory_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any] | None:
@@ -196,7 +201,7 @@ class LowMemoryState:
         if not full_only and not self.steps_taken:  # type: ignore[attr-defined]
             self._warn_unused_rounding(group)
         if self.__dict__["_low_memory_seen"] or not full_only:
-            self._conform(group, params, states)
+            self._conform_group(group)
         low = [] if full_only else [self._low_memory(p, group) for p in params]
         if any(low):
             # torch.compile(opt.step): torch ops with the counters as tensors (Dynamo cannot
@@ -257,22 +262,38 @@ class LowMemoryState:
         where = {id(p): offset + i for i, p in enumerate(group["params"])}
         return [where[id(p)] for p in params]
 
-    def _conform(
-        self, group: dict[str, Any], params: list[Tensor], states: list[dict[str, Any]]
-    ) -> None:
-        """Put each stepped parameter's state in the format the options give it now (after a
-        cast of the parameter, a changed option, amsgrad turned on): see :mod:`._conform`."""
+    def _conform_group(self, group: dict[str, Any]) -> None:
+        """Put the state of each of ``group``'s params in the format the options give it now
+        (after a cast of a param, a changed option, amsgrad switched): see :mod:`._conform`.
+        Only when one of those changed since the group was last conformed: the check of every
+        slot costs microseconds per param."""
         layout = self.state_layout(group)  # type: ignore[attr-defined]
+        signature = (
+            self.group_options(group),
+            tuple(layout),
+            tuple(p.dtype for p in group["params"]),
+        )
+        conformed = self.__dict__.setdefault("_conformed", {})
+        if conformed.get(id(group)) == signature:
+            return
+        state = self.state
+        stated = [(p, state[p]) for p in group["params"] if state.get(p)]
+        _conform.check_shapes(stated)  # before anything changes
+        for p, entry in stated:
+            self._conform_entry(p, group, entry, layout)
+        conformed[id(group)] = signature
+
+    def _conform_entry(
+        self, p: Tensor, group: dict[str, Any], entry: dict[str, Any], layout: Mapping[str, Any]
+    ) -> None:
+        fp32_dtype = functools.partial(self._fp32_state_dtype, p, group)
         rounding = self.group_options(group)[2]
-        for p, state in zip(params, states, strict=True):
-            precision = self.precision_of(p, group)
-            fp32_dtype = functools.partial(self._fp32_state_dtype, p, group)
-            if _conform.conform(p, state, layout, precision, rounding, fp32_dtype):
-                self.__dict__["_low_memory_seen"] = True
+        if _conform.conform(p, entry, layout, self.precision_of(p, group), rounding, fp32_dtype):
+            self.__dict__["_low_memory_seen"] = True
 
     def _fp32_state_dtype(self, p: Tensor, group: dict[str, Any]) -> torch.dtype:
         """The dtype of ``p``'s state in torch's format: as :meth:`zeros_state` makes it."""
-        if p.dtype in _HALF and not self._low_memory(p, group):
+        if p.dtype in HALF_DTYPES and not self._low_memory(p, group):
             record = self._backend_record(group, p)  # type: ignore[attr-defined]
             return torch.float32 if record.float32_state_for_half else p.dtype
         return p.dtype
@@ -313,7 +334,14 @@ class LowMemoryState:
             super().load_state_dict(state_dict)  # type: ignore[misc]  # its error names it
             return
         saved, full = checked_low_memory_state(self, state_dict)
+        # torch's loader takes the param groups from the checkpoint: a group's own
+        # low-memory options (adamkit's alone) stay when the checkpoint has none.
+        own = [{k: g[k] for k in _OPTION_NAMES if k in g} for g in self.param_groups]
         super().load_state_dict({**state_dict, "state": full})  # type: ignore[misc]
+        for group, options in zip(self.param_groups, own, strict=True):
+            for key, value in options.items():
+                group.setdefault(key, value)
+        self.__dict__["_conformed"] = {}
         for saved_group, group in zip(state_dict["param_groups"], self.param_groups, strict=True):
             for pid, p in zip(saved_group["params"], group["params"], strict=True):
                 entry = self.state.get(p)
@@ -325,29 +353,19 @@ class LowMemoryState:
     def _reformat(
         self, p: Tensor, group: dict[str, Any], entry: dict[str, Any], saved: Mapping[str, Any]
     ) -> None:
-        precision = self.precision_of(p, group)
+        """After torch's loader put ``p``'s checkpoint entry in ``entry`` as float tensors:
+        its low-memory tensors back as saved (checked), then the entry conformed to this
+        optimizer's options, so a same-format round trip is bitwise and any other is a
+        conversion by value."""
         for key in [key for key in entry if key in SLOT_KINDS]:
-            original = saved.get(key)
-            if precision == "8bit":
-                scales = saved.get(key + ABSMAX_SUFFIX)
-                if scales is not None:  # already 8-bit: as saved
-                    codes, absmax = original.to(p.device), scales.to(p.device)
-                else:  # float32 (torch's, or FSDP2's DTensors: encoded from the local shard)
-                    value = entry[key]
-                    local = to_local(value)
-                    codes, absmax = quantize(local, SLOT_KINDS[key])
-                    codes = codes if local is value else dtensor_like(codes, value)
-                entry[key], entry[key + ABSMAX_SUFFIX] = codes, absmax
-            elif precision == "bf16":
-                same = isinstance(original, Tensor) and original.dtype == torch.bfloat16
-                entry[key] = original.to(p.device) if same else to_bf16(entry[key].float(), None)
-        if _conform.kahan_needed(p, self.group_options(group)[2]):
-            comp = saved.get(KAHAN_KEY)  # checked: None or a finite float tensor like p
-            entry[KAHAN_KEY] = (
-                torch.zeros_like(p, memory_format=_CONTIGUOUS)
-                if comp is None
-                else comp.to(p.device, p.dtype).contiguous()
-            )
+            original, scales = saved.get(key), saved.get(key + ABSMAX_SUFFIX)
+            if scales is not None:
+                entry[key], entry[key + ABSMAX_SUFFIX] = original.to(p.device), scales.to(p.device)
+            elif isinstance(original, Tensor) and original.dtype == torch.bfloat16:
+                entry[key] = original.to(p.device)
+        if isinstance(saved.get(KAHAN_KEY), Tensor):
+            entry[KAHAN_KEY] = saved[KAHAN_KEY].to(p.device)
+        self._conform_entry(p, group, entry, self.state_layout(group))  # type: ignore[attr-defined]
 
 
 def _low_memory_zeros(

@@ -31,7 +31,7 @@ def dequantized_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
         >>> opt = adamkit.Adam([w], state_precision="8bit")
         >>> w.grad = torch.randn(8192); opt.step()
         >>> sd = opt.state_dict()
-        >>> sd["state"][0]["exp_avg"].dtype, sd["state"][0]["exp_avg_absmax"].shape
+        >>> sd["state"][0]["exp_avg_codes"].dtype, sd["state"][0]["exp_avg_absmax"].shape
         (torch.uint8, torch.Size([32]))
         >>> full = adamkit.optim.dequantized_state_dict(sd)
         >>> sorted(full["state"][0]), full["state"][0]["exp_avg"].dtype
@@ -92,9 +92,8 @@ def checked_low_memory_state(
 def _check_low_memory_fields(entry: Mapping[str, Any], p: Tensor) -> None:
     shape = tuple(p.shape)
     for key, value in entry.items():
-        is_codes = key.endswith(CODES_SUFFIX) or (
-            key in SLOT_KINDS and key + ABSMAX_SUFFIX in entry
-        )
+        slot = key.removesuffix(CODES_SUFFIX)
+        is_codes = slot in SLOT_KINDS and (slot != key or key + ABSMAX_SUFFIX in entry)
         if is_codes or key == KAHAN_KEY:
             if not isinstance(value, Tensor):
                 raise ValueError(f"{key!r} is {type(value).__name__}; expected a tensor")

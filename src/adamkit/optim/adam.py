@@ -139,6 +139,12 @@ class Adam(LowMemoryState, KernelOptimizer, torch.optim.Adam):
     def validate_group(self, group: dict[str, Any]) -> None:
         adam_spec.SPEC.check(group)
         super().validate_group(group)
+        precision = self.group_options(group)[0]
+        if getattr(self, "lazy_sparse", False) and precision != "fp32":
+            raise ValueError(
+                f"lazy_sparse=True keeps float32 state; it does not combine with "
+                f"state_precision={precision!r}. Use one of them."
+            )
         if getattr(self, "lazy_sparse", False) and (group["weight_decay"] or group["amsgrad"]):
             name = type(self).__name__
             off = ", ".join(
