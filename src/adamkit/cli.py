@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default="bench-results.json", help="where to write the JSON")
     _add_viz(commands, sub)
     explore = commands.add_parser(
-        "explore", help="an interactive page of the Adam family's update rules (local server)", **sub
+        "explore",
+        help="an interactive page of the Adam family's update rules (local server)",
+        **sub,
     )
     explore.add_argument(
         "--port", type=_port, default=0, help="port on 127.0.0.1 (default: a free one)"
