@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 import torch._dynamo
+from torch._dynamo.utils import counters
 
 import adamkit
 
@@ -77,3 +78,108 @@ def test_compiled_model_trains_with_the_default_fused_kernel():
             o.step()
     for a, b in zip(model.parameters(), reference_model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+# Low-memory state (adamkit.kernels.lowbit_compiled): torch.compile(opt.step) traces the torch
+# ops path with its step counters as tensors, as the fp32 path: no graph break, no warning, and
+# the eager torch-ops path's numbers (fused=False).
+LOW_MEMORY = [
+    (adamkit.Adam, {"lr": 0.01, "state_precision": "8bit"}, torch.float32),
+    (adamkit.AdamW, {"lr": 0.01, "state_precision": "8bit", "amsgrad": True}, torch.float32),
+    (adamkit.Adam, {"lr": 0.01, "state_precision": "bf16"}, torch.float32),
+    (adamkit.NAdam, {"lr": 0.01, "state_precision": "8bit"}, torch.float32),
+    (
+        adamkit.RAdam,
+        {
+            "lr": 0.01,
+            "state_precision": "8bit",
+            "weight_decay": 0.1,
+            "decoupled_weight_decay": True,
+        },
+        torch.float32,
+    ),
+    (adamkit.Adamax, {"lr": 0.01, "state_precision": "8bit"}, torch.float32),
+    (
+        adamkit.Adam,
+        {"lr": 0.01, "state_precision": "8bit", "param_rounding": "stochastic"},
+        torch.bfloat16,
+    ),
+    (
+        adamkit.Adam,
+        {"lr": 0.01, "state_precision": "bf16", "param_rounding": "kahan"},
+        torch.bfloat16,
+    ),
+]
+LOW_IDS = [
+    f"{cls.__name__}-{cfg['state_precision']}-{str(dtype).removeprefix('torch.')}"
+    + ("-" + cfg["param_rounding"] if "param_rounding" in cfg else "")
+    + ("-amsgrad" if cfg.get("amsgrad") else "")
+    for cls, cfg, dtype in LOW_MEMORY
+]
+
+
+def _low_memory_run(cls, config, dtype, *, backend: str | None, steps: int = 5, schedule=True):
+    """``steps`` steps, with ``schedule`` the lr changed on the way (the compiled step
+    recompiles once with the lr as an input) and the state made in the first compiled step,
+    else the state made eagerly (one graph); ``backend`` None: eager with fused=False."""
+    torch._dynamo.reset()
+    model, x, y = _model_and_data()
+    model = model.to(dtype)
+    opt = cls(model.parameters(), min_8bit_size=0, fused=False, **config)
+    compiled = opt.step if backend is None else torch.compile(opt.step, backend=backend)
+    for k in range(steps):
+        if schedule:
+            opt.param_groups[0]["lr"] = config["lr"] * (1 + 0.25 * (k // 2))
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x.to(dtype)), y.to(dtype)).backward()
+        (compiled if schedule or k else opt.step)()
+    return opt
+
+
+@pytest.mark.parametrize(("cls", "config", "dtype"), LOW_MEMORY, ids=LOW_IDS)
+def test_compiled_low_memory_step_has_no_graph_breaks_and_no_warnings(cls, config, dtype):
+    model, x, y = _model_and_data()
+    model = model.to(dtype)
+    opt = cls(model.parameters(), min_8bit_size=0, **config)
+    torch.nn.functional.mse_loss(model(x.to(dtype)), y.to(dtype)).backward()
+    opt.step()  # state created eagerly, as torch's recipe does
+    assert all(opt.precision_of(p) == config["state_precision"] for p in model.parameters())
+    torch._dynamo.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. Dynamo's warning on an lru_cache'd function
+        explanation = torch._dynamo.explain(opt.step)()
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+def _assert_same_state(compiled, eager, *, exact: bool) -> None:
+    for (p, state), (q, expected) in zip(compiled.state.items(), eager.state.items(), strict=True):
+        assert state.keys() == expected.keys()
+        torch.testing.assert_close(p, q, rtol=0 if exact else 1e-6, atol=0 if exact else 1e-6)
+        for key, value in state.items():
+            if exact or value.dtype != torch.uint8:
+                rtol = 0 if exact or key == "step" else 1e-5
+                torch.testing.assert_close(value, expected[key], rtol=rtol, atol=rtol * 1e-3)
+            else:  # 8-bit codes: an element a float32 ulp from a rounding boundary may differ
+                differ = (value != expected[key]).sum().item()
+                assert differ <= max(1, value.numel() // 100), (key, differ)
+
+
+@pytest.mark.parametrize(("cls", "config", "dtype"), LOW_MEMORY, ids=LOW_IDS)
+def test_compiled_low_memory_step_is_the_eager_torch_ops_step(cls, config, dtype):
+    """The traced graph (aot_eager: the same ops, functionalized) gives the eager torch-ops
+    path's numbers bit for bit, counters and random streams included."""
+    counters.clear()
+    opt = _low_memory_run(cls, config, dtype, backend="aot_eager")
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] <= 3  # state made; state read; lr an input
+    reference = _low_memory_run(cls, config, dtype, backend=None)
+    assert all(float(s["step"]) == 5 for s in opt.state.values())
+    _assert_same_state(opt, reference, exact=True)
+
+
+def test_inductor_compiled_low_memory_step_is_the_eager_step_within_float32_rounding():
+    cls, config, dtype = LOW_MEMORY[1]  # AdamW, 8-bit, AMSGrad: three 8-bit slots
+    opt = _low_memory_run(cls, config, dtype, backend="inductor", schedule=False)
+    reference = _low_memory_run(cls, config, dtype, backend=None, schedule=False)
+    _assert_same_state(opt, reference, exact=False)

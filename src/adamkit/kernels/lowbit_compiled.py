@@ -9,7 +9,7 @@ functions and scalars up in ``lru_cache``\\ s (which Dynamo warns about). Here i
 * the spec's functions are recompiled with torch ops once, at import, into a plain dict;
 * the group's scalars are built in the trace as float32 0-d tensors (a float32 rounding of a
   Python float is a tensor op; a learning rate a scheduler changes becomes a graph input
-  after one recompile, as in torch's own compiled step);
+  after one recompile, as in torch's own compiled step: see :func:`group_scalars`);
 * the step counters stay tensors: the new count, the per-tensor scalars and the random
   stream's seed (:func:`~adamkit.algorithms.state_formats.tensor_seed`, in int64 arithmetic
   whose low 32 bits are the same) are computed with tensor ops and written back in place
@@ -22,6 +22,7 @@ float32 rounding where Inductor fuses differently).
 
 from __future__ import annotations
 
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,6 +64,24 @@ def _complement(dtype: _Float32, weight: Any) -> Tensor:
     return 1.0 - _as_float32(dtype, weight)
 
 
+def _float(value: Any) -> Any:
+    """``float`` that leaves a tensor a tensor (no host read)."""
+    return value if isinstance(value, Tensor) else float(value)
+
+
+def _tensor_group_scalars(spec: AlgorithmSpec) -> Any:
+    """The spec's ``group_scalars`` with float32 rounding as tensor ops, and ``float`` of a
+    tensor hyperparameter leaving it a tensor. Its globals have no ``__name__``: Dynamo then
+    reads them from this namespace (by the dict's id), not from the spec's module, which has
+    neither these functions nor a ``float`` of its own."""
+    function = recompiled(
+        spec.group_scalars, {"rounded": _rounded, "complement": _complement, "float": _float}
+    )
+    namespace = function.__globals__
+    del namespace["__name__"]
+    return types.FunctionType(function.__code__, namespace, function.__name__)
+
+
 class _Functions:
     """A spec's functions with torch ops: what the traced step calls."""
 
@@ -70,9 +89,7 @@ class _Functions:
         self.element = torch_compiled(spec.element)
         self.advance = torch_compiled(spec.advance)
         self.tensor_scalars = torch_compiled(spec.tensor_scalars)
-        self.group_scalars = recompiled(
-            spec.group_scalars, {"rounded": _rounded, "complement": _complement}
-        )
+        self.group_scalars = _tensor_group_scalars(spec)
 
 
 # Built at import, outside any trace: a plain dict lookup in the trace.
@@ -81,8 +98,16 @@ _FUNCTIONS: dict[str, _Functions] = {name: _Functions(spec) for name, spec in SP
 
 def group_scalars(spec: AlgorithmSpec, group: dict[str, Any], device: torch.device) -> GroupScalars:
     """The group's (hyper, bias, flags), padded as :func:`~adamkit.kernels.spec_kernels.
-    padded_scalars` pads them: hyper as float32 0-d tensors on ``device``, bias as the
-    float64 numbers (Python floats, or Dynamo's symbolic ones), flags as booleans."""
+    padded_scalars` pads them: hyper as float32 0-d tensors on ``device``, bias as float64
+    (numbers and 0-d tensors), flags as booleans.
+
+    The learning rate enters as a float64 0-d tensor, so that what is computed from it (α·λ,
+    α/(1-β1^t)) is tensor arithmetic: once a scheduler has changed it, Dynamo makes it a
+    symbolic float, and its pass that turns those into tensors (torch 2.13) gives up on
+    compound expressions such as 1 - α·λ and specializes them instead, a recompile for every
+    new α. (A tensor ``lr`` stays a tensor, never read on the host.)"""
+    # (1.0·α exactly; a product, not torch.tensor(α), which that pass also specializes)
+    group = {**group, "lr": torch.ones((), dtype=torch.float64) * group["lr"]}
     s = _FUNCTIONS[spec.name].group_scalars(group, _Float32(device))
     return GroupScalars(
         s.hyper + (0.0,) * (HYPER_WIDTH - len(s.hyper)),
@@ -152,7 +177,10 @@ def step_tensor(
     hyper, bias, flags = scalars
     aux_key = spec.scalar_state
     step, aux = functions.advance(state["step"], state[aux_key] if aux_key else 0.0, bias)
-    k = _rounded(_Float32(p.device), *functions.tensor_scalars(step, aux, bias))
+    # tensor_scalars in float64, as the other kernels and torch compute them (NAdam's float32
+    # mu_product is a Python float there: 1 - Π_t and Π_t·μ_{t+1} are float64)
+    aux64 = aux.to(torch.float64) if isinstance(aux, Tensor) else aux
+    k = _rounded(_Float32(p.device), *functions.tensor_scalars(step, aux64, bias))
     p32 = p.detach().to(torch.float32)
     if KAHAN_KEY in state:
         p32 = p32 + state[KAHAN_KEY].to(torch.float32)

@@ -177,6 +177,10 @@ def step_tensor(
     hyper, bias, flags = scalars
     aux_key = spec.scalar_state
     step, aux = spec.advance(float(state["step"]), float(state[aux_key]) if aux_key else 0.0, bias)
+    # A Python float, as the numba and Triton kernels and torch see it: advance returns NAdam's
+    # mu_product as a NumPy float32, and NumPy 2 would then keep tensor_scalars' float64
+    # products with it (Π_t·μ_{t+1}) in float32.
+    aux = float(aux)
     k = tuple(
         float(torch.tensor(v, dtype=torch.float32)) for v in spec.tensor_scalars(step, aux, bias)
     )

@@ -1,15 +1,26 @@
 // The explorer page: controls, drawing, and requests. No math of the optimizers here: every
 // number is the server's (adamkit's NumPy reference); this file only draws what it returns.
 "use strict";
-const COLORS = { SGD: "#1f77b4", Momentum: "#2ca02c", RMSProp: "#ff7f0e", Adam: "#d62728" };
+const COLORS = {
+  SGD: "#1f77b4", Momentum: "#2ca02c", RMSProp: "#ff7f0e", Adam: "#d62728",
+  AdamW: "#9467bd", NAdam: "#8c564b", RAdam: "#e377c2", Adamax: "#17becf",
+};
+// What each panel shows (the server's labels name it in the inspected optimizer's symbols).
 const SERIES = [
-  ["m_hat", "m̂ (direction and push)"],
-  ["sqrt_v_hat", "√v̂ (per-coordinate scale)"],
-  ["effective_lr", "effective lr α/(√v̂+ε)"],
-  ["update", "update per coordinate"],
+  ["m_hat", "first moment (direction and push)"],
+  ["sqrt_v_hat", "second-moment scale (per coordinate)"],
+  ["effective_lr", "effective learning rate"],
+  ["update", "update (subtracted from x, y)"],
 ];
+// The panels' two lines: coordinate x solid, coordinate y dashed (told apart without colour).
+const COORDS = [["x", "#111", ""], ["y", "#777", "5 3"]];
+const SVG = "http://www.w3.org/2000/svg";
+const PANEL = { width: 330, height: 150, left: 50, right: 10, top: 16, bottom: 28 };
 const $ = (id) => document.getElementById(id);
-const state = { contour: null, result: null, start: null, request: 0, optimizers: [] };
+const state = {
+  contour: null, contourImage: null, result: null, start: null, optimizers: [],
+  inFlight: false, pending: false, requests: 0,
+};
 window.explorer = state; // for tests and the curious: the last answers the server gave
 
 function fmt(v) {
@@ -26,9 +37,9 @@ async function getJSON(url) {
 function lrSlider(name, value) {
   const id = "lr_" + name;
   const log = Math.log10(value);
-  return `<label for="${id}">α ${name} (log) <span class="value" id="${id}-value"></span></label>
+  return `<div class="slider"><label for="${id}" style="color:${COLORS[name]}">α ${name}</label>
     <input type="range" id="${id}" min="${(log - 2).toFixed(1)}" max="${(log + 2).toFixed(1)}"
-      step="0.05" value="${log}">`;
+      step="0.05" value="${log}"><span class="value" id="${id}-value"></span></div>`;
 }
 
 function query() {
@@ -38,6 +49,7 @@ function query() {
   q.set("beta1", $("beta1").value);
   q.set("beta2", $("beta2").value);
   q.set("eps", (10 ** Number($("eps").value)).toPrecision(6));
+  q.set("weight_decay", $("weight_decay").value);
   q.set("bias_correction", $("bias_correction").checked ? "1" : "0");
   q.set("steps", $("steps").value);
   q.set("show", state.optimizers.filter((n) => $("show_" + n).checked).join(","));
@@ -51,25 +63,39 @@ function showValues() {
   $("beta1-value").textContent = $("beta1").value;
   $("beta2-value").textContent = $("beta2").value;
   $("eps-value").textContent = (10 ** Number($("eps").value)).toExponential(1);
+  $("weight_decay-value").textContent = $("weight_decay").value;
   $("steps-value").textContent = $("steps").value;
   $("scrub-value").textContent = $("scrub").value;
 }
 
-async function update() {
+// A control moved: ask the server, at most one request at a time. Moves made while one is on
+// its way are coalesced into one request for the settings as they are when it returns (a drag
+// sends a few requests, each for where the slider is then, never a queue of stale ones).
+function update() {
   showValues();
-  const id = ++state.request;
+  if (state.inFlight) { state.pending = true; return; }
+  send();
+}
+
+async function send() {
+  state.inFlight = true;
+  state.pending = false;
+  state.requests += 1;
   const started = performance.now();
   try {
     const result = await getJSON("/api/run?" + query());
-    if (id !== state.request) return; // a newer setting is on its way
     state.result = result;
     $("error").textContent = "";
     $("scrub").max = Math.max(1, result.inspect.update.length);
     draw();
-    $("status").textContent = `computed and drawn in ${Math.round(performance.now() - started)} ms`;
+    const computed = result.computed.length ? "recomputed " + result.computed.join(", ") : "all from cache";
+    $("status").textContent = `${Math.round(performance.now() - started)} ms (server ${Math.round(result.server_ms)} ms, ${computed})`;
     document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
   } catch (error) {
     $("error").textContent = error.message;
+  } finally {
+    state.inFlight = false;
+    if (state.pending) send();
   }
 }
 
@@ -83,31 +109,41 @@ function fromCanvas(c, px, py) {
   return [x0 + (px / canvas.width) * (x1 - x0), y0 + (1 - py / canvas.height) * (y1 - y0)];
 }
 
-function drawContour(ctx, c) {
+// The function's grid, drawn once per function into an offscreen canvas (then copied).
+function contourImage(c, width, height) {
+  const image = document.createElement("canvas");
+  image.width = width; image.height = height;
+  const ctx = image.getContext("2d");
   const z = c.z, n = z.length, m = z[0].length;
   let lo = Infinity, hi = -Infinity;
   for (const row of z) for (const v of row) { if (v < lo) lo = v; if (v > hi) hi = v; }
-  const w = ctx.canvas.width / m, h = ctx.canvas.height / n;
+  const w = width / m, h = height / n;
   for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) {
     const t = (z[i][j] - lo) / (hi - lo || 1);
     const g = Math.round(255 - 150 * (1 - t)); // dark in the valleys
     ctx.fillStyle = `rgb(${g},${g},${g})`;
-    ctx.fillRect(j * w, ctx.canvas.height - (i + 1) * h, w + 1, h + 1);
+    ctx.fillRect(j * w, height - (i + 1) * h, w + 1, h + 1);
   }
-  for (const [mx, my] of c.minima) {
-    const [px, py] = toCanvas(c, mx, my);
-    ctx.fillStyle = "gold"; ctx.beginPath(); ctx.arc(px, py, 6, 0, 2 * Math.PI); ctx.fill();
-  }
+  return image;
 }
 
 function draw() {
   const c = state.contour, r = state.result;
-  if (!c || !r) return;
-  const ctx = $("contour").getContext("2d");
-  drawContour(ctx, c);
+  if (!c || !r || r.function !== c.function) return; // a new function's answer is on its way
+  const canvas = $("contour"), ctx = canvas.getContext("2d");
+  if (!state.contourImage) state.contourImage = contourImage(c, canvas.width, canvas.height);
+  ctx.drawImage(state.contourImage, 0, 0);
+  for (const [mx, my] of c.minima) {
+    const [px, py] = toCanvas(c, mx, my);
+    ctx.fillStyle = "gold"; ctx.strokeStyle = "#6b5800"; ctx.lineWidth = 1;
+    ctx.beginPath(); ctx.arc(px, py, 6, 0, 2 * Math.PI); ctx.fill(); ctx.stroke();
+  }
   const scrub = Number($("scrub").value);
-  for (const [name, path] of Object.entries(r.paths)) {
-    ctx.strokeStyle = COLORS[name]; ctx.lineWidth = name === "Adam" ? 1.5 : 2.5;
+  const inspected = r.inspect.name;
+  const names = Object.keys(r.paths).sort((a, b) => (a === inspected) - (b === inspected));
+  for (const name of names) { // the inspected optimizer last, on top
+    const path = r.paths[name];
+    ctx.strokeStyle = COLORS[name]; ctx.lineWidth = name === inspected ? 3 : 2;
     ctx.beginPath();
     path.points.forEach(([x, y], k) => {
       const [px, py] = toCanvas(c, x, y);
@@ -116,51 +152,157 @@ function draw() {
     ctx.stroke();
     const at = path.points[Math.min(scrub, path.points.length - 1)];
     const [px, py] = toCanvas(c, at[0], at[1]);
-    ctx.fillStyle = COLORS[name]; ctx.beginPath(); ctx.arc(px, py, 4, 0, 2 * Math.PI); ctx.fill();
+    ctx.fillStyle = COLORS[name]; ctx.beginPath(); ctx.arc(px, py, 4.5, 0, 2 * Math.PI); ctx.fill();
   }
   const [sx, sy] = toCanvas(c, r.start[0], r.start[1]);
   ctx.fillStyle = "black"; ctx.fillRect(sx - 4, sy - 4, 8, 8);
+  ctx.fillStyle = "rgba(255,255,255,0.85)"; ctx.fillRect(0, 0, canvas.width, 22);
   ctx.fillStyle = "#222"; ctx.font = "12px system-ui";
-  ctx.fillText(`${c.function}: ${c.formula}; start (${r.start[0].toFixed(2)}, ${r.start[1].toFixed(2)}) — click or drag to move it`, 8, 16);
+  ctx.fillText(`${c.function}: ${c.formula}; start ■ (${r.start[0].toFixed(2)}, ${r.start[1].toFixed(2)}) — click or drag to move it; ● minimum`, 6, 15);
+  drawLegend(ctx, names.length ? Object.keys(r.paths) : [], canvas.width);
   drawPanels(scrub);
+}
+
+function drawLegend(ctx, names, width) {
+  if (!names.length) return;
+  const rowH = 16, boxW = 96, x0 = width - boxW - 6, y0 = 28;
+  ctx.fillStyle = "rgba(255,255,255,0.88)"; ctx.strokeStyle = "#999"; ctx.lineWidth = 1;
+  ctx.fillRect(x0, y0, boxW, names.length * rowH + 6); ctx.strokeRect(x0, y0, boxW, names.length * rowH + 6);
+  ctx.font = "12px system-ui";
+  names.forEach((name, k) => {
+    const y = y0 + 12 + k * rowH;
+    ctx.strokeStyle = COLORS[name]; ctx.lineWidth = 3;
+    ctx.beginPath(); ctx.moveTo(x0 + 6, y - 4); ctx.lineTo(x0 + 26, y - 4); ctx.stroke();
+    ctx.fillStyle = "#222"; ctx.fillText(name, x0 + 32, y);
+  });
+}
+
+// --- the panels: SVG, so that their axes, ticks, zero line and legend are elements ----------
+
+function svg(tag, attrs, parent, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+function tickLabel(v) {
+  if (v === 0) return "0";
+  const a = Math.abs(v), d = Math.round(Math.log10(a));
+  const text = d >= -2 && d <= 3 ? String(Number(a.toPrecision(1))) : `1e${d}`;
+  return (v < 0 ? "−" : "") + text;
+}
+
+function niceStep(range, count) {
+  const raw = range / count, p = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw) || raw;
+}
+
+// Symmetric log scale: linear within ±c, logarithmic beyond, so that signs show and values
+// of many magnitudes (m̂ in the hundreds, updates of 1e-4) both read. c is four decades below
+// the largest magnitude.
+function drawPanel(key, data, symbol, scrub, name) {
+  const holder = $("panel-" + key);
+  holder.replaceChildren();
+  const { width: W, height: H, left: L, right: R, top: T, bottom: B } = PANEL;
+  const root = svg("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, "data-series": key }, holder);
+  if (!symbol || !data.length || data[0] === null) {
+    root.dataset.empty = "1";
+    svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, root, `${name} keeps no ${SERIES.find((s) => s[0] === key)[1].split(" (")[0]}`);
+    return;
+  }
+  root.dataset.label = symbol;
+  svg("title", {}, root, `${symbol} of ${name} per step, x solid and y dashed, on a symmetric log scale: linear near 0, logarithmic beyond`);
+  let top = 0;
+  for (const p of data) if (p) for (const v of p) if (v !== null && Math.abs(v) > top) top = Math.abs(v);
+  const c = top > 0 ? top * 1e-4 : 1;
+  const sl = (v) => Math.sign(v) * Math.log10(1 + Math.abs(v) / c);
+  let lo = 0, hi = 0; // the range always holds 0: the zero line is the baseline
+  for (const p of data) if (p) for (const v of p) if (v !== null) { lo = Math.min(lo, sl(v)); hi = Math.max(hi, sl(v)); }
+  if (hi - lo < 1e-12) { lo -= 1; hi += 1; }
+  const n = data.length;
+  const X = (k) => L + (k / Math.max(1, n - 1)) * (W - L - R); // k: 0-based step index
+  const Y = (v) => H - B - ((sl(v) - lo) / (hi - lo)) * (H - B - T);
+  // y ticks: 0 and ±powers of ten inside the range, at least 13 px apart, largest first
+  const axes = svg("g", { class: "axes" }, root);
+  const yTicks = svg("g", { class: "ticks y-ticks" }, axes);
+  const candidates = [0];
+  for (let d = Math.floor(Math.log10(c)); d <= Math.ceil(Math.log10(top || 1)); d++) candidates.push(10 ** d, -(10 ** d));
+  const kept = [];
+  for (const v of candidates.filter((v) => sl(v) >= lo - 1e-9 && sl(v) <= hi + 1e-9).sort((a, b) => (a === 0 ? -1 : b === 0 ? 1 : Math.abs(b) - Math.abs(a)))) {
+    if (kept.every((u) => Math.abs(Y(u) - Y(v)) >= 13)) kept.push(v);
+  }
+  for (const v of kept) {
+    const g = svg("g", { class: "tick", "data-value": v }, yTicks);
+    svg("line", { x1: L - 4, x2: L, y1: Y(v), y2: Y(v), stroke: "#666" }, g);
+    svg("line", { x1: L, x2: W - R, y1: Y(v), y2: Y(v), stroke: "#eee" }, g);
+    svg("text", { x: L - 6, y: Y(v) + 3.5, "text-anchor": "end" }, g, tickLabel(v));
+  }
+  // x ticks: steps 1..n at round numbers
+  const xTicks = svg("g", { class: "ticks x-ticks" }, axes);
+  const every = niceStep(Math.max(1, n - 1), 5);
+  for (let s = 1; s <= n; s = s === 1 && every > 1 ? every : s + every) {
+    const g = svg("g", { class: "tick", "data-value": s }, xTicks);
+    svg("line", { x1: X(s - 1), x2: X(s - 1), y1: H - B, y2: H - B + 4, stroke: "#666" }, g);
+    svg("text", { x: X(s - 1), y: H - B + 14, "text-anchor": "middle" }, g, String(s));
+  }
+  svg("line", { class: "axis y-axis", x1: L, x2: L, y1: T, y2: H - B, stroke: "#444" }, axes);
+  svg("line", { class: "axis x-axis", x1: L, x2: W - R, y1: H - B, y2: H - B, stroke: "#444" }, axes);
+  svg("line", { class: "zero", x1: L, x2: W - R, y1: Y(0), y2: Y(0), stroke: "#999", "stroke-dasharray": "2 2" }, axes);
+  svg("text", { class: "axis-label x-label", x: W - R, y: H - 3, "text-anchor": "end" }, axes, "step");
+  svg("text", { class: "axis-label y-label", x: 4, y: T - 5 }, axes, `${symbol}  (symlog)`);
+  // the lines, broken where a value is missing (a diverged step)
+  for (const [coord, color, dash] of COORDS) {
+    const i = coord === "x" ? 0 : 1;
+    let d = "", pen = false;
+    data.forEach((p, k) => {
+      const v = p ? p[i] : null;
+      if (v === null) { pen = false; return; }
+      d += `${pen ? "L" : "M"}${X(k).toFixed(1)},${Y(v).toFixed(1)}`;
+      pen = true;
+    });
+    svg("path", { class: "series", "data-coord": coord, d, fill: "none", stroke: color, "stroke-width": 1.5, "stroke-dasharray": dash }, root);
+  }
+  svg("line", { class: "scrub", x1: X(scrub - 1), x2: X(scrub - 1), y1: T, y2: H - B, stroke: COLORS[name] || "#888" }, root);
+  // legend: which line is which coordinate
+  const legend = svg("g", { class: "legend" }, root);
+  COORDS.forEach(([coord, color, dash], k) => {
+    const x = W - R - 78 + k * 40;
+    const entry = svg("g", { class: "legend-entry", "data-coord": coord }, legend);
+    svg("line", { x1: x, x2: x + 18, y1: T - 8, y2: T - 8, stroke: color, "stroke-width": 1.5, "stroke-dasharray": dash }, entry);
+    svg("text", { x: x + 21, y: T - 4.5 }, entry, coord);
+  });
 }
 
 function drawPanels(scrub) {
   const ins = state.result.inspect;
   const panels = $("panels");
   if (!panels.children.length) {
-    panels.innerHTML = SERIES.map(([key, title]) => `<div class="panel"><div>${title}</div>
-      <canvas id="panel-${key}" width="330" height="150"></canvas></div>`).join("");
+    panels.innerHTML = SERIES.map(([key]) => `<div class="panel"><div class="panel-title" id="title-${key}"></div>
+      <div id="panel-${key}"></div></div>`).join("");
   }
-  for (const [key] of SERIES) {
+  for (const [key, role] of SERIES) {
+    const symbol = ins.labels[key];
+    $("title-" + key).innerHTML = symbol
+      ? `${role}: <span class="symbol">${symbol}</span> of ${ins.name}`
+      : `${role}: none in ${ins.name}`;
+    $("label-" + key).textContent = symbol || "–";
     const data = ins[key];
-    const canvas = $("panel-" + key), ctx = canvas.getContext("2d");
-    ctx.clearRect(0, 0, canvas.width, canvas.height);
     const at = data[scrub - 1];
     $(key + "-x").textContent = at ? fmt(at[0]) : "–";
     $(key + "-y").textContent = at ? fmt(at[1]) : "–";
-    if (!data.length || data[0] === null) { ctx.fillText(`${ins.name} has no ${key}`, 10, 20); continue; }
-    // symmetric log scale: sign shows, small and large values both visible
-    const sl = (v) => Math.sign(v) * Math.log10(1 + Math.abs(v) / 1e-6);
-    let lo = Infinity, hi = -Infinity;
-    for (const p of data) for (const v of p) if (v !== null) { lo = Math.min(lo, sl(v)); hi = Math.max(hi, sl(v)); }
-    const X = (k) => (k / Math.max(1, data.length - 1)) * (canvas.width - 10) + 5;
-    const Y = (v) => canvas.height - 5 - ((sl(v) - lo) / (hi - lo || 1)) * (canvas.height - 10);
-    [[0, ins.name === "Adam" ? COLORS.Adam : "#333"], [1, "#9467bd"]].forEach(([coord, color]) => {
-      ctx.strokeStyle = color; ctx.beginPath();
-      data.forEach((p, k) => { if (p[coord] === null) return; k ? ctx.lineTo(X(k), Y(p[coord])) : ctx.moveTo(X(k), Y(p[coord])); });
-      ctx.stroke();
-    });
-    ctx.strokeStyle = "#888"; ctx.beginPath(); ctx.moveTo(X(scrub - 1), 0); ctx.lineTo(X(scrub - 1), canvas.height); ctx.stroke();
+    drawPanel(key, data, symbol, scrub, ins.name);
   }
 }
 
 async function loadFunction() {
   state.contour = await getJSON("/api/contour?function=" + $("function").value);
+  state.contourImage = null;
   state.start = null;
   $("lrs").innerHTML = state.optimizers.map((n) => lrSlider(n, state.contour.lrs[n])).join("");
   for (const n of state.optimizers) $("lr_" + n).addEventListener("input", update);
-  await update();
+  update();
 }
 
 async function main() {
@@ -169,7 +311,7 @@ async function main() {
   $("function").innerHTML = meta.functions.map((f) => `<option>${f}</option>`).join("");
   $("inspect").innerHTML = meta.optimizers.map((n) => `<option ${n === "Adam" ? "selected" : ""}>${n}</option>`).join("");
   $("show").innerHTML = meta.optimizers.map((n) => `<label style="color:${COLORS[n]}"><input type="checkbox" id="show_${n}" checked> ${n}</label>`).join("");
-  for (const id of ["beta1", "beta2", "eps", "bias_correction", "steps", "inspect", ...meta.optimizers.map((n) => "show_" + n)]) $(id).addEventListener("input", update);
+  for (const id of ["beta1", "beta2", "eps", "weight_decay", "bias_correction", "steps", "inspect", ...meta.optimizers.map((n) => "show_" + n)]) $(id).addEventListener("input", update);
   $("scrub").addEventListener("input", () => { showValues(); draw(); });
   $("function").addEventListener("change", loadFunction);
   let dragging = false;
