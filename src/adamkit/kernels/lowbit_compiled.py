@@ -32,10 +32,9 @@ from torch import Tensor
 from ..algorithms import SPECS, AlgorithmSpec, GroupScalars
 from ..algorithms._spec import BIAS_WIDTH, FLAG_WIDTH, HYPER_WIDTH, recompiled
 from ..algorithms._torch_ops import torch_compiled
-from ..algorithms.state_formats import KAHAN_KEY, ROUNDED_DOWN
 from ._batching import check_sizes
 from .lowbit import _local_shards, _rounds
-from .lowbit_torch import _param_stores, _stored, load, random_bits
+from .lowbit_torch import update_and_store
 
 _U32 = 0xFFFFFFFF
 
@@ -181,27 +180,11 @@ def step_tensor(
     # mu_product is a Python float there: 1 - Π_t and Π_t·μ_{t+1} are float64)
     aux64 = aux.to(torch.float64) if isinstance(aux, Tensor) else aux
     k = _rounded(_Float32(p.device), *functions.tensor_scalars(step, aux64, bias))
-    p32 = p.detach().to(torch.float32)
-    if KAHAN_KEY in state:
-        p32 = p32 + state[KAHAN_KEY].to(torch.float32)
-    g32 = g.to(torch.float32)
-    keys = [key for key in spec.tensor_state if key in state]  # AMSGrad's max only with it
-    slots = [load(state, key, precision) if key in state else g32 for key in spec.tensor_state]
-    slots += [g32] * (3 - len(slots))
-    new_p, *new_slots = functions.element(p32, g32, *slots, hyper, k, flags)
-    seed = seed_tensor(step, p.numel(), stream).to(p.device)
-    low = precision in ("8bit", "bf16")  # both round the moments stochastically
-    noise = random_bits(seed, p.numel(), p.device).view(p.shape) if low else None
-    stores: dict[str, Tensor] = {}
-    for key in keys:
-        i = spec.tensor_state.index(key)
-        shift = 16 * (i % 2)  # m takes the low 16 bits of an element's number, v the high
-        value = torch.as_tensor(new_slots[i]).expand(p.shape)
-        slot_noise = torch.zeros_like(noise) if low and key in ROUNDED_DOWN else noise
-        stores.update(_stored(key, value, precision, state[key].dtype, slot_noise, shift))
-    stores.update(_param_stores(p, new_p, param_rounding, seed))
-    for key, value in stores.items():
-        (p.detach() if key == "param" else state[key]).copy_(value)
+    update_and_store(
+        spec.tensor_state, functions.element, p, g, state, (hyper, k, flags),
+        precision=precision, param_rounding=param_rounding,
+        seed=seed_tensor(step, p.numel(), stream).to(p.device),
+    )  # fmt: skip
     # A foreach copy, not copy_: Dynamo takes a 0-d float64 CPU tensor for a Python float
     # (torch 2.13), and when its pass turning such floats back into tensors restarts the
     # analysis, a plain copy_ (or add_) into the counter is dropped from the graph.

@@ -184,20 +184,45 @@ def step_tensor(
     k = tuple(
         float(torch.tensor(v, dtype=torch.float32)) for v in spec.tensor_scalars(step, aux, bias)
     )
+    update_and_store(
+        spec.tensor_state, _torch_element(spec), p, g, state, (hyper, k, flags),
+        precision=precision, param_rounding=param_rounding,
+        seed=tensor_seed(step, p.numel(), stream),
+    )  # fmt: skip
+    state["step"].fill_(step)
+    if aux_key:
+        state[aux_key].fill_(aux)
+
+
+def update_and_store(
+    slot_keys: tuple[str, ...],
+    element: Any,
+    p: Tensor,
+    g: Tensor,
+    state: dict[str, Any],
+    scalars: tuple[Any, Any, Any],
+    *,
+    precision: str,
+    param_rounding: str,
+    seed: int | Tensor,
+) -> None:
+    """The element update of one tensor in float32 (``scalars``: the group's hyper, the
+    tensor's k, the flags), then the param and the slots stored in their formats, stochastic
+    rounding drawing from ``seed`` (an int, or a 0-d tensor under torch.compile). Everything
+    is computed before anything is written; the counters are the caller's."""
     p32 = p.detach().to(torch.float32)
     if KAHAN_KEY in state:
         p32 = p32 + state[KAHAN_KEY].to(torch.float32)
     g32 = g.to(torch.float32)
-    keys = [key for key in spec.tensor_state if key in state]  # AMSGrad's max only with it
-    slots = [load(state, key, precision) if key in state else g32 for key in spec.tensor_state]
+    keys = [key for key in slot_keys if key in state]  # AMSGrad's max only with it
+    slots = [load(state, key, precision) if key in state else g32 for key in slot_keys]
     slots += [g32] * (3 - len(slots))
-    new_p, *new_slots = _torch_element(spec)(p32, g32, *slots, hyper, k, flags)
-    seed = tensor_seed(step, p.numel(), stream)
+    new_p, *new_slots = element(p32, g32, *slots, *scalars)
     low = precision in ("8bit", "bf16")  # both round the moments stochastically
     noise = random_bits(seed, p.numel(), p.device).view(p.shape) if low else None
     stores: dict[str, Tensor] = {}
     for key in keys:
-        i = spec.tensor_state.index(key)
+        i = slot_keys.index(key)
         shift = 16 * (i % 2)  # m takes the low 16 bits of an element's number, v the high
         value = torch.as_tensor(new_slots[i]).expand(p.shape)
         slot_noise = torch.zeros_like(noise) if low and key in ROUNDED_DOWN else noise
@@ -205,9 +230,6 @@ def step_tensor(
     stores.update(_param_stores(p, new_p, param_rounding, seed))
     for key, value in stores.items():
         (p.detach() if key == "param" else state[key]).copy_(value)
-    state["step"].fill_(step)
-    if aux_key:
-        state[aux_key].fill_(aux)
 
 
 def load(state: Mapping[str, Any], key: str, precision: str) -> Tensor:
