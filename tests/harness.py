@@ -112,3 +112,24 @@ def assert_all_close_to_scale(a_params, b_params, a_opt, b_opt, rtol: float) -> 
                 assert_same_step(sa[idx][key], sb[idx][key])
                 continue
             assert_close_to_scale(sa[idx][key], sb[idx][key], rtol, f"{idx}/{key}")
+
+
+def snapshot_params_and_state(params, opt):
+    """Copies of ``params`` and of their state in ``opt``, for :func:`assert_unchanged`."""
+    state = {
+        id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[p].items()}
+        for p in params
+        if p in opt.state
+    }
+    return [p.detach().clone() for p in params], state
+
+
+def assert_unchanged(params, opt, before):
+    """Every param and state value is as :func:`snapshot_params_and_state` saw it."""
+    values, state = before
+    for p, v in zip(params, values, strict=True):
+        assert p.shape == v.shape and torch.equal(p.detach(), v)
+    for p in params:
+        for key, value in state.get(id(p), {}).items():
+            now = opt.state[p][key]
+            assert torch.equal(now, value) if torch.is_tensor(value) else now == value, key

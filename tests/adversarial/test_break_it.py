@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import adamkit
+from harness import assert_unchanged, snapshot_params_and_state
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,25 +29,6 @@ PAIRS = [
 ]
 PAIR_IDS = [ours.__name__ for ours, _, _ in PAIRS]
 FLOAT32 = {"rtol": 1e-5, "atol": 1e-6}
-
-
-def _snapshot(params, opt):
-    state = {
-        id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[p].items()}
-        for p in params
-        if p in opt.state
-    }
-    return [p.detach().clone() for p in params], state
-
-
-def _assert_unchanged(params, opt, before):
-    values, state = before
-    for p, v in zip(params, values, strict=True):
-        assert torch.equal(p.detach(), v)
-    for p in params:
-        for key, value in state.get(id(p), {}).items():
-            now = opt.state[p][key]
-            assert torch.equal(now, value) if torch.is_tensor(value) else now == value, key
 
 
 def _complex_params(seed=1):
@@ -335,10 +317,10 @@ def test_a_param_of_another_size_after_its_first_step_is_refused_and_nothing_cha
     assert params[0].shape == (9,)
     for p in params:
         p.grad = torch.ones(p.shape)
-    before = _snapshot(params, opt)
+    before = snapshot_params_and_state(params, opt)
     with pytest.raises(RuntimeError, match=r"has shape \(6,\).*p\.data = "):
         opt.step()
-    _assert_unchanged(params, opt, before)
+    assert_unchanged(params, opt, before)
     # torch refuses it too (its own error, after changing what it reached first).
     t_params, t_opt = _two_param_optimizer(theirs, config)
     t_params[0].data = torch.randn(9)
@@ -383,7 +365,7 @@ def test_a_grad_of_another_dtype_gets_torchs_error_and_changes_nothing():
     opt.step()
     q.grad_dtype = None  # torch refuses a grad of another dtype unless told to allow it
     q.grad = torch.ones(5, dtype=torch.float64)
-    before = _snapshot([p, q], opt)
+    before = snapshot_params_and_state([p, q], opt)
     t_p = torch.nn.Parameter(q.detach().clone())
     t_opt = torch.optim.Adam([t_p], lr=0.1)
     t_p.grad = torch.ones(5)
@@ -395,7 +377,7 @@ def test_a_grad_of_another_dtype_gets_torchs_error_and_changes_nothing():
     with pytest.raises(RuntimeError) as ours:
         opt.step()
     assert str(ours.value).split("\n")[0] == str(theirs.value).split("\n")[0]
-    _assert_unchanged([p, q], opt, before)
+    assert_unchanged([p, q], opt, before)
 
 
 # ----------------------------------------------------------------- aliasing

@@ -18,6 +18,7 @@ import torch
 import adamkit
 from adamkit.kernels.fused_cpu import StateSizeError
 from adamkit.optim import StateDictError
+from harness import assert_unchanged, snapshot_params_and_state
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,25 +34,6 @@ ALL_SEVEN = [
     ("Adamax", {}),
 ]
 ALL_SEVEN_IDS = [name for name, _ in ALL_SEVEN]
-
-
-def _snapshot(params, opt):
-    state = {
-        id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[p].items()}
-        for p in params
-        if p in opt.state
-    }
-    return [p.detach().clone() for p in params], state
-
-
-def _assert_unchanged(params, opt, before):
-    values, state = before
-    for p, v in zip(params, values, strict=True):
-        assert p.shape == v.shape and torch.equal(p.detach(), v)
-    for p in params:
-        for key, value in state.get(id(p), {}).items():
-            now = opt.state[p][key]
-            assert torch.equal(now, value) if torch.is_tensor(value) else now == value, key
 
 
 # ---------------------------------------------- 6: same number of elements, another shape
@@ -83,10 +65,10 @@ def test_a_param_transposed_after_its_first_step_is_refused_and_nothing_changes(
     params[1].data = params[1].data.t().contiguous()
     for p in params:
         p.grad = torch.ones(p.shape)
-    before = _snapshot(params, opt)
+    before = snapshot_params_and_state(params, opt)
     with pytest.raises(StateSizeError, match=r"shape \(3, 2\) has shape \(2, 3\)"):
         opt.step()
-    _assert_unchanged(params, opt, before)
+    assert_unchanged(params, opt, before)
     # The state is still the param's old one: put the param back and stepping goes on.
     params[1].data = params[1].data.t().contiguous()
     params[1].grad = torch.ones(params[1].shape)
@@ -271,11 +253,11 @@ def test_a_bad_value_set_through_param_groups_is_refused_at_the_step(
 ):
     params, opt = _two_groups(getattr(adamkit, name))
     opt.param_groups[group_index][key] = value
-    before = _snapshot(params, opt)
+    before = snapshot_params_and_state(params, opt)
     with pytest.raises(ValueError, match=rf"param group {group_index}\b") as info:
         opt.step()
     assert all(word in str(info.value) for word in named), str(info.value)
-    _assert_unchanged(params, opt, before)  # no group was updated, the valid one neither
+    assert_unchanged(params, opt, before)  # no group was updated, the valid one neither
     opt.param_groups[group_index][key] = opt.defaults[key]
     opt.step()  # a good value again: steps go on
 
@@ -302,10 +284,10 @@ def test_a_tensor_lr_filled_with_nan_in_place_is_refused(name):
     opt.param_groups[0]["lr"].fill_(0.02)  # a scheduler's step: fine
     opt.step()
     opt.param_groups[0]["lr"].fill_(math.nan)
-    before = _snapshot([p], opt)
+    before = snapshot_params_and_state([p], opt)
     with pytest.raises(ValueError, match=r"param group 0\b.*learning rate: nan; lr must"):
         opt.step()
-    _assert_unchanged([p], opt, before)
+    assert_unchanged([p], opt, before)
 
 
 def test_a_scheduler_changing_a_tensor_lr_every_step_still_trains():
