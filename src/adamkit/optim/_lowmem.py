@@ -109,17 +109,18 @@ class LowMemoryState:
 
     The three options are optimizer-wide attributes (checked when set) that a param group may
     override with keys of the same names (checked like the constructor's). A parameter's state
-    always follows the options in force when it is stepped: before any kernel runs, each
-    stepped parameter's state is put in that format (converted, or a missing slot made), so a
-    kernel never reads a slot of another format, dtype or size (:mod:`._conform`).
+    always follows the options in force when it is stepped: before any kernel runs, the state of
+    each param of a group whose options, slot layout or param dtypes changed is put in that
+    format (converted, or a missing slot made), so a kernel never reads a slot of another
+    format, dtype or size (:mod:`._conform`).
     """
 
     low_memory_defaults: ClassVar[dict[str, Any]] = {
         "state_precision": "fp32",
         "min_8bit_size": 4096,
         "param_rounding": "nearest",
-        # Whether any state may be low-memory (then every step conforms it); unpickled older
-        # optimizers conform to be safe.
+        # Whether any state may be low-memory (then steps conform it when the options, layout
+        # or param dtypes change); unpickled older optimizers assume so, to be safe.
         "_low_memory_seen": True,
     }
     option_defaults: ClassVar[dict[str, Any]]
