@@ -209,6 +209,8 @@ def _fused_adam_result(numels, monkeypatch, *, parallel: bool):
     real = fused_cpu.driver.adam_parallel
     monkeypatch.setattr(fused_cpu.driver, "adam_parallel", lambda *a: calls.append(1) or real(*a))
     monkeypatch.setattr(fused_cpu.Threads, "usable", parallel)
+    # not after a slow launch on a busy machine (tests/kernels/test_threads_contention.py)
+    monkeypatch.setattr(fused_cpu.Threads, "contended_until", 0.0)
     fused_cpu.adam(params, grads, m, v, vmax, steps, **ADAM_HYPER)
     return [params, m, v, vmax], len(calls)
 

@@ -153,6 +153,7 @@ def _numba_fused(
                 functools.partial(_launch_serial, serial, precision, mode),
                 tables,
                 args,
+                work=int(numels.sum()),
             )
         else:
             serial(precision, mode, tables.chunks, *args, True)
