@@ -48,20 +48,10 @@ def step(
     bf16 state) are updated through their local shards, as the fp32 kernels do. A tensor
     listed twice is stepped twice, one step after the other (as torch.optim does).
     ``streams`` holds each tensor's random stream (:func:`tensor_seed`)."""
-    if len({id(p) for p in params}) != len(params):
-        for idx in _rounds(params):
-            lists = (params, grads, states, precisions)
-            step(
-                spec, group, *([items[i] for i in idx] for items in lists),
-                param_rounding=param_rounding, streams=[streams[i] for i in idx], fused=fused,
-            )  # fmt: skip
+    lists = (params, grads, states, precisions)
+    if stepped_in_rounds(step, spec, group, *lists, param_rounding, streams, fused=fused):
         return
-    params, grads, states = _local_shards(params, grads, states)
-    _batching.check_sizes(
-        params,
-        [list(grads), *([st.get(key) for st in states] for key in spec.tensor_state)],
-        ("grad", *spec.tensor_state),
-    )
+    params, grads, states = checked_local(spec, params, grads, states)
     padded = padded_scalars(spec.name, torch.float32, hyper_key(spec, group))
     scalars = (padded.hyper, padded.bias, padded.flags)
     rest = list(range(len(params)))
@@ -84,6 +74,35 @@ def step(
             spec, params[i], grads[i], states[i], scalars,
             precision=precisions[i], param_rounding=param_rounding, stream=streams[i],
         )  # fmt: skip
+
+
+def stepped_in_rounds(
+    step_fn, spec, group, params, grads, states, precisions, param_rounding, streams, **options
+) -> bool:
+    """If a tensor is listed twice, run ``step_fn`` once per round of ``_rounds`` (so it is
+    stepped twice, one step after the other, as torch.optim does) and return True."""
+    if len({id(p) for p in params}) == len(params):
+        return False
+    lists = (params, grads, states, precisions)
+    for idx in _rounds(params):
+        step_fn(
+            spec, group, *([items[i] for i in idx] for items in lists),
+            param_rounding=param_rounding, streams=[streams[i] for i in idx], **options,
+        )  # fmt: skip
+    return True
+
+
+def checked_local(spec, params, grads, states):
+    """The local shards of DTensor params, grads and state (:func:`_local_shards`), after
+    checking that every gradient and state slot has its param's shape (before anything is
+    written)."""
+    params, grads, states = _local_shards(params, grads, states)
+    _batching.check_sizes(
+        params,
+        [list(grads), *([st.get(key) for st in states] for key in spec.tensor_state)],
+        ("grad", *spec.tensor_state),
+    )
+    return params, grads, states
 
 
 def _rounds(params: Sequence[Tensor]) -> list[list[int]]:

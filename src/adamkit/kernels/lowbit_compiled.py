@@ -32,8 +32,7 @@ from torch import Tensor
 from ..algorithms import SPECS, AlgorithmSpec, GroupScalars
 from ..algorithms._spec import BIAS_WIDTH, FLAG_WIDTH, HYPER_WIDTH, recompiled
 from ..algorithms._torch_ops import torch_compiled
-from ._batching import check_sizes
-from .lowbit import _local_shards, _rounds
+from .lowbit import checked_local, stepped_in_rounds
 from .lowbit_torch import update_and_store
 
 _U32 = 0xFFFFFFFF
@@ -129,20 +128,10 @@ def step(
 ) -> None:
     """:func:`adamkit.kernels.lowbit.step`, traceable (``fused`` is accepted and ignored:
     every tensor takes the torch ops)."""
-    if len({id(p) for p in params}) != len(params):
-        for idx in _rounds(params):
-            lists = (params, grads, states, precisions)
-            step(
-                spec, group, *([items[i] for i in idx] for items in lists),
-                param_rounding=param_rounding, streams=[streams[i] for i in idx],
-            )  # fmt: skip
+    lists = (params, grads, states, precisions)
+    if stepped_in_rounds(step, spec, group, *lists, param_rounding, streams):
         return
-    params, grads, states = _local_shards(params, grads, states)
-    check_sizes(
-        params,
-        [list(grads), *([st.get(key) for st in states] for key in spec.tensor_state)],
-        ("grad", *spec.tensor_state),
-    )
+    params, grads, states = checked_local(spec, params, grads, states)
     scalars: dict[torch.device, GroupScalars] = {}
     for i, p in enumerate(params):
         if p.device not in scalars:

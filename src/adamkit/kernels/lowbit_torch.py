@@ -321,15 +321,16 @@ def canonical_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
 def saved_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     """``entry`` as a state_dict saves it: 8-bit codes under ``<key>_codes``."""
     return {
-        key + CODES_SUFFIX
-        if key in SLOT_KINDS and key + ABSMAX_SUFFIX in entry and _is_codes(value)
-        else key: value
+        key + CODES_SUFFIX if key in SLOT_KINDS and is_8bit(entry, key) else key: value
         for key, value in entry.items()
     }
 
 
-def _is_codes(value: Any) -> bool:
-    return isinstance(value, Tensor) and value.dtype == torch.uint8
+def is_8bit(entry: Mapping[str, Any], key: str) -> bool:
+    """Whether slot ``key`` of a state ``entry`` holds 8-bit codes: a uint8 tensor with its
+    block scales beside it."""
+    value = entry.get(key)
+    return isinstance(value, Tensor) and value.dtype == torch.uint8 and key + ABSMAX_SUFFIX in entry
 
 
 def _decoded(key: str, codes: Any, scales: Any) -> Tensor:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS
 from ..kernels._batching import StateSizeError, check_sizes
-from ..kernels.lowbit_torch import blocks, dequantize, quantize, to_bf16
+from ..kernels.lowbit_torch import blocks, dequantize, is_8bit, quantize, to_bf16
 from ..kernels.wrappers import HALF_DTYPES, dtensor_like, to_local
 
 
@@ -80,10 +80,9 @@ def holds_low_memory(state: Mapping[str, Any]) -> bool:
 
 
 def _format(state: Mapping[str, Any], key: str) -> str:
-    value = state[key]
-    if value.dtype == torch.uint8 and key + ABSMAX_SUFFIX in state:
+    if is_8bit(state, key):
         return "8bit"
-    return "bf16" if value.dtype == torch.bfloat16 else "plain"
+    return "bf16" if state[key].dtype == torch.bfloat16 else "plain"
 
 
 def _fits(p: Tensor, state: Mapping[str, Any], key: str, precision: str, fp32_dtype) -> bool:

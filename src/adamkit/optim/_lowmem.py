@@ -17,6 +17,7 @@ tensors are a small share of the memory and the most sensitive: norms, biases).
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -205,22 +206,23 @@ class LowMemoryState:
             self._conform_group(group)
         low = [] if full_only else [self._low_memory(p, group) for p in params]
         if any(low):
+            low_params = [p for p, lo in zip(params, low, strict=True) if lo]
             # torch.compile(opt.step): torch ops with the counters as tensors (Dynamo cannot
             # trace the numba kernel, nor read a counter on the host without a graph break).
             low_step = lowbit_compiled.step if torch.compiler.is_compiling() else lowbit.step
             low_step(
                 SPECS[self.algorithm],
                 group,
-                [p for p, lo in zip(params, low, strict=True) if lo],
+                low_params,
                 [
                     g.to_dense() if g.is_sparse else g
                     for g, lo in zip(grads, low, strict=True)
                     if lo
                 ],
                 [s for s, lo in zip(states, low, strict=True) if lo],
-                [self.precision_of(p, group) for p, lo in zip(params, low, strict=True) if lo],
+                [self.precision_of(p, group) for p in low_params],
                 param_rounding=self.group_options(group)[2],
-                streams=self._streams(group, [p for p, lo in zip(params, low, strict=True) if lo]),
+                streams=self._streams(group, low_params),
                 fused=group.get("fused") is not False and not group.get("foreach"),
             )
             keep = [i for i, lo in enumerate(low) if not lo]
@@ -233,8 +235,6 @@ class LowMemoryState:
     def _warn_unused_rounding(self, group: dict[str, Any]) -> None:
         """At the first step, once per group: param_rounding other than "nearest" on a group
         without bfloat16/float16 params does nothing (it rounds half-precision params)."""
-        import warnings
-
         if torch.compiler.is_compiling():
             return
         rounding = self.group_options(group)[2]
