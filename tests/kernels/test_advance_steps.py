@@ -6,10 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adamkit.kernels import foreach, forloop, fused_cpu, registry, triton_kernels
+from adamkit.algorithms import SPEC_BUILT, SPECS
+from adamkit.kernels import foreach, forloop, fused_cpu, registry, spec_kernels, triton_kernels
 
 KERNELS = {"forloop": forloop, "foreach": foreach, "fused_cpu": fused_cpu}
 if registry.triton_available():
+    from adamkit.kernels import triton_driver
+
     KERNELS["triton"] = triton_kernels  # on CPU tensors under TRITON_INTERPRET=1 (conftest)
 
 HYPER = {
@@ -21,15 +24,6 @@ HYPER = {
         weight_decay=0.0,
         decoupled_weight_decay=False,
         amsgrad=False,
-        maximize=False,
-    ),
-    "rmsprop": dict(
-        lr=1e-2,
-        alpha=0.99,
-        eps=1e-8,
-        weight_decay=0.0,
-        momentum=0.0,
-        centered=False,
         maximize=False,
     ),
 }
@@ -56,14 +50,11 @@ def _tensors(step_dtype: torch.dtype):
 
 def _call(module, algorithm, tensors, **kw):
     params, grads, (a, b), steps, _ = tensors
-    if algorithm == "adam":
-        module.adam(params, grads, a, b, [], steps, **HYPER["adam"], **kw)
-    else:
-        module.rmsprop(params, grads, a, [], b, steps, **HYPER["rmsprop"], **kw)
+    module.adam(params, grads, a, b, [], steps, **HYPER["adam"], **kw)
 
 
 @pytest.mark.parametrize("step_dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("algorithm", ["adam", "rmsprop"])
+@pytest.mark.parametrize("algorithm", ["adam"])
 @pytest.mark.parametrize("name", list(KERNELS))
 def test_advance_steps_equals_counting_first(name, algorithm, step_dtype):
     module = KERNELS[name]
@@ -84,3 +75,30 @@ def test_without_advance_steps_the_counters_are_only_read():
     tensors = _tensors(torch.float64)
     _call(fused_cpu, "adam", tensors)
     assert [s.item() for s in tensors[3]] == tensors[4]
+
+
+SPEC_BACKENDS = ["forloop", "foreach", "fused"] + (
+    ["triton"] if registry.triton_available() else []
+)
+
+
+@pytest.mark.parametrize("step_dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", sorted(SPEC_BUILT))
+@pytest.mark.parametrize("backend", SPEC_BACKENDS)
+def test_spec_kernels_count_every_counter_once_in_place(backend, name, step_dtype):
+    # Every path (loop, threads, empty, non-contiguous) adds exactly one, in the counter's
+    # own dtype, from any count (a large one included), as torch's functional update does.
+    spec = SPECS[name]
+    params, grads, (a, b), steps, counts = _tensors(step_dtype)
+    states = [a, b, []][: len(spec.tensor_state)]
+    aux = [torch.tensor(1.0) for _ in params] if spec.scalar_state else []
+    group = {**spec.defaults(), "maximize": False, "differentiable": False}
+    if name == "rmsprop":
+        group["centered"] = True  # its second slot, grad_avg, in use
+    if backend == "triton":
+        kernel = triton_driver.kernel(spec)
+    else:
+        kernel = spec_kernels.kernel(name, backend, "cpu")
+    kernel(params, grads, *states, steps, aux, group=group)
+    assert [s.item() for s in steps] == [c + 1 for c in counts]
+    assert all(s.dtype == step_dtype for s in steps)

@@ -10,8 +10,8 @@ import torch
 
 pytest.importorskip("triton")
 
-from adamkit.algorithms import SPEC_BUILT
-from adamkit.kernels import forloop, registry, triton_driver
+from adamkit.algorithms import SPEC_BUILT, SPECS
+from adamkit.kernels import forloop, registry, spec_kernels, triton_driver
 from adamkit.kernels import triton_kernels as tk
 from adamkit.optim._base import _adapted_kernel
 from harness import assert_all_close_to_scale, grad_plan, run_optimizer
@@ -42,7 +42,7 @@ def triton_as_fused(monkeypatch):
     monkeypatch.setattr(registry, "fused_name", lambda device_type: "triton")
     registry.resolve.cache_clear()
     counters = {}
-    for algorithm in ("adam", "sgd", "rmsprop"):
+    for algorithm in ("adam", "sgd"):
         counters[algorithm] = _LaunchCounter(getattr(tk, f"_{algorithm}_kernel"))
         monkeypatch.setattr(tk, f"_{algorithm}_kernel", counters[algorithm])
     # The algorithm specs' kernels: the generic Triton driver.
@@ -76,10 +76,27 @@ def test_optimizers_on_triton_match_the_forloop_kernel(triton_as_fused, spec, co
     assert_all_close_to_scale(ours, loop, o_ours, o_loop, rtol=rtol)
 
 
+def _spec_step(name, backend, params, grads, states, steps, group, **amp):
+    """One step of spec ``name``'s Triton kernel or its for-loop kernel (torch's own)."""
+    if backend == "triton":
+        kernel = triton_driver.kernel(SPECS[name])
+    else:
+        kernel = spec_kernels.kernel(name, "forloop", "cpu")
+    kernel(params, grads, *states, steps, [], group=group, **amp)
+
+
+RMSPROP_GROUP = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                     centered=True, maximize=False)  # fmt: skip
+
+
 @pytest.mark.parametrize("algorithm", ["adam", "sgd", "rmsprop"])
 def test_many_tensors_take_one_launch(monkeypatch, algorithm):
-    counter = _LaunchCounter(getattr(tk, f"_{algorithm}_kernel"))
-    monkeypatch.setattr(tk, f"_{algorithm}_kernel", counter)
+    if algorithm in SPEC_BUILT:
+        module, name = triton_driver, "_spec_kernel"
+    else:
+        module, name = tk, f"_{algorithm}_kernel"
+    counter = _LaunchCounter(getattr(module, name))
+    monkeypatch.setattr(module, name, counter)
     gen = torch.Generator().manual_seed(0)
     sizes = [int(n) for n in torch.randint(1, 300, (200,), generator=gen)]
     ps = [torch.randn(n, generator=gen).to(DEVICE) for n in sizes]
@@ -97,11 +114,12 @@ def test_many_tensors_take_one_launch(monkeypatch, algorithm):
                   maximize=False)  # fmt: skip
         tk.sgd(ps, gs, [None] * len(ps), **kw)
         forloop.sgd(expected, gs, [None] * len(ps), **kw)
-    else:
-        kw = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=True,
-                  maximize=False)  # fmt: skip
-        tk.rmsprop(ps, gs, zeros(), zeros(), [], steps, **kw)
-        forloop.rmsprop(expected, gs, zeros(), zeros(), [], steps, **kw)
+    else:  # the spec kernels count their steps: from 0
+        loop_steps = [torch.tensor(0.0, dtype=torch.float64) for _ in ps]
+        steps = [torch.tensor(0.0, dtype=torch.float64) for _ in ps]
+        group = RMSPROP_GROUP
+        _spec_step(algorithm, "triton", ps, gs, [zeros(), zeros(), []], steps, group)
+        _spec_step(algorithm, "forloop", expected, gs, [zeros(), zeros(), []], loop_steps, group)
     assert counter.grids == [(sum((n + tk.BLOCK - 1) // tk.BLOCK for n in sizes),)]
     for p, e in zip(ps, expected, strict=True):
         torch.testing.assert_close(p, e, rtol=1e-5, atol=1e-6)
@@ -134,21 +152,19 @@ def test_grad_scale_unscales_inside_the_kernel(algorithm):
     scale = torch.full((), 2.0**14, device=DEVICE)  # a power of two: unscaling is exact
     amp = dict(grad_scale=scale, found_inf=torch.zeros((), device=DEVICE))
     results = []
-    for fn, grad, extra in (
-        (getattr(tk, algorithm), g * scale, amp),
-        (getattr(forloop, algorithm), g, {}),
-    ):
+    for backend, grad, extra in (("triton", g * scale, amp), ("forloop", g, {})):
         p = p0.clone()
         state = [[torch.zeros_like(p)] for _ in range(3)]
         steps = [torch.tensor(1.0, dtype=torch.float64)]
-        if algorithm == "adam":
+        fn = getattr(tk if backend == "triton" else forloop, algorithm, None)
+        if algorithm in SPEC_BUILT:
+            group = {**RMSPROP_GROUP, "momentum": 0.5, "alpha": 0.99}
+            _spec_step(algorithm, backend, [p], [grad], state, steps, group, **extra)
+        elif algorithm == "adam":
             fn([p], [grad], *state, steps, **_adam_kw(**extra))
         elif algorithm == "sgd":
             fn([p], [grad], [None], lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.1,
                nesterov=False, maximize=True, **extra)  # fmt: skip
-        else:
-            fn([p], [grad], *state, steps, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0,
-               momentum=0.5, centered=True, maximize=False, **extra)  # fmt: skip
         results.append(p)
     torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-14)
 
@@ -235,7 +251,10 @@ def test_spec_driver_with_grad_scaler(triton_as_fused, name):
     # (params, state, the step counters and NAdam's mu_product).
     import adamkit
 
-    cls = {"nadam": adamkit.NAdam, "radam": adamkit.RAdam, "adamax": adamkit.Adamax}[name]
+    cls = {
+        "rmsprop": adamkit.RMSprop, "nadam": adamkit.NAdam, "radam": adamkit.RAdam,
+        "adamax": adamkit.Adamax,
+    }[name]  # fmt: skip
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(16, 8, generator=gen, device=DEVICE)
     results = []

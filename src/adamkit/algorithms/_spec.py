@@ -74,6 +74,10 @@ class AlgorithmSpec:
     intermediates: Callable[..., tuple[Any, Any, Any, Any]] | None = None
     scalar_state: str | None = None  # a per-tensor float32 scalar beside "step"
     scalar_state_init: float = 0.0
+    # For each tensor slot, the index of the flag (of ``group_scalars``) that says the slot
+    # exists (Adam's max_exp_avg_sq: amsgrad), or None: always. Shorter than
+    # ``tensor_state``: the rest always exist.
+    slot_flags: tuple[int | None, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.tensor_state) > TENSOR_SLOTS:
@@ -87,6 +91,11 @@ class AlgorithmSpec:
         for h in self.hyperparameters:
             if h.check is not None and h.name in group:
                 h.check(h.name, group[h.name])
+
+    def slots_used(self, flags: tuple[bool, ...]) -> tuple[bool, ...]:
+        """Which tensor slots a group with option ``flags`` has (and the kernels store)."""
+        conditions = self.slot_flags + (None,) * (len(self.tensor_state) - len(self.slot_flags))
+        return tuple(c is None or bool(flags[c]) for c in conditions)
 
     def state_keys(self) -> tuple[str, ...]:
         """Every key of a stepped parameter's state, in torch's order."""

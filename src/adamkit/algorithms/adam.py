@@ -89,6 +89,7 @@ SPEC = AlgorithmSpec(
         Hyperparameter("decoupled_weight_decay", False),
     ),
     tensor_state=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    slot_flags=(None, None, 2),  # max_exp_avg_sq with amsgrad
     element=element,
     group_scalars=group_scalars,
     advance=advance,

@@ -1,15 +1,17 @@
 r"""RMSprop (Hinton, 2012), as torch.optim.RMSprop computes it.
 
 The equations are :mod:`adamkit.reference.rmsprop`'s. This spec holds the hyperparameter
-checks, the state keys and the per-element update the fused CPU kernel runs; RMSprop's
-for-loop, foreach and Triton kernels are still written out in :mod:`adamkit.kernels` (see
-:mod:`adamkit.algorithms.adam`). RMSprop has no bias correction: its step counter is only
-counted, and ε is added after the square root of v (not of a bias-corrected v̂).
+checks, the state keys and the per-element update every fused kernel runs; the for-loop and
+foreach kernels are torch's own functional update. RMSprop has no bias correction: its step
+counter is only counted, and ε is added after the square root of v (not of a bias-corrected
+v̂). ``grad_avg`` exists only when centered, ``momentum_buffer`` only with momentum > 0.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from torch.optim.rmsprop import rmsprop as torch_rmsprop
 
 from . import _checks
 from ._ops import lerp, sqrt, where
@@ -61,6 +63,14 @@ def group_scalars(group, dtype):
     return GroupScalars(rounded(dtype, *h), (), flags)
 
 
+def torch_step(params, grads, states, steps, aux, group: dict[str, Any], **flags):
+    torch_rmsprop(
+        params, grads, states[0], states[1], states[2], steps, maximize=group["maximize"],
+        alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
+        momentum=group["momentum"], centered=group["centered"], **flags,
+    )  # fmt: skip
+
+
 SPEC = AlgorithmSpec(
     name="rmsprop",
     torch_name="RMSprop",
@@ -75,8 +85,10 @@ SPEC = AlgorithmSpec(
         Hyperparameter("centered", False),
     ),
     tensor_state=("square_avg", "grad_avg", "momentum_buffer"),
+    slot_flags=(None, 0, 3),  # grad_avg when centered, momentum_buffer with momentum
     element=element,
     group_scalars=group_scalars,
     advance=advance,
     tensor_scalars=tensor_scalars,
+    torch_functional=torch_step,
 )

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 BLOCK = 256  # elements per 8-bit block, each block with one float32 absmax
 KINDS = ("signed", "square", "unsigned")
-# The kind of each Adam-family state slot: m is signed; v is stored as √v; Adamax's u ≥ 0.
+# The kind of each state slot (by torch's key): moments of g are signed; those of g² are
+# stored as their square root ("square"); Adamax's u ≥ 0.
 SLOT_KINDS = {
     "exp_avg": "signed",
     "exp_avg_sq": "square",
     "max_exp_avg_sq": "square",
     "exp_inf": "unsigned",
+    "square_avg": "square",  # RMSprop's v
+    "grad_avg": "signed",  # centered RMSprop's mean gradient
+    "momentum_buffer": "signed",  # SGD's and RMSprop's momentum
 }
 MANTISSA_BITS = {"signed": 3, "square": 4, "unsigned": 4}
 # Magnitude codes: 0..TOP are numbers (TOP means 1.0·absmax); INF and NAN are special.

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..algorithms import SPEC_BUILT, SPECS
+from ..algorithms import ADAM_FAMILY, SPECS
 from ..algorithms._torch_ops import torch_compiled
 from ..kernels._tensors import real_view
 from ..kernels.lowbit_torch import dequantized_entry
@@ -68,7 +68,7 @@ _TORCH_CLASSES = (
     (torch.optim.RAdam, "radam"),
     (torch.optim.Adamax, "adamax"),
 )
-ALGORITHMS = ("adam", "sgd", "rmsprop", *SPEC_BUILT)
+ALGORITHMS = ("sgd", *SPECS)
 
 
 def _known(optimizer: Any) -> bool:
@@ -162,7 +162,7 @@ def group_elements(
         step=steps_taken if algorithm == "sgd" else max(steps),
     )
     lr = _value(group["lr"])
-    if algorithm in SPEC_BUILT or algorithm == "adam":
+    if algorithm in ADAM_FAMILY:
         _from_spec(e, SPECS[algorithm], group, lr, key, plan, states)
     elif algorithm == "rmsprop":
         _rmsprop(e, group, lr, key, plan)

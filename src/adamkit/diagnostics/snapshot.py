@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..algorithms import SPEC_BUILT
+from ..algorithms import ADAM_FAMILY
 from .elementwise import Elements, algorithm_of, group_elements, unwrap
 
 # effective_lr's summary statistics (p10 and p90 are the 10th and 90th percentiles).
@@ -54,8 +54,8 @@ QUANTITIES: dict[str, list[str]] = {
     ],
 }
 # The Adam family built from specs reports what Adam does (m̂ and the scale per element).
-QUANTITIES.update(dict.fromkeys(SPEC_BUILT, QUANTITIES["adam"]))
-ADAM_LIKE = ("adam", *SPEC_BUILT)
+QUANTITIES.update(dict.fromkeys(ADAM_FAMILY, QUANTITIES["adam"]))
+ADAM_LIKE = ADAM_FAMILY
 
 
 def snapshot(

@@ -49,7 +49,6 @@ __all__ = [
     "adam",
     "check_sizes",
     "chunk_tables",
-    "rmsprop",
     "run_loops",
     "sgd",
     "slow_path",
@@ -119,10 +118,11 @@ def adam(
         ("decoupled_weight_decay", decoupled_weight_decay), ("amsgrad", amsgrad),
         ("maximize", maximize),
     )  # fmt: skip
+    serial, parallel = driver.LOOPS["adam"]  # the cell (amsgrad or not) picked by the flags
     for dtype, batch in batches.items():
         run_loops(
-            driver.adam_chunks,
-            driver.adam_parallel,
+            serial,
+            parallel,
             tuple(batch.numels),
             batch.addresses(),
             LIKE[dtype],
@@ -204,68 +204,3 @@ def _first_flags(idx: list[int], first: set[int]) -> np.ndarray:
 @functools.lru_cache(maxsize=64)
 def _zeros_uint8(n: int) -> np.ndarray:
     return np.zeros(n, dtype=np.uint8)
-
-
-def rmsprop(
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    square_avgs: Sequence[Tensor],
-    grad_avgs: Sequence[Tensor],
-    momentum_buffers: Sequence[Tensor],
-    steps: Sequence[Tensor],
-    *,
-    lr: float | Tensor,
-    alpha: float,
-    eps: float,
-    weight_decay: float,
-    momentum: float,
-    centered: bool,
-    maximize: bool,
-    capturable: bool = False,
-    differentiable: bool = False,  # never set here: differentiable steps take the for-loop
-    advance_steps: bool = False,
-) -> None:
-    """RMSprop in one pass; see :func:`adamkit.kernels.forloop.rmsprop` for the math."""
-    lr = scalar(lr)
-    roles = [
-        (grads, READ_ONLY),
-        (square_avgs, LIKE_PARAM),
-        (grad_avgs if centered else None, LIKE_PARAM),
-        (momentum_buffers if momentum > 0 else None, LIKE_PARAM),
-        (steps, COUNTER),
-        (steps, COUNTER),  # no scalar state: the step counter stands in
-    ]
-    batches, other, empty = split(params, roles)
-    if other:  # first: an error there then leaves every other tensor as it was
-        slow_path(
-            forloop.rmsprop,
-            params,
-            [grads, square_avgs, grad_avgs, momentum_buffers],
-            other,
-            steps,
-            names=("grad", "square_avg", "grad_avg", "momentum_buffer"),
-            lr=lr,
-            alpha=alpha,
-            eps=eps,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            centered=centered,
-            maximize=maximize,
-            advance_steps=advance_steps,
-        )
-    if advance_steps and empty:
-        add_one(pick(steps, empty))  # empty tensors: the loops do not see their counters
-    key = (
-        ("lr", lr), ("alpha", alpha), ("eps", eps), ("weight_decay", weight_decay),
-        ("momentum", momentum), ("centered", centered), ("maximize", maximize),
-    )  # fmt: skip
-    for dtype, batch in batches.items():
-        run_loops(
-            driver.rmsprop_chunks,
-            driver.rmsprop_parallel,
-            tuple(batch.numels),
-            batch.addresses(),
-            LIKE[dtype],
-            *loop_arrays("rmsprop", dtype, key),
-            advance_steps,
-        )

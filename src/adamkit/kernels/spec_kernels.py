@@ -141,7 +141,8 @@ def fused_cpu(spec: AlgorithmSpec) -> Kernel:
         *states, steps, scalar_state = lists
         roles = [
             (grads, READ_ONLY),
-            *((s, LIKE_PARAM) for s in states),
+            # an unused slot (an empty list) reads a stand-in the loops never store
+            *((s if len(s) or not params else None, LIKE_PARAM) for s in states),
             *padding,
             (steps, COUNTER),
             (scalar_state, FLOAT32_SCALAR) if scalar_state else (steps, COUNTER),
@@ -152,7 +153,7 @@ def fused_cpu(spec: AlgorithmSpec) -> Kernel:
             other = other + batches.pop(torch.float64).idx
         rest = sorted(other + empty)  # empty tensors only count their steps: torch does that
         if rest:  # first: an error there then leaves every other tensor as it was
-            sub = [pick(t, rest) for t in (params, grads, *states)]
+            sub = [pick(t, rest) if len(t) else [] for t in (params, grads, *states)]
             check_sizes(sub[0], sub[1:], names)
             counters = [*pick(steps, rest), *pick(scalar_state, rest)]
             saved = [c.clone() for c in counters]

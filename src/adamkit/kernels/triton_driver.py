@@ -149,7 +149,7 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
     """The spec's Triton kernel, with the signature of :mod:`adamkit.kernels.spec_kernels`."""
     element = compiled(spec.element)
     counters = (torch_compiled(spec.advance), torch_compiled(spec.tensor_scalars))
-    stores = tuple(i < len(spec.tensor_state) for i in range(TENSOR_SLOTS))
+    slots = len(spec.tensor_state)
     for_loop = wrappers.half_in_float32(spec_kernels.torch_order(spec, foreach=False))
 
     def run(
@@ -160,7 +160,8 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
         spec_kernels.check_counts_steps(spec, advance_steps)
         *states, steps, aux = lists
         grads = tables.readable(grads)
-        groups, other = tables.groups(params, grads, *states)
+        used = [s for s in states if len(s) or not params]  # unused slots: empty lists
+        groups, other = tables.groups(params, grads, *used)
         empty = [i for i, p in enumerate(params) if p.numel() == 0]
         rest = sorted(other + empty)  # empty tensors only count their steps
         if rest:
@@ -169,13 +170,19 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
                     "grad_scale/found_inf need contiguous float tensors on one device; "
                     "got a tensor the Triton kernels cannot take"
                 )
-            for_loop(*[pick(t, rest) for t in (params, grads, *states, steps, aux)], group=group)
+            lists = (params, grads, *states, steps, aux)
+            for_loop(*[pick(t, rest) if len(t) else [] for t in lists], group=group)
         for idx in groups:
             p0 = params[idx[0]]
-            roles = [[real_view(t) for t in pick(ts, idx)] for ts in (params, grads, *states)]
-            roles += [roles[1]] * (TENSOR_SLOTS + 2 - len(roles))  # stand-ins: the grads
+            grad_views = [real_view(t) for t in pick(grads, idx)]
+            # an unused slot (and one past the spec's last) reads the grads and is not stored
+            roles = [[real_view(t) for t in pick(params, idx)], grad_views] + [
+                [real_view(t) for t in pick(s, idx)] if len(s) else grad_views for s in states
+            ]
+            roles += [grad_views] * (TENSOR_SLOTS + 2 - len(roles))
             c = tables.compute_dtype(real_view(p0).dtype)
             scalars = _group_scalars(spec, group, c)
+            stores = [i < slots and len(states[i]) > 0 for i in range(TENSOR_SLOTS)]
             per_tensor = _advance_counters(
                 counters, pick(steps, idx), pick(aux, idx), scalars.bias, found_inf
             )

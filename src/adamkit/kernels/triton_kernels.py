@@ -143,48 +143,6 @@ def _sgd_kernel(
     tl.store(p_ptr + offs, (p - lr * d).to(P), mask=mask)
 
 
-@triton.jit
-def _rmsprop_kernel(
-    block_tensor, block_start, numels, p_addr, g_addr, v_addr, gavg_addr, buf_addr, hyper,
-    lr_ptr, grad_scale, found_inf,
-    P: tl.constexpr, G: tl.constexpr, S: tl.constexpr, C: tl.constexpr,
-    MAXIMIZE: tl.constexpr, WD: tl.constexpr, CENTERED: tl.constexpr, MOMENTUM: tl.constexpr,
-    HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, B: tl.constexpr,
-):  # fmt: skip
-    t, offs, mask = _locate(block_tensor, block_start, numels, found_inf, HAS_FOUND_INF, B)
-    alpha = tl.load(hyper + 0).to(C)
-    eps = tl.load(hyper + 1).to(C)
-    one_minus_alpha = tl.load(hyper + 4).to(C)  # from float64, as for Adam's betas
-    lr = tl.load(lr_ptr).to(C)
-    p_ptr = tl.load(p_addr + t).to(tl.pointer_type(P))
-    v_ptr = tl.load(v_addr + t).to(tl.pointer_type(S))
-    p = tl.load(p_ptr + offs, mask=mask).to(C)
-    g = _load_grad(g_addr, t, offs, mask, grad_scale, G, C, HAS_SCALE, MAXIMIZE)
-    if WD:
-        g = g + tl.load(hyper + 2).to(C) * p
-    v = alpha * tl.load(v_ptr + offs, mask=mask).to(C) + one_minus_alpha * g * g
-    tl.store(v_ptr + offs, v.to(S), mask=mask)
-    if CENTERED:
-        gavg_ptr = tl.load(gavg_addr + t).to(tl.pointer_type(S))
-        gavg = tl.load(gavg_ptr + offs, mask=mask).to(C)
-        gavg = gavg + one_minus_alpha * (g - gavg)
-        tl.store(gavg_ptr + offs, gavg.to(S), mask=mask)
-        avg = tl.sqrt(v - gavg * gavg) + eps
-    else:
-        avg = tl.sqrt(v) + eps
-    if MOMENTUM:
-        buf_ptr = tl.load(buf_addr + t).to(tl.pointer_type(S))
-        buf = tl.load(hyper + 3).to(C) * tl.load(buf_ptr + offs, mask=mask).to(C) + g / avg
-        tl.store(buf_ptr + offs, buf.to(S), mask=mask)
-        p = p - lr * buf
-    else:
-        p = p - lr * g / avg
-    tl.store(p_ptr + offs, p.to(P), mask=mask)
-
-
-# --------------------------------------------------------------------------- launch tables
-
-
 def _lr_tensor(lr: float | Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
     if isinstance(lr, Tensor):
         return lr.to(device=device, dtype=dtype)  # stays on the device: no synchronisation
@@ -334,57 +292,3 @@ def sgd(
         )  # fmt: skip
         for j, i in enumerate(other if bufs else []):
             bufs[i] = sub[j]
-
-
-def rmsprop(
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    square_avgs: Sequence[Tensor],
-    grad_avgs: Sequence[Tensor],
-    momentum_buffers: Sequence[Tensor],
-    steps: Sequence[Tensor],
-    *,
-    lr: float | Tensor,
-    alpha: float,
-    eps: float,
-    weight_decay: float,
-    momentum: float,
-    centered: bool,
-    maximize: bool,
-    capturable: bool = False,
-    differentiable: bool = False,  # never set here: differentiable steps take the for-loop
-    grad_scale: Tensor | None = None,
-    found_inf: Tensor | None = None,
-    advance_steps: bool = False,
-) -> None:
-    """RMSprop; see :func:`adamkit.kernels.forloop.rmsprop` for the math."""
-    if advance_steps:
-        add_one(steps)
-    grads = tables.readable(grads)
-    gavgs = grad_avgs if centered else []
-    bufs = momentum_buffers if momentum > 0 else []
-    groups, other = tables.groups(params, grads, square_avgs, gavgs, bufs)
-    for idx in groups:
-        p0 = params[idx[0]]
-        roles = [[real_view(t) for t in pick(ts, idx)] for ts in (params, grads, square_avgs)]
-        roles.append([real_view(t) for t in pick(gavgs, idx)] or roles[2])
-        roles.append([real_view(t) for t in pick(bufs, idx)] or roles[2])
-        plan = tables.plan(roles, p0.device)
-        c = tables.compute_dtype(real_view(p0).dtype)
-        hyper = tables.scalars(
-            (alpha, eps, float(weight_decay), float(momentum), 1.0 - alpha), p0.device, c
-        )
-        scale, found, has_scale, has_found = _flags(grad_scale, found_inf, p0.device)
-        _rmsprop_kernel[(plan.n_blocks,)](
-            plan.block_tensor, plan.block_start, plan.numels, *plan.addresses, hyper,
-            _lr_tensor(lr, p0.device, c), scale, found,
-            P=TL[roles[0][0].dtype], G=TL[roles[1][0].dtype], S=TL[roles[2][0].dtype],
-            C=TL[c], MAXIMIZE=bool(maximize), WD=weight_decay != 0, CENTERED=bool(centered),
-            MOMENTUM=momentum > 0, HAS_SCALE=has_scale, HAS_FOUND_INF=has_found, B=BLOCK,
-        )  # fmt: skip
-    if other:
-        _fallback(forloop.rmsprop, found_inf, grad_scale)(
-            *[pick(ts, other) for ts in (params, grads, square_avgs, gavgs, bufs, steps)],
-            lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-            centered=centered, maximize=maximize, capturable=capturable,
-        )  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
@@ -16,6 +17,8 @@ from ..algorithms import _checks as check
 from ._base import KernelOptimizer, new_step, scalar_state
 from ._checkpoint import Slot
 from ._lowmem import LowMemoryState
+
+_FLOAT64 = np.dtype(np.float64)
 
 
 class SpecOptimizer(LowMemoryState, KernelOptimizer):
@@ -79,11 +82,21 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
         self.spec.check(group)
         super().validate_group(group)
 
+    def tensor_slots(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The tensor state keys a param of ``group`` has (a slot may depend on an option:
+        Adam's ``max_exp_avg_sq`` exists with amsgrad), in the spec's order."""
+        spec = self.spec
+        if not spec.slot_flags:
+            return spec.tensor_state
+        flags = spec.group_scalars(group, _FLOAT64).flags
+        used = spec.slots_used(flags)
+        return tuple(key for key, on in zip(spec.tensor_state, used, strict=True) if on)
+
     def state_layout(self, group: dict[str, Any]) -> dict[str, Slot]:
         layout = {"step": Slot.STEP}
         if self.spec.scalar_state:
             layout[self.spec.scalar_state] = Slot.SCALAR
-        layout.update(dict.fromkeys(self.spec.tensor_state, Slot.LIKE_PARAM))
+        layout.update(dict.fromkeys(self.tensor_slots(group), Slot.LIKE_PARAM))
         return layout
 
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +105,7 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
             state["step"] = new_step(p, group)
             if self.spec.scalar_state:
                 state[self.spec.scalar_state] = scalar_state(self.spec.scalar_state_init, p, group)
-            for key in self.spec.tensor_state:
+            for key in self.tensor_slots(group):
                 state[key] = self.zeros_state(p, group)
         return state
 
@@ -128,10 +141,12 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
     ) -> None:
         spec = self.spec
         scalar = spec.scalar_state
+        used = self.tensor_slots(group)
         self._step_kernel(group, params, amp)(
             params,
             grads,
-            *([s[key] for s in states] for key in spec.tensor_state),
+            # an unused slot's list is empty, as torch's functional updates take it
+            *([s[key] for s in states] if key in used else [] for key in spec.tensor_state),
             [s["step"] for s in states],
             [s[scalar] for s in states] if scalar else [],
             group=group,

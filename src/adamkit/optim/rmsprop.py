@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..algorithms import _checks as check
 from ..algorithms import rmsprop as rmsprop_spec
-from ._base import KernelOptimizer, new_step
-from ._checkpoint import Slot
+from ._spec_optimizer import SpecOptimizer
 
 
-class RMSprop(KernelOptimizer, torch.optim.RMSprop):
+class RMSprop(SpecOptimizer, torch.optim.RMSprop):
     r"""RMSprop (Tieleman & Hinton, 2012) with torch.optim.RMSprop's arguments and state.
 
     The second-moment half of Adam alone, with no bias correction::
@@ -35,9 +33,13 @@ class RMSprop(KernelOptimizer, torch.optim.RMSprop):
         momentum: μ, default 0.
         centered: divide by an estimate of the gradient's standard deviation instead.
         capturable, foreach, maximize, differentiable: as in :class:`adamkit.Adam`.
+        fused: True for the single-pass kernel (torch has none for RMSprop). With neither
+            foreach nor fused set, adamkit picks the fastest kernel for the device.
         on_nonfinite: what a step does when a gradient holds NaN or Inf: "propagate"
             (default, as torch.optim), "skip" (nothing changes; ``skipped_steps`` counts it)
             or "raise" (:class:`~adamkit.optim.NonFiniteGradientError`, nothing changes).
+        state_precision, min_8bit_size, param_rounding: low-memory state and rounding of
+            half-precision params, as for :class:`adamkit.Adam` (docs/low-memory.md).
 
     Example:
         >>> import torch, adamkit
@@ -49,15 +51,7 @@ class RMSprop(KernelOptimizer, torch.optim.RMSprop):
         tensor([-0.1000])
     """
 
-    algorithm = "rmsprop"
-    group_key_defaults: ClassVar[dict[str, Any]] = {
-        "momentum": 0,
-        "centered": False,
-        "foreach": None,
-        "maximize": False,
-        "differentiable": False,
-        "capturable": False,
-    }
+    spec = rmsprop_spec.SPEC
 
     def __init__(
         self,
@@ -73,9 +67,12 @@ class RMSprop(KernelOptimizer, torch.optim.RMSprop):
         maximize: bool = False,
         differentiable: bool = False,
         *,
+        fused: bool | None = None,
         on_nonfinite: str = "propagate",
+        state_precision: str = "fp32",
+        min_8bit_size: int = 4096,
+        param_rounding: str = "nearest",
     ) -> None:
-        check.backend_flags(foreach=foreach, fused=None, differentiable=differentiable)
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -83,56 +80,9 @@ class RMSprop(KernelOptimizer, torch.optim.RMSprop):
             "eps": eps,
             "centered": centered,
             "weight_decay": weight_decay,
-            "capturable": capturable,
-            "foreach": foreach,
-            "maximize": maximize,
-            "differentiable": differentiable,
+            **self.backend_defaults(foreach, maximize, capturable, differentiable, fused),
         }
-        super().__init__(params, defaults, on_nonfinite=on_nonfinite)
-
-    @staticmethod
-    def validate_group(group: dict[str, Any]) -> None:
-        rmsprop_spec.SPEC.check(group)
-
-    def state_layout(self, group: dict[str, Any]) -> dict[str, Slot]:
-        layout = {"step": Slot.STEP, "square_avg": Slot.LIKE_PARAM}
-        if group["momentum"] > 0:
-            layout["momentum_buffer"] = Slot.LIKE_PARAM
-        if group["centered"]:
-            layout["grad_avg"] = Slot.LIKE_PARAM
-        return layout
-
-    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
-        state = self.state[p]
-        if len(state) == 0:
-            state["step"] = new_step(p, group)
-            state["square_avg"] = self.zeros_state(p, group)
-            if group["momentum"] > 0:
-                state["momentum_buffer"] = self.zeros_state(p, group)
-            if group["centered"]:
-                state["grad_avg"] = self.zeros_state(p, group)
-        return state
-
-    def _update_group(self, group: dict[str, Any], amp: dict[str, Tensor]) -> None:
-        params, grads, states, _ = self._collect(group)  # sparse gradients raised there
-        if not params:
-            return
-        steps = [s["step"] for s in states]
-        self._step_kernel(group, params, amp)(
-            params,
-            grads,
-            [s["square_avg"] for s in states],
-            [s["grad_avg"] for s in states] if group["centered"] else [],
-            [s["momentum_buffer"] for s in states] if group["momentum"] > 0 else [],
-            steps,
-            lr=group["lr"],
-            alpha=group["alpha"],
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            momentum=group["momentum"],
-            centered=group["centered"],
-            maximize=group["maximize"],
-            capturable=group["capturable"],
-            differentiable=group["differentiable"],
-            advance_steps=self._kernel_counts_steps(steps, amp),
-        )
+        super().__init__(
+            params, defaults, on_nonfinite=on_nonfinite,
+            low_memory=(state_precision, min_8bit_size, param_rounding),
+        )  # fmt: skip
