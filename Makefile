@@ -9,10 +9,14 @@ DEMO_STAMP := $(VENV)/.demo-installed
 
 .PHONY: demo test lint bench bench-gpu gpu-check clean
 
-$(STAMP): requirements-dev.txt pyproject.toml
+$(STAMP): requirements-dev.txt requirements-peers.txt pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	# peer optimizers for the parity tests, torch held at the pin (-c); timm without its
+	# torchvision (its optimizer files are loaded directly)
+	$(BIN)/python -m pip install --quiet -c requirements-dev.txt -r requirements-peers.txt
+	$(BIN)/python -m pip install --quiet --no-deps timm==1.0.31
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

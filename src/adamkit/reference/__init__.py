@@ -12,7 +12,20 @@ from typing import Any
 
 import numpy as np
 
-from . import adam, adamax, nadam, radam, rmsprop, sgd
+from . import (
+    adam,
+    adamax,
+    ademamix,
+    adopt,
+    cautious,
+    lion,
+    nadam,
+    radam,
+    rmsprop,
+    schedule_free,
+    sgd,
+    stable_adamw,
+)
 
 
 def run(
@@ -38,3 +51,4 @@ def run(
 
 
 __all__ = ["adam", "adamax", "nadam", "radam", "rmsprop", "run", "sgd"]
+__all__ += ["ademamix", "adopt", "cautious", "lion", "schedule_free", "stable_adamw"]

@@ -16,6 +16,9 @@ Options, each a one-line change to the above:
 * ``weight_decay`` λ with ``decoupled=True`` (AdamW): ``φ_{t-1} ← φ_{t-1}·(1 - α·λ)``
   before the update, and the gradient is left alone.
 * ``amsgrad``: ``v_max_t = max(v_max_{t-1}, v_t)`` and ``v̂_t = v_max_t / (1-β2^t)``.
+* ``cautious`` (timm's ``caution=True``, see :mod:`adamkit.reference.cautious`): the update
+  ``α·m̂/(√v̂+ε)`` is masked where it disagrees in sign with ``g`` (``g + λ·φ`` under L2 decay)
+  and renormalised; decoupled decay is not masked.
 * ``bias_correction=False`` (for teaching, not in torch.optim): ``m̂_t = m_t``, ``v̂_t = v_t``,
   which shows why the correction is there: m and v start biased towards 0 by different
   amounts, so the first step is ``α·(1-β1)/√(1-β2)`` ≈ 3.2α with the defaults, not α.
@@ -46,6 +49,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._common import as_real, like_input
+from .cautious import apply as cautious_apply
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class AdamHyper:
     amsgrad: bool = False
     maximize: bool = False
     bias_correction: bool = True
+    cautious: bool = False
 
 
 class AdamState(NamedTuple):
@@ -80,7 +85,7 @@ class AdamAux(NamedTuple):
     denom: np.ndarray  # √v̂ + ε
     step_size: float  # α / (1-β1^t)
     effective_lr: np.ndarray  # α / (√v̂ + ε), per coordinate
-    update: np.ndarray  # α · m̂ / (√v̂ + ε), what is subtracted from φ
+    update: np.ndarray  # α · m̂ / (√v̂ + ε) (masked if cautious), what is subtracted from φ
 
 
 def init(param: np.ndarray) -> AdamState:
@@ -112,6 +117,8 @@ def step(
     v_hat = (v_max if hyper.amsgrad else v) / bc2
     denom = np.sqrt(v_hat) + hyper.eps
     update = hyper.lr * m_hat / denom
+    if hyper.cautious:
+        update = cautious_apply(update, g)
     phi = phi - update
 
     aux = AdamAux(
