@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import forloop, fused_cpu
+from adamkit.kernels import fused_cpu, spec_kernels
 from harness import (
     assert_all_close_to_scale,
     grad_plan,
@@ -182,16 +182,28 @@ def test_small_groups_stay_on_one_thread():
     assert tables.bounds.tolist() == [0, 2]
 
 
-ADAM_HYPER = dict(
+ADAM_GROUP = dict(
     lr=1e-2,
-    beta1=0.9,
-    beta2=0.999,
+    betas=(0.9, 0.999),
     eps=1e-8,
     weight_decay=0.1,
     decoupled_weight_decay=False,
     amsgrad=True,
     maximize=False,
 )
+
+
+def fused_adam(params, grads, m, v, vmax, steps):
+    """Adam's fused CPU kernel (the numba driver; the for-loop kernel for what it cannot take)."""
+    spec_kernels.kernel("adam", "fused", "cpu")(
+        params, grads, m, v, vmax, steps, [], group=ADAM_GROUP
+    )
+
+
+def loop_adam(params, grads, m, v, vmax, steps):
+    """Adam's for-loop kernel: torch's functional update."""
+    kernel = spec_kernels.kernel("adam", "forloop", "cpu")
+    kernel(params, grads, m, v, vmax, steps, [], group=ADAM_GROUP)
 
 
 def _adam_tensors(numels, seed=3, step_dtype=torch.float64):
@@ -206,12 +218,16 @@ def _adam_tensors(numels, seed=3, step_dtype=torch.float64):
 def _fused_adam_result(numels, monkeypatch, *, parallel: bool):
     params, grads, (m, v, vmax), steps = _adam_tensors(numels)
     calls = []
-    real = fused_cpu.driver.adam_parallel
-    monkeypatch.setattr(fused_cpu.driver, "adam_parallel", lambda *a: calls.append(1) or real(*a))
+    real = spec_kernels.run_loops
+
+    def counted(serial, parallel_loop, *args):
+        return real(serial, lambda *a: calls.append(1) or parallel_loop(*a), *args)
+
+    monkeypatch.setattr(spec_kernels, "run_loops", counted)
     monkeypatch.setattr(fused_cpu.Threads, "usable", parallel)
     # not after a slow launch on a busy machine (tests/kernels/test_threads_contention.py)
     monkeypatch.setattr(fused_cpu.Threads, "contended_until", 0.0)
-    fused_cpu.adam(params, grads, m, v, vmax, steps, **ADAM_HYPER)
+    fused_adam(params, grads, m, v, vmax, steps)
     return [params, m, v, vmax], len(calls)
 
 
@@ -232,7 +248,7 @@ def test_a_child_forked_after_a_parallel_launch_runs_the_serial_loop():
     torch.set_num_threads(2)
     try:
         expected, grads, (m, v, vmax), steps = _adam_tensors(numels)
-        fused_cpu.adam(expected, grads, m, v, vmax, steps, **ADAM_HYPER)  # launches here
+        fused_adam(expected, grads, m, v, vmax, steps)  # launches here
     finally:
         torch.set_num_threads(torch_threads)
     if not fused_cpu.Threads.launched:
@@ -244,7 +260,7 @@ def test_a_child_forked_after_a_parallel_launch_runs_the_serial_loop():
         try:
             ok = not fused_cpu.Threads.usable
             params, grads, (m, v, vmax), steps = _adam_tensors(numels)
-            fused_cpu.adam(params, grads, m, v, vmax, steps, **ADAM_HYPER)
+            fused_adam(params, grads, m, v, vmax, steps)
             # NumPy, not torch: torch's own OpenMP ops can hang in a forked child.
             ok = ok and np.array_equal(params[0].numpy(), expected[0].numpy())
         finally:  # never return into pytest from the child
@@ -257,12 +273,13 @@ def test_a_child_forked_after_a_parallel_launch_runs_the_serial_loop():
 def test_step_counters_other_than_float64_scalars_take_the_forloop_kernel():
     numels = (7, 130)
     params, grads, (m, v, vmax), steps = _adam_tensors(numels, step_dtype=torch.float32)
-    fused_cpu.adam(params, grads, m, v, vmax, steps, **ADAM_HYPER)
+    fused_adam(params, grads, m, v, vmax, steps)
     expected, eg, (em, ev, evmax), esteps = _adam_tensors(numels, step_dtype=torch.float32)
-    forloop.adam(expected, eg, em, ev, evmax, esteps, **ADAM_HYPER)
+    loop_adam(expected, eg, em, ev, evmax, esteps)
     for got, want in zip(params + m + v + vmax, expected + em + ev + evmax, strict=True):
         assert torch.equal(got, want)
-    assert [s.dtype for s in steps] == [torch.float32] * 2  # read, not replaced
+    assert [s.dtype for s in steps] == [torch.float32] * 2  # counted in place, not replaced
+    assert [s.item() for s in steps] == [s.item() for s in esteps] == [2.0, 3.0]
 
 
 def test_state_on_another_device_never_reaches_the_loops():
@@ -272,7 +289,7 @@ def test_state_on_another_device_never_reaches_the_loops():
     before = params[0].clone()
     m = [torch.zeros(5, device="meta")]
     with pytest.raises(RuntimeError, match="device"):
-        fused_cpu.adam(params, grads, m, v, vmax, steps, **ADAM_HYPER)
+        fused_adam(params, grads, m, v, vmax, steps)
     assert torch.equal(params[0], before)
 
 
@@ -286,11 +303,17 @@ def test_state_unlike_its_param_takes_the_forloop_kernel(bad_state):
     # be read or written past its end. Such tensors go to the for-loop kernel instead.
     params, grads, (m, v, vmax), steps = _adam_tensors((5, 7))
     calls = []
-    real = fused_cpu.slow_path
+    real = spec_kernels.split
+
+    def spied(*args):
+        batches, other, empty = real(*args)
+        calls.append(other)
+        return batches, other, empty
+
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fused_cpu, "slow_path", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+        mp.setattr(spec_kernels, "split", spied)
         try:
-            fused_cpu.adam(params, grads, [bad_state, m[1]], v, vmax, steps, **ADAM_HYPER)
+            fused_adam(params, grads, [bad_state, m[1]], v, vmax, steps)
         except RuntimeError:
             pass  # torch's ops may refuse the mismatch: an error, not a wrong read
     assert calls == [[0]]  # only the mismatched tensor left the loops

@@ -42,7 +42,7 @@ def triton_as_fused(monkeypatch):
     monkeypatch.setattr(registry, "fused_name", lambda device_type: "triton")
     registry.resolve.cache_clear()
     counters = {}
-    for algorithm in ("adam", "sgd"):
+    for algorithm in ("sgd",):
         counters[algorithm] = _LaunchCounter(getattr(tk, f"_{algorithm}_kernel"))
         monkeypatch.setattr(tk, f"_{algorithm}_kernel", counters[algorithm])
     # The algorithm specs' kernels: the generic Triton driver.
@@ -104,12 +104,7 @@ def test_many_tensors_take_one_launch(monkeypatch, algorithm):
     expected = [p.clone() for p in ps]
     steps = [torch.tensor(1.0, dtype=torch.float64) for _ in ps]
     zeros = lambda: [torch.zeros_like(p) for p in ps]  # noqa: E731
-    if algorithm == "adam":
-        kw = dict(lr=0.01, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0,
-                  decoupled_weight_decay=False, amsgrad=False, maximize=False)  # fmt: skip
-        tk.adam(ps, gs, zeros(), zeros(), [], steps, **kw)
-        forloop.adam(expected, gs, zeros(), zeros(), [], steps, **kw)
-    elif algorithm == "sgd":
+    if algorithm == "sgd":
         kw = dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=True,
                   maximize=False)  # fmt: skip
         tk.sgd(ps, gs, [None] * len(ps), **kw)
@@ -117,7 +112,7 @@ def test_many_tensors_take_one_launch(monkeypatch, algorithm):
     else:  # the spec kernels count their steps: from 0
         loop_steps = [torch.tensor(0.0, dtype=torch.float64) for _ in ps]
         steps = [torch.tensor(0.0, dtype=torch.float64) for _ in ps]
-        group = RMSPROP_GROUP
+        group = RMSPROP_GROUP if algorithm == "rmsprop" else {**ADAM_GROUP, "amsgrad": False}
         _spec_step(algorithm, "triton", ps, gs, [zeros(), zeros(), []], steps, group)
         _spec_step(algorithm, "forloop", expected, gs, [zeros(), zeros(), []], loop_steps, group)
     assert counter.grids == [(sum((n + tk.BLOCK - 1) // tk.BLOCK for n in sizes),)]
@@ -125,9 +120,8 @@ def test_many_tensors_take_one_launch(monkeypatch, algorithm):
         torch.testing.assert_close(p, e, rtol=1e-5, atol=1e-6)
 
 
-def _adam_kw(**extra):
-    return dict(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
-                decoupled_weight_decay=True, amsgrad=True, maximize=False, **extra)  # fmt: skip
+ADAM_GROUP = dict(lr=0.05, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
+                  decoupled_weight_decay=True, amsgrad=True, maximize=False)  # fmt: skip
 
 
 def test_grad_scaler_found_inf_changes_nothing():
@@ -139,9 +133,11 @@ def test_grad_scaler_found_inf_changes_nothing():
     steps = [torch.tensor(5.0, dtype=torch.float64)]
     found = torch.ones((), device=DEVICE)
     scale = torch.full((), 1024.0, device=DEVICE)
-    tk.adam([p], [g], [m], [v], [vmax], steps, **_adam_kw(grad_scale=scale, found_inf=found))
+    amp = dict(grad_scale=scale, found_inf=found)
+    _spec_step("adam", "triton", [p], [g], [[m], [v], [vmax]], steps, ADAM_GROUP, **amp)
     for a, b in zip((p, m, v, vmax), before, strict=True):
         assert torch.equal(a, b)
+    assert steps[0].item() == 5.0  # not counted
 
 
 @pytest.mark.parametrize("algorithm", ["adam", "sgd", "rmsprop"])
@@ -159,9 +155,8 @@ def test_grad_scale_unscales_inside_the_kernel(algorithm):
         fn = getattr(tk if backend == "triton" else forloop, algorithm, None)
         if algorithm in SPEC_BUILT:
             group = {**RMSPROP_GROUP, "momentum": 0.5, "alpha": 0.99}
+            group = group if algorithm == "rmsprop" else ADAM_GROUP
             _spec_step(algorithm, backend, [p], [grad], state, steps, group, **extra)
-        elif algorithm == "adam":
-            fn([p], [grad], *state, steps, **_adam_kw(**extra))
         elif algorithm == "sgd":
             fn([p], [grad], [None], lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.1,
                nesterov=False, maximize=True, **extra)  # fmt: skip
@@ -176,11 +171,13 @@ def test_half_params_with_float32_state_compute_in_float32(dtype):
     g32 = torch.randn(2000, generator=gen).to(dtype).float().to(DEVICE)
     g32[:100] = 0.0  # ε underflows in half: the for-loop kernel would give 0/0 here
     p_half, m, v = p32.to(dtype), torch.zeros_like(p32), torch.zeros_like(p32)
-    steps = [torch.tensor(1.0, dtype=torch.float64)]
-    kw = _adam_kw()
-    tk.adam([p_half], [g32.to(dtype)], [m], [v], [torch.zeros_like(p32)], steps, **kw)
+    steps = [torch.tensor(0.0, dtype=torch.float64)]
+    state = [[m], [v], [torch.zeros_like(p32)]]
+    _spec_step("adam", "triton", [p_half], [g32.to(dtype)], state, steps, ADAM_GROUP)
     expected, m_exp, v_exp = p32.clone(), torch.zeros_like(p32), torch.zeros_like(p32)
-    forloop.adam([expected], [g32], [m_exp], [v_exp], [torch.zeros_like(p32)], steps, **kw)
+    loop_steps = [torch.tensor(0.0, dtype=torch.float64)]
+    loop_state = [[m_exp], [v_exp], [torch.zeros_like(p32)]]
+    _spec_step("adam", "forloop", [expected], [g32], loop_state, loop_steps, ADAM_GROUP)
     assert p_half.isfinite().all() and m.dtype == torch.float32
     # float32 results that round to neighbouring half values: at most one half ulp apart
     ulp = torch.finfo(dtype).eps
@@ -194,10 +191,10 @@ def test_non_contiguous_tensors_take_the_forloop_path():
     p = base.t()  # non-contiguous
     g = torch.randn(30, 40, generator=gen).to(DEVICE)
     expected = p.clone()
-    steps = [torch.tensor(1.0, dtype=torch.float64)]
-    zeros = lambda: [torch.zeros_like(p)]  # noqa: E731
-    tk.adam([p], [g], zeros(), zeros(), zeros(), steps, **_adam_kw())
-    forloop.adam([expected], [g], zeros(), zeros(), zeros(), steps, **_adam_kw())
+    zeros = lambda: [[torch.zeros_like(p)] for _ in range(3)]  # noqa: E731
+    steps = lambda: [torch.tensor(0.0, dtype=torch.float64)]  # noqa: E731
+    _spec_step("adam", "triton", [p], [g], zeros(), steps(), ADAM_GROUP)
+    _spec_step("adam", "forloop", [expected], [g], zeros(), steps(), ADAM_GROUP)
     torch.testing.assert_close(p, expected, rtol=0, atol=0)
 
 
@@ -252,6 +249,7 @@ def test_spec_driver_with_grad_scaler(triton_as_fused, name):
     import adamkit
 
     cls = {
+        "adam": adamkit.Adam,
         "rmsprop": adamkit.RMSprop, "nadam": adamkit.NAdam, "radam": adamkit.RAdam,
         "adamax": adamkit.Adamax,
     }[name]  # fmt: skip

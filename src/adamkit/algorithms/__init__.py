@@ -13,10 +13,9 @@ SPECS: dict[str, AlgorithmSpec] = {
     s.name: s for s in (adam.SPEC, rmsprop.SPEC, nadam.SPEC, radam.SPEC, adamax.SPEC)
 }
 # The algorithms whose every kernel is built from the spec (adamkit.kernels.spec_kernels).
-# Adam's spec gives its checks, state and fused CPU loop; its other kernels are still written
-# out in adamkit.kernels. SGD has no spec yet (its buffer starts as the first gradient, a
-# per-tensor choice the drivers do not express).
-SPEC_BUILT = ("rmsprop", "nadam", "radam", "adamax")
+# SGD has no spec yet (its buffer starts as the first gradient, a per-tensor choice the
+# drivers do not express).
+SPEC_BUILT = ("adam", "rmsprop", "nadam", "radam", "adamax")
 # The algorithms with Adam's two moments, whose diagnostics show m̂ and the scale √v̂.
 ADAM_FAMILY = ("adam", "nadam", "radam", "adamax")
 

@@ -78,6 +78,9 @@ class AlgorithmSpec:
     # exists (Adam's max_exp_avg_sq: amsgrad), or None: always. Shorter than
     # ``tensor_state``: the rest always exist.
     slot_flags: tuple[int | None, ...] = ()
+    # The same condition as the group option (a hyperparameter's name) that turns each slot
+    # on, for the optimizers (a slot exists when ``group[option]`` is true).
+    slot_options: tuple[str | None, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.tensor_state) > TENSOR_SLOTS:

@@ -1,9 +1,9 @@
 r"""Adam and AdamW (Kingma & Ba, 2015; Loshchilov & Hutter, 2019), as torch.optim computes them.
 
 The equations are :mod:`adamkit.reference.adam`'s. This spec holds the hyperparameter checks,
-the state keys and the per-element update the fused CPU kernel runs. Adam's for-loop, foreach
-and Triton kernels are still written out in :mod:`adamkit.kernels`: they predate the specs,
-and moving Adam's CUDA path onto the generic Triton driver wants a GPU to check it on.
+the state keys and the per-element update every fused kernel runs (numba on the CPU, Triton);
+the for-loop and foreach kernels are torch's own functional update, and on CUDA the default is
+torch's fused kernel until the Triton one has passed the parity suite on a GPU.
 
 Per element, with ``k`` = (α/(1-β1^t), 1/√(1-β2^t)): √v̂ is computed as √v·(1/√(1-β2^t)), one
 division per element instead of torch's two (within an ulp); AMSGrad's max propagates NaN.
@@ -11,7 +11,9 @@ division per element instead of torch's two (within an ulp); AMSGrad's max propa
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from torch.optim.adam import adam as torch_adam
 
 from . import _checks
 from ._ops import lerp, nan_max, sqrt, where
@@ -77,6 +79,16 @@ def group_scalars(group, dtype):
     return GroupScalars(rounded(dtype, *h), (lr, beta1, beta2), flags)
 
 
+def torch_step(params, grads, states, steps, aux, group: dict[str, Any], **flags):
+    beta1, beta2 = group["betas"]
+    torch_adam(
+        params, grads, states[0], states[1], states[2], steps, amsgrad=group["amsgrad"],
+        beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+        maximize=group["maximize"], decoupled_weight_decay=group["decoupled_weight_decay"],
+        **flags,
+    )  # fmt: skip
+
+
 SPEC = AlgorithmSpec(
     name="adam",
     torch_name="Adam",
@@ -90,9 +102,11 @@ SPEC = AlgorithmSpec(
     ),
     tensor_state=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
     slot_flags=(None, None, 2),  # max_exp_avg_sq with amsgrad
+    slot_options=(None, None, "amsgrad"),
     element=element,
     group_scalars=group_scalars,
     advance=advance,
     tensor_scalars=tensor_scalars,
+    torch_functional=torch_step,
     intermediates=intermediates,
 )

@@ -86,6 +86,7 @@ SPEC = AlgorithmSpec(
     ),
     tensor_state=("square_avg", "grad_avg", "momentum_buffer"),
     slot_flags=(None, 0, 3),  # grad_avg when centered, momentum_buffer with momentum
+    slot_options=(None, "centered", "momentum"),  # momentum ≥ 0: on when > 0
     element=element,
     group_scalars=group_scalars,
     advance=advance,

@@ -12,65 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._tensors import add_one, group_by_device_and_dtype, pick, real_views, scalar
-
-
-def adam(
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    exp_avgs: Sequence[Tensor],
-    exp_avg_sqs: Sequence[Tensor],
-    max_exp_avg_sqs: Sequence[Tensor],
-    steps: Sequence[Tensor],
-    *,
-    lr: float | Tensor,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    amsgrad: bool,
-    maximize: bool,
-    capturable: bool = False,
-    differentiable: bool = False,  # never set here: differentiable steps take the for-loop
-    advance_steps: bool = False,
-) -> None:
-    """Adam/AdamW over lists; see :func:`adamkit.kernels.forloop.adam` for the math."""
-    if advance_steps:
-        add_one(steps)
-    lr = scalar(lr)
-    for idx in group_by_device_and_dtype(params):
-        p = real_views(pick(params, idx))
-        g = real_views(pick(grads, idx))
-        m = real_views(pick(exp_avgs, idx))
-        v = real_views(pick(exp_avg_sqs, idx))
-        if maximize:
-            g = torch._foreach_neg(g)
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                torch._foreach_mul_(p, 1 - lr * weight_decay)
-            elif maximize:
-                torch._foreach_add_(g, p, alpha=weight_decay)
-            else:
-                g = torch._foreach_add(g, p, alpha=weight_decay)
-
-        torch._foreach_lerp_(m, g, 1 - beta1)
-        torch._foreach_mul_(v, beta2)
-        torch._foreach_addcmul_(v, g, g, 1 - beta2)
-        del g
-
-        step_values = [s.item() for s in pick(steps, idx)]
-        neg_step_sizes = [(lr / (1 - beta1**t)) * -1 for t in step_values]
-        bias_correction2_sqrt = [(1 - beta2**t) ** 0.5 for t in step_values]
-        if amsgrad:
-            v_max = real_views(pick(max_exp_avg_sqs, idx))
-            torch._foreach_maximum_(v_max, v)
-            denom = torch._foreach_sqrt(v_max)
-        else:
-            denom = torch._foreach_sqrt(v)
-        torch._foreach_div_(denom, bias_correction2_sqrt)
-        torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(p, m, denom, neg_step_sizes)
+from ._tensors import group_by_device_and_dtype, pick, scalar
 
 
 def sgd(

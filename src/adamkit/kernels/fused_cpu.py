@@ -21,10 +21,8 @@ import torch
 from torch import Tensor
 
 from . import _numba_cpu as loops
-from . import _numba_driver as driver
 from . import forloop
 from ._batching import (
-    COUNTER,
     LIKE_PARAM,
     READ_ONLY,
     SPLIT_MIN_ELEMENTS,
@@ -38,97 +36,19 @@ from ._batching import (
     split,
     typed,
 )
-from ._tensors import LIKE, add_one, pick, scalar
-from .spec_kernels import loop_arrays
+from ._tensors import LIKE, pick, scalar
 
 # The batching names tests and callers reach through this module, which is the fused backend.
 __all__ = [
     "SPLIT_MIN_ELEMENTS",
     "StateSizeError",
     "Threads",
-    "adam",
     "check_sizes",
     "chunk_tables",
     "run_loops",
     "sgd",
     "slow_path",
 ]
-
-
-def adam(
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    exp_avgs: Sequence[Tensor],
-    exp_avg_sqs: Sequence[Tensor],
-    max_exp_avg_sqs: Sequence[Tensor],
-    steps: Sequence[Tensor],
-    *,
-    lr: float | Tensor,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    amsgrad: bool,
-    maximize: bool,
-    capturable: bool = False,
-    differentiable: bool = False,  # never set here: differentiable steps take the for-loop
-    advance_steps: bool = False,
-) -> None:
-    """Adam/AdamW in one pass; see :func:`adamkit.kernels.forloop.adam` for the math.
-
-    With a float32 tensor ``lr``, float64 params take the for-loop kernel: torch computes the
-    step size in the tensor's dtype, which the loops' float64 scalars would not reproduce.
-    """
-    tensor_lr, lr = lr, scalar(lr)
-    roles = [
-        (grads, READ_ONLY),
-        (exp_avgs, LIKE_PARAM),
-        (exp_avg_sqs, LIKE_PARAM),
-        (max_exp_avg_sqs if amsgrad else None, LIKE_PARAM),
-        (steps, COUNTER),
-        (steps, COUNTER),  # no scalar state: the step counter stands in
-    ]
-    batches, other, empty = split(params, roles)
-    narrow = isinstance(tensor_lr, Tensor) and tensor_lr.dtype is not torch.float64
-    if narrow and torch.float64 in batches:
-        other = sorted(other + batches.pop(torch.float64).idx)
-    if other:  # first: an error there then leaves every other tensor as it was
-        slow_path(
-            forloop.adam,
-            params,
-            [grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else []],
-            other,
-            steps,
-            names=("grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-            lr=tensor_lr,  # a tensor lr as torch computes with it
-            beta1=beta1,
-            beta2=beta2,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            amsgrad=amsgrad,
-            maximize=maximize,
-            advance_steps=advance_steps,
-        )
-    if advance_steps and empty:
-        add_one(pick(steps, empty))  # empty tensors: the loops do not see their counters
-    key = (
-        ("lr", lr), ("betas", (beta1, beta2)), ("eps", eps), ("weight_decay", weight_decay),
-        ("decoupled_weight_decay", decoupled_weight_decay), ("amsgrad", amsgrad),
-        ("maximize", maximize),
-    )  # fmt: skip
-    serial, parallel = driver.LOOPS["adam"]  # the cell (amsgrad or not) picked by the flags
-    for dtype, batch in batches.items():
-        run_loops(
-            serial,
-            parallel,
-            tuple(batch.numels),
-            batch.addresses(),
-            LIKE[dtype],
-            *loop_arrays("adam", dtype, key),
-            advance_steps,
-        )
 
 
 def sgd(

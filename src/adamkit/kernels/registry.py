@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..algorithms import SPEC_BUILT
 
-WRITTEN = ("adam", "sgd")
+WRITTEN = ("sgd",)
 ALGORITHMS = (*WRITTEN, *SPEC_BUILT)
 TORCH_FUSED = ("adam", "sgd")  # the algorithms torch has a fused CUDA kernel for
 Kernel = Callable[..., None]

@@ -38,7 +38,7 @@ from ._batching import (
     split,
     typed,
 )
-from ._tensors import LIKE, NUMPY_DTYPES, pick
+from ._tensors import LIKE, NUMPY_DTYPES, add_one, pick, step_arithmetic_dtype
 
 Kernel = Callable[..., None]
 
@@ -52,13 +52,26 @@ def torch_order(spec: AlgorithmSpec, *, foreach: bool) -> Kernel:
     ) -> None:  # fmt: skip
         check_counts_steps(spec, advance_steps)
         *states, steps, scalar_state = lists
+        capturable = bool(group.get("capturable", False))
+        differentiable = bool(group.get("differentiable", False))
+        counters = list(steps)
+        # torch's capturable/differentiable paths compute the bias corrections from the step
+        # tensor, in its dtype: give them torch's, and keep adamkit's float64 count here.
+        arithmetic = step_arithmetic_dtype()
+        retyped = (capturable or differentiable) and any(s.dtype != arithmetic for s in steps)
+        if retyped:
+            counters = [s.to(arithmetic) for s in steps]
+        lr = group["lr"]
+        # torch's foreach path refuses a tensor lr unless capturable; its for-loop takes it
+        tensor_lr = isinstance(lr, Tensor) and not capturable
         spec.torch_functional(
-            list(params), list(grads), [list(s) for s in states], list(steps),
-            list(scalar_state), group, foreach=foreach, lr=group["lr"],
-            capturable=bool(group.get("capturable", False)),
-            differentiable=bool(group.get("differentiable", False)),
-            has_complex=any(p.is_complex() for p in params),
+            list(params), list(grads), [list(s) for s in states], counters,
+            list(scalar_state), group, foreach=foreach and not tensor_lr, lr=lr,
+            capturable=capturable,
+            differentiable=differentiable, has_complex=any(p.is_complex() for p in params),
         )  # fmt: skip
+        if retyped:
+            add_one(list(steps))
 
     kernel.__name__ = f"{spec.name}_{'foreach' if foreach else 'forloop'}"
     return kernel

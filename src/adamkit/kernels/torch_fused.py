@@ -14,12 +14,17 @@ kernel, in float32 for half parameters.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..algorithms import adam as adam_spec
 from . import foreach, wrappers
-from ._tensors import add_one, has_lazy_bits, pick
+from ._tensors import add_one, has_lazy_bits, pick, scalar
+from .spec_kernels import torch_order
+
+_ADAM_FOREACH = torch_order(adam_spec.SPEC, foreach=True)
 
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -73,13 +78,16 @@ def _lr(lr: float | Tensor, device: torch.device) -> float | Tensor:
     return lr.item() if lr.device.type == "cpu" else lr.to(device)
 
 
+_AMP_REST = (
+    "grad_scale/found_inf need contiguous real float tensors whose gradient and state have "
+    "the parameter's dtype (what torch's fused kernels take); got another tensor"
+)
+
+
 def _rest(kernel, grad_scale: Tensor | None, found_inf: Tensor | None):
     """The torch-order foreach kernel (half precision in float32) for the other tensors."""
     if grad_scale is not None or found_inf is not None:
-        raise ValueError(
-            "grad_scale/found_inf need contiguous real float tensors whose gradient and state "
-            "have the parameter's dtype (what torch's fused kernels take); got another tensor"
-        )
+        raise ValueError(_AMP_REST)
     return wrappers.half_in_float32(kernel)
 
 
@@ -90,43 +98,49 @@ def adam(
     exp_avg_sqs: Sequence[Tensor],
     max_exp_avg_sqs: Sequence[Tensor],
     steps: Sequence[Tensor],
+    aux: Sequence[Tensor],
     *,
-    lr: float | Tensor,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    amsgrad: bool,
-    maximize: bool,
-    capturable: bool = False,
-    differentiable: bool = False,  # never set here: differentiable steps take the for-loop
+    group: dict[str, Any],
     grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
-    advance_steps: bool = False,
 ) -> None:
-    """Adam/AdamW by torch's fused kernel; see :func:`adamkit.kernels.forloop.adam`."""
-    if advance_steps:
-        add_one(steps)
-    vmax = max_exp_avg_sqs if amsgrad else []
-    lists = (params, grads, exp_avgs, exp_avg_sqs, vmax)
+    """Adam/AdamW by torch's fused kernel, with the spec kernels' signature (see
+    :mod:`adamkit.kernels.spec_kernels`): the counters are advanced here, except where
+    GradScaler found an Inf."""
+    amsgrad = bool(group["amsgrad"])
+    beta1, beta2 = (scalar(b) for b in group["betas"])
+    lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else [])
     groups, rest = _split(len(params), lists)
-    op = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_
+    if rest:  # first: an error there leaves every other tensor as it was
+        if grad_scale is not None or found_inf is not None:
+            raise ValueError(_AMP_REST)
+        foreach = wrappers.half_in_float32(_ADAM_FOREACH)  # counts its own steps
+        foreach(*[pick(ts, rest) if ts else [] for ts in (*lists, steps)], [], group=group)
+    op = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
     for idx in groups:
         device = params[idx[0]].device
+        _increment(pick(steps, idx), found_inf)
         op(
             *[pick(ts, idx) for ts in lists], _device_steps(pick(steps, idx), device),
-            lr=_lr(lr, device), beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps,
-            amsgrad=amsgrad, maximize=maximize, grad_scale=_on(grad_scale, device),
+            lr=_lr(group["lr"], device), beta1=beta1, beta2=beta2,
+            weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=amsgrad,
+            maximize=group["maximize"], grad_scale=_on(grad_scale, device),
             found_inf=_on(found_inf, device),
         )  # fmt: skip
-    if rest:
-        _rest(foreach.adam, grad_scale, found_inf)(
-            *[pick(ts, rest) for ts in (*lists, steps)],
-            lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad, maximize=maximize,
-            capturable=capturable,
-        )  # fmt: skip
+
+
+def _increment(steps: Sequence[Tensor], found_inf: Tensor | None) -> None:
+    """Each counter one on, unless GradScaler found an Inf (without a synchronisation where
+    the counters live on found_inf's device)."""
+    if not steps:
+        return
+    add_one(steps)
+    if found_inf is None:
+        return
+    if all(s.device == found_inf.device for s in steps):
+        torch._foreach_sub_(list(steps), [found_inf.to(steps[0].dtype)] * len(steps))
+    elif found_inf.item():
+        torch._foreach_sub_(list(steps), 1)
 
 
 def sgd(

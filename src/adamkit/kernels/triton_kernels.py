@@ -21,7 +21,6 @@ run several times by a tuner, and a memory-bound elementwise kernel has little t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -31,7 +30,7 @@ from torch import Tensor
 
 from . import _triton_tables as tables
 from . import forloop, wrappers
-from ._tensors import add_one, pick, real_view
+from ._tensors import pick, real_view
 
 # --------------------------------------------------------------------------- kernels
 
@@ -73,47 +72,6 @@ def _load_grad(
 
 
 @triton.jit
-def _adam_kernel(
-    block_tensor, block_start, numels, p_addr, g_addr, m_addr, v_addr, vmax_addr,
-    bc1, bc2_sqrt, hyper, lr_ptr, grad_scale, found_inf,
-    P: tl.constexpr, G: tl.constexpr, S: tl.constexpr, C: tl.constexpr,
-    MAXIMIZE: tl.constexpr, L2: tl.constexpr, DECOUPLED: tl.constexpr, AMSGRAD: tl.constexpr,
-    HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, B: tl.constexpr,
-):  # fmt: skip
-    t, offs, mask = _locate(block_tensor, block_start, numels, found_inf, HAS_FOUND_INF, B)
-    beta1 = tl.load(hyper + 0).to(C)
-    beta2 = tl.load(hyper + 1).to(C)
-    eps = tl.load(hyper + 2).to(C)
-    wd = tl.load(hyper + 3).to(C)
-    # 1-β computed in float64 on the host: 1 - float32(0.999) would be off by 1e-5 relative.
-    one_minus_beta1 = tl.load(hyper + 4).to(C)
-    one_minus_beta2 = tl.load(hyper + 5).to(C)
-    lr = tl.load(lr_ptr).to(C)
-    p_ptr = tl.load(p_addr + t).to(tl.pointer_type(P))
-    m_ptr = tl.load(m_addr + t).to(tl.pointer_type(S))
-    v_ptr = tl.load(v_addr + t).to(tl.pointer_type(S))
-    p = tl.load(p_ptr + offs, mask=mask).to(C)
-    g = _load_grad(g_addr, t, offs, mask, grad_scale, G, C, HAS_SCALE, MAXIMIZE)
-    m = tl.load(m_ptr + offs, mask=mask).to(C)
-    v = tl.load(v_ptr + offs, mask=mask).to(C)
-    if DECOUPLED:
-        p = p * (1 - lr * wd)
-    if L2:
-        g = g + wd * p
-    m = beta1 * m + one_minus_beta1 * g
-    v = beta2 * v + one_minus_beta2 * g * g
-    tl.store(m_ptr + offs, m.to(S), mask=mask)
-    tl.store(v_ptr + offs, v.to(S), mask=mask)
-    if AMSGRAD:
-        vmax_ptr = tl.load(vmax_addr + t).to(tl.pointer_type(S))
-        v = tl.maximum(tl.load(vmax_ptr + offs, mask=mask).to(C), v)
-        tl.store(vmax_ptr + offs, v.to(S), mask=mask)
-    step_size = lr / tl.load(bc1 + t).to(C)
-    denom = tl.sqrt(v) / tl.load(bc2_sqrt + t).to(C) + eps
-    tl.store(p_ptr + offs, (p - step_size * m / denom).to(P), mask=mask)
-
-
-@triton.jit
 def _sgd_kernel(
     block_tensor, block_start, numels, p_addr, g_addr, buf_addr, first, hyper, lr_ptr,
     grad_scale, found_inf,
@@ -149,18 +107,6 @@ def _lr_tensor(lr: float | Tensor, device: torch.device, dtype: torch.dtype) -> 
     return tables.scalars((float(lr),), device, dtype)
 
 
-def _bias_corrections(steps: Sequence[Tensor], betas: tuple[float, float], device, dtype):
-    """Per-tensor 1-β1^t and √(1-β2^t): torch ops on the device when steps live there."""
-    beta1, beta2 = betas
-    if all(s.device == device for s in steps) and device.type != "cpu":
-        t = torch.stack(list(steps)).to(torch.float64)
-        return (1 - torch.pow(beta1, t)).to(dtype), (1 - torch.pow(beta2, t)).sqrt().to(dtype)
-    ts = [float(s) for s in steps]
-    bc1 = tuple(1 - beta1**t for t in ts)
-    bc2 = tuple(math.sqrt(1 - beta2**t) for t in ts)
-    return tables.scalars(bc1, device, dtype), tables.scalars(bc2, device, dtype)
-
-
 def _flags(grad_scale: Tensor | None, found_inf: Tensor | None, device) -> tuple:
     dummy = tables.scalars((0.0,), device, torch.float32)
     return (
@@ -182,63 +128,6 @@ def _fallback(kernel, found_inf, grad_scale):
 
 
 # --------------------------------------------------------------------------- entry points
-
-
-def adam(
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    exp_avgs: Sequence[Tensor],
-    exp_avg_sqs: Sequence[Tensor],
-    max_exp_avg_sqs: Sequence[Tensor],
-    steps: Sequence[Tensor],
-    *,
-    lr: float | Tensor,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    amsgrad: bool,
-    maximize: bool,
-    capturable: bool = False,
-    differentiable: bool = False,  # never set here: differentiable steps take the for-loop
-    grad_scale: Tensor | None = None,
-    found_inf: Tensor | None = None,
-    advance_steps: bool = False,
-) -> None:
-    """Adam/AdamW; see :func:`adamkit.kernels.forloop.adam` for the math."""
-    if advance_steps:
-        add_one(steps)
-    grads = tables.readable(grads)
-    vmax = max_exp_avg_sqs if amsgrad else []
-    groups, other = tables.groups(params, grads, exp_avgs, exp_avg_sqs, vmax)
-    for idx in groups:
-        p0 = params[idx[0]]
-        roles = [pick(ts, idx) for ts in (params, grads, exp_avgs, exp_avg_sqs)]
-        roles = [[real_view(t) for t in ts] for ts in roles]
-        roles.append([real_view(t) for t in pick(vmax, idx)] or roles[3])
-        plan = tables.plan(roles, p0.device)
-        c = tables.compute_dtype(real_view(p0).dtype)
-        bc1, bc2 = _bias_corrections(pick(steps, idx), (beta1, beta2), p0.device, c)
-        hyper = tables.scalars(
-            (beta1, beta2, eps, float(weight_decay), 1.0 - beta1, 1.0 - beta2), p0.device, c
-        )
-        scale, found, has_scale, has_found = _flags(grad_scale, found_inf, p0.device)
-        _adam_kernel[(plan.n_blocks,)](
-            plan.block_tensor, plan.block_start, plan.numels, *plan.addresses,
-            bc1, bc2, hyper, _lr_tensor(lr, p0.device, c), scale, found,
-            P=TL[roles[0][0].dtype], G=TL[roles[1][0].dtype], S=TL[roles[2][0].dtype],
-            C=TL[c], MAXIMIZE=bool(maximize), L2=weight_decay != 0 and not decoupled_weight_decay,
-            DECOUPLED=weight_decay != 0 and decoupled_weight_decay, AMSGRAD=bool(amsgrad),
-            HAS_SCALE=has_scale, HAS_FOUND_INF=has_found, B=BLOCK,
-        )  # fmt: skip
-    if other:
-        _fallback(forloop.adam, found_inf, grad_scale)(
-            *[pick(ts, other) for ts in (params, grads, exp_avgs, exp_avg_sqs, vmax, steps)],
-            lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad, maximize=maximize,
-            capturable=capturable,
-        )  # fmt: skip
 
 
 def sgd(

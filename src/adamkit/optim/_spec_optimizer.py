@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
 from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
@@ -17,8 +16,6 @@ from ..algorithms import _checks as check
 from ._base import KernelOptimizer, new_step, scalar_state
 from ._checkpoint import Slot
 from ._lowmem import LowMemoryState
-
-_FLOAT64 = np.dtype(np.float64)
 
 
 class SpecOptimizer(LowMemoryState, KernelOptimizer):
@@ -57,6 +54,8 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
             "differentiable": False,
             **{h.name: h.default for h in cls.spec.hyperparameters if h.check is None},
         }
+        if cls.spec.torch_name in ("Adam", "AdamW"):  # torch's classes with a fused flag
+            cls.group_key_defaults["fused"] = None
 
     @staticmethod
     def backend_defaults(
@@ -85,12 +84,14 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
     def tensor_slots(self, group: dict[str, Any]) -> tuple[str, ...]:
         """The tensor state keys a param of ``group`` has (a slot may depend on an option:
         Adam's ``max_exp_avg_sq`` exists with amsgrad), in the spec's order."""
-        spec = self.spec
-        if not spec.slot_flags:
-            return spec.tensor_state
-        flags = spec.group_scalars(group, _FLOAT64).flags
-        used = spec.slots_used(flags)
-        return tuple(key for key, on in zip(spec.tensor_state, used, strict=True) if on)
+        options = self.spec.slot_options
+        if not options:
+            return self.spec.tensor_state
+        return tuple(
+            key
+            for key, option in zip(self.spec.tensor_state, options, strict=False)
+            if option is None or group[option]
+        ) + self.spec.tensor_state[len(options) :]
 
     def state_layout(self, group: dict[str, Any]) -> dict[str, Slot]:
         layout = {"step": Slot.STEP}

@@ -8,16 +8,14 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..algorithms import _checks as check
 from ..algorithms import adam as adam_spec
 from ..kernels import sparse
 from ..kernels._tensors import scalar
-from ._base import KernelOptimizer, increment, new_step
-from ._checkpoint import Slot
-from ._lowmem import LowMemoryState
+from ._base import increment
+from ._spec_optimizer import SpecOptimizer
 
 
-class Adam(LowMemoryState, KernelOptimizer, torch.optim.Adam):
+class Adam(SpecOptimizer, torch.optim.Adam):
     r"""Adam (Kingma & Ba, 2015), with torch.optim.Adam's arguments, defaults and state.
 
     For each parameter φ with gradient g_t at step t (m_0 = v_0 = 0)::
@@ -72,21 +70,11 @@ class Adam(LowMemoryState, KernelOptimizer, torch.optim.Adam):
         tensor([-0.1000,  0.1000])
     """
 
-    algorithm = "adam"
+    spec = adam_spec.SPEC
     sparse_grads_supported = True
     option_defaults: ClassVar[dict[str, Any]] = {
-        **KernelOptimizer.option_defaults,
-        **LowMemoryState.low_memory_defaults,
+        **SpecOptimizer.option_defaults,
         "lazy_sparse": False,
-    }
-    group_key_defaults: ClassVar[dict[str, Any]] = {
-        "amsgrad": False,
-        "maximize": False,
-        "foreach": None,
-        "capturable": False,
-        "differentiable": False,
-        "decoupled_weight_decay": False,
-        "fused": None,
     }
 
     def __init__(
@@ -111,13 +99,11 @@ class Adam(LowMemoryState, KernelOptimizer, torch.optim.Adam):
         param_rounding: str = "nearest",
     ) -> None:
         self.lazy_sparse = bool(lazy_sparse)  # read by validate_group during __init__
-        self.set_low_memory(state_precision, min_8bit_size, param_rounding)
         if self.lazy_sparse and state_precision != "fp32":
             raise ValueError(
                 f"lazy_sparse=True keeps float32 state; it does not combine with "
                 f"state_precision={state_precision!r}. Use one of them."
             )
-        check.backend_flags(foreach=foreach, fused=fused, differentiable=differentiable)
         defaults = {
             "lr": lr,
             # As torch: a tuple (of the 0-dim tensors, for one tensor of two).
@@ -134,10 +120,12 @@ class Adam(LowMemoryState, KernelOptimizer, torch.optim.Adam):
             "fused": fused,
             "decoupled_weight_decay": decoupled_weight_decay,
         }
-        super().__init__(params, defaults, on_nonfinite=on_nonfinite)
+        super().__init__(
+            params, defaults, on_nonfinite=on_nonfinite,
+            low_memory=(state_precision, min_8bit_size, param_rounding),
+        )  # fmt: skip
 
     def validate_group(self, group: dict[str, Any]) -> None:
-        adam_spec.SPEC.check(group)
         super().validate_group(group)
         precision = self.group_options(group)[0]
         if getattr(self, "lazy_sparse", False) and precision != "fp32":
@@ -162,22 +150,6 @@ class Adam(LowMemoryState, KernelOptimizer, torch.optim.Adam):
                 f"{off}), or lazy_sparse=False for exact {name}."
             )
 
-    def state_layout(self, group: dict[str, Any]) -> dict[str, Slot]:
-        layout = {"step": Slot.STEP, "exp_avg": Slot.LIKE_PARAM, "exp_avg_sq": Slot.LIKE_PARAM}
-        if group["amsgrad"]:
-            layout["max_exp_avg_sq"] = Slot.LIKE_PARAM
-        return layout
-
-    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
-        state = self.state[p]
-        if len(state) == 0 and self.init_low_memory_state(p, group) is None:
-            state["step"] = new_step(p, group)
-            state["exp_avg"] = self.zeros_state(p, group)
-            state["exp_avg_sq"] = self.zeros_state(p, group)
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = self.zeros_state(p, group)
-        return state
-
     def _update_params(
         self,
         group: dict[str, Any],
@@ -189,29 +161,8 @@ class Adam(LowMemoryState, KernelOptimizer, torch.optim.Adam):
     ) -> None:
         if any_sparse:
             params, grads, states = self._sparse_gradients(group, params, grads, states)
-        if not params:
-            return
-        steps = [s["step"] for s in states]
-        beta1, beta2 = group["betas"]
-        self._step_kernel(group, params, amp)(
-            params,
-            grads,
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states],
-            [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [],
-            steps,
-            lr=group["lr"],
-            beta1=scalar(beta1),
-            beta2=scalar(beta2),
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            decoupled_weight_decay=group["decoupled_weight_decay"],
-            amsgrad=group["amsgrad"],
-            maximize=group["maximize"],
-            capturable=group["capturable"],
-            differentiable=group["differentiable"],
-            advance_steps=self._kernel_counts_steps(steps, amp),
-        )
+        if params:
+            super()._update_params(group, params, grads, states, False, amp)
 
     def _sparse_gradients(
         self,
