@@ -87,11 +87,14 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
         options = self.spec.slot_options
         if not options:
             return self.spec.tensor_state
-        return tuple(
-            key
-            for key, option in zip(self.spec.tensor_state, options, strict=False)
-            if option is None or group[option]
-        ) + self.spec.tensor_state[len(options) :]
+        return (
+            tuple(
+                key
+                for key, option in zip(self.spec.tensor_state, options, strict=False)
+                if option is None or group[option]
+            )
+            + self.spec.tensor_state[len(options) :]
+        )
 
     def state_layout(self, group: dict[str, Any]) -> dict[str, Slot]:
         layout = {"step": Slot.STEP}
