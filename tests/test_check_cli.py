@@ -10,8 +10,9 @@ import torch
 
 from adamkit import check
 from adamkit.algorithms import adam as adam_spec
+from adamkit.algorithms import sgd as sgd_spec
 from adamkit.cli import main
-from adamkit.kernels import foreach, lowbit, registry
+from adamkit.kernels import lowbit, registry
 from adamkit.optim import _base
 
 pytestmark = pytest.mark.timeout(300)
@@ -122,7 +123,7 @@ def test_a_case_that_raises_fails_with_the_reason(monkeypatch, fresh_kernels):
     def broken(*args, **kwargs):
         raise RuntimeError("kernel exploded")
 
-    monkeypatch.setattr(foreach, "sgd", broken)
+    monkeypatch.setattr(sgd_spec, "torch_sgd", broken)  # SGD's torch-order kernels
     results = check.run(
         optimizers=["SGD"], precisions=["fp32"], backends=["foreach"], device_types=["cpu"]
     )

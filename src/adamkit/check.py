@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -172,8 +173,8 @@ def _case(
     theirs_cls = getattr(torch.optim, torch_name)
     config = {"lr": _LR.get(name, 1e-2), **options}
     flags = _flags(backend, precision)
-    if "fused" not in ours_cls.__init__.__code__.co_varnames:
-        flags.pop("fused", None)  # RMSprop, as torch's: neither flag set means fused
+    if "fused" not in inspect.signature(ours_cls).parameters:
+        flags.pop("fused", None)  # an optimizer without the flag: neither set means fused
     kernel = _kernel_name(ours_cls.algorithm, flags, precision, device)
     head = (name, _describe(options), precision, backend, device, kernel)
     try:

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import adamkit
+from adamkit.algorithms import sgd as sgd_spec
 from adamkit.kernels import lowbit, registry, torch_fused
 from adamkit.optim import _base
 
@@ -241,24 +242,22 @@ def test_torch_fused_takes_gradscalers_scale_and_found_inf():
     grads = [torch.randn(s, generator=gen) for s in shapes]
     state = [[torch.zeros(s) for s in shapes] for _ in range(2)]
     steps = [torch.zeros((), dtype=torch.float64) for _ in shapes]
-    hyper = dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+    group = dict(lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  decoupled_weight_decay=False, amsgrad=False, maximize=False)  # fmt: skip
     before = [p.clone() for p in params]
-    torch_fused.adam(params, [g * 1024 for g in grads], *state, [], steps, **hyper,
-                     grad_scale=torch.tensor(1024.0), found_inf=torch.tensor(1.0),
-                     advance_steps=True)  # fmt: skip
+    torch_fused.adam(params, [g * 1024 for g in grads], *state, [], steps, [], group=group,
+                     grad_scale=torch.tensor(1024.0), found_inf=torch.tensor(1.0))  # fmt: skip
     assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True))  # nothing written
+    assert all(s.item() == 0 for s in steps)  # nor counted
     state = [[torch.zeros(s) for s in shapes] for _ in range(2)]
     scaled = [p.clone() for p in before]
     torch_fused.adam(scaled, [g * 1024 for g in grads], *state, [],
-                     [torch.zeros((), dtype=torch.float64) for _ in shapes], **hyper,
-                     grad_scale=torch.tensor(1024.0), found_inf=torch.tensor(0.0),
-                     advance_steps=True)  # fmt: skip
+                     [torch.zeros((), dtype=torch.float64) for _ in shapes], [], group=group,
+                     grad_scale=torch.tensor(1024.0), found_inf=torch.tensor(0.0))  # fmt: skip
     plain = [p.clone() for p in before]
     state = [[torch.zeros(s) for s in shapes] for _ in range(2)]
     torch_fused.adam(plain, grads, *state, [],
-                     [torch.zeros((), dtype=torch.float64) for _ in shapes], **hyper,
-                     advance_steps=True)  # fmt: skip
+                     [torch.zeros((), dtype=torch.float64) for _ in shapes], [], group=group)  # fmt: skip
     for a, b in zip(scaled, plain, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
@@ -266,8 +265,9 @@ def test_torch_fused_takes_gradscalers_scale_and_found_inf():
 def test_grad_scaler_with_a_tensor_torchs_kernel_cannot_take_is_a_clear_error():
     p = torch.randn(6, 4).t()
     with pytest.raises(ValueError, match="grad_scale/found_inf"):
-        torch_fused.sgd([p], [torch.randn(4, 6)], [], lr=0.1, momentum=0.0, dampening=0.0,
-                        weight_decay=0.0, nesterov=False, maximize=False,
+        group = dict(lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+                     maximize=False)  # fmt: skip
+        torch_fused.sgd([p], [torch.randn(4, 6)], [], [sgd_spec.LATER], [], group=group,
                         grad_scale=torch.tensor(2.0))  # fmt: skip
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels.fused_cpu import StateSizeError
+from adamkit.kernels._batching import StateSizeError
 from adamkit.optim import StateDictError
 from harness import assert_unchanged, snapshot_params_and_state
 

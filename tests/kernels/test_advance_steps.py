@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adamkit.algorithms import SPEC_BUILT, SPECS
-from adamkit.kernels import fused_cpu, registry, spec_kernels
+from adamkit.algorithms import SPEC_BUILT, SPECS, sgd
+from adamkit.kernels import _batching, registry, spec_kernels
 
 if registry.triton_available():  # on CPU tensors under TRITON_INTERPRET=1 (conftest)
     from adamkit.kernels import triton_driver
@@ -21,7 +21,7 @@ def _tensors(step_dtype: torch.dtype):
     a large count."""
     gen = torch.Generator().manual_seed(5)
     params = [
-        torch.randn(fused_cpu.SPLIT_MIN_ELEMENTS + 9, generator=gen),
+        torch.randn(_batching.SPLIT_MIN_ELEMENTS + 9, generator=gen),
         torch.randn(0),
         torch.randn(6, 4, generator=gen).t(),
         torch.randn(33, generator=gen),
@@ -39,7 +39,7 @@ SPEC_BACKENDS = ["forloop", "foreach", "fused"] + (
 
 
 @pytest.mark.parametrize("step_dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("name", sorted(SPEC_BUILT))
+@pytest.mark.parametrize("name", sorted(n for n in SPEC_BUILT if SPECS[n].counted))
 @pytest.mark.parametrize("backend", SPEC_BACKENDS)
 def test_spec_kernels_count_every_counter_once_in_place(backend, name, step_dtype):
     # Every path (loop, threads, empty, non-contiguous) adds exactly one, in the counter's
@@ -58,3 +58,23 @@ def test_spec_kernels_count_every_counter_once_in_place(backend, name, step_dtyp
     kernel(params, grads, *states, steps, aux, group=group)
     assert [s.item() for s in steps] == [c + 1 for c in counts]
     assert all(s.dtype == step_dtype for s in steps)
+
+
+@pytest.mark.parametrize("backend", SPEC_BACKENDS)
+def test_sgds_markers_are_read_and_never_advanced(backend):
+    # SGD counts no steps: its kernels read FIRST/LATER (the buffer starts as g, or goes on)
+    # and leave the shared markers as they are.
+    spec = SPECS["sgd"]
+    params, grads, (bufs, _), _, _ = _tensors(torch.float64)
+    expected = [g.clone() for g in grads]  # first step: b = g (no dampening)
+    markers = [sgd.FIRST] * len(params)
+    group = {**spec.defaults(), "momentum": 0.9, "dampening": 0.5, "maximize": False,
+             "differentiable": False}  # fmt: skip
+    if backend == "triton":
+        kernel = triton_driver.kernel(spec)
+    else:
+        kernel = spec_kernels.kernel("sgd", backend, "cpu")
+    kernel(params, grads, bufs, markers, [], group=group)
+    assert sgd.FIRST.item() == 1.0 and sgd.LATER.item() == 0.0
+    for buf, want in zip(bufs, expected, strict=True):
+        assert torch.equal(buf, want)

@@ -11,8 +11,8 @@ import torch
 pytest.importorskip("triton")
 
 from adamkit.algorithms import SPEC_BUILT, SPECS
-from adamkit.kernels import forloop, registry, spec_kernels, triton_driver
-from adamkit.kernels import triton_kernels as tk
+from adamkit.algorithms import sgd as sgd_spec
+from adamkit.kernels import registry, spec_kernels, triton_driver
 from adamkit.optim._base import _adapted_kernel
 from harness import assert_all_close_to_scale, grad_plan, run_optimizer
 from specs import ALL_CONFIGS, ALL_IDS, make_params
@@ -41,14 +41,10 @@ def triton_as_fused(monkeypatch):
     # "fused" means the Triton backend on this device, for every algorithm.
     monkeypatch.setattr(registry, "fused_name", lambda device_type: "triton")
     registry.resolve.cache_clear()
-    counters = {}
-    for algorithm in ("sgd",):
-        counters[algorithm] = _LaunchCounter(getattr(tk, f"_{algorithm}_kernel"))
-        monkeypatch.setattr(tk, f"_{algorithm}_kernel", counters[algorithm])
-    # The algorithm specs' kernels: the generic Triton driver.
+    # Every algorithm's kernel: the generic Triton driver.
     spec_counter = _LaunchCounter(triton_driver._spec_kernel)
     monkeypatch.setattr(triton_driver, "_spec_kernel", spec_counter)
-    counters.update(dict.fromkeys(SPEC_BUILT, spec_counter))
+    counters = dict.fromkeys(SPEC_BUILT, spec_counter)
     _adapted_kernel.cache_clear()  # optimizers cache their kernel per device
     yield counters
     _adapted_kernel.cache_clear()
@@ -85,37 +81,35 @@ def _spec_step(name, backend, params, grads, states, steps, group, **amp):
     kernel(params, grads, *states, steps, [], group=group, **amp)
 
 
+SGD_GROUP = dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=True,
+                 maximize=False)  # fmt: skip
 RMSPROP_GROUP = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.0, momentum=0.0,
                      centered=True, maximize=False)  # fmt: skip
 
 
 @pytest.mark.parametrize("algorithm", ["adam", "sgd", "rmsprop"])
 def test_many_tensors_take_one_launch(monkeypatch, algorithm):
-    if algorithm in SPEC_BUILT:
-        module, name = triton_driver, "_spec_kernel"
-    else:
-        module, name = tk, f"_{algorithm}_kernel"
-    counter = _LaunchCounter(getattr(module, name))
-    monkeypatch.setattr(module, name, counter)
+    counter = _LaunchCounter(triton_driver._spec_kernel)
+    monkeypatch.setattr(triton_driver, "_spec_kernel", counter)
     gen = torch.Generator().manual_seed(0)
     sizes = [int(n) for n in torch.randint(1, 300, (200,), generator=gen)]
     ps = [torch.randn(n, generator=gen).to(DEVICE) for n in sizes]
     gs = [torch.randn(n, generator=gen).to(DEVICE) for n in sizes]
     expected = [p.clone() for p in ps]
-    steps = [torch.tensor(1.0, dtype=torch.float64) for _ in ps]
     zeros = lambda: [torch.zeros_like(p) for p in ps]  # noqa: E731
-    if algorithm == "sgd":
-        kw = dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=True,
-                  maximize=False)  # fmt: skip
-        tk.sgd(ps, gs, [None] * len(ps), **kw)
-        forloop.sgd(expected, gs, [None] * len(ps), **kw)
+    if algorithm == "sgd":  # SGD's markers: every buffer starts now
+        steps = loop_steps = [sgd_spec.FIRST] * len(ps)
+        group = SGD_GROUP
+        states, loop_states = [zeros()], [zeros()]
     else:  # the spec kernels count their steps: from 0
         loop_steps = [torch.tensor(0.0, dtype=torch.float64) for _ in ps]
         steps = [torch.tensor(0.0, dtype=torch.float64) for _ in ps]
         group = RMSPROP_GROUP if algorithm == "rmsprop" else {**ADAM_GROUP, "amsgrad": False}
-        _spec_step(algorithm, "triton", ps, gs, [zeros(), zeros(), []], steps, group)
-        _spec_step(algorithm, "forloop", expected, gs, [zeros(), zeros(), []], loop_steps, group)
-    assert counter.grids == [(sum((n + tk.BLOCK - 1) // tk.BLOCK for n in sizes),)]
+        states, loop_states = [zeros(), zeros(), []], [zeros(), zeros(), []]
+    _spec_step(algorithm, "triton", ps, gs, states, steps, group)
+    _spec_step(algorithm, "forloop", expected, gs, loop_states, loop_steps, group)
+    block = triton_driver.BLOCK
+    assert counter.grids == [(sum((n + block - 1) // block for n in sizes),)]
     for p, e in zip(ps, expected, strict=True):
         torch.testing.assert_close(p, e, rtol=1e-5, atol=1e-6)
 
@@ -152,14 +146,14 @@ def test_grad_scale_unscales_inside_the_kernel(algorithm):
         p = p0.clone()
         state = [[torch.zeros_like(p)] for _ in range(3)]
         steps = [torch.tensor(1.0, dtype=torch.float64)]
-        fn = getattr(tk if backend == "triton" else forloop, algorithm, None)
-        if algorithm in SPEC_BUILT:
-            group = {**RMSPROP_GROUP, "momentum": 0.5, "alpha": 0.99}
-            group = group if algorithm == "rmsprop" else ADAM_GROUP
-            _spec_step(algorithm, backend, [p], [grad], state, steps, group, **extra)
-        elif algorithm == "sgd":
-            fn([p], [grad], [None], lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.1,
-               nesterov=False, maximize=True, **extra)  # fmt: skip
+        group = {
+            "adam": ADAM_GROUP,
+            "rmsprop": {**RMSPROP_GROUP, "momentum": 0.5, "alpha": 0.99},
+            "sgd": {**SGD_GROUP, "weight_decay": 0.1, "nesterov": False, "maximize": True},
+        }[algorithm]
+        if algorithm == "sgd":
+            steps, state = [sgd_spec.FIRST], state[:1]
+        _spec_step(algorithm, backend, [p], [grad], state, steps, group, **extra)
         results.append(p)
     torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-14)
 
@@ -248,18 +242,15 @@ def test_spec_driver_with_grad_scaler(triton_as_fused, name):
     # (params, state, the step counters and NAdam's mu_product).
     import adamkit
 
-    cls = {
-        "adam": adamkit.Adam,
-        "rmsprop": adamkit.RMSprop, "nadam": adamkit.NAdam, "radam": adamkit.RAdam,
-        "adamax": adamkit.Adamax,
-    }[name]  # fmt: skip
+    cls = getattr(adamkit, SPECS[name].torch_name)
+    extra = {"momentum": 0.9} if name == "sgd" else {}  # SGD's state: its momentum buffer
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(16, 8, generator=gen, device=DEVICE)
     results = []
     for scaled in (True, False):
         torch.manual_seed(0)
         model = torch.nn.Linear(8, 1).to(DEVICE)
-        opt = cls(model.parameters(), lr=0.01)
+        opt = cls(model.parameters(), lr=0.01, **extra)
         assert opt._step_supports_amp_scaling  # the kernel unscales: GradScaler does not
         scaler = torch.amp.GradScaler(DEVICE, init_scale=2.0**10, enabled=scaled)
         for _ in range(3):

@@ -6,16 +6,27 @@ See :mod:`adamkit.algorithms._spec` for what a spec holds. The NumPy reference
 
 from __future__ import annotations
 
-from . import adam, adamax, nadam, radam, rmsprop
+import importlib
+import pkgutil
+
 from ._spec import AlgorithmSpec, GroupScalars, Hyperparameter
 
-SPECS: dict[str, AlgorithmSpec] = {
-    s.name: s for s in (adam.SPEC, rmsprop.SPEC, nadam.SPEC, radam.SPEC, adamax.SPEC)
-}
-# The algorithms whose every kernel is built from the spec (adamkit.kernels.spec_kernels).
-# SGD has no spec yet (its buffer starts as the first gradient, a per-tensor choice the
-# drivers do not express).
-SPEC_BUILT = ("adam", "rmsprop", "nadam", "radam", "adamax")
+
+def _discovered() -> dict[str, AlgorithmSpec]:
+    """Every module of this package that defines a ``SPEC`` (a new algorithm is a new
+    module: nothing to register)."""
+    specs = {}
+    for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not module.name.startswith("_"):
+            spec = getattr(importlib.import_module(f"{__name__}.{module.name}"), "SPEC", None)
+            if spec is not None:
+                specs[spec.name] = spec
+    return specs
+
+
+SPECS: dict[str, AlgorithmSpec] = _discovered()
+# The algorithms whose kernels are built from their spec: all of them.
+SPEC_BUILT = tuple(SPECS)
 # The algorithms with Adam's two moments, whose diagnostics show m̂ and the scale √v̂.
 ADAM_FAMILY = ("adam", "nadam", "radam", "adamax")
 

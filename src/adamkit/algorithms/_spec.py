@@ -81,6 +81,9 @@ class AlgorithmSpec:
     # The same condition as the group option (a hyperparameter's name) that turns each slot
     # on, for the optimizers (a slot exists when ``group[option]`` is true).
     slot_options: tuple[str | None, ...] = ()
+    # Whether a param's state counts its steps ("step", torch's key). SGD's does not: its
+    # kernels read a marker instead (see adamkit.algorithms.sgd) and leave it as it is.
+    counted: bool = True
 
     def __post_init__(self) -> None:
         if len(self.tensor_state) > TENSOR_SLOTS:
@@ -90,9 +93,10 @@ class AlgorithmSpec:
         return {h.name: h.default for h in self.hyperparameters}
 
     def check(self, group: Mapping[str, Any]) -> None:
-        """Raise ValueError (torch's words first) for any bad hyperparameter of ``group``."""
+        """Raise ValueError (torch's words first) for any bad hyperparameter of ``group``, and
+        KeyError for a checked one it lacks (a checkpoint of another optimizer)."""
         for h in self.hyperparameters:
-            if h.check is not None and h.name in group:
+            if h.check is not None:
                 h.check(h.name, group[h.name])
 
     def slots_used(self, flags: tuple[bool, ...]) -> tuple[bool, ...]:
@@ -103,7 +107,8 @@ class AlgorithmSpec:
     def state_keys(self) -> tuple[str, ...]:
         """Every key of a stepped parameter's state, in torch's order."""
         scalar = (self.scalar_state,) if self.scalar_state else ()
-        return ("step", *scalar, *self.tensor_state)
+        step = ("step",) if self.counted else ()
+        return (*step, *scalar, *self.tensor_state)
 
 
 def recompiled(

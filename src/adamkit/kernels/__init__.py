@@ -1,9 +1,9 @@
-"""Kernels: the update math on torch tensors, one module per backend, one function per algorithm.
+"""Kernels: the update math on torch tensors, built from the algorithm specs for each backend.
 
-Every backend module defines ``adam``, ``sgd`` and ``rmsprop`` with the same signatures.
-Kernels never touch param groups, hooks or optimizer state dicts; :mod:`.registry` picks one.
+Every kernel has the signature of :mod:`.spec_kernels`; kernels never touch param groups,
+hooks or optimizer state dicts; :mod:`.registry` picks one.
 """
 
-from . import foreach, forloop, registry
+from . import registry
 
-__all__ = ["foreach", "forloop", "registry"]
+__all__ = ["registry"]

@@ -4,7 +4,9 @@ numba keys a cached function to its own file's timestamp. The spec loops in
 :mod:`adamkit.kernels._numba_driver` are compiled from code in other files too (each
 algorithm's element in :mod:`adamkit.algorithms`, the shared helpers in ``_numba_cpu``): an
 edit there would leave a stale compiled loop in the cache. Functions of the modules named
-here get a stamp that hashes all those files instead.
+here, and of the entry points generated from them (:mod:`adamkit.kernels._numba_codegen`,
+whose files are named by a hash of the same sources), get a stamp that hashes all those files
+instead.
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 _STAMPED_MODULES = {
     str(_PACKAGE / "kernels" / name) for name in ("_numba_driver.py", "_numba_lowbit.py")
 }
+_STAMPED_DIRECTORIES: set[str] = set()  # where the generated entry points are written
+
+
+def stamp_directory(path: Path) -> None:
+    """Stamp the functions of every file in ``path`` too."""
+    _STAMPED_DIRECTORIES.add(str(Path(path).resolve()))
+
+
+def _stamped_file(py_file: str) -> bool:
+    path = Path(py_file).resolve()
+    return str(path) in _STAMPED_MODULES or str(path.parent) in _STAMPED_DIRECTORIES
 
 
 def _sources() -> set[Path]:
@@ -41,7 +54,7 @@ def _stamped(locator: type) -> type:
     class Stamped(locator):  # type: ignore[misc, valid-type]
         @classmethod
         def from_function(cls, py_func, py_file):
-            if str(Path(py_file).resolve()) not in _STAMPED_MODULES:
+            if not _stamped_file(py_file):
                 return None
             return super().from_function(py_func, py_file)
 

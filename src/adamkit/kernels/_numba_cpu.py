@@ -1,11 +1,9 @@
-"""numba building blocks for the fused CPU kernels, and SGD's loop.
+"""numba building blocks for the fused CPU kernels.
 
-The algorithm specs' loops (Adam, RMSprop, NAdam, RAdam, Adamax) are generated from one
-driver in :mod:`adamkit.kernels._numba_driver`; this module holds what that driver and the
-other numba code share: views of memory by address, torch's lerp and NaN-propagating max,
-SGD's loop (its buffer starts as the first gradient, a per-tensor choice the driver does not
-express), the memory-limit loop ``adamkit bench`` measures the ceiling with, and the
-diagnostics' gather.
+Every algorithm's loop is generated from its spec by one driver
+(:mod:`adamkit.kernels._numba_driver`); this module holds what that driver and the other
+numba code share: views of memory by address, torch's lerp and NaN-propagating max, the
+memory-limit loop ``adamkit bench`` measures the ceiling with, and the diagnostics' gather.
 
 How the loops are built, measured here (2 cores):
 
@@ -52,33 +50,6 @@ def _lerp(start, end, weight, one_minus_weight):
     return low if weight < 0.5 else high
 
 
-@_inline
-def _sgd_element(p, g, buf, hyper, flags):
-    lr, momentum, one_minus_dampening, wd = hyper
-    nesterov, maximize, first, l2, has_momentum = flags
-    if maximize:
-        g = -g
-    if l2:
-        g = g + wd * p
-    if has_momentum:
-        if first:
-            buf = g  # b_1 = g_1
-        else:
-            buf = buf * momentum + one_minus_dampening * g
-        g = g + momentum * buf if nesterov else buf
-    return p - lr * g, buf
-
-
-@_jit
-def sgd(p, g, buf, hyper, flags):
-    has_momentum = flags[4]
-    for i in range(p.size):
-        old = buf[i] if has_momentum else g[i]
-        p[i], new = _sgd_element(p[i], g[i], old, hyper, flags)
-        if has_momentum:
-            buf[i] = new
-
-
 @_jit_parallel
 def memory_limit_parallel(p, g, m, v):
     """The bytes of an Adam step (read p, g, m, v; write p, m, v) with trivial arithmetic."""
@@ -92,7 +63,7 @@ def memory_limit_parallel(p, g, m, v):
 # ---------------------------------------------------------------------------------------------
 # Group loops: every tensor of a group in one call. The caller passes data addresses (int64)
 # and a chunk table (tensor, first element, end element); each chunk becomes an array over the
-# tensor's memory and goes through the per-tensor loop above. One call instead of one per
+# tensor's memory and goes through the spec's element. One call instead of one per
 # tensor removes the per-tensor Python and dispatch cost that dominates small models, and the
 # chunk tables let two threads share a group without one hand-off per tensor.
 
@@ -127,35 +98,6 @@ def _float64_cell(address):
 # each role (Adam: p, g, m, v, max v, step counter); ``hyper`` holds the scalars in the data's
 # dtype, ``flags`` the options as 0/1 (arrays, not tuples: numba's dispatcher types an array
 # argument in C, a tuple element by element in Python).
-
-
-@_jit
-def sgd_chunks(chunks, addresses, first, like, hyper, flags):
-    """SGD over the chunks; roles p, g, momentum buffer; ``first[t]``: the buffer starts now."""
-    scalars = (hyper[0], hyper[1], hyper[2], hyper[3])  # lr, momentum, 1 - dampening, wd
-    nesterov, maximize = flags[0] != 0, flags[1] != 0
-    l2, has_momentum = flags[2] != 0, flags[3] != 0
-    for c in range(chunks.shape[0]):
-        t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-        sgd(
-            _view(addresses[t, 0], lo, hi, like),
-            _view(addresses[t, 1], lo, hi, like),
-            _view(addresses[t, 2], lo, hi, like),
-            scalars,
-            (nesterov, maximize, first[t] != 0, l2, has_momentum),
-        )
-
-
-# Parallel group loops: table k of ``chunks[bounds[k]:bounds[k + 1]]`` on thread k. Launching
-# costs a few microseconds (numba's own thread pool, no Python hand-off), so even a 50k-element
-# model gains from the second core.
-
-
-@_jit_parallel
-def sgd_parallel(chunks, bounds, addresses, first, like, hyper, flags):
-    for k in numba.prange(bounds.size - 1):
-        lo, hi = bounds[k], bounds[k + 1]
-        sgd_chunks(chunks[lo:hi], addresses, first, like, hyper, flags)
 
 
 @_jit

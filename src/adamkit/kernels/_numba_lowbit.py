@@ -1,32 +1,50 @@
 """The fused CPU kernel for low-memory state: any Adam-family spec, one pass per block.
 
-Per block of 256 elements, in registers and two block-sized buffers: decode the stored
-moments (8-bit codes × the block's scale, or bfloat16 patterns), run the spec's own
-``element`` in float32 (the same compiled element as the fp32 driver,
-:mod:`adamkit.kernels._numba_driver`), store the param (float32, or bfloat16 rounded to
-nearest, stochastically, or with Kahan's compensation), and store the moments: bfloat16 with
-stochastic rounding at once, 8-bit after the block's new absmax is known (a second pass over
-the block's buffer, still in L1). Blocks are independent, so threads take whole blocks.
+Per block of 256 elements, in registers and two block-sized buffers: load the param and its
+grad (float32, or bfloat16/float16 patterns read in place), decode the stored moments, run the
+spec's own ``element`` in float32 (the same compiled element as the fp32 driver,
+:mod:`adamkit.kernels._numba_driver`), store the param (float32, or bfloat16/float16 rounded to
+nearest, stochastically, or with Kahan's compensation), and store the moments. The moments'
+format is a load/store adapter, a literal of the cell: 8-bit codes × the block's scale (stored
+after the block's new absmax is known: a second pass over the block's buffer, still in L1),
+bfloat16 with stochastic rounding (the low-memory precisions), or torch's format, the "fp32"
+precision: plain float32, or the half param's own dtype (bfloat16/float16) stored to nearest,
+as torch's ``copy_`` stores the float32 result of the fp32 kernel on float32 copies (so a
+half param with torch-format state is stepped in place, with the same bits, and no copies).
+Blocks are independent, so threads take whole blocks.
 
-The formats are :mod:`adamkit.reference.lowbit`'s, bit for bit: integer arithmetic on float32
-patterns, written as 32-bit LLVM IR in :mod:`adamkit.kernels._numba_bits` (numba's own
-integers are 64-bit, which halved the vector width and tripled the step's time).
+The formats are :mod:`adamkit.reference.lowbit`'s (and torch's conversions), bit for bit:
+integer arithmetic on float32 patterns, written as 32-bit LLVM IR in
+:mod:`adamkit.kernels._numba_bits` (numba's own integers are 64-bit, which halved the vector
+width and tripled the step's time).
 
-Specs with two stored slots are fused (Adam, NAdam, RAdam, Adamax; AMSGrad's third slot takes
-the torch-ops path). One entry point per spec, as in the fp32 driver (numba's cache keys a
-compiled function by module and name).
+The specs whose first two slots are always stored, and no other slot unless a flag switches
+it on, are fused (:func:`adamkit.kernels.lowbit.fuses`: Adam, NAdam, RAdam, Adamax; with
+AMSGrad's third slot a tensor takes the torch-ops path), in their cell that stores those two
+(a flag that would switch another slot on reads False). The entry points are generated per
+spec, moments' format and param storage (:mod:`adamkit.kernels._numba_codegen`), each
+compiled the first time a run needs it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numba
 import numpy as np
 
-from ..algorithms import adam, adamax, nadam, radam
-from ..algorithms.state_formats import BLOCK, MIN_SCALE, PARAM_STREAM, tensor_seed
-from . import _numba_cache
+from ..algorithms import SPECS, AlgorithmSpec
+from ..algorithms._spec import FLAG_WIDTH, TENSOR_SLOTS
+from ..algorithms.state_formats import (
+    BLOCK,
+    MIN_SCALE,
+    PARAM_STREAM,
+    SLOT_KINDS,
+    tensor_seed,
+)
+from . import _numba_cache, _numba_codegen
 from ._numba_bits import (
     bf16_load,
     bf16_nearest,
@@ -36,12 +54,15 @@ from ._numba_bits import (
     decoded_unsigned,
     encoded_signed,
     encoded_unsigned,
+    f16_load,
+    f16_nearest,
+    f16_stochastic,
     finite_magnitude_bits,
     float_of,
     random_bits,
 )
 from ._numba_cpu import _OPTIONS, _float64_cell, _view
-from ._numba_driver import _advance, _tensor_table, compiled
+from ._numba_driver import _advance, _tensor_table, spec_functions
 
 _numba_cache.install()
 _jit = numba.njit(**_OPTIONS)
@@ -51,17 +72,22 @@ _inline = numba.njit(inline="always", error_model="numpy")
 # them into every specialisation made the loops take minutes to compile.
 _helper = numba.njit(error_model="numpy")
 
-# Literals the entry points pass: the state's precision, the param's storage and rounding,
-# and each slot's kind.
-Q8, BF16 = 0, 1
-PARAM_FLOAT32, PARAM_NEAREST, PARAM_STOCHASTIC, PARAM_KAHAN = 0, 1, 2, 3
+# Literals of a cell: the moments' storage (a load/store adapter each: 8-bit codes and
+# bfloat16 with stochastic rounding, the low-memory precisions; or the tensor's own dtype,
+# stored to nearest, the "fp32" precision: float32, bfloat16 or float16 state), the param's
+# storage and rounding (a float16 param's mode is a bfloat16 one plus PARAM_F16), each
+# slot's kind.
+Q8, BF16, FP32, BF16_NEAREST, FP16_NEAREST = 0, 1, 2, 3, 4
+PARAM_FLOAT32, PARAM_NEAREST, PARAM_STOCHASTIC, PARAM_KAHAN, PARAM_F16 = 0, 1, 2, 3, 4
 SIGNED, SQUARE, UNSIGNED = 0, 1, 2
 KIND_CODES = {"signed": SIGNED, "square": SQUARE, "unsigned": UNSIGNED}
+_FORMAT_NAMES = {Q8: "q8", BF16: "bf16", FP32: "fp32", BF16_NEAREST: "bf16n", FP16_NEAREST: "fp16n"}
+_HALF_BF16, _HALF_F16 = 0, 1
 
-# Address rows: p, g, s0, s1 (codes or bfloat16 patterns), the two slots' absmax (float32;
-# any readable address in bf16 mode), Kahan's compensation (the param's address without it),
-# the float64 step counter, the float32 scalar state (the step's address without one); then
-# not an address: the tensor's random stream (tensor_seed).
+# Address rows: p, g, s0, s1 (codes, bfloat16/float16 patterns or float32), the two slots'
+# absmax (float32; any readable address but with 8-bit codes), Kahan's compensation (the
+# param's address without it), the float64 step counter, the float32 scalar state (the
+# step's address without one); then not an address: the tensor's random stream (tensor_seed).
 P, G, S0, S1, A0, A1, KAHAN, STEP, AUX, STREAM = range(10)
 
 _F32 = np.empty(0, np.float32)
@@ -100,18 +126,43 @@ def _inverse(scale):
     return np.float32(1) / scale if scale >= np.float32(MIN_SCALE) else np.float32(0)
 
 
+# A half-precision pattern (a param, its grad, Kahan's compensation, a moment) loaded and
+# stored: ``half`` (a literal) says bfloat16 or float16.
+@_helper
+def _half_load(bits, half):
+    return f16_load(bits) if half == _HALF_F16 else bf16_load(bits)
+
+
+@_helper
+def _half_nearest(x, half):
+    return f16_nearest(x) if half == _HALF_F16 else bf16_nearest(x)
+
+
+@_helper
+def _half_stochastic(x, noise, half):
+    return f16_stochastic(x, noise) if half == _HALF_F16 else bf16_stochastic_low(x, noise)
+
+
 @_inline
 def _blocks(
-    element, advance_fn, tensor_scalars, has_aux, kind0, kind1, precision, param_mode,
-    chunks, addresses, numels, hyper, bias, flags, advance,
+    element, advance_fn, tensor_scalars, has_aux, kind0, kind1, keep, precision, param_mode,
+    half, chunks, addresses, numels, hyper, bias, flags, advance,
 ):  # fmt: skip
-    """The spec's update over chunk rows (tensor, first block, end block)."""
+    """The spec's update over chunk rows (tensor, first block, end block) with the moments in
+    ``precision`` and the param stored by ``param_mode`` (``half``: bfloat16 or float16);
+    ``keep`` (literals) says which flags the element reads as given (the others read False)."""
     b = (bias[0], bias[1], bias[2], bias[3])
     if advance:
         _advance(advance_fn, addresses, b, has_aux, STEP, AUX)
     h = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5], hyper[6], hyper[7])
-    # f[2] is Adam's AMSGrad: with it there is a third slot, and the torch-ops path runs.
-    f = (flags[0] != 0, flags[1] != 0, False, flags[3] != 0)
+    # A flag that switches on a slot this kernel does not store (Adam's AMSGrad) reads False:
+    # with that slot, the torch-ops path runs.
+    f = (
+        keep[0] and flags[0] != 0,
+        keep[1] and flags[1] != 0,
+        keep[2] and flags[2] != 0,
+        keep[3] and flags[3] != 0,
+    )
     table = _tensor_table(tensor_scalars, addresses, b, _F32, STEP, AUX)
     seeds = np.empty(addresses.shape[0], np.int64)
     for t in range(addresses.shape[0]):
@@ -124,13 +175,11 @@ def _blocks(
         n, row, seed = numels[t], addresses[t], seeds[t]
         k = (table[t, 0], table[t, 1], table[t, 2], table[t, 3])
         p32, g32 = _view(row[P], 0, n, _F32), _view(row[G], 0, n, _F32)
-        p16, g16, comp = (
-            _view(row[P], 0, n, _U16),
-            _view(row[G], 0, n, _U16),
-            _view(row[KAHAN], 0, n, _U16),
-        )
+        p16, g16 = _view(row[P], 0, n, _U16), _view(row[G], 0, n, _U16)
+        comp = _view(row[KAHAN], 0, n, _U16)
         codes0, codes1 = _view(row[S0], 0, n, _U8), _view(row[S1], 0, n, _U8)
         half0, half1 = _view(row[S0], 0, n, _U16), _view(row[S1], 0, n, _U16)
+        full0, full1 = _view(row[S0], 0, n, _F32), _view(row[S1], 0, n, _F32)
         blocks = (n + BLOCK - 1) // BLOCK
         scales0 = _view(row[A0], 0, blocks if precision == Q8 else 0, _F32)
         scales1 = _view(row[A1], 0, blocks if precision == Q8 else 0, _F32)
@@ -141,7 +190,7 @@ def _blocks(
             # wraparound check, and only then does LLVM vectorize the loop (20x here).
             p32b, g32b, p16b, g16b = p32[lo:hi], g32[lo:hi], p16[lo:hi], g16[lo:hi]
             compb, codes0b, codes1b = comp[lo:hi], codes0[lo:hi], codes1[lo:hi]
-            half0b, half1b = half0[lo:hi], half1[lo:hi]
+            half0b, half1b, full0b, full1b = half0[lo:hi], half1[lo:hi], full0[lo:hi], full1[lo:hi]
             scale0 = scales0[blk] if precision == Q8 else np.float32(0)
             scale1 = scales1[blk] if precision == Q8 else np.float32(0)
             largest0, largest1 = np.uint32(0), np.uint32(0)
@@ -149,34 +198,45 @@ def _blocks(
                 if param_mode == PARAM_FLOAT32:
                     p, g = p32b[j], g32b[j]
                 else:
-                    p, g = bf16_load(p16b[j]), bf16_load(g16b[j])
+                    p, g = _half_load(p16b[j], half), _half_load(g16b[j], half)
                     if param_mode == PARAM_KAHAN:
-                        p = p + bf16_load(compb[j])
+                        p = p + _half_load(compb[j], half)
                 if precision == Q8:
                     s0 = _decoded(codes0b[j], scale0, kind0)
                     s1 = _decoded(codes1b[j], scale1, kind1)
+                elif precision == FP32:
+                    s0, s1 = full0b[j], full1b[j]
+                elif precision == FP16_NEAREST:
+                    s0, s1 = f16_load(half0b[j]), f16_load(half1b[j])
                 else:
                     s0, s1 = bf16_load(half0b[j]), bf16_load(half1b[j])
                 new_p, x0, x1, _ = element(p, g, s0, s1, g, h, k, f)
                 if param_mode == PARAM_FLOAT32:
                     p32b[j] = new_p
                 elif param_mode == PARAM_NEAREST:
-                    p16b[j] = bf16_nearest(new_p)
+                    p16b[j] = _half_nearest(new_p, half)
                 elif param_mode == PARAM_STOCHASTIC:
-                    p16b[j] = bf16_stochastic_low(new_p, random_bits(seed ^ PARAM_STREAM, lo + j))
+                    noise = random_bits(seed ^ PARAM_STREAM, lo + j)
+                    p16b[j] = _half_stochastic(new_p, noise, half)
                 else:
-                    rounded = bf16_nearest(new_p)
+                    rounded = _half_nearest(new_p, half)
                     p16b[j] = rounded
-                    compb[j] = bf16_nearest(new_p - bf16_load(rounded))
+                    compb[j] = _half_nearest(new_p - _half_load(rounded, half), half)
                 if precision == Q8:
                     stored0, stored1 = _stored(x0, kind0), _stored(x1, kind1)
                     buffer0[j], buffer1[j] = stored0, stored1
                     largest0 = max(largest0, finite_magnitude_bits(stored0))
                     largest1 = max(largest1, finite_magnitude_bits(stored1))
-                else:
+                elif precision == BF16:
                     noise = random_bits(seed, lo + j)
                     half0b[j] = bf16_stochastic_low(x0, noise)
                     half1b[j] = bf16_stochastic_high(x1, noise)
+                elif precision == FP32:
+                    full0b[j], full1b[j] = x0, x1
+                elif precision == FP16_NEAREST:
+                    half0b[j], half1b[j] = f16_nearest(x0), f16_nearest(x1)
+                else:
+                    half0b[j], half1b[j] = bf16_nearest(x0), bf16_nearest(x1)
             if precision == Q8:
                 new_scale0, new_scale1 = float_of(largest0), float_of(largest1)
                 scales0[blk], scales1[blk] = new_scale0, new_scale1
@@ -187,133 +247,118 @@ def _blocks(
                     codes1b[j] = _encoded(buffer1[j], inverse1, noise >> np.uint32(16), kind1)
 
 
-@_inline
-def _dispatch(
-    element, advance_fn, tensor_scalars, has_aux, kind0, kind1,
-    precision, mode, chunks, addresses, numels, hyper, bias, flags, advance,
-):  # fmt: skip
-    """The loop for runtime ``precision`` and param ``mode``, each combination compiled as
-    its own loop with the formats as constants."""
-    if precision == Q8:
-        if mode == PARAM_FLOAT32:
-            _blocks(
-                element, advance_fn, tensor_scalars, has_aux, kind0, kind1, Q8, PARAM_FLOAT32,
-                chunks, addresses, numels, hyper, bias, flags, advance,
-            )  # fmt: skip
-        elif mode == PARAM_NEAREST:
-            _blocks(
-                element, advance_fn, tensor_scalars, has_aux, kind0, kind1, Q8, PARAM_NEAREST,
-                chunks, addresses, numels, hyper, bias, flags, advance,
-            )  # fmt: skip
-        elif mode == PARAM_STOCHASTIC:
-            _blocks(
-                element, advance_fn, tensor_scalars, has_aux, kind0, kind1, Q8, PARAM_STOCHASTIC,
-                chunks, addresses, numels, hyper, bias, flags, advance,
-            )  # fmt: skip
-        else:
-            _blocks(
-                element, advance_fn, tensor_scalars, has_aux, kind0, kind1, Q8, PARAM_KAHAN,
-                chunks, addresses, numels, hyper, bias, flags, advance,
-            )  # fmt: skip
-    elif mode == PARAM_FLOAT32:
-        _blocks(
-                element, advance_fn, tensor_scalars, has_aux, kind0, kind1, BF16, PARAM_FLOAT32,
-                chunks, addresses, numels, hyper, bias, flags, advance,
-            )  # fmt: skip
-    elif mode == PARAM_NEAREST:
-        _blocks(
-                element, advance_fn, tensor_scalars, has_aux, kind0, kind1, BF16, PARAM_NEAREST,
-                chunks, addresses, numels, hyper, bias, flags, advance,
-            )  # fmt: skip
-    elif mode == PARAM_STOCHASTIC:
-        _blocks(
-                element, advance_fn, tensor_scalars, has_aux, kind0, kind1, BF16, PARAM_STOCHASTIC,
-                chunks, addresses, numels, hyper, bias, flags, advance,
-            )  # fmt: skip
-    else:
-        _blocks(
-                element, advance_fn, tensor_scalars, has_aux, kind0, kind1, BF16, PARAM_KAHAN,
-                chunks, addresses, numels, hyper, bias, flags, advance,
-            )  # fmt: skip
-
-
-_ADAM = (compiled(adam.element), compiled(adam.advance), compiled(adam.tensor_scalars))
-_NADAM = (compiled(nadam.element), compiled(nadam.advance), compiled(nadam.tensor_scalars))
-_RADAM = (compiled(radam.element), compiled(radam.advance), compiled(radam.tensor_scalars))
-_ADAMAX = (compiled(adamax.element), compiled(adamax.advance), compiled(adamax.tensor_scalars))
-_ADAM_ELEMENT, _ADAM_ADVANCE, _ADAM_SCALARS = _ADAM
-_NADAM_ELEMENT, _NADAM_ADVANCE, _NADAM_SCALARS = _NADAM
-_RADAM_ELEMENT, _RADAM_ADVANCE, _RADAM_SCALARS = _RADAM
-_ADAMAX_ELEMENT, _ADAMAX_ADVANCE, _ADAMAX_SCALARS = _ADAMAX
+# --- the entry points: generated per spec and cell (see _numba_codegen), never written out,
+# each cell compiled the first time a run needs it. Literals: the spec's scalar state or not,
+# its two slots' kinds, the flags its element reads as given, the moments' precision and the
+# param's mode.
+_SOURCE = """\
+# adamkit's fused low-memory CPU loops of spec {name!r}, cell {cell} (the slots stored, the
+# moments' format, the param's storage): generated by adamkit.kernels._numba_lowbit, do not
+# edit. The driver sets the globals _jit, _jit_parallel, _blocks, _advance, numba, STEP, AUX,
+# ELEMENT, ADVANCE and SCALARS.
+# sources sha256 {digest}
 
 
 @_jit
-def adam_blocks(precision, mode, chunks, addresses, numels, hyper, bias, flags, advance):
-    _dispatch(
-        _ADAM_ELEMENT, _ADAM_ADVANCE, _ADAM_SCALARS, False, SIGNED, SQUARE,
-        precision, mode, chunks, addresses, numels, hyper, bias, flags, advance,
-    )  # fmt: skip
+def {function}_blocks_{cell}(chunks, addresses, numels, hyper, bias, flags, advance):
+    _blocks(
+        ELEMENT, ADVANCE, SCALARS, {has_aux}, {kind0}, {kind1}, {keep}, {precision}, {mode},
+        {half}, chunks, addresses, numels, hyper, bias, flags, advance,
+    )
 
 
 @_jit_parallel
-def adam_parallel(precision, mode, chunks, bounds, addresses, numels, hyper, bias, flags):
-    _advance(_ADAM_ADVANCE, addresses, (bias[0], bias[1], bias[2], bias[3]), False, STEP, AUX)
+def {function}_parallel_{cell}(chunks, bounds, addresses, numels, hyper, bias, flags):
+    _advance(ADVANCE, addresses, (bias[0], bias[1], bias[2], bias[3]), {has_aux}, STEP, AUX)
     for k in numba.prange(bounds.size - 1):
         part = chunks[bounds[k] : bounds[k + 1]]
-        adam_blocks(precision, mode, part, addresses, numels, hyper, bias, flags, False)
+        {function}_blocks_{cell}(part, addresses, numels, hyper, bias, flags, False)
+"""
 
 
-@_jit
-def nadam_blocks(precision, mode, chunks, addresses, numels, hyper, bias, flags, advance):
-    _dispatch(
-        _NADAM_ELEMENT, _NADAM_ADVANCE, _NADAM_SCALARS, True, SIGNED, SQUARE,
-        precision, mode, chunks, addresses, numels, hyper, bias, flags, advance,
+def _namespace(spec: AlgorithmSpec) -> dict[str, Any]:
+    """The globals of ``spec``'s generated entry points."""
+    return {
+        "_jit": _jit, "_jit_parallel": _jit_parallel, "_blocks": _blocks,
+        "_advance": _advance, "numba": numba, "STEP": STEP, "AUX": AUX, **spec_functions(spec),
+    }  # fmt: skip
+
+
+def cell(spec: AlgorithmSpec, precision: int, mode: int) -> tuple[Any, Any]:
+    """``spec``'s (serial, parallel) entry points for moments in ``precision`` and a param of
+    ``mode``: ``serial(chunks, addresses, numels, hyper, bias, flags, advance)`` and
+    ``parallel(chunks, bounds, addresses, numels, hyper, bias, flags)``, storing its first two
+    slots (for a spec :func:`adamkit.kernels.lowbit.fuses`); generated and imported on first
+    use, compiled (or loaded from numba's cache) at their first call."""
+    stored = (True, True) + (False,) * (TENSOR_SLOTS - 2)
+    off = set(spec.slot_flags[2:]) - {None}  # flags that switch on a slot not stored here
+    function, slots = _numba_codegen.identifier(spec), _numba_codegen.cell_code(stored)
+    code = f"{slots}_{_FORMAT_NAMES[precision]}_p{mode}"
+    digest = _numba_codegen.sources_hash(spec)
+    source = _SOURCE.format(
+        name=spec.name, cell=code, digest=digest, function=function,
+        has_aux=spec.scalar_state is not None,
+        kind0=KIND_CODES[SLOT_KINDS[spec.tensor_state[0]]],
+        kind1=KIND_CODES[SLOT_KINDS[spec.tensor_state[1]]],
+        keep=tuple(i not in off for i in range(FLAG_WIDTH)),
+        precision=precision, mode=mode & ~PARAM_F16,
+        half=_HALF_F16 if mode & PARAM_F16 else _HALF_BF16,
     )  # fmt: skip
+    stem = f"blocks_{function}_{code}_{digest[:16]}"
+    module = _numba_codegen.load(stem, source, lambda: _namespace(spec))
+    serial = getattr(module, f"{function}_blocks_{code}")
+    return serial, getattr(module, f"{function}_parallel_{code}")
 
 
-@_jit_parallel
-def nadam_parallel(precision, mode, chunks, bounds, addresses, numels, hyper, bias, flags):
-    _advance(_NADAM_ADVANCE, addresses, (bias[0], bias[1], bias[2], bias[3]), True, STEP, AUX)
-    for k in numba.prange(bounds.size - 1):
-        part = chunks[bounds[k] : bounds[k + 1]]
-        nadam_blocks(precision, mode, part, addresses, numels, hyper, bias, flags, False)
+def loops(spec: AlgorithmSpec) -> tuple[Any, Any]:
+    """``spec``'s (serial, parallel) loops: ``serial(precision, mode, chunks, addresses,
+    numels, hyper, bias, flags, advance)`` and ``parallel(precision, mode, chunks, bounds,
+    addresses, numels, hyper, bias, flags)``, each running the :func:`cell` of ``precision``
+    and ``mode`` (made the first time a call needs it)."""
+    made: dict[tuple[int, int], tuple[Any, Any]] = {}
+
+    def pick(precision: int, mode: int) -> tuple[Any, Any]:
+        found = made.get((precision, mode))
+        if found is None:
+            found = made[precision, mode] = cell(spec, precision, mode)
+        return found
+
+    def serial(precision, mode, chunks, addresses, numels, hyper, bias, flags, advance) -> None:
+        pick(precision, mode)[0](chunks, addresses, numels, hyper, bias, flags, advance)
+
+    def parallel(precision, mode, chunks, bounds, addresses, numels, hyper, bias, flags) -> None:
+        pick(precision, mode)[1](chunks, bounds, addresses, numels, hyper, bias, flags)
+
+    serial.__name__ = serial.__qualname__ = f"{spec.name}_blocks"
+    parallel.__name__ = parallel.__qualname__ = f"{spec.name}_parallel"
+    return serial, parallel
 
 
-@_jit
-def radam_blocks(precision, mode, chunks, addresses, numels, hyper, bias, flags, advance):
-    _dispatch(
-        _RADAM_ELEMENT, _RADAM_ADVANCE, _RADAM_SCALARS, False, SIGNED, SQUARE,
-        precision, mode, chunks, addresses, numels, hyper, bias, flags, advance,
-    )  # fmt: skip
+class _SpecLoops(Mapping[str, tuple[Any, Any]]):
+    """``LOOPS[name]``: :func:`loops` of ``SPECS[name]`` for every spec the fused kernel takes
+    (a spec registered later too), made when first asked for."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, tuple[AlgorithmSpec, tuple[Any, Any]]] = {}
+
+    def __getitem__(self, name: str) -> tuple[Any, Any]:
+        from .lowbit import fuses
+
+        spec = SPECS[name]
+        if not fuses(spec):
+            raise KeyError(name)
+        made = self._made.get(name)
+        if made is None or made[0] is not spec:
+            made = self._made[name] = (spec, loops(spec))
+        return made[1]
+
+    def __iter__(self) -> Iterator[str]:
+        from .lowbit import fuses
+
+        return iter([name for name, spec in SPECS.items() if fuses(spec)])
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
 
 
-@_jit_parallel
-def radam_parallel(precision, mode, chunks, bounds, addresses, numels, hyper, bias, flags):
-    _advance(_RADAM_ADVANCE, addresses, (bias[0], bias[1], bias[2], bias[3]), False, STEP, AUX)
-    for k in numba.prange(bounds.size - 1):
-        part = chunks[bounds[k] : bounds[k + 1]]
-        radam_blocks(precision, mode, part, addresses, numels, hyper, bias, flags, False)
-
-
-@_jit
-def adamax_blocks(precision, mode, chunks, addresses, numels, hyper, bias, flags, advance):
-    _dispatch(
-        _ADAMAX_ELEMENT, _ADAMAX_ADVANCE, _ADAMAX_SCALARS, False, SIGNED, UNSIGNED,
-        precision, mode, chunks, addresses, numels, hyper, bias, flags, advance,
-    )  # fmt: skip
-
-
-@_jit_parallel
-def adamax_parallel(precision, mode, chunks, bounds, addresses, numels, hyper, bias, flags):
-    _advance(_ADAMAX_ADVANCE, addresses, (bias[0], bias[1], bias[2], bias[3]), False, STEP, AUX)
-    for k in numba.prange(bounds.size - 1):
-        part = chunks[bounds[k] : bounds[k + 1]]
-        adamax_blocks(precision, mode, part, addresses, numels, hyper, bias, flags, False)
-
-
-LOOPS = {
-    "adam": (adam_blocks, adam_parallel),
-    "nadam": (nadam_blocks, nadam_parallel),
-    "radam": (radam_blocks, radam_parallel),
-    "adamax": (adamax_blocks, adamax_parallel),
-}
+LOOPS: Mapping[str, tuple[Any, Any]] = _SpecLoops()

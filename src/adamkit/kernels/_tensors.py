@@ -109,3 +109,17 @@ class BoundedCache:
 
 
 _MISSING = object()
+
+
+def increment(steps: Sequence[Tensor], found_inf: Tensor | None = None) -> None:
+    """Advance each parameter's step counter by one, unless GradScaler found an Inf: then the
+    counts stay (on the device without synchronising when they live there)."""
+    if not steps:
+        return
+    add_one(steps)
+    if found_inf is None:
+        return
+    if all(s.device == found_inf.device for s in steps):
+        torch._foreach_sub_(list(steps), [found_inf.to(steps[0].dtype)] * len(steps))
+    elif found_inf.item():  # step counts on the host: one synchronisation
+        torch._foreach_sub_(list(steps), 1)

@@ -2,18 +2,21 @@
 
 ``step(spec, group, params, grads, states, precisions, ...)`` updates params whose state is
 in a low-memory precision ("8bit", "bf16", or "fp32" with a stochastic or Kahan-rounded half
-param; see :mod:`adamkit.optim._lowmem`). Contiguous CPU float32/bfloat16 tensors with
-"8bit" or "bf16" state take the fused kernel (:mod:`adamkit.kernels._numba_lowbit`): one pass,
-dequantize → update → requantize per block, parallel over blocks; CUDA tensors take the same
-pass in Triton (:mod:`adamkit.kernels.triton_lowbit`) when the Triton kernels are opted in
-(:func:`adamkit.kernels.registry.set_default`; until they have passed the parity suite on a
-GPU, CUDA's default is the torch ops path). The others take
-:func:`adamkit.kernels.lowbit_torch.step_tensor`. Both compute in float32 and give the same
-codes (the formats are integer arithmetic on float32 patterns).
+param; see :mod:`adamkit.optim._lowmem`), and the half params with torch-format state that
+:func:`half_in_place` picks (precision "fp32", rounded to nearest). Contiguous CPU float32,
+bfloat16 and float16 tensors take the fused kernel (:mod:`adamkit.kernels._numba_lowbit`):
+one pass, load → update → store per block, the moments' format a load/store adapter (8-bit
+codes, bf16, or torch's format: float32, or the param's dtype stored to nearest), parallel
+over blocks; CUDA tensors take the same pass in Triton (:mod:`adamkit.kernels.triton_lowbit`)
+when the Triton kernels are opted in (:func:`adamkit.kernels.registry.set_default`; until
+they have passed the parity suite on a GPU, CUDA's default is the torch ops path). The others
+take :func:`adamkit.kernels.lowbit_torch.step_tensor`. Both compute in float32 and give the
+same codes (the formats are integer arithmetic on float32 patterns).
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -23,11 +26,12 @@ import torch
 from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
-from ..algorithms.state_formats import ABSMAX_SUFFIX, BLOCK, KAHAN_KEY
+from ..algorithms._spec import FLAG_WIDTH
+from ..algorithms.state_formats import ABSMAX_SUFFIX, BLOCK, KAHAN_KEY, SLOT_KINDS
 from . import _batching, wrappers
 from ._batching import SPLIT_MIN_ELEMENTS, Threads, chunk_tables, typed
 from .lowbit_torch import step_tensor
-from .registry import get_default, triton_opted_in
+from .registry import choose_backend, get_default, triton_opted_in
 from .spec_kernels import hyper_key, padded_scalars
 
 
@@ -55,7 +59,7 @@ def step(
     padded = padded_scalars(spec.name, torch.float32, hyper_key(spec, group))
     scalars = (padded.hyper, padded.bias, padded.flags)
     rest = list(range(len(params)))
-    if fused and spec.name in FUSED_SPECS:
+    if fused and fuses(spec):
         rest = []
         by_device: dict[str, list[int]] = {}
         for i, p in enumerate(params):
@@ -132,15 +136,24 @@ def _local_shards(params, grads, states):
     )
 
 
-FUSED_SPECS = ("adam", "nadam", "radam", "adamax")  # two stored slots each
-_PARAM_MODES = {"nearest": 1, "stochastic": 2, "kahan": 3}  # of a bfloat16 param
+def fuses(spec: AlgorithmSpec) -> bool:
+    """Whether the fused kernels take ``spec``: its first two slots always there and of a
+    low-memory kind, any other only when a flag switches it on (Adam, NAdam, RAdam, Adamax;
+    a tensor with AMSGrad's max takes the torch-ops path, see :func:`_row`)."""
+    always = spec.slots_used((False,) * FLAG_WIDTH)
+    kinds = all(key in SLOT_KINDS for key in spec.tensor_state[:2])
+    return always[:2] == (True, True) and not any(always[2:]) and kinds
+
+
+_PARAM_MODES = {"nearest": 1, "stochastic": 2, "kahan": 3}  # of a bfloat16 param; float16: +4
+_HALF_MODE = {torch.bfloat16: 0, torch.float16: 4}  # (_numba_lowbit.PARAM_F16)
 
 
 def _numba_fused(
     spec, params, grads, states, precisions, streams, scalars, param_rounding
 ) -> list[int]:
-    """Run the fused CPU kernel on the tensors it takes, batched by (precision, param mode);
-    return the indices of the others."""
+    """Run the fused CPU kernel on the tensors it takes, batched by (state format, param
+    mode); return the indices of the others."""
     from . import _numba_lowbit  # imports numba: only when used
 
     serial, parallel = _numba_lowbit.LOOPS[spec.name]
@@ -148,12 +161,13 @@ def _numba_fused(
     batches: dict[tuple[int, int], tuple[list[int], list[list[int]]]] = {}
     rest = []
     for i, (p, g, state) in enumerate(zip(params, grads, states, strict=True)):
-        row = _row(spec, p, g, state, precisions[i], aux_key, streams[i])
-        if row is None:
+        taken = _row(spec, p, g, state, precisions[i], aux_key, streams[i], param_rounding)
+        if taken is None:
             rest.append(i)
             continue
-        precision = _numba_lowbit.Q8 if precisions[i] == "8bit" else _numba_lowbit.BF16
-        mode = 0 if p.dtype == torch.float32 else _PARAM_MODES[param_rounding]
+        row, storage = taken
+        precision = getattr(_numba_lowbit, storage)
+        mode = 0 if p.dtype == torch.float32 else _PARAM_MODES[param_rounding] + _HALF_MODE[p.dtype]
         idx, rows = batches.setdefault((precision, mode), ([], []))
         idx.append(i)
         rows.append(row)
@@ -210,21 +224,43 @@ def _launch_serial(serial, precision, mode, chunks, *args) -> None:
     serial(precision, mode, chunks, *args, True)
 
 
+# The moments' storage the fused CPU kernel takes (names in _numba_lowbit): the low-memory
+# precisions by their own dtype; "fp32" (torch's format: the param's dtype, or float32) by the
+# dtype the optimizer made the state in, stored to nearest as torch's copy_ does.
+_STORAGE = {
+    ("8bit", torch.uint8): "Q8",
+    ("bf16", torch.bfloat16): "BF16",
+    ("fp32", torch.float32): "FP32",
+    ("fp32", torch.bfloat16): "BF16_NEAREST",
+    ("fp32", torch.float16): "FP16_NEAREST",
+}
+_PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 def _row(
-    spec, p: Tensor, g: Tensor, state: dict[str, Any], precision: str, aux_key, stream: int
-) -> list[int] | None:
-    """The fused kernel's address row for one tensor (its random stream last), or None if it
-    takes the other path: contiguous CPU float32/bfloat16 tensors, two stored slots, the
-    counters on the host."""
-    if precision not in ("8bit", "bf16") or p.dtype not in (torch.float32, torch.bfloat16):
+    spec, p: Tensor, g: Tensor, state: dict[str, Any], precision: str, aux_key, stream: int,
+    param_rounding: str,
+) -> tuple[list[int], str] | None:  # fmt: skip
+    """The fused kernel's address row for one tensor (its random stream last) and the name of
+    its moments' storage, or None if it takes the other path: contiguous CPU float32,
+    bfloat16 or float16 tensors (the grad of the param's dtype and shape), both slots stored
+    in one format, the counters on the host."""
+    if p.dtype not in _PARAM_DTYPES or g.dtype != p.dtype or not p.numel():
         return None
     keys = [key for key in spec.tensor_state if key in state]
-    if len(keys) != 2 or not p.numel():
+    if len(keys) != 2:
         return None
-    tensors = [p, g, *(state[key] for key in keys)]
+    slots = [state[key] for key in keys]
+    storage = _STORAGE.get((precision, slots[0].dtype))
+    comp = state.get(KAHAN_KEY)
+    kahan = p.dtype != torch.float32 and param_rounding == "kahan"
+    tensors = [p, g, *slots] + ([comp] if kahan else [])
     if (
-        any(not (t.is_cpu and t.is_contiguous()) or t.is_neg() for t in tensors)
-        or g.dtype != p.dtype
+        storage is None
+        or slots[1].dtype != slots[0].dtype
+        or (kahan and (comp is None or comp.dtype != p.dtype))
+        or any(not (t.is_cpu and t.is_contiguous()) or t.is_neg() for t in tensors)
+        or any(t.shape != p.shape for t in tensors[1:])
     ):
         return None
     step = state["step"]
@@ -237,8 +273,48 @@ def _row(
         scales = [state[key + ABSMAX_SUFFIX].data_ptr() for key in keys]
     else:
         scales = [p.data_ptr(), p.data_ptr()]
-    comp = state.get(KAHAN_KEY)
-    return [
-        p.data_ptr(), g.data_ptr(), *(state[key].data_ptr() for key in keys), *scales,
-        (comp if comp is not None else p).data_ptr(), step.data_ptr(), aux.data_ptr(), stream,
+    row = [
+        p.data_ptr(), g.data_ptr(), *(s.data_ptr() for s in slots), *scales,
+        (comp if kahan else p).data_ptr(), step.data_ptr(), aux.data_ptr(), stream,
     ]  # fmt: skip
+    return row, storage
+
+
+def half_in_place(
+    spec: AlgorithmSpec,
+    group: dict[str, Any],
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    states: Sequence[dict[str, Any]],
+) -> list[int]:
+    """The indices of the float16/bfloat16 ``params`` of ``group`` whose torch-format state
+    ("fp32": the moments in the param's dtype, or float32) the fused CPU kernel steps in place,
+    rounded to nearest: the same float32 arithmetic, rounded once, as the group's fp32 kernel
+    on float32 copies (:func:`adamkit.kernels.wrappers.half_in_float32`), where that kernel is
+    the numba one (the group fused, or the default) and not under torch.compile. Plain
+    tensors listed once in the group, with a dense grad of their dtype."""
+    half = wrappers.HALF_DTYPES
+    for p in params:  # a plain loop: this runs every step, for every group
+        if p.dtype in half:
+            break
+    else:
+        return []
+    if torch.compiler.is_compiling() or not fuses(spec):  # nothing below for Dynamo to trace
+        return []
+    backend = choose_backend(
+        foreach=group.get("foreach"), fused=group.get("fused"),
+        differentiable=bool(group.get("differentiable")), capturable=bool(group.get("capturable")),
+    )  # fmt: skip
+    if backend != "fused" or fused_kernel("cpu") is not _numba_fused:
+        return []
+    plain, counts = wrappers.Adapted.PLAIN_TYPES, collections.Counter(map(id, group["params"]))
+    aux_key = spec.scalar_state
+    return [
+        i
+        for i, (p, g, state) in enumerate(zip(params, grads, states, strict=True))
+        if p.dtype in half
+        and type(p) in plain
+        and counts[id(p)] == 1
+        and not g.is_sparse
+        and _row(spec, p, g, state, "fp32", aux_key, 0, "nearest") is not None
+    ]

@@ -3,7 +3,7 @@
 The codes are :mod:`adamkit.reference.lowbit`'s, bit for bit (integer arithmetic on the
 float32 patterns). This module serves the checkpoint conversions (quantize a loaded torch
 checkpoint, :func:`adamkit.optim.dequantized_state_dict`), diagnostics, and the tensors the
-fused kernels do not take (CUDA without Triton, float16 params, non-contiguous tensors):
+fused kernels do not take (CUDA without Triton, non-contiguous tensors, RMSprop and SGD):
 :func:`step_tensor` dequantizes one tensor's state to float32, runs the spec's element on
 whole tensors, and stores back. It makes float32 temporaries of the tensor's size; the fused
 kernels (:mod:`adamkit.kernels._numba_lowbit`) make none beyond a block.

@@ -17,9 +17,8 @@ and SGD (:mod:`torch_fused`), torch's foreach order for the others; adamkit's Tr
 are opt-in, by ``set_default("cuda", "triton")`` or ``ADAMKIT_CUDA_KERNELS=triton`` in the
 environment (see :func:`set_default`).
 
-Two families of kernels: the written-out ones (Adam, SGD, RMSprop in :mod:`forloop`,
-:mod:`foreach`, :mod:`fused_cpu`, :mod:`triton_kernels`) and those built from an algorithm
-spec (:mod:`spec_kernels`: NAdam, RAdam, Adamax).
+Every kernel is built from an algorithm spec (:mod:`spec_kernels`), except torch's own fused
+kernels for Adam, AdamW and SGD (:mod:`torch_fused`), called with the same signature.
 """
 
 from __future__ import annotations
@@ -33,8 +32,7 @@ from torch import Tensor
 
 from ..algorithms import SPEC_BUILT
 
-WRITTEN = ("sgd",)
-ALGORITHMS = (*WRITTEN, *SPEC_BUILT)
+ALGORITHMS = SPEC_BUILT
 TORCH_FUSED = ("adam", "sgd")  # the algorithms torch has a fused CUDA kernel for
 Kernel = Callable[..., None]
 
@@ -90,18 +88,6 @@ def triton_available() -> bool:
 
 
 BACKENDS = (
-    Backend("forloop", WRITTEN, None, _module_kernel("forloop"), sparse_grads=True),
-    Backend("foreach", WRITTEN, None, _module_kernel("foreach")),
-    Backend("fused", WRITTEN, ("cpu",), _module_kernel("fused_cpu")),
-    Backend(
-        "triton",
-        WRITTEN,
-        None,
-        _module_kernel("triton_kernels"),
-        handles_half=True,
-        float32_state_for_half=True,
-        grad_scaler=True,
-    ),
     Backend(  # torch's own fused kernels, called as torch.optim calls them
         "torch_fused",
         TORCH_FUSED,
@@ -110,7 +96,8 @@ BACKENDS = (
         handles_half=True,
         grad_scaler=True,
     ),
-    Backend("forloop", SPEC_BUILT, None, _spec_kernel("forloop", "any")),
+    # torch's functional updates take sparse gradients (SGD's; Adam densifies them first)
+    Backend("forloop", SPEC_BUILT, None, _spec_kernel("forloop", "any"), sparse_grads=True),
     Backend("foreach", SPEC_BUILT, None, _spec_kernel("foreach", "any")),
     Backend("fused", SPEC_BUILT, ("cpu",), _spec_kernel("fused", "cpu")),
     Backend(

@@ -58,14 +58,20 @@ def torch_order(spec: AlgorithmSpec, *, foreach: bool) -> Kernel:
         # torch's capturable/differentiable paths compute the bias corrections from the step
         # tensor, in its dtype: give them torch's, and keep adamkit's float64 count here.
         arithmetic = step_arithmetic_dtype()
-        retyped = (capturable or differentiable) and any(s.dtype != arithmetic for s in steps)
+        retyped = (
+            spec.counted  # (SGD's markers are not counters: torch's SGD never reads them)
+            and (capturable or differentiable)
+            and any(s.dtype != arithmetic for s in steps)
+        )
         if retyped:
             counters = [s.to(arithmetic) for s in steps]
         lr = group["lr"]
         # torch's foreach path refuses a tensor lr unless capturable; its for-loop takes it
         tensor_lr = isinstance(lr, Tensor) and not capturable
         spec.torch_functional(
-            list(params), list(grads), [list(s) for s in states], counters,
+            # the state lists themselves: torch's SGD may put a buffer it starts into one
+            list(params), list(grads), [s if isinstance(s, list) else list(s) for s in states],
+            counters,
             list(scalar_state), group, foreach=foreach and not tensor_lr, lr=lr,
             capturable=capturable,
             differentiable=differentiable, has_complex=any(p.is_complex() for p in params),
@@ -182,7 +188,7 @@ def fused_cpu(spec: AlgorithmSpec) -> Kernel:
             hyper, bias, flags = loop_arrays(spec.name, dtype, key)
             run_loops(
                 serial, parallel, tuple(batch.numels), batch.addresses(), LIKE[dtype],
-                hyper, bias, flags, True,
+                hyper, bias, flags, spec.counted,
             )  # fmt: skip
 
     kernel.__name__ = f"{spec.name}_fused_cpu"

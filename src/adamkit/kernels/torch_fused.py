@@ -2,13 +2,13 @@
 called as torch.optim calls them with ``fused=True``: the CUDA default for Adam, AdamW and SGD
 until adamkit's Triton kernels have passed the parity suite on a GPU (docs/triton.md).
 
-Same signatures as :mod:`adamkit.kernels.forloop`, plus GradScaler's ``grad_scale`` and
-``found_inf``. torch's fused kernels read their step counters as float32 tensors on the
-parameters' device (torch.optim keeps them so for ``fused=True``); adamkit counts in float64
-(exact past 2^24), so each call hands them a float32 copy of the counts on the device, made in
-one stack and one copy. The tensors torch's kernels cannot take (complex, non-contiguous,
-lazy conjugate/negative bits, state of another dtype) take adamkit's torch-order foreach
-kernel, in float32 for half parameters.
+The signature of the spec kernels (:mod:`adamkit.kernels.spec_kernels`), plus GradScaler's
+``grad_scale`` and ``found_inf``. torch's fused kernels read their step counters as float32
+tensors on the parameters' device (torch.optim keeps them so for ``fused=True``); adamkit
+counts in float64 (exact past 2^24), so each call hands them a float32 copy of the counts on
+the device, made in one stack and one copy. The tensors torch's kernels cannot take (complex,
+non-contiguous, lazy conjugate/negative bits, state of another dtype) take torch's foreach
+functional update, in float32 for half parameters.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ import torch
 from torch import Tensor
 
 from ..algorithms import adam as adam_spec
-from . import foreach, wrappers
-from ._tensors import add_one, has_lazy_bits, pick, scalar
+from ..algorithms import sgd as sgd_spec
+from . import wrappers
+from ._tensors import has_lazy_bits, increment, pick, scalar
 from .spec_kernels import torch_order
 
 _ADAM_FOREACH = torch_order(adam_spec.SPEC, foreach=True)
+_SGD_FOREACH = torch_order(sgd_spec.SPEC, foreach=True)
 
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -84,13 +86,6 @@ _AMP_REST = (
 )
 
 
-def _rest(kernel, grad_scale: Tensor | None, found_inf: Tensor | None):
-    """The torch-order foreach kernel (half precision in float32) for the other tensors."""
-    if grad_scale is not None or found_inf is not None:
-        raise ValueError(_AMP_REST)
-    return wrappers.half_in_float32(kernel)
-
-
 def adam(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
@@ -119,7 +114,7 @@ def adam(
     op = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
     for idx in groups:
         device = params[idx[0]].device
-        _increment(pick(steps, idx), found_inf)
+        increment(pick(steps, idx), found_inf)
         op(
             *[pick(ts, idx) for ts in lists], _device_steps(pick(steps, idx), device),
             lr=_lr(group["lr"], device), beta1=beta1, beta2=beta2,
@@ -129,62 +124,43 @@ def adam(
         )  # fmt: skip
 
 
-def _increment(steps: Sequence[Tensor], found_inf: Tensor | None) -> None:
-    """Each counter one on, unless GradScaler found an Inf (without a synchronisation where
-    the counters live on found_inf's device)."""
-    if not steps:
-        return
-    add_one(steps)
-    if found_inf is None:
-        return
-    if all(s.device == found_inf.device for s in steps):
-        torch._foreach_sub_(list(steps), [found_inf.to(steps[0].dtype)] * len(steps))
-    elif found_inf.item():
-        torch._foreach_sub_(list(steps), 1)
-
-
 def sgd(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
-    momentum_buffers: list[Tensor | None],
+    momentum_buffers: Sequence[Tensor],
+    steps: Sequence[Tensor],
+    aux: Sequence[Tensor],
     *,
-    lr: float | Tensor,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
-    nesterov: bool,
-    maximize: bool,
+    group: dict[str, Any],
     grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
 ) -> None:
-    """SGD by torch's fused kernel; see :func:`adamkit.kernels.forloop.sgd`. A missing
-    momentum buffer is made by the kernel's first step (``is_first_step``: b = g), as torch's
-    fused SGD makes it."""
-    groups, rest = _split(len(params), (params, grads, momentum_buffers))
+    """SGD by torch's fused kernel, with the spec kernels' signature: ``steps`` hold SGD's
+    markers (:data:`adamkit.algorithms.sgd.FIRST` where a buffer starts: torch's
+    ``is_first_step``, b = g, into the zeros the optimizer made)."""
+    lists = (params, grads, momentum_buffers)
+    groups, rest = _split(len(params), lists)
+    if rest:  # first: an error there leaves every other tensor as it was
+        if grad_scale is not None or found_inf is not None:
+            raise ValueError(_AMP_REST)
+        foreach = wrappers.half_in_float32(_SGD_FOREACH)
+        foreach(*[pick(ts, rest) if ts else [] for ts in (*lists, steps)], [], group=group)
     hyper = {
-        "weight_decay": weight_decay, "momentum": momentum, "dampening": dampening,
-        "nesterov": nesterov, "maximize": maximize,
+        "weight_decay": group["weight_decay"], "momentum": group["momentum"],
+        "dampening": group["dampening"], "nesterov": group["nesterov"],
+        "maximize": group["maximize"],
     }  # fmt: skip
     for idx in groups:
         device = params[idx[0]].device
         amp = {"grad_scale": _on(grad_scale, device), "found_inf": _on(found_inf, device)}
-        # Without momentum one call; with it, one for the buffers still to make (b = g) and
-        # one for those that exist.
-        new = [i for i in idx if momentum != 0 and momentum_buffers[i] is None]
-        made = set(new)
-        old = [i for i in idx if i not in made]
-        for i in new:  # zeros, not torch's empty: a step skipped for an Inf keeps them
-            momentum_buffers[i] = torch.zeros_like(grads[i])
+        # Without momentum one call; with it, one for the buffers that start now and one for
+        # the others.
+        new = [i for i in idx if momentum_buffers and sgd_spec.is_first(steps[i])]
+        old = [i for i in idx if i not in set(new)]
         for sub, first in ((new, True), (old, False)):
             if sub:
                 torch._fused_sgd_(
-                    pick(params, sub), pick(grads, sub), pick(momentum_buffers, sub),  # type: ignore[arg-type]
-                    lr=_lr(lr, device), is_first_step=first, **hyper, **amp,
+                    pick(params, sub), pick(grads, sub),
+                    pick(momentum_buffers, sub) if momentum_buffers else [],
+                    lr=_lr(group["lr"], device), is_first_step=first, **hyper, **amp,
                 )  # fmt: skip
-    if rest:
-        bufs = pick(momentum_buffers, rest)
-        _rest(foreach.sgd, grad_scale, found_inf)(
-            pick(params, rest), pick(grads, rest), bufs, lr=lr, **hyper
-        )
-        for j, i in enumerate(rest if bufs else []):
-            momentum_buffers[i] = bufs[j]

@@ -117,14 +117,21 @@ def _spec_kernel(
 
 
 def _advance_counters(
-    spec_functions, steps: list[Tensor], aux: list[Tensor], bias, found_inf: Tensor | None
-) -> Tensor:
+    spec_functions, steps: list[Tensor], aux: list[Tensor], bias, found_inf: Tensor | None,
+    counted: bool = True,
+) -> Tensor:  # fmt: skip
     """Advance the counters of a group's tensors (the spec's ``advance``; not where GradScaler
-    found an Inf) and return their per-tensor scalars (``tensor_scalars``) as an (n, 4)
-    float64 tensor on the counters' device."""
+    found an Inf, nor for a spec that does not count its steps, whose markers are only read)
+    and return their per-tensor scalars (``tensor_scalars``) as an (n, 4) float64 tensor on
+    the counters' device."""
     advance, tensor_scalars = spec_functions
     step = torch.stack([s.reshape(()) for s in steps]).to(torch.float64)
     scalar = torch.stack([a.reshape(()) for a in aux]).to(torch.float64) if aux else None
+    if not counted:
+        values = tensor_scalars(step, torch.zeros_like(step), bias)
+        return torch.stack(
+            [torch.as_tensor(v, dtype=torch.float64).expand(len(steps)) for v in values], dim=1
+        )
     new_step, new_scalar = advance(step, scalar if aux else torch.zeros_like(step), bias)
     if found_inf is not None:
         skip = found_inf.to(step.device) != 0
@@ -184,7 +191,7 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
             scalars = _group_scalars(spec, group, c)
             stores = [i < slots and len(states[i]) > 0 for i in range(TENSOR_SLOTS)]
             per_tensor = _advance_counters(
-                counters, pick(steps, idx), pick(aux, idx), scalars.bias, found_inf
+                counters, pick(steps, idx), pick(aux, idx), scalars.bias, found_inf, spec.counted
             )
             plan = tables.plan(roles, p0.device)
             hyper = tables.scalars(scalars.hyper, p0.device, c)

@@ -15,7 +15,6 @@ import torch.optim.optimizer as optimizer_module
 from torch import Tensor
 
 from ..kernels import registry, wrappers
-from ..kernels._tensors import add_one
 from . import _nonfinite
 from ._changed_groups import check_changed_groups
 from ._checkpoint import check_state_dict
@@ -316,17 +315,6 @@ class KernelOptimizer(torch.optim.Optimizer):
         kernel = adapted.for_params(params)
         return functools.partial(kernel, **amp) if amp else kernel
 
-    @staticmethod
-    def _kernel_counts_steps(steps: list[Tensor], amp: dict[str, Tensor]) -> bool:
-        """Whether the kernel adds this step's one to each counter in its own pass
-        (``advance_steps``): yes, except under GradScaler, where the counts must stay if it
-        found an Inf; they are counted here then."""
-        found_inf = amp.get("found_inf") if amp else None
-        if found_inf is None:
-            return True
-        increment(steps, found_inf)
-        return False
-
 
 def _kernel_key(
     group: dict[str, Any], params: list[Tensor], sparse: bool
@@ -375,17 +363,3 @@ def _adapted_kernel(algorithm: str, *key: Any) -> wrappers.Adapted:
 
 
 registry.on_change(_adapted_kernel.cache_clear)  # registry.set_default changes the choice
-
-
-def increment(steps: list[Tensor], found_inf: Tensor | None = None) -> None:
-    """Advance each parameter's step counter by one, unless GradScaler found an Inf: then the
-    counts stay (on the device without synchronising when they live there)."""
-    if not steps:
-        return
-    add_one(steps)
-    if found_inf is None:
-        return
-    if all(s.device == found_inf.device for s in steps):
-        torch._foreach_sub_(steps, [found_inf.to(steps[0].dtype)] * len(steps))
-    elif found_inf.item():  # step counts on the host: one synchronisation
-        torch._foreach_sub_(steps, 1)

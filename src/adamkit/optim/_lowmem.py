@@ -27,6 +27,7 @@ from torch import Tensor
 from ..algorithms import SPECS
 from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS
 from ..kernels import lowbit, lowbit_compiled
+from ..kernels._tensors import pick
 from ..kernels.lowbit_torch import (
     blocks,
     dequantized_entry,
@@ -229,8 +230,35 @@ class LowMemoryState:
             params, grads = [params[i] for i in keep], [grads[i] for i in keep]
             states = [states[i] for i in keep]
             any_sparse = any_sparse and any(g.is_sparse for g in grads)
+        self._update_rest(group, params, grads, states, any_sparse, amp)
+
+    def _update_rest(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+        any_sparse: bool,
+        amp: dict[str, Tensor],
+    ) -> None:
+        """Step the params whose state is torch's format. The float16/bfloat16 ones that the
+        fused CPU kernel takes (:func:`adamkit.kernels.lowbit.half_in_place`) are stepped in
+        place by it, as the fp32 kernel would step float32 copies of them, after the others
+        (whose checks have then passed); not under GradScaler's in-kernel unscaling."""
+        spec = SPECS[self.algorithm]
+        half = [] if amp else lowbit.half_in_place(spec, group, params, grads, states)
+        if half:
+            rest = sorted(set(range(len(params))) - set(half))
+            in_place = [pick(items, half) for items in (params, grads, states)]
+            params, grads, states = (pick(items, rest) for items in (params, grads, states))
+            any_sparse = any_sparse and any(g.is_sparse for g in grads)
         if params:
             self._update_params(group, params, grads, states, any_sparse, amp)  # type: ignore[attr-defined]
+        if half:
+            n = len(half)
+            lowbit.step(
+                spec, group, *in_place, ["fp32"] * n, param_rounding="nearest", streams=[0] * n
+            )
 
     def _warn_unused_rounding(self, group: dict[str, Any]) -> None:
         """At the first step, once per group: param_rounding other than "nearest" on a group

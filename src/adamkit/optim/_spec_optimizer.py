@@ -1,21 +1,29 @@
-"""An optimizer that is a signature, a docstring and an algorithm spec.
+"""An optimizer that is a docstring, an algorithm spec and its torch namesake.
 
-Everything else comes from the spec (:mod:`adamkit.algorithms`): hyperparameter checks (in
+Everything else comes from the spec (:mod:`adamkit.algorithms`) and torch's class: the
+signature (torch's, then adamkit's options: :mod:`._made_init`), hyperparameter checks (in
 torch's words, on the defaults before ``params`` is read), the state a parameter gets
 (torch's keys and dtypes), the checkpoint layout, and the kernels.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
 from ..algorithms import _checks as check
+from ..algorithms.sgd import FIRST, LATER
 from ._base import KernelOptimizer, new_step, scalar_state
 from ._checkpoint import Slot
 from ._lowmem import LowMemoryState
+from ._made_init import made_init
+
+# torch's default for a group's "fused" key, where its class has one (its __setstate__'s)
+_FUSED_KEY_DEFAULT = {"Adam": None, "AdamW": None, "SGD": False}
 
 
 class SpecOptimizer(LowMemoryState, KernelOptimizer):
@@ -47,35 +55,17 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.algorithm = cls.spec.name
+        if "__init__" not in cls.__dict__:  # torch's signature, then adamkit's options
+            cls.__init__ = made_init(cls.spec, SpecOptimizer.__init__)  # type: ignore[method-assign]
+        # The keys torch's class keeps in every group (SGD has no capturable), with the
+        # defaults its __setstate__ gives a checkpoint that lacks them.
+        torch_keys = inspect.signature(getattr(torch.optim, cls.spec.torch_name)).parameters
+        flags = {"maximize": False, "foreach": None, "capturable": False, "differentiable": False}
+        flags["fused"] = _FUSED_KEY_DEFAULT.get(cls.spec.torch_name)
         cls.group_key_defaults = {
-            "maximize": False,
-            "foreach": None,
-            "capturable": False,
-            "differentiable": False,
+            **{key: value for key, value in flags.items() if key in torch_keys},
             **{h.name: h.default for h in cls.spec.hyperparameters if h.check is None},
         }
-        if cls.spec.torch_name in ("Adam", "AdamW"):  # torch's classes with a fused flag
-            cls.group_key_defaults["fused"] = None
-
-    @staticmethod
-    def backend_defaults(
-        foreach: bool | None,
-        maximize: bool,
-        capturable: bool,
-        differentiable: bool,
-        fused: bool | None,
-    ) -> dict[str, Any]:
-        """torch's group keys for the kernel choice; ``fused`` (which torch's class lacks) is
-        a group key only when given, so param_groups stay exactly torch's."""
-        keys = {
-            "maximize": maximize,
-            "foreach": foreach,
-            "capturable": capturable,
-            "differentiable": differentiable,
-        }
-        if fused is not None:
-            keys["fused"] = fused
-        return keys
 
     def validate_group(self, group: dict[str, Any]) -> None:
         self.spec.check(group)
@@ -97,21 +87,35 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
         )
 
     def state_layout(self, group: dict[str, Any]) -> dict[str, Slot]:
-        layout = {"step": Slot.STEP}
+        if self.spec.counted:
+            layout = {"step": Slot.STEP}
+            slot = Slot.LIKE_PARAM
+        else:  # SGD: a buffer alone (None in a torch checkpoint of a param not yet stepped)
+            layout = {"step": Slot.STEP} if self._counts_low_memory(group) else {}
+            slot = Slot.LIKE_PARAM_OR_NONE
         if self.spec.scalar_state:
             layout[self.spec.scalar_state] = Slot.SCALAR
-        layout.update(dict.fromkeys(self.tensor_slots(group), Slot.LIKE_PARAM))
+        layout.update(dict.fromkeys(self.tensor_slots(group), slot))
         return layout
 
+    def _counts_low_memory(self, group: dict[str, Any]) -> bool:
+        """Whether an uncounted spec's low-memory state keeps a step count (its rounding
+        seeds): when the group's options ask for low-memory state or rounding."""
+        precision, _, rounding = self.group_options(group)
+        return precision != "fp32" or rounding != "nearest"
+
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        spec = self.spec
+        if not (spec.counted or self.tensor_slots(group) or self._counts_low_memory(group)):
+            return {}  # as torch's SGD without momentum: no state entry at all
         state = self.state[p]
-        if len(state) == 0 and self.init_low_memory_state(p, group) is None:
+        if len(state) == 0 and self.init_low_memory_state(p, group) is None and spec.counted:
             state["step"] = new_step(p, group)
-            if self.spec.scalar_state:
-                state[self.spec.scalar_state] = scalar_state(self.spec.scalar_state_init, p, group)
+            if spec.scalar_state:
+                state[spec.scalar_state] = scalar_state(spec.scalar_state_init, p, group)
             for key in self.tensor_slots(group):
                 state[key] = self.zeros_state(p, group)
-        return state
+        return state  # an uncounted spec's slots start in _update_params (markers)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state_dict (adamkit's or torch.optim's), checked first.
@@ -146,12 +150,35 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
         spec = self.spec
         scalar = spec.scalar_state
         used = self.tensor_slots(group)
-        self._step_kernel(group, params, amp)(
-            params,
-            grads,
-            # an unused slot's list is empty, as torch's functional updates take it
-            *([s[key] for s in states] if key in used else [] for key in spec.tensor_state),
-            [s["step"] for s in states],
-            [s[scalar] for s in states] if scalar else [],
+        if spec.counted:
+            steps = [s["step"] for s in states]
+        else:
+            steps = self._start_slots(group, params, states, used)
+        # an unused slot's list is empty, as torch's functional updates take it
+        slots = [[s[key] for s in states] if key in used else [] for key in spec.tensor_state]
+        self._step_kernel(group, params, amp, sparse=any_sparse)(
+            params, grads, *slots, steps, [s[scalar] for s in states] if scalar else [],
             group=group,
-        )
+        )  # fmt: skip
+        if not spec.counted:  # a kernel may replace a buffer it starts (SGD's sparse one)
+            for key, values in zip(spec.tensor_state, slots, strict=True):
+                for state, value in zip(states, values, strict=False):
+                    state[key] = value
+
+    def _start_slots(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        states: list[dict[str, Any]],
+        used: tuple[str, ...],
+    ) -> list[Tensor]:
+        """An uncounted spec's markers (:data:`adamkit.algorithms.sgd.FIRST` where a slot
+        starts this step, made here as zeros, else ``LATER``)."""
+        # Decided for every param before any slot is made: a param listed twice starts twice,
+        # as in torch (its state has no buffer yet when torch reads it for either entry).
+        markers = [LATER if all(s.get(k) is not None for k in used) else FIRST for s in states]
+        for p, state, marker in zip(params, states, markers, strict=True):
+            for key in used if marker is FIRST else ():
+                if state.get(key) is None:
+                    state[key] = self.zeros_state(p, group)
+        return markers

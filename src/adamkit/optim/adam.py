@@ -10,8 +10,7 @@ from torch import Tensor
 
 from ..algorithms import adam as adam_spec
 from ..kernels import sparse
-from ..kernels._tensors import scalar
-from ._base import increment
+from ..kernels._tensors import increment, scalar
 from ._spec_optimizer import SpecOptimizer
 
 

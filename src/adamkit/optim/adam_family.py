@@ -1,14 +1,12 @@
 """NAdam, RAdam and Adamax: drop-in replacements for their torch.optim namesakes, each a
-signature, a docstring and its spec (the math is in :mod:`adamkit.algorithms`)."""
+docstring and its spec (the math is in :mod:`adamkit.algorithms`; the signature is torch's,
+see :mod:`adamkit.optim._made_init`)."""
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterable
-from typing import Any
 
 import torch
-from torch import Tensor
 
 from ..algorithms import adamax, nadam, radam
 from ._spec_optimizer import SpecOptimizer
@@ -61,40 +59,6 @@ class NAdam(SpecOptimizer, torch.optim.NAdam):
     )
     spec = nadam.SPEC
 
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: float | Tensor = 2e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        momentum_decay: float = 4e-3,
-        decoupled_weight_decay: bool = False,
-        *,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        capturable: bool = False,
-        differentiable: bool = False,
-        fused: bool | None = None,
-        on_nonfinite: str = "propagate",
-        state_precision: str = "fp32",
-        min_8bit_size: int = 4096,
-        param_rounding: str = "nearest",
-    ) -> None:
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "momentum_decay": momentum_decay,
-            "decoupled_weight_decay": decoupled_weight_decay,
-            **self.backend_defaults(foreach, maximize, capturable, differentiable, fused),
-        }
-        super().__init__(
-            params, defaults, on_nonfinite=on_nonfinite,
-            low_memory=(state_precision, min_8bit_size, param_rounding),
-        )  # fmt: skip
-
 
 class RAdam(SpecOptimizer, torch.optim.RAdam):
     __doc__ = _doc(
@@ -123,38 +87,6 @@ class RAdam(SpecOptimizer, torch.optim.RAdam):
     )
     spec = radam.SPEC
 
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: float | Tensor = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        decoupled_weight_decay: bool = False,
-        *,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        capturable: bool = False,
-        differentiable: bool = False,
-        fused: bool | None = None,
-        on_nonfinite: str = "propagate",
-        state_precision: str = "fp32",
-        min_8bit_size: int = 4096,
-        param_rounding: str = "nearest",
-    ) -> None:
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "decoupled_weight_decay": decoupled_weight_decay,
-            **self.backend_defaults(foreach, maximize, capturable, differentiable, fused),
-        }
-        super().__init__(
-            params, defaults, on_nonfinite=on_nonfinite,
-            low_memory=(state_precision, min_8bit_size, param_rounding),
-        )  # fmt: skip
-
 
 class Adamax(SpecOptimizer, torch.optim.Adamax):
     __doc__ = _doc(
@@ -180,33 +112,3 @@ class Adamax(SpecOptimizer, torch.optim.Adamax):
     """,
     )
     spec = adamax.SPEC
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: float | Tensor = 2e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        foreach: bool | None = None,
-        *,
-        maximize: bool = False,
-        differentiable: bool = False,
-        capturable: bool = False,
-        fused: bool | None = None,
-        on_nonfinite: str = "propagate",
-        state_precision: str = "fp32",
-        min_8bit_size: int = 4096,
-        param_rounding: str = "nearest",
-    ) -> None:
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            **self.backend_defaults(foreach, maximize, capturable, differentiable, fused),
-        }
-        super().__init__(
-            params, defaults, on_nonfinite=on_nonfinite,
-            low_memory=(state_precision, min_8bit_size, param_rounding),
-        )  # fmt: skip

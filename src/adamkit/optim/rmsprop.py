@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 import torch
-from torch import Tensor
 
 from ..algorithms import rmsprop as rmsprop_spec
 from ._spec_optimizer import SpecOptimizer
@@ -52,37 +48,3 @@ class RMSprop(SpecOptimizer, torch.optim.RMSprop):
     """
 
     spec = rmsprop_spec.SPEC
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: float | Tensor = 1e-2,
-        alpha: float = 0.99,
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        momentum: float = 0,
-        centered: bool = False,
-        capturable: bool = False,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        differentiable: bool = False,
-        *,
-        fused: bool | None = None,
-        on_nonfinite: str = "propagate",
-        state_precision: str = "fp32",
-        min_8bit_size: int = 4096,
-        param_rounding: str = "nearest",
-    ) -> None:
-        defaults = {
-            "lr": lr,
-            "momentum": momentum,
-            "alpha": alpha,
-            "eps": eps,
-            "centered": centered,
-            "weight_decay": weight_decay,
-            **self.backend_defaults(foreach, maximize, capturable, differentiable, fused),
-        }
-        super().__init__(
-            params, defaults, on_nonfinite=on_nonfinite,
-            low_memory=(state_precision, min_8bit_size, param_rounding),
-        )  # fmt: skip

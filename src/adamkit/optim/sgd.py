@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
-from torch import Tensor
 
-from ..algorithms import _checks as check
-from ._base import KernelOptimizer
-from ._checkpoint import Slot
+from ..algorithms import sgd as sgd_spec
+from ._spec_optimizer import SpecOptimizer
 
 
-class SGD(KernelOptimizer, torch.optim.SGD):
+class SGD(SpecOptimizer, torch.optim.SGD):
     r"""Stochastic gradient descent with heavy-ball or Nesterov momentum (torch.optim.SGD's API).
 
     The first-moment half of Adam alone, without bias correction::
@@ -37,6 +34,9 @@ class SGD(KernelOptimizer, torch.optim.SGD):
         on_nonfinite: what a step does when a gradient holds NaN or Inf: "propagate"
             (default, as torch.optim), "skip" (nothing changes; ``skipped_steps`` counts it)
             or "raise" (:class:`~adamkit.optim.NonFiniteGradientError`, nothing changes).
+        state_precision, min_8bit_size, param_rounding: low-memory momentum buffer and
+            rounding of half-precision params, as for :class:`adamkit.Adam`
+            (docs/low-memory.md); a low-memory buffer keeps a step count beside it.
 
     Example:
         >>> import torch, adamkit
@@ -49,81 +49,13 @@ class SGD(KernelOptimizer, torch.optim.SGD):
         tensor([-0.2900])
     """
 
-    algorithm = "sgd"
+    spec = sgd_spec.SPEC
     sparse_grads_supported = True
-    group_key_defaults: ClassVar[dict[str, Any]] = {
-        "nesterov": False,
-        "maximize": False,
-        "foreach": None,
-        "differentiable": False,
-        "fused": False,
-    }
 
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: float | Tensor = 1e-3,
-        momentum: float = 0,
-        dampening: float = 0,
-        weight_decay: float | Tensor = 0,
-        nesterov: bool = False,
-        *,
-        maximize: bool = False,
-        foreach: bool | None = None,
-        differentiable: bool = False,
-        fused: bool | None = None,
-        on_nonfinite: str = "propagate",
-    ) -> None:
-        check.backend_flags(foreach=foreach, fused=fused, differentiable=differentiable)
-        defaults = {
-            "lr": lr,
-            "momentum": momentum,
-            "dampening": dampening,
-            "weight_decay": weight_decay,
-            "nesterov": nesterov,
-            "maximize": maximize,
-            "foreach": foreach,
-            "differentiable": differentiable,
-            "fused": fused,
-        }
-        super().__init__(params, defaults, on_nonfinite=on_nonfinite)
-
-    @staticmethod
-    def validate_group(group: dict[str, Any]) -> None:
-        check.nonnegative("lr", group["lr"])
-        check.nonnegative("momentum", group["momentum"])
-        check.unit_interval("dampening", group["dampening"], upper_inclusive=True)
-        check.nonnegative("weight_decay", group["weight_decay"])
+    def validate_group(self, group: dict[str, Any]) -> None:
+        super().validate_group(group)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(
                 "Nesterov momentum requires a momentum and zero dampening; got "
                 f"momentum={group['momentum']!r}, dampening={group['dampening']!r}"
             )
-
-    def state_layout(self, group: dict[str, Any]) -> dict[str, Slot]:
-        # torch stores a buffer (None until the first step) only when momentum is on.
-        return {"momentum_buffer": Slot.LIKE_PARAM_OR_NONE} if group["momentum"] != 0 else {}
-
-    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        # As torch: no state entry without momentum (a throwaway dict stands in).
-        return self.state[p] if group["momentum"] != 0 else {}
-
-    def _update_group(self, group: dict[str, Any], amp: dict[str, Tensor]) -> None:
-        params, grads, states, sparse = self._collect(group)
-        if not params:
-            return
-        momentum = group["momentum"]
-        buffers = [s.get("momentum_buffer") for s in states] if momentum else []
-        self._step_kernel(group, params, amp, sparse=sparse)(
-            params,
-            grads,
-            buffers,
-            lr=group["lr"],
-            momentum=momentum,
-            dampening=group["dampening"],
-            weight_decay=group["weight_decay"],
-            nesterov=group["nesterov"],
-            maximize=group["maximize"],
-        )
-        for p_state, buf in zip(states, buffers, strict=False):
-            p_state["momentum_buffer"] = buf
