@@ -86,7 +86,7 @@ def torch_step(params, grads, states, steps, aux, group: dict[str, Any], **flags
     for i, (buf, new) in enumerate(zip(made, buffers, strict=False)):
         if new is buf:
             continue
-        if new.layout == buf.layout:
+        if buf is not None and new.layout == buf.layout:
             buf.copy_(new)
         else:
             made[i] = new

@@ -19,6 +19,8 @@ class Slot(Enum):
     """What a state entry must be."""
 
     STEP = "a step count: a finite integer >= 0 (number or 1-element tensor)"
+    # an uncounted spec's (SGD's) low-memory state keeps a count; torch's format has none
+    OPTIONAL_STEP = "a step count, where the state keeps one"
     LIKE_PARAM = "a tensor shaped like the parameter"
     LIKE_PARAM_OR_NONE = "a tensor shaped like the parameter, or None"
     SCALAR = "a finite number (number or 1-element tensor)"
@@ -79,7 +81,7 @@ def _check_entry(entry: Any, param: Tensor, layout: dict[str, Slot], gi: int, pi
         _fail(f"{at} is {type(entry).__name__}; expected a dict")
     if not entry:
         return  # never stepped
-    missing = layout.keys() - entry.keys()
+    missing = {k for k, slot in layout.items() if slot is not Slot.OPTIONAL_STEP} - entry.keys()
     extra = entry.keys() - layout.keys()
     if missing or extra:
         _fail(
@@ -88,8 +90,10 @@ def _check_entry(entry: Any, param: Tensor, layout: dict[str, Slot], gi: int, pi
             + (f" (unexpected {sorted(extra)})" if extra else "")
         )
     for key, slot in layout.items():
+        if key not in entry:
+            continue  # an optional step
         value = entry[key]
-        if slot is Slot.STEP:
+        if slot is Slot.STEP or slot is Slot.OPTIONAL_STEP:
             _check_step(value, f"{at}, key {key!r}")
         elif slot is Slot.SCALAR:
             _check_scalar(value, f"{at}, key {key!r}")

@@ -25,6 +25,7 @@ from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS
 from ..kernels._batching import StateSizeError, check_sizes
 from ..kernels.lowbit_torch import blocks, dequantize, is_8bit, quantize, to_bf16
 from ..kernels.wrappers import HALF_DTYPES, dtensor_like, to_local
+from ._checkpoint import Slot
 
 
 def check_shapes(stated: list[tuple[Tensor, dict[str, Any]]]) -> None:
@@ -56,7 +57,7 @@ def conform(
     """Conform ``p``'s ``state`` (in place) to ``precision`` ("fp32": a plain tensor of dtype
     ``fp32_dtype()``; "bf16"; "8bit") for the slots of ``layout`` and to Kahan's compensation
     for ``rounding``. Returns whether the state is now low-memory (8-bit, bf16, or Kahan)."""
-    if "step" not in state:
+    if "step" not in state and not _count_started(p, state, layout, precision, rounding):
         return False  # never stepped: made in the right format on its first step
     for key in [k for k in state if k in SLOT_KINDS and k not in layout]:
         del state[key]  # amsgrad turned off: its max is not kept (nor checkpointed)
@@ -66,6 +67,26 @@ def conform(
             _conform_slot(p, state, key, precision, fp32_dtype)
     _conform_kahan(p, state, rounding)
     return precision != "fp32" or KAHAN_KEY in state
+
+
+def _count_started(
+    p: Tensor, state: dict[str, Any], layout: Mapping[str, Any], precision: str, rounding: str
+) -> bool:
+    """For an uncounted spec (SGD: its layout's step is optional), whether ``state`` was
+    stepped: its slots are there. Going low-memory, it then gets the count low-memory state
+    keeps (1: the buffer has started); slots left None (a torch checkpoint's param not yet
+    stepped) are dropped, so that the state starts afresh in the right format."""
+    if layout.get("step") is not Slot.OPTIONAL_STEP:
+        return False
+    low = precision != "fp32" or kahan_needed(p, rounding)
+    slots = [k for k in layout if k in SLOT_KINDS]
+    for key in [k for k in slots if low and k in state and state[k] is None]:
+        del state[key]
+    if not any(state.get(k) is not None for k in slots):
+        return False  # (torch's format keeps a None buffer as it was loaded)
+    if low:
+        state["step"] = torch.ones((), dtype=torch.float64)
+    return True
 
 
 def holds_low_memory(state: Mapping[str, Any]) -> bool:

@@ -90,8 +90,9 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
         if self.spec.counted:
             layout = {"step": Slot.STEP}
             slot = Slot.LIKE_PARAM
-        else:  # SGD: a buffer alone (None in a torch checkpoint of a param not yet stepped)
-            layout = {"step": Slot.STEP} if self._counts_low_memory(group) else {}
+        else:  # SGD: a buffer alone (None in a torch checkpoint of a param not yet stepped),
+            # and a count where its state is low-memory
+            layout = {"step": Slot.OPTIONAL_STEP}
             slot = Slot.LIKE_PARAM_OR_NONE
         if self.spec.scalar_state:
             layout[self.spec.scalar_state] = Slot.SCALAR
@@ -155,7 +156,9 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
         else:
             steps = self._start_slots(group, params, states, used)
         # an unused slot's list is empty, as torch's functional updates take it
-        slots = [[s[key] for s in states] if key in used else [] for key in spec.tensor_state]
+        # (an uncounted spec's sparse-gradient slot starts as None: torch's SGD makes it)
+        read = dict.get if not spec.counted else dict.__getitem__
+        slots = [[read(s, key) for s in states] if key in used else [] for key in spec.tensor_state]
         self._step_kernel(group, params, amp, sparse=any_sparse)(
             params, grads, *slots, steps, [s[scalar] for s in states] if scalar else [],
             group=group,
@@ -178,7 +181,7 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
         # as in torch (its state has no buffer yet when torch reads it for either entry).
         markers = [LATER if all(s.get(k) is not None for k in used) else FIRST for s in states]
         for p, state, marker in zip(params, states, markers, strict=True):
-            for key in used if marker is FIRST else ():
-                if state.get(key) is None:
+            for key in used if marker is FIRST and not p.grad.is_sparse else ():
+                if state.get(key) is None:  # (torch's SGD starts a sparse one itself)
                     state[key] = self.zeros_state(p, group)
         return markers
