@@ -25,6 +25,13 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
+
+# An uncounted spec's (SGD's) kernels read these as each tensor's step: START_MARKER where a
+# slot starts this step, GO_ON_MARKER elsewhere. Shared float64 scalars, never written: the
+# drivers do not advance an uncounted spec's counters.
+START_MARKER = torch.ones((), dtype=torch.float64)
+GO_ON_MARKER = torch.zeros((), dtype=torch.float64)
 
 # The widths the drivers pass: h, b, k and f hold at most this many values.
 HYPER_WIDTH = 8

@@ -20,11 +20,17 @@ from torch.optim.sgd import sgd as torch_sgd
 
 from . import _checks
 from ._ops import where
-from ._spec import AlgorithmSpec, GroupScalars, Hyperparameter, rounded
+from ._spec import (
+    GO_ON_MARKER,
+    START_MARKER,
+    AlgorithmSpec,
+    GroupScalars,
+    Hyperparameter,
+    rounded,
+)
 
-# The markers: shared float64 scalars the kernels read as each tensor's step (never written).
-FIRST = torch.ones((), dtype=torch.float64)
-LATER = torch.zeros((), dtype=torch.float64)
+# The engine's markers of an uncounted spec (see adamkit.algorithms._spec).
+FIRST, LATER = START_MARKER, GO_ON_MARKER
 
 
 class Hyper(NamedTuple):  # h: the group's scalars in the data's dtype

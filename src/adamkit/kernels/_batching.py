@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._tensors import LIKE, NUMPY_DTYPES, REAL_DTYPES, BoundedCache, pick, resolved
+from ._tensors import LIKE, NUMPY_DTYPES, REAL_DTYPES, BoundedCache, resolved
 
 # Groups with at least this many elements are split across threads; below it, launching the
 # parallel loop costs more than the second thread saves (measured: 49k float32 Adam elements
@@ -326,34 +326,6 @@ def _without(batches: dict[torch.dtype, _Batch], drop: set[int]) -> dict[torch.d
                 batch.copies,
             )
     return out
-
-
-def slow_path(
-    kernel,
-    params,
-    mutable: list[Sequence[Tensor]],
-    other_idx,
-    *extra,
-    names: Sequence[str] = (),
-    **kw,
-) -> None:
-    """The for-loop kernel on the tensors ``other_idx``; ``names`` name the ``mutable`` roles.
-
-    Runs before the loops, so an error here leaves every other tensor as it was. A state
-    tensor whose size is not its param's (the param was replaced or resized after its first
-    step) is refused before anything is written; if the for-loop kernel itself raises, the
-    step counters it advanced are put back.
-    """
-    sub_params = pick(params, other_idx)
-    sub_mutable = [pick(m, other_idx) for m in mutable]
-    check_sizes(sub_params, sub_mutable, names)
-    sub_extra = [pick(e, other_idx) for e in extra]
-    try:
-        kernel(sub_params, *sub_mutable, *sub_extra, **kw)
-    except Exception:
-        if kw.get("advance_steps") and sub_extra:
-            torch._foreach_sub_(sub_extra[-1], 1)  # the step counters: the last role
-        raise
 
 
 class StateSizeError(RuntimeError):

@@ -52,7 +52,7 @@ def pick(seq: Sequence[Any], idx: Sequence[int]) -> list[Any]:
 
 
 def add_one(steps: Sequence[Tensor]) -> None:
-    """Add one to each step counter (a kernel's ``advance_steps``), in one foreach op."""
+    """Add one to each step counter, in one foreach op."""
     if steps:
         torch._foreach_add_(list(steps), 1)
 

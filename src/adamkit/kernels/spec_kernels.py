@@ -1,7 +1,7 @@
 """The kernels of an algorithm spec, for every backend: built from the spec, not written out.
 
 Every spec kernel has one signature: ``kernel(params, grads, *state_lists, steps, scalar_state,
-*, group, advance_steps=True)``, the state lists in the order of the spec's ``tensor_state``
+*, group)``, the state lists in the order of the spec's ``tensor_state``
 and ``scalar_state`` an empty list when the spec has none; ``group`` is the param group
 (hyperparameters by torch's names).
 
@@ -48,9 +48,7 @@ def torch_order(spec: AlgorithmSpec, *, foreach: bool) -> Kernel:
 
     def kernel(
         params: Sequence[Tensor], grads: Sequence[Tensor], *lists: Any, group: dict[str, Any],
-        advance_steps: bool = True,
     ) -> None:  # fmt: skip
-        check_counts_steps(spec, advance_steps)
         *states, steps, scalar_state = lists
         capturable = bool(group.get("capturable", False))
         differentiable = bool(group.get("differentiable", False))
@@ -104,13 +102,6 @@ def loop_arrays(
     return typed(dtype, *s.hyper), float64_array(*s.bias), flag_array(*s.flags)
 
 
-def check_counts_steps(spec: AlgorithmSpec, advance_steps: bool) -> None:
-    """The spec kernels always count the step in their own pass (GradScaler's found_inf
-    included): refuse a caller that counted already."""
-    if not advance_steps:
-        raise ValueError(f"{spec.torch_name}'s kernels always count the step themselves")
-
-
 def hyper_key(spec: AlgorithmSpec, group: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     """The group's hyperparameters as a hashable key (tensor values as floats)."""
     return hyper_key_and_narrow(spec, group)[0]
@@ -154,9 +145,7 @@ def fused_cpu(spec: AlgorithmSpec) -> Kernel:
 
     def kernel(
         params: Sequence[Tensor], grads: Sequence[Tensor], *lists: Any, group: dict[str, Any],
-        advance_steps: bool = True,
     ) -> None:  # fmt: skip
-        check_counts_steps(spec, advance_steps)
         *states, steps, scalar_state = lists
         roles = [
             (grads, READ_ONLY),

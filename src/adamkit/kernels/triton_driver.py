@@ -161,10 +161,9 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
 
     def run(
         params: Sequence[Tensor], grads: Sequence[Tensor], *lists: Any, group: dict[str, Any],
-        advance_steps: bool = True, grad_scale: Tensor | None = None,
+        grad_scale: Tensor | None = None,
         found_inf: Tensor | None = None,
     ) -> None:  # fmt: skip
-        spec_kernels.check_counts_steps(spec, advance_steps)
         *states, steps, aux = lists
         grads = tables.readable(grads)
         used = [s for s in states if len(s) or not params]  # unused slots: empty lists

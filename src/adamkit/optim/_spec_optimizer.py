@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
 from ..algorithms import _checks as check
-from ..algorithms.sgd import FIRST, LATER
+from ..algorithms._spec import GO_ON_MARKER, START_MARKER
 from ._base import KernelOptimizer, new_step, scalar_state
 from ._checkpoint import Slot
 from ._lowmem import LowMemoryState
@@ -175,13 +175,16 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
         states: list[dict[str, Any]],
         used: tuple[str, ...],
     ) -> list[Tensor]:
-        """An uncounted spec's markers (:data:`adamkit.algorithms.sgd.FIRST` where a slot
-        starts this step, made here as zeros, else ``LATER``)."""
+        """An uncounted spec's markers (``START_MARKER`` where a slot starts this step, made
+        here as zeros, else ``GO_ON_MARKER``; see :mod:`adamkit.algorithms._spec`)."""
         # Decided for every param before any slot is made: a param listed twice starts twice,
         # as in torch (its state has no buffer yet when torch reads it for either entry).
-        markers = [LATER if all(s.get(k) is not None for k in used) else FIRST for s in states]
+        markers = [
+            GO_ON_MARKER if all(s.get(k) is not None for k in used) else START_MARKER
+            for s in states
+        ]
         for p, state, marker in zip(params, states, markers, strict=True):
-            for key in used if marker is FIRST and not p.grad.is_sparse else ():
+            for key in used if marker is START_MARKER and not p.grad.is_sparse else ():
                 if state.get(key) is None:  # (torch's SGD starts a sparse one itself)
                     state[key] = self.zeros_state(p, group)
         return markers
