@@ -1,10 +1,12 @@
-"""SGD (momentum), RMSprop, Adam/AdamW and NAdam/RAdam/Adamax steps: adamkit vs torch.optim,
-interleaved.
+"""SGD (momentum), RMSprop, Adam/AdamW, NAdam/RAdam/Adamax and Lion steps: adamkit vs
+torch.optim (Lion: vs lion-pytorch and timm, which torch lacks), interleaved.
 
 ``adamkit bench`` times Adam, whose targets the fused CPU kernels were built for; this
 script checks the other algorithms' fused kernels on the same workloads ((b) the 145-tensor
 transformer, (c) the 4-tensor MLP), and every algorithm on (d) 10,000 one-element tensors,
-where only the per-tensor cost counts. Prints a table and writes JSON.
+where only the per-tensor cost counts. Prints a table and writes JSON. "torch" in the columns
+means the algorithm's peer: torch.optim's class, or for Lion the fastest of the peers found
+installed (``requirements-peers.txt``).
 
     .venv/bin/python benchmarks/algorithms.py [--rounds 9] [--json algorithms.json]
 """
@@ -12,9 +14,13 @@ where only the per-tensor cost counts. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import statistics
 import sys
+import types
+from pathlib import Path
 
 import torch
 
@@ -35,7 +41,41 @@ ALGORITHMS = {
     "NAdam": (adamkit.NAdam, torch.optim.NAdam, {}, False),
     "RAdam": (adamkit.RAdam, torch.optim.RAdam, {}, False),
     "Adamax": (adamkit.Adamax, torch.optim.Adamax, {}, False),
+    # Not in torch.optim: its peers instead (below), at lion-pytorch's default lr.
+    "Lion": (adamkit.Lion, None, {"lr": 1e-4}, False),
 }
+
+
+def _timm_module(name: str) -> types.ModuleType:
+    """``timm.optim.<name>`` without timm/__init__ (it needs a torchvision matching torch)."""
+    spec = importlib.util.find_spec("timm")
+    if spec is None or spec.origin is None:
+        raise ImportError("timm is not installed")
+    package = "_bench_timm_optim"
+    if package not in sys.modules:
+        stub = types.ModuleType(package)
+        stub.__path__ = [str(Path(spec.origin).parent / "optim")]
+        sys.modules[package] = stub
+    return importlib.import_module(f"{package}.{name}")
+
+
+def _lion_peers(hyper: dict) -> dict:
+    """The installed Lion peers' steps makers: lion-pytorch (one kernel) and timm (for-loop
+    and foreach)."""
+    makers = {}
+    try:
+        from lion_pytorch import Lion
+
+        makers["lion-pytorch"] = lambda ps: Lion(ps, **hyper)
+    except ImportError:
+        pass
+    try:
+        timm_lion = _timm_module("lion").Lion
+        makers["timm"] = lambda ps: timm_lion(ps, **hyper, foreach=False)
+        makers["timm foreach"] = lambda ps: timm_lion(ps, **hyper, foreach=True)
+    except ImportError:
+        pass
+    return makers
 
 
 def _steps(workload: str, algorithm: str) -> dict:
@@ -44,11 +84,12 @@ def _steps(workload: str, algorithm: str) -> dict:
     shapes = workload_shapes(workload)
     init = [torch.randn(s, generator=gen) for s in shapes]
     grads = [torch.randn(s, generator=gen) * 1e-2 for s in shapes]
-    makers = {
-        "adamkit default": lambda ps: ours(ps, **hyper),
-        "torch default": lambda ps: theirs(ps, **hyper),
-        "torch foreach": lambda ps: theirs(ps, **hyper, foreach=True),
-    }
+    makers = {"adamkit default": lambda ps: ours(ps, **hyper)}
+    if theirs is None:  # no torch.optim class: every peer installed
+        makers.update({f"peer {name}": make for name, make in _lion_peers(hyper).items()})
+    else:
+        makers["torch default"] = lambda ps: theirs(ps, **hyper)
+        makers["torch foreach"] = lambda ps: theirs(ps, **hyper, foreach=True)
     if has_fused:
         makers["torch fused"] = lambda ps: theirs(ps, **hyper, fused=True)
     steps = {}
@@ -72,7 +113,9 @@ def measure(workload: str, algorithm: str, rounds: int) -> list[dict]:
     inner = max(1, int(2e7 // (n_params + 1000 * len(workload_shapes(workload)))))
     samples = interleaved(steps, rounds, mean_seconds(inner))
     medians = {name: statistics.median(values) * 1e6 for name, values in samples.items()}
-    fastest_torch = min(us for name, us in medians.items() if name.startswith("torch"))
+    peers = {name: us for name, us in medians.items() if name.startswith(("torch", "peer"))}
+    fastest_torch = min(peers.values())
+    default = medians.get("torch default", next(iter(peers.values())))  # a peer's only kernel
     limit = medians.get("memory-limit")
     return [
         {
@@ -80,7 +123,7 @@ def measure(workload: str, algorithm: str, rounds: int) -> list[dict]:
             "algorithm": algorithm,
             "contender": name,
             "median_us": us,
-            "ratio_to_torch_default": medians["torch default"] / us,
+            "ratio_to_torch_default": default / us,
             "ratio_to_fastest_torch": fastest_torch / us,
             "share_of_memory_limit": limit / us if limit else None,
         }
@@ -101,13 +144,13 @@ def main(argv: list[str] | None = None) -> int:
         for row in measure(workload, algorithm, args.rounds)
     ]
     print(
-        f"{'workload':18} {'algorithm':13} {'contender':16} {'median us':>10} "
+        f"{'workload':18} {'algorithm':13} {'contender':19} {'median us':>10} "
         f"{'x torch default':>16} {'x fastest torch':>16} {'% ceiling':>10}"
     )
     for row in rows:
         share = row["share_of_memory_limit"]
         print(
-            f"{row['workload']:18} {row['algorithm']:13} {row['contender']:16} "
+            f"{row['workload']:18} {row['algorithm']:13} {row['contender']:19} "
             f"{row['median_us']:>10.1f} {row['ratio_to_torch_default']:>15.2f}x "
             f"{row['ratio_to_fastest_torch']:>15.2f}x "
             + (f"{share:>9.0%}" if share else f"{'':>10}")

@@ -16,6 +16,7 @@ import torch
 import adamkit
 from adamkit.reference import adam as ref_adam
 from adamkit.reference import adamax as ref_adamax
+from adamkit.reference import lion as ref_lion
 from adamkit.reference import nadam as ref_nadam
 from adamkit.reference import radam as ref_radam
 from adamkit.reference import rmsprop as ref_rmsprop
@@ -36,6 +37,11 @@ class Spec:
     # the param's dtype); a torch run resumed from adamkit's checkpoint is then compared with
     # torch resumed from its own.
     torch_resumes_exactly: bool = True
+    # Whether ``theirs`` runs adamkit's for-loop's operations in the same order, so params and
+    # state match bit for bit. lion-pytorch's ``add(g, alpha=1-β)`` is a fused multiply-add in
+    # torch's CPU kernel, so its momentum differs from adamkit's by an ulp (its params, moved
+    # by exactly ±lr, still match bit for bit).
+    state_bitwise: bool = True
 
     def config_ids(self) -> list[str]:
         return [f"{self.name}-{describe(c)}" for c in self.configs]
@@ -138,6 +144,39 @@ def _adamax_hyper(c: dict[str, Any]) -> ref_adamax.AdamaxHyper:
         weight_decay=c.get("weight_decay", 0.0),
         maximize=c.get("maximize", False),
     )
+
+
+def _lion_hyper(c: dict[str, Any]) -> ref_lion.LionHyper:
+    beta1, beta2 = _betas({"betas": (0.9, 0.99), **c})
+    return ref_lion.LionHyper(
+        lr=_f(c.get("lr", 1e-4)),
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=c.get("weight_decay", 0.0),
+        maximize=c.get("maximize", False),
+    )
+
+
+def _peer_lion() -> type[torch.optim.Optimizer]:
+    """lion-pytorch's Lion (requirements-peers.txt), the implementation adamkit's follows, with
+    torch.optim's conventions that lion-pytorch lacks (as a torch.optim peer has them): the
+    kernel flags (it has one kernel; its groups then hold torch's ``maximize`` and ``foreach``
+    keys) and complex params stepped as pairs of reals (lion-pytorch's ``sgn`` of a complex c
+    is c/|c|; torch.optim and adamkit treat real and imaginary parts independently)."""
+    from lion_pytorch import Lion
+
+    def real(t: torch.Tensor) -> torch.Tensor:
+        return torch.view_as_real(t) if t.is_complex() else t
+
+    class PeerLion(Lion):
+        def __init__(self, params: Any, *, foreach: Any = None, fused: Any = None, **kw: Any):
+            super().__init__(params, **kw)
+            for options in (self.defaults, *self.param_groups):
+                options.update(maximize=False, foreach=foreach)
+            update = self.update_fn
+            self.update_fn = lambda p, g, m, *scalars: update(real(p), real(g), real(m), *scalars)
+
+    return PeerLion
 
 
 ADAM_STATE = {"exp_avg": "m", "exp_avg_sq": "v", "max_exp_avg_sq": "v_max"}
@@ -252,6 +291,21 @@ SPECS = [
         ref_adamax,
         _adamax_hyper,
         {"exp_avg": "m", "exp_inf": "u"},
+    ),
+    # Not in torch.optim: its peer is lion-pytorch's Lion (no maximize there).
+    Spec(
+        "Lion",
+        adamkit.Lion,
+        _peer_lion(),
+        [
+            {},
+            {"lr": 0.01, "weight_decay": 0.1},
+            {"betas": (0.5, 0.8), "weight_decay": 1.0, "lr": 1e-3},
+        ],
+        ref_lion,
+        _lion_hyper,
+        {"exp_avg": "m"},
+        state_bitwise=False,
     ),
 ]
 

@@ -18,9 +18,12 @@ def test_smoke_run_prints_a_table_and_writes_json(tmp_path, capsys):
     assert bench.main(argv) == 0
     rows = json.loads(out.read_text())["rows"]
     assert {r["algorithm"] for r in rows} == set(bench.ALGORITHMS)
-    for algorithm, (_, _, _, has_fused) in bench.ALGORITHMS.items():
+    for algorithm, (_, theirs, _, has_fused) in bench.ALGORITHMS.items():
         contenders = {r["contender"] for r in rows if r["algorithm"] == algorithm}
         assert ("torch fused" in contenders) == has_fused
-        assert {"adamkit default", "torch default", "torch foreach"} <= contenders
+        if theirs is None:  # Lion: its peers (requirements-peers.txt, installed by make test)
+            assert {"adamkit default", "peer lion-pytorch", "peer timm foreach"} <= contenders
+        else:
+            assert {"adamkit default", "torch default", "torch foreach"} <= contenders
     assert all(r["median_us"] > 0 for r in rows)
     assert "x fastest torch" in capsys.readouterr().out

@@ -10,7 +10,9 @@ import torch
 
 import adamkit
 from adamkit.diagnostics import _sampling, snapshot
+from adamkit.diagnostics.elementwise import group_elements
 from adamkit.reference import adam as ref_adam
+from adamkit.reference import lion as ref_lion
 from adamkit.reference import rmsprop as ref_rmsprop
 from adamkit.reference import sgd as ref_sgd
 
@@ -111,6 +113,31 @@ def test_rmsprop_and_sgd_quantities_match_the_reference():
     assert s["update_rms"] == pytest.approx(math.sqrt(np.mean(aux.update**2)), rel=1e-12)
     assert s["momentum_rms"] == pytest.approx(math.sqrt(np.mean(state.buf**2)), rel=1e-12)
     assert s["momentum_agreement"] == 1.0  # constant gradient: the buffer points along it
+
+
+def test_lion_snapshot_matches_reference_intermediates():
+    # Lion's update α·sign(c) is recomputed from the stored m and the gradient still in .grad;
+    # varied gradients so that c and g disagree in sign somewhere.
+    rng = np.random.default_rng(2)
+    p0 = rng.standard_normal(50)
+    w = torch.tensor(p0, requires_grad=True)
+    opt = adamkit.Lion([w], lr=0.01, betas=(0.6, 0.9), weight_decay=0.1)
+    hyper = ref_lion.LionHyper(lr=0.01, beta1=0.6, beta2=0.9, weight_decay=0.1)
+    param, state = p0, ref_lion.init(p0)
+    for _ in range(4):
+        g = rng.standard_normal(50)
+        w.grad = torch.tensor(g)
+        opt.step()
+        param, state, aux = ref_lion.step(param, g, state, hyper)
+    (s,) = snapshot(opt)
+    assert s["step"] == 4 and set(s["effective_lr"].values()) == {0.01}
+    # every |update| is α: compare the signs element by element
+    e = group_elements("lion", opt.param_groups[0], opt.state, steps_taken=4)
+    np.testing.assert_array_equal(e.update.numpy(), aux.update)
+    assert s["momentum_rms"] == pytest.approx(math.sqrt(np.mean(state.m**2)), rel=1e-12)
+    agreement = np.mean(np.sign(state.m) == np.sign(g))
+    assert 0 < agreement < 1 and s["momentum_agreement"] == pytest.approx(agreement)
+    assert "sqrt_v_rms" not in s and "sqrt_v_hat_rms" not in s  # Lion has no scale
 
 
 def test_plain_sgd_has_no_state_but_has_an_update():

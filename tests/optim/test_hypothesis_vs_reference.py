@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from specs import SPECS
@@ -45,6 +45,10 @@ def _hyper(name: str, zero_eps: bool) -> st.SearchStrategy[dict[str, Any]]:
         if name == "NAdam":
             family["momentum_decay"] = st.sampled_from([0.0, 4e-3, 0.1])
         return st.fixed_dictionaries(family)
+    if name == "Lion":
+        return st.fixed_dictionaries(
+            {**common, "betas": st.tuples(unit, unit), "maximize": st.booleans()}
+        )
     if name == "SGD":
         return st.fixed_dictionaries(
             {
@@ -92,6 +96,12 @@ def _case(draw, dtype: torch.dtype, max_exponent: int):
 def _run_both(case, dtype):
     name, config, shape, param, grads, kernel = case
     spec = SPEC[name]
+    # torch's foreach RAdam computes the rectified step on unrectified steps too and
+    # multiplies it by 0: with ε = 0 and v = 0 that is NaN where its for-loop (and the
+    # reference) give 0. adamkit's foreach is torch's, NaN included
+    # (test_parity_torch.py::test_foreach_radam_with_zero_eps_is_torchs); the other kernels
+    # are checked here.
+    assume(not (name == "RAdam" and kernel == "foreach" and config["eps"] == 0))
     if name == "SGD" and config["dampening"] and not config["momentum"]:
         config = {**config, "dampening": 0.0}
     p0 = torch.tensor(param, dtype=torch.float64).reshape(shape)

@@ -40,6 +40,11 @@ def lerp(start, end, weight, one_minus_weight):
     return np.where(weight < 0.5, start + weight * diff, end - diff * one_minus_weight)
 
 
+def sign(x):
+    """-1, 0 or +1 in ``x``'s dtype; 0 for NaN (torch's ``sign``: a NaN moves nothing)."""
+    return np.where(x > 0, 1.0, np.where(x < 0, -1.0, 0.0)).astype(np.result_type(x))
+
+
 def to_float32(x):
     """``x`` rounded to float32 (state torch keeps as a float32 scalar, e.g. NAdam's
     ``mu_product``)."""

@@ -74,10 +74,11 @@ class AlgorithmSpec:
     tensor_scalars: Callable[[float, float, tuple[float, ...]], tuple[float, ...]]
     # torch's own functional update (torch.optim.<name>.<name>), the for-loop and foreach
     # backends: torch's operation order, so results equal torch.optim's bit for bit. None
-    # for the algorithms whose other kernels are still written out (Adam, RMSprop).
+    # for an algorithm torch does not have (Lion): its element then runs with torch ops.
     torch_functional: Callable[..., None] | None = None
     # (g, s0, s1, s2, h, k, f, lr) -> (first moment, scale, effective lr, update) of the last
-    # step per element, what diagnostics show; evaluated with torch ops on samples.
+    # step per element, what diagnostics show (scale None: the algorithm has none); evaluated
+    # with torch ops on samples.
     intermediates: Callable[..., tuple[Any, Any, Any, Any]] | None = None
     scalar_state: str | None = None  # a per-tensor float32 scalar beside "step"
     scalar_state_init: float = 0.0

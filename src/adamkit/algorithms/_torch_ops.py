@@ -29,6 +29,7 @@ OPS = {
     "absolute": torch.abs,
     "nan_max": _nan_max,
     "lerp": _lerp,
+    "sign": torch.sign,  # 0 for NaN
     "to_float32": lambda x: torch.as_tensor(x).to(torch.float32),
 }
 

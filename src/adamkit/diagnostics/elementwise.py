@@ -2,8 +2,8 @@
 
 Nothing here re-runs the update: m̂, √v̂ and the effective learning rate come from the moments
 the optimizer stored, which are the ones its last step used. Works for adamkit's optimizers and
-for torch.optim's namesakes (same state format). Adam and the spec family (NAdam, RAdam,
-Adamax) are read through their algorithm specs' ``intermediates``, the same per-element
+for torch.optim's namesakes (same state format). Adam, the spec family (NAdam, RAdam, Adamax)
+and Lion are read through their algorithm specs' ``intermediates``, the same per-element
 function their kernels are built from, evaluated with torch ops; RMSprop and SGD by the small
 functions below.
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..algorithms import ADAM_FAMILY, SPECS
+from ..algorithms import SPECS
 from ..algorithms._torch_ops import torch_compiled
 from ..kernels._tensors import real_view
 from ..kernels.lowbit_torch import dequantized_entry
@@ -88,7 +88,7 @@ def algorithm_of(optimizer: torch.optim.Optimizer) -> str:
             return algorithm
     raise TypeError(
         "diagnostics support Adam, AdamW, SGD, RMSprop, NAdam, RAdam and Adamax (adamkit or "
-        f"torch.optim); got {type(optimizer).__name__}"
+        f"torch.optim) and adamkit's Lion; got {type(optimizer).__name__}"
     )
 
 
@@ -158,16 +158,17 @@ def group_elements(
         update=torch.zeros(0),
         grad=grad,
         eps=float(group.get("eps", 0.0)),
-        # SGD keeps no step count in its state (torch's format): the optimizer's own count.
-        step=steps_taken if algorithm == "sgd" else max(steps),
+        # SGD and Lion keep no step count in their state (torch's and lion-pytorch's
+        # format): the optimizer's own count.
+        step=max(steps) if SPECS[algorithm].counted else steps_taken,
     )
     lr = _value(group["lr"])
-    if algorithm in ADAM_FAMILY:
-        _from_spec(e, SPECS[algorithm], group, lr, key, plan, states)
-    elif algorithm == "rmsprop":
+    if algorithm == "rmsprop":
         _rmsprop(e, group, lr, key, plan)
-    else:
+    elif algorithm == "sgd":
         _sgd(e, group, lr, key, plan)
+    else:
+        _from_spec(e, SPECS[algorithm], group, lr, key, plan, states)
     return e
 
 
@@ -181,7 +182,7 @@ def _from_spec(e: Elements, spec, group, lr: float, key, plan: _sampling.Sample,
     slots = [zeros if t is None else t for t in slots] + [zeros] * (3 - len(slots))
     scalars = spec.group_scalars(group, np.dtype(np.float64))
     bias = scalars.bias + (0.0,) * (4 - len(scalars.bias))
-    steps = torch.tensor([_value(st["step"]) for st in states], dtype=torch.float64)
+    steps = torch.tensor([_value(st.get("step", 0)) for st in states], dtype=torch.float64)
     aux = (
         torch.tensor([_value(st[spec.scalar_state]) for st in states], dtype=torch.float64)
         if spec.scalar_state
@@ -197,7 +198,7 @@ def _from_spec(e: Elements, spec, group, lr: float, key, plan: _sampling.Sample,
     first, scale, e.effective_lr, e.update = _spec_functions(spec)[1](
         grad, *slots, scalars.hyper, k, scalars.flags, lr
     )
-    e.momentum, e.sqrt_v = first, scale
+    e.momentum, e.sqrt_v = first, scale  # (a scale of None: the algorithm has none)
 
 
 @functools.lru_cache(maxsize=16)

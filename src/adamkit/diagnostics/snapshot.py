@@ -55,6 +55,8 @@ QUANTITIES: dict[str, list[str]] = {
 }
 # The Adam family built from specs reports what Adam does (m̂ and the scale per element).
 QUANTITIES.update(dict.fromkeys(ADAM_FAMILY, QUANTITIES["adam"]))
+# Lion: its momentum and the sign step α·sign(c); no scale (every coordinate moves by α).
+QUANTITIES["lion"] = QUANTITIES["sgd"]
 ADAM_LIKE = ADAM_FAMILY
 
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
+from numba.np.numpy_support import as_dtype
 
 _OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True}
 _jit = numba.njit(**_OPTIONS)
@@ -37,6 +38,22 @@ def _nan_max(a, b):
     if a != a or a > b:
         return a
     return b
+
+
+def _sign(x):
+    """-1, 0 or +1 in ``x``'s dtype, 0 for NaN (torch's sign); numba's ``np.sign`` would
+    return float64 for float32 and promote the rest of the element."""
+    raise NotImplementedError("compiled by numba only")
+
+
+@overload(_sign, inline="always")
+def _typed_sign(x):
+    one, zero = as_dtype(x).type(1), as_dtype(x).type(0)
+
+    def sign(x):
+        return one if x > 0 else (-one if x < 0 else zero)
+
+    return sign
 
 
 @_inline

@@ -26,7 +26,7 @@ import numpy as np
 from ..algorithms import SPECS, AlgorithmSpec
 from ..algorithms._spec import recompiled
 from . import _numba_cache, _numba_codegen
-from ._numba_cpu import _OPTIONS, _float64_cell, _lerp, _nan_max, _pointer, _view
+from ._numba_cpu import _OPTIONS, _float64_cell, _lerp, _nan_max, _pointer, _sign, _view
 
 _numba_cache.install()
 _jit = numba.njit(**_OPTIONS)
@@ -50,6 +50,7 @@ OPS = {
     "absolute": abs,
     "nan_max": _nan_max,
     "lerp": _lerp,
+    "sign": _sign,
     "to_float32": _to_float32,
 }
 

@@ -6,7 +6,9 @@ and ``scalar_state`` an empty list when the spec has none; ``group`` is the para
 (hyperparameters by torch's names).
 
 * ``forloop`` / ``foreach``: torch's own functional update (``torch.optim.nadam.nadam`` …),
-  so results equal torch.optim's bit for bit, differentiable and capturable included.
+  so results equal torch.optim's bit for bit, differentiable and capturable included. A spec
+  that torch does not have (Lion) runs its element with torch ops, one tensor at a time
+  (:func:`elementwise_torch`), for both.
 * ``fused`` on CPU: the generic numba driver (:mod:`adamkit.kernels._numba_driver`) over the
   tensors it can take by address, the for-loop kernel for the rest (see
   :func:`adamkit.kernels._batching.split`).
@@ -25,7 +27,8 @@ import torch
 from torch import Tensor
 
 from ..algorithms import SPECS, AlgorithmSpec, GroupScalars
-from ..algorithms._spec import BIAS_WIDTH, FLAG_WIDTH, HYPER_WIDTH, TENSOR_SLOTS
+from ..algorithms._spec import BIAS_WIDTH, FLAG_WIDTH, HYPER_WIDTH, TENSOR_SLOTS, rounded
+from ..algorithms._torch_ops import torch_compiled
 from ._batching import (
     COUNTER,
     FLOAT32_SCALAR,
@@ -45,6 +48,8 @@ Kernel = Callable[..., None]
 
 def torch_order(spec: AlgorithmSpec, *, foreach: bool) -> Kernel:
     """The for-loop (``foreach=False``) or foreach kernel: torch's functional update."""
+    if spec.torch_functional is None:
+        return elementwise_torch(spec)
 
     def kernel(
         params: Sequence[Tensor], grads: Sequence[Tensor], *lists: Any, group: dict[str, Any],
@@ -78,6 +83,47 @@ def torch_order(spec: AlgorithmSpec, *, foreach: bool) -> Kernel:
             add_one(list(steps))
 
     kernel.__name__ = f"{spec.name}_{'foreach' if foreach else 'forloop'}"
+    return kernel
+
+
+def elementwise_torch(spec: AlgorithmSpec) -> Kernel:
+    """The for-loop kernel of a spec torch does not have: per tensor, the spec's counters on
+    the host, then its element on the whole tensor with torch ops (the same code the fused
+    kernels compile, with the same scalars rounded to the data's dtype), then the param and
+    the stored slots copied back. It serves ``foreach=True`` too."""
+    element = torch_compiled(spec.element)
+    stand_ins = TENSOR_SLOTS - len(spec.tensor_state)
+
+    def kernel(
+        params: Sequence[Tensor], grads: Sequence[Tensor], *lists: Any, group: dict[str, Any],
+    ) -> None:  # fmt: skip
+        *states, steps, scalar_state = lists
+        key = hyper_key(spec, group)
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            slots = [s[i] if len(s) else None for s in states]
+            p, g, *slots = (
+                torch.view_as_real(t) if t is not None and t.is_complex() else t
+                for t in (p, g, *slots)
+            )
+            scalars = padded_scalars(spec.name, p.dtype, key)
+            step = float(steps[i])
+            aux = float(scalar_state[i]) if scalar_state else 0.0
+            if spec.counted:
+                step, aux = spec.advance(step, aux, scalars.bias)
+            k = spec.tensor_scalars(step, aux, scalars.bias)
+            k = rounded(np.dtype(NUMPY_DTYPES[p.dtype]), *k)  # as the fused kernels' table
+            inputs = [g if s is None else s for s in slots] + [g] * stand_ins
+            new_p, *new_slots = element(p, g, *inputs, scalars.hyper, k, scalars.flags)
+            p.copy_(new_p)
+            for slot, value in zip(slots, new_slots, strict=False):
+                if slot is not None:
+                    slot.copy_(value)
+            if spec.counted:
+                steps[i].fill_(step)
+                if scalar_state:
+                    scalar_state[i].fill_(float(aux))
+
+    kernel.__name__ = f"{spec.name}_elementwise_torch"
     return kernel
 
 

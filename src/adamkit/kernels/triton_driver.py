@@ -59,7 +59,15 @@ def _lerp(start, end, weight, one_minus_weight):
     return tl.where(weight < 0.5, start + weight * diff, end - diff * one_minus_weight)
 
 
-OPS = {"where": _where, "sqrt": _sqrt, "absolute": _absolute, "nan_max": _nan_max, "lerp": _lerp}
+@triton.jit
+def _sign(x):
+    return tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, 0.0)).to(x.dtype)  # 0 for NaN, as torch
+
+
+OPS = {
+    "where": _where, "sqrt": _sqrt, "absolute": _absolute, "nan_max": _nan_max, "lerp": _lerp,
+    "sign": _sign,
+}  # fmt: skip
 
 
 def compiled(function: Callable[..., Any]) -> Any:

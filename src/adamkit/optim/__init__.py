@@ -5,6 +5,7 @@ from ._lowmem_checkpoint import dequantized_state_dict
 from ._nonfinite import NonFiniteGradientError
 from .adam import Adam, AdamW
 from .adam_family import Adamax, NAdam, RAdam
+from .lion import Lion
 from .rmsprop import RMSprop
 from .sgd import SGD
 
@@ -13,6 +14,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Lion",
     "NAdam",
     "NonFiniteGradientError",
     "RAdam",

@@ -54,7 +54,7 @@ def scalar_state(value: float | Tensor, p: Tensor, group: dict[str, Any]) -> Ten
     float32 (float64 under a float64 default dtype), on the parameter's device only when
     capturable."""
     dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-    device = p.device if group["capturable"] else torch.device("cpu")
+    device = p.device if group.get("capturable") else torch.device("cpu")
     if isinstance(value, Tensor):
         return value.to(dtype=dtype, device=device)
     return torch.full((), value, dtype=dtype, device=device)

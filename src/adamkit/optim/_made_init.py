@@ -4,6 +4,10 @@ A spec-built optimizer takes torch's arguments, in torch's order and with torch'
 (its param groups hold exactly torch's keys), and adamkit's own options after them, keyword
 only: ``fused`` where torch's class has none (a group key only when given), ``on_nonfinite``
 and the low-memory options. Nothing of that is written per class.
+
+An algorithm torch does not have (Lion) takes its spec's hyperparameters, in the spec's order
+with its defaults (those of the implementation it follows), then ``maximize`` and ``foreach``
+as torch's optimizers take them, keyword only; its groups hold those keys.
 """
 
 from __future__ import annotations
@@ -26,13 +30,38 @@ ADAMKIT_OPTIONS = {
 }
 
 
-def torch_class(spec: AlgorithmSpec) -> type[torch.optim.Optimizer]:
-    return getattr(torch.optim, spec.torch_name)
+_POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
+# The options of torch's optimizers that an algorithm torch lacks takes too: (default, annotation)
+TORCH_OPTIONS = {"maximize": (False, bool), "foreach": (None, bool | None)}
+
+
+def torch_class(spec: AlgorithmSpec) -> type[torch.optim.Optimizer] | None:
+    """torch.optim's class of ``spec`` (None for an algorithm torch does not have)."""
+    return getattr(torch.optim, spec.torch_name, None)
+
+
+def group_signature(spec: AlgorithmSpec) -> inspect.Signature:
+    """``__init__(self, params, ...)`` whose arguments after ``params`` are the group keys:
+    torch's class's, or for an algorithm torch lacks the spec's hyperparameters and
+    :data:`TORCH_OPTIONS`."""
+    cls = torch_class(spec)
+    if cls is not None:
+        return inspect.signature(cls.__init__)
+    parameters = [inspect.Parameter(name, _POSITIONAL) for name in ("self", "params")]
+    parameters += [
+        inspect.Parameter(h.name, _POSITIONAL, default=h.default) for h in spec.hyperparameters
+    ]
+    parameters += [
+        inspect.Parameter(name, _KEYWORD, default=default, annotation=annotation)
+        for name, (default, annotation) in TORCH_OPTIONS.items()
+    ]
+    return inspect.Signature(parameters)
 
 
 def signature(spec: AlgorithmSpec) -> inspect.Signature:
-    """torch's ``__init__`` signature for ``spec``, then adamkit's keyword-only options."""
-    torch_signature = inspect.signature(torch_class(spec).__init__)
+    """torch's ``__init__`` signature for ``spec`` (:func:`group_signature`), then adamkit's
+    keyword-only options."""
+    torch_signature = group_signature(spec)
     parameters = list(torch_signature.parameters.values())
     names = {p.name for p in parameters}
     extra = {} if "fused" in names else {"fused": (None, bool | None)}
@@ -48,7 +77,7 @@ def made_init(spec: AlgorithmSpec, base_init: Callable[..., None]) -> Callable[.
     """``__init__(self, params, <torch's arguments>, *, <adamkit's options>)`` that calls
     ``base_init(self, params, defaults, on_nonfinite=..., low_memory=...)``."""
     made = signature(spec)
-    torch_has_fused = "fused" in inspect.signature(torch_class(spec).__init__).parameters
+    torch_has_fused = "fused" in group_signature(spec).parameters
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         bound = made.bind(self, *args, **kwargs)
@@ -64,5 +93,6 @@ def made_init(spec: AlgorithmSpec, base_init: Callable[..., None]) -> Callable[.
         base_init(self, params, arguments, on_nonfinite=on_nonfinite, low_memory=low_memory)
 
     __init__.__signature__ = made  # type: ignore[attr-defined]
-    __init__.__doc__ = f"Arguments of torch.optim.{spec.torch_name}, then adamkit's options."
+    source = "torch.optim." if torch_class(spec) is not None else "the spec of "
+    __init__.__doc__ = f"Arguments of {source}{spec.torch_name}, then adamkit's options."
     return __init__

@@ -8,10 +8,8 @@ torch's words, on the defaults before ``params`` is read), the state a parameter
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
@@ -20,7 +18,7 @@ from ..algorithms._spec import GO_ON_MARKER, START_MARKER
 from ._base import KernelOptimizer, new_step, scalar_state
 from ._checkpoint import Slot
 from ._lowmem import LowMemoryState
-from ._made_init import made_init
+from ._made_init import group_signature, made_init
 
 # torch's default for a group's "fused" key, where its class has one (its __setstate__'s)
 _FUSED_KEY_DEFAULT = {"Adam": None, "AdamW": None, "SGD": False}
@@ -59,7 +57,7 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
             cls.__init__ = made_init(cls.spec, SpecOptimizer.__init__)  # type: ignore[method-assign]
         # The keys torch's class keeps in every group (SGD has no capturable), with the
         # defaults its __setstate__ gives a checkpoint that lacks them.
-        torch_keys = inspect.signature(getattr(torch.optim, cls.spec.torch_name)).parameters
+        torch_keys = group_signature(cls.spec).parameters
         flags = {"maximize": False, "foreach": None, "capturable": False, "differentiable": False}
         flags["fused"] = _FUSED_KEY_DEFAULT.get(cls.spec.torch_name)
         cls.group_key_defaults = {

@@ -16,7 +16,8 @@ Conventions, where implementations disagree:
 * ``max_lr``: "fully decoupled" decay ``φ·(1 - (lr/max_lr)·λ)``, which is lion-pytorch's
   ``decoupled_weight_decay=True`` (λ divided by the constructor's lr) and optimi's
   ``decouple_lr``. timm's ``corrected_weight_decay`` is a different scale, ``lr²/max_lr·λ``.
-* ``sign(0) = 0`` (torch's ``sign``/``sgn``): a coordinate with c = 0 does not move.
+* ``sign(0) = 0`` and ``sign(NaN) = 0`` (torch's ``sign``/``sgn``): a coordinate with c = 0
+  or NaN does not move.
 * timm and pytorch_optimizer write the EMAs as ``lerp``; lion-pytorch as ``mul``/``add``; equal
   up to rounding, which can only flip a sign where c is within rounding of 0.
 * ``cautious`` (timm's ``caution=True``): ``sign(c)`` masked where ``sign(c)·g ≤ 0`` and
@@ -83,7 +84,7 @@ def step(
         scale = hyper.lr if hyper.max_lr is None else hyper.lr / hyper.max_lr
         phi = phi * (1.0 - scale * hyper.weight_decay)
     c = hyper.beta1 * state.m + (1.0 - hyper.beta1) * g
-    direction = np.sign(c)
+    direction = np.where(np.isnan(c), 0.0, np.sign(c))  # torch's sign: 0 for NaN
     if hyper.cautious:
         direction = cautious_apply(direction, g)
     update = hyper.lr * direction
