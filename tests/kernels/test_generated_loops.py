@@ -213,7 +213,7 @@ def test_rmsprop_cells_step_as_torch_optim(centered, momentum):
 
 def test_a_new_process_loads_the_cells_from_numbas_cache(tmp_path):
     # NUMBA_CACHE_DIR holds the generated files and their compiled loops; a second process
-    # compiles nothing.
+    # compiles nothing. The first says once on stderr that it compiles (and why it waits).
     code = textwrap.dedent(
         """
         import torch, adamkit
@@ -229,15 +229,19 @@ def test_a_new_process_loads_the_cells_from_numbas_cache(tmp_path):
         """
     )
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
-    runs = [
+    done = [
         subprocess.run(
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-        ).stdout.split()
+        )
         for _ in range(2)
     ]
+    runs = [run.stdout.split() for run in done]
     where = str((tmp_path / "adamkit_loops").resolve())
     assert runs[0] == [where, "0", "1"]  # compiled, then cached
     assert runs[1] == [where, "1", "0"]  # loaded from the cache
+    notices = [run.stderr.count("adamkit: compiling the fused CPU kernel for Adam") for run in done]
+    assert notices == [1, 0], [run.stderr for run in done]
+    assert where in done[0].stderr
     assert [f.name for f in (tmp_path / "adamkit_loops").glob("loops_adam_s110_*.py")]
 
 

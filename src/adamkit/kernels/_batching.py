@@ -188,8 +188,11 @@ class _Batch(NamedTuple):
     numels: list[int]
     rows: list[list[int]]
     copies: list[Tensor]
+    array: np.ndarray | None = None  # the rows as an array, where already made
 
     def addresses(self) -> np.ndarray:
+        if self.array is not None:
+            return self.array
         return np.array(self.rows, dtype=np.int64)
 
 
@@ -208,18 +211,110 @@ FLOAT32_SCALAR = 3  # per-tensor float32 state (NAdam's mu_product): a CPU float
 Role = tuple[Sequence[Tensor] | None, int]
 
 
-def split(
-    params: Sequence[Tensor], roles: Sequence[Role]
-) -> tuple[dict[torch.dtype, _Batch], list[int], list[int]]:
+Split = tuple[dict[torch.dtype, "_Batch"], list[int], list[int]]
+
+
+def split(params: Sequence[Tensor], roles: Sequence[Role]) -> Split:
     """The tensors the loops take directly, batched by real dtype; the indices of those that
     need another path; and the indices of empty ones (nothing to update).
 
     A tensor that is not what its role needs (see LIKE_PARAM, COUNTER) sends its param to
     the other path (where a gradient or state of another shape than its param's is refused:
-    :func:`check_sizes`). Runs on every step for every tensor, so it is written for speed: ~20
-    tensor attribute reads per Adam parameter at ~70 ns each are most of a small model's
-    step.
+    :func:`check_sizes`). Runs on every step for every tensor: a training loop whose params
+    and state stay the same objects at the same addresses reuses the last split of them
+    (:class:`_Reusable`), re-reading only what can change under it; gradients, which may be
+    new tensors every step, are checked every time.
     """
+    key = (tuple(map(id, params)), *(_role_ids(ts, kind) for ts, kind in roles))
+    reusable = _SPLITS.peek(key)
+    if reusable is not None:
+        result = reusable.reuse(params, roles)
+        if result is not None:
+            return result
+    result = _split(params, roles)
+    if not any(batch.copies for batch in result[0].values()):  # (resolved gradient copies)
+        _SPLITS.put(key, _Reusable(params, roles, result))
+    return result
+
+
+def _role_ids(tensors: Sequence[Tensor] | None, kind: int) -> tuple[int, ...] | None:
+    # gradients are not part of the key: they are checked on every step
+    return None if tensors is None or kind == READ_ONLY else tuple(map(id, tensors))
+
+
+class _Reusable:
+    """A split, and what it read that can change without the tensors' identities changing:
+    each batched param's address, shape and layout bits (``p.data = ...`` keeps the object),
+    each state tensor's address. It holds the tensors themselves, so the ids in its key stay
+    theirs while it is cached."""
+
+    def __init__(self, params: Sequence[Tensor], roles: Sequence[Role], result: Split) -> None:
+        batches, self.other, self.empty = result
+        self.tensors = (list(params), [None if ts is None else list(ts) for ts, _ in roles])
+        kinds = [kind for _, kind in roles]
+        self.grad_role = kinds.index(READ_ONLY) if READ_ONLY in kinds else None
+        self.state_roles = [
+            r for r, (ts, kind) in enumerate(roles) if ts is not None and kind != READ_ONLY
+        ]
+        # a role an option leaves out holds role 0's address (see LIKE_PARAM)
+        self.copies_of_first = [1 + r for r, (ts, _) in enumerate(roles) if ts is None]
+        self.batches = [
+            (
+                dtype, batch, [params[i].shape for i in batch.idx],
+                any(params[i].is_complex() for i in batch.idx), batch.addresses(),
+            )
+            for dtype, batch in batches.items()
+        ]  # fmt: skip
+
+    def reuse(self, params: Sequence[Tensor], roles: Sequence[Role]) -> Split | None:
+        """The split again, with this step's gradient addresses; None where anything it read
+        has changed (the caller splits from scratch)."""
+        for i in self.empty:
+            if params[i].numel():
+                return None
+        grads = None if self.grad_role is None else roles[self.grad_role][0]
+        state = [(1 + r, roles[r][0]) for r in self.state_roles]
+        batches: dict[torch.dtype, _Batch] = {}
+        for dtype, batch, shapes, has_complex, addresses in self.batches:
+            grad_addresses = []
+            for i, shape, row in zip(batch.idx, shapes, batch.rows, strict=True):
+                p = params[i]
+                # (a negative bit at the same address comes only from torch._neg_view)
+                if (
+                    p.data_ptr() != row[0]
+                    or p.shape != shape
+                    or not p.is_contiguous()
+                    or (has_complex and p.is_conj())
+                ):
+                    return None
+                for column, tensors in state:
+                    if tensors[i].data_ptr() != row[column]:
+                        return None
+                if grads is not None:
+                    g = grads[i]
+                    if not (
+                        g.dtype is p.dtype
+                        and g.is_cpu
+                        and g.shape == shape
+                        and g.is_contiguous()
+                        and not g.is_neg()
+                        and not (has_complex and g.is_conj())
+                    ):
+                        return None
+                    grad_addresses.append(g.data_ptr())
+            if grads is not None:
+                addresses[:, 1 + self.grad_role] = grad_addresses
+                for column in self.copies_of_first:
+                    addresses[:, column] = addresses[:, 1]
+            batches[dtype] = _Batch(batch.idx, batch.numels, batch.rows, [], addresses)
+        return batches, list(self.other), list(self.empty)
+
+
+def _split(
+    params: Sequence[Tensor], roles: Sequence[Role]
+) -> tuple[dict[torch.dtype, _Batch], list[int], list[int]]:
+    """:func:`split` from scratch: every tensor's every attribute read (~30 reads of 50-150 ns
+    per Adam parameter)."""
     float64 = torch.float64
     batches: dict[torch.dtype, _Batch] = {}
     other, empty = [], []
@@ -296,6 +391,7 @@ def split(
 
 
 _OVERLAPS = BoundedCache(64)  # by the params' memory spans, which rarely change
+_SPLITS = BoundedCache(16)  # _Reusable splits, by the ids of the params and state
 
 
 def _overlapping(spans: Sequence[tuple[int, int]]) -> frozenset[int]:

@@ -38,6 +38,7 @@ from . import _numba_cache
 
 _LOCK = threading.RLock()  # one thread writes and imports a cell's module
 _HASHES: dict[tuple[Any, ...], str] = {}
+_ANNOUNCED = threading.Event()  # the first-compile notice is printed once per process
 
 
 def directory() -> Path:
@@ -120,6 +121,27 @@ def sources_hash(spec: AlgorithmSpec, *extra: str) -> str:
         digest.update(text.encode())
     _HASHES[key] = digest.hexdigest()
     return _HASHES[key]
+
+
+def announce_compile(entry_points: Iterable[Any], what: str, estimate: str) -> None:
+    """Say once per process, on stderr, that a fused kernel is about to be compiled: when
+    numba's cache has a copy of none of ``entry_points`` (a fresh machine, container or CI
+    job), the step that first calls one takes seconds, which should not look like a hang.
+    (Where one is cached, the others were compiled before too, or are compiled silently.)"""
+    if _ANNOUNCED.is_set():
+        return
+    try:
+        missing = all(not os.path.exists(f._cache._cache_file._index_path) for f in entry_points)
+    except AttributeError:  # numba's cache internals changed: no notice rather than an error
+        return
+    if missing and not _ANNOUNCED.is_set():
+        _ANNOUNCED.set()
+        print(
+            f"adamkit: compiling the fused CPU kernel for {what} on its first use here "
+            f"({estimate}); numba caches it in {directory()} for later runs. Further kernels "
+            "compile the same way, without this notice.",
+            file=sys.stderr,
+        )
 
 
 def load(stem: str, source: str, namespace: Callable[[], Mapping[str, Any]]) -> ModuleType:

@@ -190,6 +190,10 @@ def spec_functions(spec: AlgorithmSpec) -> dict[str, Any]:
     return dict(zip(("ELEMENT", "ADVANCE", "SCALARS"), _COMPILED[key], strict=True))
 
 
+# measured with an empty NUMBA_CACHE_DIR on a 2-core machine (docs/benchmarks.md)
+COMPILE_ESTIMATE = "about 2 s"
+
+
 def cell(spec: AlgorithmSpec, stored: tuple[bool, ...]) -> tuple[Any, Any]:
     """The (serial, parallel) numba entry points of ``spec`` storing the slots ``stored``:
     generated and imported on first use, compiled (or loaded from numba's cache) at their
@@ -206,9 +210,12 @@ def cell(spec: AlgorithmSpec, stored: tuple[bool, ...]) -> tuple[Any, Any]:
         source,
         lambda: {**namespace, "_parallel": _parallel, **spec_functions(spec)},
     )
-    return getattr(module, f"{function}_chunks_{code}"), getattr(
-        module, f"{function}_parallel_{code}"
+    entry_points = (
+        getattr(module, f"{function}_chunks_{code}"),
+        getattr(module, f"{function}_parallel_{code}"),
     )
+    _numba_codegen.announce_compile(entry_points, spec.torch_name, COMPILE_ESTIMATE)
+    return entry_points
 
 
 class Loops(NamedTuple):

@@ -82,6 +82,8 @@ PARAM_FLOAT32, PARAM_NEAREST, PARAM_STOCHASTIC, PARAM_KAHAN, PARAM_F16 = 0, 1, 2
 SIGNED, SQUARE, UNSIGNED = 0, 1, 2
 KIND_CODES = {"signed": SIGNED, "square": SQUARE, "unsigned": UNSIGNED}
 _FORMAT_NAMES = {Q8: "q8", BF16: "bf16", FP32: "fp32", BF16_NEAREST: "bf16n", FP16_NEAREST: "fp16n"}
+# what the notice of a first compile calls them (the last three: half params stepped in place)
+_STATE_NAMES = {Q8: "8-bit", BF16: "bf16", FP32: "fp32", BF16_NEAREST: "fp32", FP16_NEAREST: "fp32"}
 _HALF_BF16, _HALF_F16 = 0, 1
 
 # Address rows: p, g, s0, s1 (codes, bfloat16/float16 patterns or float32), the two slots'
@@ -284,6 +286,10 @@ def _namespace(spec: AlgorithmSpec) -> dict[str, Any]:
     }  # fmt: skip
 
 
+# measured with an empty NUMBA_CACHE_DIR on a 2-core machine (docs/benchmarks.md)
+COMPILE_ESTIMATE = "about 4 s"
+
+
 def cell(spec: AlgorithmSpec, precision: int, mode: int) -> tuple[Any, Any]:
     """``spec``'s (serial, parallel) entry points for moments in ``precision`` and a param of
     ``mode``: ``serial(chunks, addresses, numels, hyper, bias, flags, advance)`` and
@@ -306,8 +312,14 @@ def cell(spec: AlgorithmSpec, precision: int, mode: int) -> tuple[Any, Any]:
     )  # fmt: skip
     stem = f"blocks_{function}_{code}_{digest[:16]}"
     module = _numba_codegen.load(stem, source, lambda: _namespace(spec))
-    serial = getattr(module, f"{function}_blocks_{code}")
-    return serial, getattr(module, f"{function}_parallel_{code}")
+    entry_points = (
+        getattr(module, f"{function}_blocks_{code}"),
+        getattr(module, f"{function}_parallel_{code}"),
+    )
+    _numba_codegen.announce_compile(
+        entry_points, f"{spec.torch_name} with {_STATE_NAMES[precision]} state", COMPILE_ESTIMATE
+    )
+    return entry_points
 
 
 def loops(spec: AlgorithmSpec) -> tuple[Any, Any]:

@@ -102,10 +102,22 @@ class BoundedCache:
             except KeyError:  # evicted meanwhile by another thread: the value still holds
                 pass
             return value
-        value = entries[key] = make()
-        if len(entries) > self.size:
-            entries.popitem(last=False)
+        value = make()
+        self.put(key, value)
         return value
+
+    def peek(self, key: Hashable) -> Any:
+        """The value for ``key``, or None."""
+        return self._entries.get(key)
+
+    def put(self, key: Hashable, value: Any) -> None:
+        entries = self._entries
+        entries[key] = value
+        if len(entries) > self.size:
+            try:
+                entries.popitem(last=False)
+            except KeyError:  # emptied meanwhile by another thread
+                pass
 
 
 _MISSING = object()
