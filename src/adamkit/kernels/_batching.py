@@ -269,6 +269,12 @@ class _Reusable:
     def reuse(self, params: Sequence[Tensor], roles: Sequence[Role]) -> Split | None:
         """The split again, with this step's gradient addresses; None where anything it read
         has changed (the caller splits from scratch)."""
+        try:
+            return self._reuse(params, roles)
+        except RuntimeError:  # layouts without strides or storage (sparse CSR, mkldnn)
+            return None
+
+    def _reuse(self, params: Sequence[Tensor], roles: Sequence[Role]) -> Split | None:
         for i in self.empty:
             if params[i].numel():
                 return None

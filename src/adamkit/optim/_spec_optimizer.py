@@ -24,6 +24,23 @@ from ._made_init import group_signature, made_init
 _FUSED_KEY_DEFAULT = {"Adam": None, "AdamW": None, "SGD": False}
 
 
+_SLOTS_WITH: dict[tuple[Any, ...], tuple[str, ...]] = {}
+
+
+def _slots_with(
+    tensor_state: tuple[str, ...], options: tuple[str | None, ...], on: tuple[bool, ...]
+) -> tuple[str, ...]:
+    """The keys of ``tensor_state`` whose ``options`` (a spec's ``slot_options``) are on as
+    ``on`` says for the options that are not None (cached in ``_SLOTS_WITH``: every step of
+    every group asks)."""
+    switches = iter(on)
+    padded = options + (None,) * (len(tensor_state) - len(options))
+    return tuple(
+        key for key, option in zip(tensor_state, padded, strict=True)
+        if option is None or next(switches)
+    )  # fmt: skip
+
+
 class SpecOptimizer(LowMemoryState, KernelOptimizer):
     """A :class:`KernelOptimizer` whose algorithm is ``spec``."""
 
@@ -75,14 +92,11 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
         options = self.spec.slot_options
         if not options:
             return self.spec.tensor_state
-        return (
-            tuple(
-                key
-                for key, option in zip(self.spec.tensor_state, options, strict=False)
-                if option is None or group[option]
-            )
-            + self.spec.tensor_state[len(options) :]
-        )
+        key = (self.spec.tensor_state, options, *(bool(group[o]) for o in options if o))
+        found = _SLOTS_WITH.get(key)  # a plain dict: Dynamo warns on lru_cache in a trace
+        if found is None:
+            found = _SLOTS_WITH[key] = _slots_with(*key[:2], key[2:])
+        return found
 
     def state_layout(self, group: dict[str, Any]) -> dict[str, Slot]:
         if self.spec.counted:
