@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -204,8 +204,39 @@ def _hyper_key_and_narrow(
     return tuple(key), narrow
 
 
+class Replay(NamedTuple):
+    """A fused CPU step's loop calls, to run again on the same tensors with new gradients
+    (:mod:`adamkit.optim._step_plan` decides when): per dtype, the positions of its params in
+    the call, their element counts and address table, whose gradient columns (the gradient's,
+    and the unused slots' that read it) each run rewrites."""
+
+    spec: AlgorithmSpec
+    loops: tuple[Any, Any]
+    batches: tuple[tuple[torch.dtype, list[int], tuple[int, ...], np.ndarray], ...]
+    grad_columns: tuple[int, ...]
+
+    def run(self, grads: Sequence[Tensor], group: dict[str, Any]) -> bool:
+        """Step again with ``grads`` (checked by the caller) and the group's hyperparameters
+        as they are now; False (nothing done) where those need torch's arithmetic."""
+        key, narrow = hyper_key_and_narrow(self.spec, group)
+        if narrow:
+            return False
+        serial, parallel = self.loops
+        for dtype, idx, numels, addresses in self.batches:
+            column = [grads[i].data_ptr() for i in idx]
+            for c in self.grad_columns:
+                addresses[:, c] = column
+            hyper, bias, flags = loop_arrays(self.spec.name, dtype, key)
+            run_loops(
+                serial, parallel, numels, addresses, LIKE[dtype], hyper, bias, flags,
+                self.spec.counted,
+            )  # fmt: skip
+        return True
+
+
 def fused_cpu(spec: AlgorithmSpec) -> Kernel:
-    """The fused CPU kernel: one pass of the numba driver per dtype, for-loop for the rest."""
+    """The fused CPU kernel: one pass of the numba driver per dtype, for-loop for the rest.
+    When the loops took every tensor, it returns a :class:`Replay` of its calls."""
     from . import _numba_driver  # imports numba: only when a fused kernel is used
 
     serial, parallel = _numba_driver.LOOPS[spec.name]
@@ -215,7 +246,7 @@ def fused_cpu(spec: AlgorithmSpec) -> Kernel:
 
     def kernel(
         params: Sequence[Tensor], grads: Sequence[Tensor], *lists: Any, group: dict[str, Any],
-    ) -> None:  # fmt: skip
+    ) -> Replay | None:  # fmt: skip
         *states, steps, scalar_state = lists
         roles = [
             (grads, READ_ONLY),
@@ -242,13 +273,21 @@ def fused_cpu(spec: AlgorithmSpec) -> Kernel:
                     c.copy_(value)
                 raise
         if not batches:
-            return
+            return None
         for dtype, batch in batches.items():
             hyper, bias, flags = loop_arrays(spec.name, dtype, key)
             run_loops(
                 serial, parallel, tuple(batch.numels), batch.addresses(), LIKE[dtype],
                 hyper, bias, flags, spec.counted,
             )  # fmt: skip
+        if rest:
+            return None
+        columns = (1, *(1 + r for r, (tensors, _) in enumerate(roles) if tensors is None))
+        replayed = tuple(
+            (dtype, batch.idx, tuple(batch.numels), batch.addresses().copy())
+            for dtype, batch in batches.items()
+        )
+        return Replay(spec, (serial, parallel), replayed, columns)
 
     kernel.__name__ = f"{spec.name}_fused_cpu"
     return kernel

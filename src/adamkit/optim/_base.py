@@ -172,6 +172,7 @@ class KernelOptimizer(torch.optim.Optimizer):
         the optimizer exactly as it was.
         """
         check_state_dict(self, state_dict)
+        self.__dict__.pop("_step_plans", None)  # (they hold the old state's tensors)
         super().load_state_dict(state_dict)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]

@@ -33,10 +33,12 @@ from ..kernels.lowbit_torch import (
     dequantized_entry,
     saved_entry,
 )
+from ..kernels.spec_kernels import Replay
 from ..kernels.wrappers import HALF_DTYPES, _dtensor_type, to_local
 from . import _conform
 from ._base import new_step, scalar_state
 from ._lowmem_checkpoint import checked_low_memory_state
+from ._step_plan import StepPlan
 
 PRECISIONS = ("fp32", "bf16", "8bit")
 ROUNDINGS = ("nearest", "stochastic", "kahan")
@@ -199,6 +201,12 @@ class LowMemoryState:
         return state
 
     def _update_group(self, group: dict[str, Any], amp: dict[str, Tensor]) -> None:
+        plans = self.__dict__.setdefault("_step_plans", {})
+        plan = plans.pop(id(group), None)
+        if plan is not None and not amp and not torch.compiler.is_compiling():
+            if plan.replayed(self, group):
+                plans[id(group)] = plan
+                return
         params, grads, states, any_sparse = self._collect(group)  # type: ignore[attr-defined]
         full_only = self._full_precision_only(group)
         if not full_only and not self.steps_taken:  # type: ignore[attr-defined]
@@ -230,7 +238,19 @@ class LowMemoryState:
             params, grads = [params[i] for i in keep], [grads[i] for i in keep]
             states = [states[i] for i in keep]
             any_sparse = any_sparse and any(g.is_sparse for g in grads)
-        self._update_rest(group, params, grads, states, any_sparse, amp)
+        replay = self._update_rest(group, params, grads, states, any_sparse, amp)
+        if (
+            replay is not None
+            and not amp
+            and not any(low)
+            and full_only
+            and not self.__dict__["_low_memory_seen"]
+            and len(params) == len(group["params"])
+            and not torch.compiler.is_compiling()
+            and all(self.state.get(p) is s for p, s in zip(params, states, strict=True))
+        ):
+            keys = self.step_state_keys(group)  # type: ignore[attr-defined]
+            plans[id(group)] = StepPlan(self, group, states, keys, replay)
 
     def _update_rest(
         self,
@@ -240,7 +260,7 @@ class LowMemoryState:
         states: list[dict[str, Any]],
         any_sparse: bool,
         amp: dict[str, Tensor],
-    ) -> None:
+    ) -> Replay | None:
         """Step the params whose state is torch's format. The float16/bfloat16 ones that the
         fused CPU kernel takes (:func:`adamkit.kernels.lowbit.half_in_place`) are stepped in
         place by it, as the fp32 kernel would step float32 copies of them, after the others
@@ -252,13 +272,16 @@ class LowMemoryState:
             in_place = [pick(items, half) for items in (params, grads, states)]
             params, grads, states = (pick(items, rest) for items in (params, grads, states))
             any_sparse = any_sparse and any(g.is_sparse for g in grads)
+        replay = None
         if params:
-            self._update_params(group, params, grads, states, any_sparse, amp)  # type: ignore[attr-defined]
+            replay = self._update_params(group, params, grads, states, any_sparse, amp)  # type: ignore[attr-defined]
         if half:
             n = len(half)
             lowbit.step(
                 spec, group, *in_place, ["fp32"] * n, param_rounding="nearest", streams=[0] * n
             )
+            return None
+        return replay
 
     def _warn_unused_rounding(self, group: dict[str, Any]) -> None:
         """At the first step, once per group: param_rounding other than "nearest" on a group

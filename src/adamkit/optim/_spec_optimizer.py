@@ -15,6 +15,7 @@ from torch import Tensor
 from ..algorithms import AlgorithmSpec
 from ..algorithms import _checks as check
 from ..algorithms._spec import GO_ON_MARKER, START_MARKER
+from ..kernels.spec_kernels import Replay
 from ._base import KernelOptimizer, new_step, scalar_state
 from ._checkpoint import Slot
 from ._lowmem import LowMemoryState
@@ -159,7 +160,9 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
         states: list[dict[str, Any]],
         any_sparse: bool,
         amp: dict[str, Tensor],
-    ) -> None:
+    ) -> Replay | None:
+        """Step ``params``; the fused kernel's :class:`Replay` where a later step may run it
+        again (see :mod:`._step_plan`), else None."""
         spec = self.spec
         scalar = spec.scalar_state
         used = self.tensor_slots(group)
@@ -171,7 +174,7 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
         # (an uncounted spec's sparse-gradient slot starts as None: torch's SGD makes it)
         read = dict.get if not spec.counted else dict.__getitem__
         slots = [[read(s, key) for s in states] if key in used else [] for key in spec.tensor_state]
-        self._step_kernel(group, params, amp, sparse=any_sparse)(
+        replay = self._step_kernel(group, params, amp, sparse=any_sparse)(
             params, grads, *slots, steps, [s[scalar] for s in states] if scalar else [],
             group=group,
         )  # fmt: skip
@@ -179,6 +182,16 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
             for key, values in zip(spec.tensor_state, slots, strict=True):
                 for state, value in zip(states, values, strict=False):
                     state[key] = value
+            if any(m is not GO_ON_MARKER for m in steps):
+                return None  # a slot started this step: the next reads other markers
+        return replay if isinstance(replay, Replay) else None
+
+    def step_state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The keys of a stepped param's state that its fused step reads (a plan checks them)."""
+        spec = self.spec
+        counters = ("step",) if spec.counted else ()
+        return (*counters, *((spec.scalar_state,) if spec.scalar_state else ()),
+                *self.tensor_slots(group))  # fmt: skip
 
     def _start_slots(
         self,

@@ -11,6 +11,7 @@ from torch import Tensor
 from ..algorithms import adam as adam_spec
 from ..kernels import sparse
 from ..kernels._tensors import increment, scalar
+from ..kernels.spec_kernels import Replay
 from ._spec_optimizer import SpecOptimizer
 
 
@@ -157,11 +158,13 @@ class Adam(SpecOptimizer, torch.optim.Adam):
         states: list[dict[str, Any]],
         any_sparse: bool,
         amp: dict[str, Tensor],
-    ) -> None:
+    ) -> Replay | None:
         if any_sparse:
             params, grads, states = self._sparse_gradients(group, params, grads, states)
-        if params:
-            super()._update_params(group, params, grads, states, False, amp)
+        if not params:
+            return None
+        replay = super()._update_params(group, params, grads, states, False, amp)
+        return None if any_sparse else replay
 
     def _sparse_gradients(
         self,

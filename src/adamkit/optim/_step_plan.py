@@ -1,0 +1,126 @@
+"""A group's fused CPU step kept after it ran, and replayed while what it read stays the same.
+
+A small model's step is mostly host work: the optimizer's layers (collect the grads, pick the
+state format, the kernel, its wrappers, the tensors the loops can take, their addresses) cost
+~30 µs for the 4-tensor MLP where the numba loop takes ~13 µs (docs/benchmarks.md). When a
+group's last step ran the numba loops over every one of its params (fp32 state, no half,
+duplicate, empty or odd tensors), the kernel hands back a :class:`~adamkit.kernels.
+spec_kernels.Replay` of that call, and the group keeps it here with what it was made from.
+The next step replays it when, re-read:
+
+* the group is the same dict with the same params, and its keys other than the algorithm's
+  hyperparameters (kernel flags, per-group state options) are equal; the hyperparameters
+  themselves are read again every step (schedulers change lr), as the kernel reads them;
+* the optimizer-wide state options, the registry's kernel choice and the state slots the
+  group's options ask for are those of the plan;
+* every param has a gradient, its state is the same dict holding the same tensors, and each
+  param's address, shape and layout bits, each state tensor's address and each gradient's
+  dtype, shape and layout are what the loops need (as the kernel's own reused split checks).
+
+Anything else, and the group takes the full path, which may leave a new plan.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from ..kernels import registry
+from ..kernels.spec_kernels import Replay
+
+_GENERATION = [0]  # bumped when registry.set_default changes which kernels run
+registry.on_change(lambda: _GENERATION.__setitem__(0, _GENERATION[0] + 1))
+
+
+class StepPlan:
+    """What a group's last fused step ran, and what it was made from (see the module)."""
+
+    def __init__(
+        self,
+        optimizer: Any,
+        group: dict[str, Any],
+        states: list[dict[str, Any]],
+        state_keys: tuple[str, ...],
+        replay: Replay,
+    ) -> None:
+        hyperparameters = {h.name for h in optimizer.spec.hyperparameters}
+        self.generation = _GENERATION[0]
+        self.group = group
+        self.structure = {
+            k: v for k, v in group.items() if k != "params" and k not in hyperparameters
+        }
+        self.size = len(group)
+        self.params = list(group["params"])
+        self.options = optimizer.group_options(group)
+        self.slots = optimizer.tensor_slots(group)
+        self.states = states
+        self.state_keys = state_keys
+        self.entries = [tuple(state[key] for key in state_keys) for state in states]
+        self.state_addresses = [tuple(t.data_ptr() for t in entry) for entry in self.entries]
+        self.param_layouts = [(p.data_ptr(), p.shape, p.is_complex()) for p in self.params]
+        self.replay = replay
+
+    def replayed(self, optimizer: Any, group: dict[str, Any]) -> bool:
+        """Run the step again if nothing it depends on has changed (see the module); False
+        (and nothing done) otherwise."""
+        try:
+            grads = self._gradients(optimizer, group)
+        except RuntimeError:  # layouts without strides or storage (sparse CSR, mkldnn)
+            return False
+        return grads is not None and self.replay.run(grads, group)
+
+    def _gradients(self, optimizer: Any, group: dict[str, Any]) -> list[Tensor] | None:
+        if self.generation != _GENERATION[0] or group is not self.group:
+            return None
+        params = group["params"]
+        if len(params) != len(self.params) or len(group) != self.size:
+            return None
+        for p, q in zip(params, self.params, strict=True):
+            if p is not q:
+                return None
+        for key, value in self.structure.items():
+            if group.get(key, _MISSING) != value:
+                return None
+        if optimizer.group_options(group) != self.options or optimizer.__dict__.get(
+            "_low_memory_seen", True
+        ):
+            return None
+        if optimizer.tensor_slots(group) != self.slots:
+            return None
+        state, keys = optimizer.state, self.state_keys
+        grads = []
+        for i, p in enumerate(params):
+            g = p.grad
+            st = state.get(p)
+            if g is None or st is not self.states[i]:
+                return None
+            entry = self.entries[i]
+            for key, tensor in zip(keys, entry, strict=True):
+                if st.get(key) is not tensor:
+                    return None
+            address, shape, is_complex = self.param_layouts[i]
+            if (
+                p.data_ptr() != address
+                or p.shape != shape
+                or not p.is_contiguous()
+                or (is_complex and p.is_conj())
+            ):
+                return None
+            for tensor, stored in zip(entry, self.state_addresses[i], strict=True):
+                if tensor.data_ptr() != stored:
+                    return None
+            if not (
+                g.dtype is p.dtype
+                and g.is_cpu
+                and g.shape == shape
+                and g.is_contiguous()
+                and not g.is_neg()
+                and not (is_complex and g.is_conj())
+            ):
+                return None
+            grads.append(g)
+        return grads
+
+
+_MISSING = object()

@@ -1,0 +1,162 @@
+"""A group's replayed fused step (adamkit.optim._step_plan) against the full path: after each
+change a training loop or a user can make between steps, an optimizer that replays its plan
+ends bit for bit where a twin that never keeps one does."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+
+import adamkit
+from adamkit.kernels import spec_kernels
+
+
+def _twins(cls, **options):
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(7, 5), (33,), (1,), (4, 4)]
+    init = [torch.randn(s, generator=gen) for s in shapes]
+    made = []
+    for _ in range(2):
+        params = [torch.nn.Parameter(t.clone()) for t in init]
+        made.append((params, cls(params, **options)))
+    return made
+
+
+def _step_both(twins, gen):
+    """One step of each twin with the same gradients; an error must be the same in both."""
+    (params, planned), (twin_params, twin) = twins
+    grads = [torch.randn(p.shape, generator=gen).to(p.dtype) for p in params]
+    for p, q, g in zip(params, twin_params, grads, strict=True):
+        p.grad, q.grad = g.clone(), g.clone()
+    errors = []
+    for opt in (planned, twin):
+        if opt is twin:
+            twin.__dict__.pop("_step_plans", None)  # the twin never replays
+        try:
+            opt.step()
+            errors.append(None)
+        except Exception as error:  # e.g. amsgrad switched on mid-run: torch's KeyError too
+            errors.append((type(error), str(error)))
+    assert errors[0] == errors[1]
+
+
+def _assert_same(twins):
+    (params, planned), (twin_params, twin) = twins
+    for p, q in zip(params, twin_params, strict=True):
+        assert torch.equal(p.detach(), q.detach())
+    for p, q in zip(params, twin_params, strict=True):
+        a, b = planned.state.get(p, {}), twin.state.get(q, {})
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
+def _swap_data(params, i, new):
+    with torch.no_grad():
+        params[i].data = new
+
+
+def _reload(params, opt):
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    opt.load_state_dict(torch.load(buffer, weights_only=True))
+
+
+CHANGES = {
+    "nothing": lambda params, opt: None,
+    "lr as a scheduler sets it": lambda params, opt: opt.param_groups[0].update(lr=0.05),
+    "betas": lambda params, opt: opt.param_groups[0].update(betas=(0.5, 0.9)),
+    "weight decay": lambda params, opt: opt.param_groups[0].update(weight_decay=0.3),
+    "maximize": lambda params, opt: opt.param_groups[0].update(maximize=True),
+    "amsgrad switched on": lambda params, opt: opt.param_groups[0].update(amsgrad=True),
+    "a param's memory replaced": lambda params, opt: _swap_data(params, 1, params[1] * 0.5),
+    "a param cast to float64": lambda params, opt: _swap_data(params, 2, params[2].double()),
+    "a param transposed in place": lambda params, opt: _swap_data(params, 3, params[3].data.t()),
+    "state reloaded": _reload,
+    "state dropped": lambda params, opt: opt.state.pop(params[0]),
+    "bf16 state from now on": lambda params, opt: setattr(opt, "state_precision", "bf16"),
+    "a state tensor replaced": lambda params, opt: opt.state[params[1]].update(
+        exp_avg=opt.state[params[1]]["exp_avg"].clone()
+    ),
+    "a param group added": lambda params, opt: opt.add_param_group(
+        {"params": [torch.nn.Parameter(torch.ones(3))]}
+    ),
+    "fused=False": lambda params, opt: opt.param_groups[0].update(fused=False),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_change_between_steps_steps_as_the_full_path(change):
+    twins = _twins(adamkit.Adam, lr=0.01)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):  # the first step keeps a plan, the next replay it
+        _step_both(twins, gen)
+    assert twins[0][1]._step_plans, "no plan was kept"
+    for params, opt in twins:
+        CHANGES[change](params, opt)
+        for p in opt.param_groups[-1]["params"]:  # a group added has grads too
+            if not any(p is q for q in params):
+                p.grad = torch.ones_like(p)
+    for _ in range(3):
+        _step_both(twins, gen)
+    _assert_same(twins)
+
+
+def test_the_plan_is_what_runs_once_kept(monkeypatch):
+    (params, opt), _ = _twins(adamkit.Adam)
+    runs = []
+    original = spec_kernels.Replay.run
+    monkeypatch.setattr(
+        spec_kernels.Replay, "run", lambda self, *a: runs.append(1) or original(self, *a)
+    )
+    collects = []
+    original_collect = type(opt)._collect
+    monkeypatch.setattr(
+        type(opt), "_collect", lambda self, g: collects.append(1) or original_collect(self, g)
+    )
+    for _ in range(5):
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt.step()
+    assert (len(collects), len(runs)) == (1, 4)  # one full step, then four replays
+
+
+def test_a_missing_gradient_takes_the_full_path():
+    twins = _twins(adamkit.AdamW)
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        _step_both(twins, gen)
+    for params, opt in twins:
+        opt.zero_grad()
+        params[0].grad = torch.ones_like(params[0])
+        opt.step()  # only params[0] moves
+    _assert_same(twins)
+
+
+@pytest.mark.parametrize(
+    ("cls", "options"),
+    [(adamkit.SGD, {"momentum": 0.9, "lr": 0.1}), (adamkit.Lion, {"lr": 0.01}),
+     (adamkit.NAdam, {}), (adamkit.RMSprop, {"centered": True})],
+)  # fmt: skip
+def test_every_spec_replays_as_it_steps(cls, options):
+    twins = _twins(cls, **options)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(6):
+        _step_both(twins, gen)
+    assert twins[0][1]._step_plans
+    _assert_same(twins)
+
+
+def test_plans_are_not_pickled_and_copies_replay_their_own():
+    (params, opt), _ = _twins(adamkit.Adam)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt.step()
+    assert opt._step_plans
+    clone = copy.deepcopy(opt)
+    assert not clone.__dict__.get("_step_plans")
