@@ -160,3 +160,24 @@ def test_plans_are_not_pickled_and_copies_replay_their_own():
     assert opt._step_plans
     clone = copy.deepcopy(opt)
     assert not clone.__dict__.get("_step_plans")
+
+
+def test_a_tensor_lr_changed_in_place_is_read_each_step():
+    # A scheduler's in-place change keeps the tensor object: the plan must not keep its value.
+    twins = _twins(adamkit.Adam, lr=torch.tensor(0.01))
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        _step_both(twins, gen)
+    for _, opt in twins:
+        opt.param_groups[0]["lr"].fill_(0.5)
+    for _ in range(2):
+        _step_both(twins, gen)
+    _assert_same(twins)
+    (params, opt), _ = twins
+    before = [p.detach().clone() for p in params]
+    opt.param_groups[0]["lr"].fill_(0.0)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    for p, b in zip(params, before, strict=True):
+        assert torch.equal(p.detach(), b)  # lr 0: nothing moves

@@ -215,23 +215,27 @@ class Replay(NamedTuple):
     batches: tuple[tuple[torch.dtype, list[int], tuple[int, ...], np.ndarray], ...]
     grad_columns: tuple[int, ...]
 
-    def run(self, grads: Sequence[Tensor], group: dict[str, Any]) -> bool:
-        """Step again with ``grads`` (checked by the caller) and the group's hyperparameters
-        as they are now; False (nothing done) where those need torch's arithmetic."""
+    def scalars(self, group: dict[str, Any]) -> list[Any] | None:
+        """Each batch's (hyper, bias, flags) arrays for the group's hyperparameters as they
+        are now; None where those need torch's arithmetic (a narrow tensor hyperparameter)."""
         key, narrow = hyper_key_and_narrow(self.spec, group)
         if narrow:
-            return False
+            return None
+        return [loop_arrays(self.spec.name, dtype, key) for dtype, *_ in self.batches]
+
+    def run(self, grads: Sequence[Tensor], scalars: list[Any]) -> None:
+        """Step again with ``grads`` (checked by the caller) and :meth:`scalars`."""
         serial, parallel = self.loops
-        for dtype, idx, numels, addresses in self.batches:
+        for (dtype, idx, numels, addresses), (hyper, bias, flags) in zip(
+            self.batches, scalars, strict=True
+        ):
             column = [grads[i].data_ptr() for i in idx]
             for c in self.grad_columns:
                 addresses[:, c] = column
-            hyper, bias, flags = loop_arrays(self.spec.name, dtype, key)
             run_loops(
                 serial, parallel, numels, addresses, LIKE[dtype], hyper, bias, flags,
                 self.spec.counted,
             )  # fmt: skip
-        return True
 
 
 def fused_cpu(spec: AlgorithmSpec) -> Kernel:

@@ -10,7 +10,8 @@ The next step replays it when, re-read:
 
 * the group is the same dict with the same params, and its keys other than the algorithm's
   hyperparameters (kernel flags, per-group state options) are equal; the hyperparameters
-  themselves are read again every step (schedulers change lr), as the kernel reads them;
+  themselves are read every step (schedulers change lr), and the loops' scalars made again
+  when they changed (always for a tensor value, which changes in place);
 * the optimizer-wide state options, the registry's kernel choice and the state slots the
   group's options ask for are those of the plan;
 * every param has a gradient, its state is the same dict holding the same tensors, and each
@@ -44,7 +45,8 @@ class StepPlan:
         state_keys: tuple[str, ...],
         replay: Replay,
     ) -> None:
-        hyperparameters = {h.name for h in optimizer.spec.hyperparameters}
+        self.names = tuple(h.name for h in optimizer.spec.hyperparameters)
+        hyperparameters = set(self.names)
         self.generation = _GENERATION[0]
         self.group = group
         self.structure = {
@@ -60,6 +62,8 @@ class StepPlan:
         self.state_addresses = [tuple(t.data_ptr() for t in entry) for entry in self.entries]
         self.param_layouts = [(p.data_ptr(), p.shape, p.is_complex()) for p in self.params]
         self.replay = replay
+        self.values: tuple[Any, ...] | None = None  # the hyperparameters last run with
+        self.scalars: Any = None  # and the loops' scalar arrays for them
 
     def replayed(self, optimizer: Any, group: dict[str, Any]) -> bool:
         """Run the step again if nothing it depends on has changed (see the module); False
@@ -68,7 +72,17 @@ class StepPlan:
             grads = self._gradients(optimizer, group)
         except RuntimeError:  # layouts without strides or storage (sparse CSR, mkldnn)
             return False
-        return grads is not None and self.replay.run(grads, group)
+        if grads is None:
+            return False
+        values = tuple(map(group.__getitem__, self.names))
+        if values != self.values:  # (a tensor value is never kept: it changes in place)
+            scalars = self.replay.scalars(group)
+            if scalars is None or optimizer.tensor_slots(group) != self.slots:
+                return False
+            plain = not any(isinstance(v, (Tensor, list)) for v in values)
+            self.values, self.scalars = (values if plain else None), scalars
+        self.replay.run(grads, self.scalars)
+        return True
 
     def _gradients(self, optimizer: Any, group: dict[str, Any]) -> list[Tensor] | None:
         if self.generation != _GENERATION[0] or group is not self.group:
@@ -85,8 +99,6 @@ class StepPlan:
         if optimizer.group_options(group) != self.options or optimizer.__dict__.get(
             "_low_memory_seen", True
         ):
-            return None
-        if optimizer.tensor_slots(group) != self.slots:
             return None
         state, keys = optimizer.state, self.state_keys
         grads = []
