@@ -237,6 +237,19 @@ def split(params: Sequence[Tensor], roles: Sequence[Role]) -> Split:
     return result
 
 
+def loops_take_gradient(g: Tensor, dtype: torch.dtype, shape: torch.Size, complex_: bool) -> bool:
+    """Whether the loops read gradient ``g`` of a param of ``dtype`` and ``shape`` in place (a
+    split's READ_ONLY check, for the tensors a cached step re-reads every time)."""
+    return (
+        g.dtype is dtype
+        and g.is_cpu
+        and g.shape == shape
+        and g.is_contiguous()
+        and not g.is_neg()
+        and not (complex_ and g.is_conj())
+    )
+
+
 def _role_ids(tensors: Sequence[Tensor] | None, kind: int) -> tuple[int, ...] | None:
     # gradients are not part of the key: they are checked on every step
     return None if tensors is None or kind == READ_ONLY else tuple(map(id, tensors))
@@ -298,14 +311,7 @@ class _Reusable:
                         return None
                 if grads is not None:
                     g = grads[i]
-                    if not (
-                        g.dtype is p.dtype
-                        and g.is_cpu
-                        and g.shape == shape
-                        and g.is_contiguous()
-                        and not g.is_neg()
-                        and not (has_complex and g.is_conj())
-                    ):
+                    if not loops_take_gradient(g, p.dtype, shape, has_complex):
                         return None
                     grad_addresses.append(g.data_ptr())
             if grads is not None:

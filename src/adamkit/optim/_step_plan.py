@@ -28,6 +28,7 @@ from typing import Any
 from torch import Tensor
 
 from ..kernels import registry
+from ..kernels._batching import loops_take_gradient
 from ..kernels.spec_kernels import Replay
 
 _GENERATION = [0]  # bumped when registry.set_default changes which kernels run
@@ -122,14 +123,7 @@ class StepPlan:
             for tensor, stored in zip(entry, self.state_addresses[i], strict=True):
                 if tensor.data_ptr() != stored:
                     return None
-            if not (
-                g.dtype is p.dtype
-                and g.is_cpu
-                and g.shape == shape
-                and g.is_contiguous()
-                and not g.is_neg()
-                and not (is_complex and g.is_conj())
-            ):
+            if not loops_take_gradient(g, p.dtype, shape, is_complex):
                 return None
             grads.append(g)
         return grads
