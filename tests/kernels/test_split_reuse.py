@@ -65,6 +65,9 @@ MUTATIONS = {
     "param replaced, same shape": (lambda ps, gs, m, v: _swap(ps[1], ps[1].detach().clone()), False),
     "param transposed in place": (lambda ps, gs, m, v: _swap(ps[0], ps[0].data.t()), False),
     "param reshaped, same memory": (lambda ps, gs, m, v: _swap(ps[0], ps[0].data.view(4, 9)), False),
+    "param of another dtype, same memory": (
+        lambda ps, gs, m, v: _swap(ps[1], ps[1].data.view(torch.float16)[:5]), False
+    ),
     "empty param given elements": (lambda ps, gs, m, v: _swap(ps[2], torch.ones(3)), False),
     "empty param swapped for another": (lambda ps, gs, m, v: _swap(ps[2], torch.ones(0)), True),
     "state tensor's memory replaced": (lambda ps, gs, m, v: _swap(m[3], m[3].clone()), False),
@@ -80,6 +83,28 @@ def test_reused_split_equals_a_split_from_scratch(name):
     mutate, still_reusable = MUTATIONS[name]
     mutate(params, grads, m, v)
     _check(params, _roles(grads, m, v, steps), reused=still_reusable)
+
+
+def test_the_cache_keeps_no_tensor_alive():
+    # Gradients are not part of what it keeps, and a split leaves the cache when one of its
+    # params or state tensors is collected (nothing of a deleted model stays alive).
+    import gc
+    import weakref
+
+    params, grads, m, v, steps = _tensors()
+    B.split(params, _roles(grads, m, v, steps))
+    first_grad, param, moment = weakref.ref(grads[0]), weakref.ref(params[0]), weakref.ref(m[0])
+    grads[0] = grads[0].clone()
+    B.split(params, _roles(grads, m, v, steps))
+    key = (
+        tuple(map(id, params)),
+        *(B._role_ids(ts, kind) for ts, kind in _roles(grads, m, v, steps)),
+    )
+    assert B._SPLITS.peek(key) is not None
+    del params, grads, m, v, steps
+    gc.collect()
+    assert first_grad() is None and param() is None and moment() is None
+    assert B._SPLITS.peek(key) is None
 
 
 def test_complex_param_conjugated_in_place_leaves_the_loops():

@@ -43,15 +43,20 @@ def _step_both(twins, gen):
     assert errors[0] == errors[1]
 
 
+def _equal(a, b):
+    """Bit for bit, NaN where NaN (a param reinterpreted in another dtype holds NaN bits)."""
+    torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
 def _assert_same(twins):
     (params, planned), (twin_params, twin) = twins
     for p, q in zip(params, twin_params, strict=True):
-        assert torch.equal(p.detach(), q.detach())
+        _equal(p.detach(), q.detach())
     for p, q in zip(params, twin_params, strict=True):
         a, b = planned.state.get(p, {}), twin.state.get(q, {})
         assert a.keys() == b.keys()
         for key in a:
-            assert torch.equal(a[key], b[key]), key
+            _equal(a[key], b[key])
 
 
 def _swap_data(params, i, new):
@@ -76,6 +81,13 @@ CHANGES = {
     "a param's memory replaced": lambda params, opt: _swap_data(params, 1, params[1] * 0.5),
     "a param cast to float64": lambda params, opt: _swap_data(params, 2, params[2].double()),
     "a param transposed in place": lambda params, opt: _swap_data(params, 3, params[3].data.t()),
+    # the same address, another dtype (as the allocator may hand out a freed param's memory)
+    "a param of another dtype at its address": lambda params, opt: _swap_data(
+        params, 1, params[1].data.view(torch.float16)[:33]
+    ),
+    "lr as an equal float32 tensor": lambda params, opt: opt.param_groups[0].update(
+        lr=torch.tensor(0.01)
+    ),
     "state reloaded": _reload,
     "state dropped": lambda params, opt: opt.state.pop(params[0]),
     "bf16 state from now on": lambda params, opt: setattr(opt, "state_precision", "bf16"),
@@ -160,6 +172,37 @@ def test_plans_are_not_pickled_and_copies_replay_their_own():
     assert opt._step_plans
     clone = copy.deepcopy(opt)
     assert not clone.__dict__.get("_step_plans")
+
+
+def test_tensor_betas_changed_in_place_are_read_each_step():
+    # float64 tensors: torch's arithmetic is then the loops' (a float32 one takes the full path)
+    betas = [torch.tensor(b, dtype=torch.float64) for b in (0.9, 0.999)]
+    twins = _twins(adamkit.Adam, betas=tuple(betas))
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        _step_both(twins, gen)
+    for _, opt in twins:
+        opt.param_groups[0]["betas"][0].fill_(0.0)
+    for _ in range(2):
+        _step_both(twins, gen)
+    _assert_same(twins)
+
+
+def test_float64_params_with_an_equal_float32_lr_take_torchs_arithmetic():
+    # lr=0.01 then tensor(0.01) (float32): equal values, but the full path then computes the
+    # float64 params' step in float32 scalars as torch does; the plan must not keep its own.
+    gen = torch.Generator().manual_seed(6)
+    init = [torch.randn(9, generator=gen, dtype=torch.float64) for _ in range(2)]
+    twins = []
+    for _ in range(2):
+        params = [torch.nn.Parameter(t.clone()) for t in init]
+        twins.append((params, adamkit.Adam(params, lr=0.01)))
+    for step in range(5):
+        if step == 2:
+            for _, opt in twins:
+                opt.param_groups[0]["lr"] = torch.tensor(0.01)
+        _step_both(twins, gen)
+    _assert_same(twins)
 
 
 def test_a_tensor_lr_changed_in_place_is_read_each_step():

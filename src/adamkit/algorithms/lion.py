@@ -1,5 +1,5 @@
-r"""Lion (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms"), as lion-pytorch's
-``Lion`` computes it::
+r"""Lion (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms"), with lion-pytorch's
+``Lion``'s signature, defaults, state and update::
 
     c_t = β1·m_{t-1} + (1-β1)·g_t          the interpolation with the current gradient
     φ_t = φ_{t-1}·(1 - α·λ) - α·sign(c_t)  every coordinate moves by α (0 where c_t = 0)
@@ -11,8 +11,12 @@ both ways. Conventions, where implementations disagree (see :mod:`adamkit.refere
 * weight decay is decoupled and applied to the pre-step φ with the current lr (lion-pytorch,
   timm, optimi); lion-pytorch's ``decoupled_weight_decay`` (λ divided by the first lr) and
   ``use_triton`` are not taken;
-* the EMAs are written ``m·β + g·(1-β)`` as lion-pytorch does (timm writes ``lerp``: equal up
-  to rounding, which can flip a sign only where c is within rounding of 0);
+* the EMAs are written ``m·β + g·(1-β)`` as lion-pytorch does, rounded after the multiply and
+  after the add; lion-pytorch's ``add(g, alpha=1-β)`` is one fused multiply-add on the CPU, so
+  its m can differ by an ulp (timm writes ``lerp``: equal up to rounding too); either can flip
+  a sign only where c is within rounding of 0;
+* complex params are pairs of reals (each part moves by ±α), as in every torch.optim
+  optimizer; lion-pytorch's ``sgn`` of a complex c is c/|c|;
 * ``sign`` is torch's: 0 for c = 0 and for NaN (a NaN gradient leaves φ where it is and makes
   m NaN, as in lion-pytorch; ``on_nonfinite="skip"`` or ``"raise"`` guard against it);
 * ``maximize`` (timm's, torch's option) negates g first.

@@ -12,8 +12,9 @@ import functools
 import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -233,7 +234,7 @@ def split(params: Sequence[Tensor], roles: Sequence[Role]) -> Split:
             return result
     result = _split(params, roles)
     if not any(batch.copies for batch in result[0].values()):  # (resolved gradient copies)
-        _SPLITS.put(key, _Reusable(params, roles, result))
+        _SPLITS.put(key, _Reusable(key, params, roles, result))
     return result
 
 
@@ -257,13 +258,22 @@ def _role_ids(tensors: Sequence[Tensor] | None, kind: int) -> tuple[int, ...] | 
 
 class _Reusable:
     """A split, and what it read that can change without the tensors' identities changing:
-    each batched param's address, shape and layout bits (``p.data = ...`` keeps the object),
-    each state tensor's address. It holds the tensors themselves, so the ids in its key stay
-    theirs while it is cached."""
+    each batched param's address, dtype, shape and layout bits (``p.data = ...`` keeps the
+    object), each state tensor's address. It leaves the cache as soon as one of the tensors of
+    its key is collected (a weak reference's callback), so the ids in its key stay theirs and
+    it keeps no tensor alive."""
 
-    def __init__(self, params: Sequence[Tensor], roles: Sequence[Role], result: Split) -> None:
+    def __init__(
+        self, key: tuple[Any, ...], params: Sequence[Tensor], roles: Sequence[Role], result: Split
+    ) -> None:
         batches, self.other, self.empty = result
-        self.tensors = (list(params), [None if ts is None else list(ts) for ts, _ in roles])
+
+        def evict(_: Any, key: tuple[Any, ...] = key) -> None:
+            _SPLITS.discard(key)
+
+        kept = [*params, *(t for ts, kind in roles if ts is not None and kind != READ_ONLY
+                           for t in ts)]  # fmt: skip
+        self.watchers = [weakref.ref(t, evict) for t in kept]
         kinds = [kind for _, kind in roles]
         self.grad_role = kinds.index(READ_ONLY) if READ_ONLY in kinds else None
         self.state_roles = [
@@ -273,7 +283,7 @@ class _Reusable:
         self.copies_of_first = [1 + r for r, (ts, _) in enumerate(roles) if ts is None]
         self.batches = [
             (
-                dtype, batch, [params[i].shape for i in batch.idx],
+                dtype, batch, [(params[i].dtype, params[i].shape) for i in batch.idx],
                 any(params[i].is_complex() for i in batch.idx), batch.addresses(),
             )
             for dtype, batch in batches.items()
@@ -294,13 +304,15 @@ class _Reusable:
         grads = None if self.grad_role is None else roles[self.grad_role][0]
         state = [(1 + r, roles[r][0]) for r in self.state_roles]
         batches: dict[torch.dtype, _Batch] = {}
-        for dtype, batch, shapes, has_complex, addresses in self.batches:
+        for dtype, batch, layouts, has_complex, addresses in self.batches:
             grad_addresses = []
-            for i, shape, row in zip(batch.idx, shapes, batch.rows, strict=True):
+            for i, (param_dtype, shape), row in zip(batch.idx, layouts, batch.rows, strict=True):
                 p = params[i]
-                # (a negative bit at the same address comes only from torch._neg_view)
+                # (a negative bit at the same address comes only from torch._neg_view; a new
+                # dtype may come with the same address where the allocator reused it)
                 if (
                     p.data_ptr() != row[0]
+                    or p.dtype is not param_dtype
                     or p.shape != shape
                     or not p.is_contiguous()
                     or (has_complex and p.is_conj())
@@ -311,7 +323,7 @@ class _Reusable:
                         return None
                 if grads is not None:
                     g = grads[i]
-                    if not loops_take_gradient(g, p.dtype, shape, has_complex):
+                    if not loops_take_gradient(g, param_dtype, shape, has_complex):
                         return None
                     grad_addresses.append(g.data_ptr())
             if grads is not None:

@@ -107,8 +107,18 @@ class BoundedCache:
         return value
 
     def peek(self, key: Hashable) -> Any:
-        """The value for ``key``, or None."""
-        return self._entries.get(key)
+        """The value for ``key`` (now the most recently used), or None."""
+        entries = self._entries
+        value = entries.get(key)
+        if value is not None:
+            try:
+                entries.move_to_end(key)
+            except KeyError:  # evicted meanwhile by another thread: the value still holds
+                pass
+        return value
+
+    def discard(self, key: Hashable) -> None:
+        self._entries.pop(key, None)
 
     def put(self, key: Hashable, value: Any) -> None:
         entries = self._entries

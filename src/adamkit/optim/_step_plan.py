@@ -61,7 +61,7 @@ class StepPlan:
         self.state_keys = state_keys
         self.entries = [tuple(state[key] for key in state_keys) for state in states]
         self.state_addresses = [tuple(t.data_ptr() for t in entry) for entry in self.entries]
-        self.param_layouts = [(p.data_ptr(), p.shape, p.is_complex()) for p in self.params]
+        self.param_layouts = [(p.data_ptr(), p.dtype, p.shape, p.is_complex()) for p in self.params]
         self.replay = replay
         self.values: tuple[Any, ...] | None = None  # the hyperparameters last run with
         self.scalars: Any = None  # and the loops' scalar arrays for them
@@ -76,11 +76,13 @@ class StepPlan:
         if grads is None:
             return False
         values = tuple(map(group.__getitem__, self.names))
-        if values != self.values:  # (a tensor value is never kept: it changes in place)
+        # Kept only while every value is a plain number: a tensor changes in place, and one
+        # equal to a kept number (tensor(0.1) == 0.1) may need torch's arithmetic.
+        plain = all(_plain(v) for v in values)
+        if not plain or values != self.values:
             scalars = self.replay.scalars(group)
             if scalars is None or optimizer.tensor_slots(group) != self.slots:
                 return False
-            plain = not any(isinstance(v, (Tensor, list)) for v in values)
             self.values, self.scalars = (values if plain else None), scalars
         self.replay.run(grads, self.scalars)
         return True
@@ -112,9 +114,10 @@ class StepPlan:
             for key, tensor in zip(keys, entry, strict=True):
                 if st.get(key) is not tensor:
                     return None
-            address, shape, is_complex = self.param_layouts[i]
+            address, dtype, shape, is_complex = self.param_layouts[i]
             if (
                 p.data_ptr() != address
+                or p.dtype is not dtype  # (the allocator may reuse the address)
                 or p.shape != shape
                 or not p.is_contiguous()
                 or (is_complex and p.is_conj())
@@ -123,10 +126,17 @@ class StepPlan:
             for tensor, stored in zip(entry, self.state_addresses[i], strict=True):
                 if tensor.data_ptr() != stored:
                     return None
-            if not loops_take_gradient(g, p.dtype, shape, is_complex):
+            if not loops_take_gradient(g, dtype, shape, is_complex):
                 return None
             grads.append(g)
         return grads
 
 
 _MISSING = object()
+_PLAIN = frozenset({float, int, bool})
+
+
+def _plain(value: Any) -> bool:
+    """A number, or a tuple of numbers (betas), whose value cannot change under it."""
+    kind = type(value)
+    return kind in _PLAIN or (kind is tuple and all(type(v) in _PLAIN for v in value))
