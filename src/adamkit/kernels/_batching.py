@@ -226,6 +226,8 @@ def split(params: Sequence[Tensor], roles: Sequence[Role]) -> Split:
     (:class:`_Reusable`), re-reading only what can change under it; gradients, which may be
     new tensors every step, are checked every time.
     """
+    while _DEAD:  # splits whose tensors were collected (weak reference callbacks)
+        _SPLITS.discard(_DEAD.pop())
     key = (tuple(map(id, params)), *(_role_ids(ts, kind) for ts, kind in roles))
     reusable = _SPLITS.peek(key)
     if reusable is not None:
@@ -269,7 +271,9 @@ class _Reusable:
         batches, self.other, self.empty = result
 
         def evict(_: Any, key: tuple[Any, ...] = key) -> None:
-            _SPLITS.discard(key)
+            # Only noted here: a collection may run inside the cache's own dict operations.
+            # The next split drops it, before any lookup could meet a reused id.
+            _DEAD.append(key)
 
         kept = [*params, *(t for ts, kind in roles if ts is not None and kind != READ_ONLY
                            for t in ts)]  # fmt: skip
@@ -416,6 +420,7 @@ def _split(
 
 _OVERLAPS = BoundedCache(64)  # by the params' memory spans, which rarely change
 _SPLITS = BoundedCache(16)  # _Reusable splits, by the ids of the params and state
+_DEAD: list[tuple[Any, ...]] = []  # keys of splits to drop (see _Reusable)
 
 
 def _overlapping(spans: Sequence[tuple[int, int]]) -> frozenset[int]:
