@@ -72,6 +72,14 @@ MUTATIONS = {
     "empty param swapped for another": (lambda ps, gs, m, v: _swap(ps[2], torch.ones(0)), True),
     "state tensor's memory replaced": (lambda ps, gs, m, v: _swap(m[3], m[3].clone()), False),
     "state tensor replaced": (lambda ps, gs, m, v: m.__setitem__(3, m[3].clone()), False),
+    # in place, at the same address: the loops would write past the memory left
+    "state tensor resized in place": (lambda ps, gs, m, v: m[3].resize_(2, 2), False),
+    "state tensor set_ to a stride-0 view": (
+        lambda ps, gs, m, v: m[1].set_(m[1].untyped_storage(), 0, (5,), (0,)), False
+    ),
+    "param with a negative bit at its address": (
+        lambda ps, gs, m, v: _swap(ps[1], torch._neg_view(ps[1].data)), False
+    ),
 }  # fmt: skip
 
 
@@ -83,6 +91,16 @@ def test_reused_split_equals_a_split_from_scratch(name):
     mutate, still_reusable = MUTATIONS[name]
     mutate(params, grads, m, v)
     _check(params, _roles(grads, m, v, steps), reused=still_reusable)
+
+
+def test_a_param_sent_to_the_for_loop_once_gets_the_loops_back():
+    params, grads, m, v, steps = _tensors()
+    _check(params, _roles(grads, m, v, steps), reused=False)
+    grads[0] = grads[0].t()  # one non-contiguous gradient: the for-loop for that step
+    assert B.split(params, _roles(grads, m, v, steps))[1] == [0]
+    grads[0] = grads[0].t().contiguous()
+    assert B.split(params, _roles(grads, m, v, steps))[1] == []
+    _check(params, _roles(grads, m, v, steps), reused=True)
 
 
 def test_the_cache_keeps_no_tensor_alive():

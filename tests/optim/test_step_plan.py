@@ -224,3 +224,35 @@ def test_a_tensor_lr_changed_in_place_is_read_each_step():
     opt.step()
     for p, b in zip(params, before, strict=True):
         assert torch.equal(p.detach(), b)  # lr 0: nothing moves
+
+
+def test_a_state_tensor_shrunk_in_place_is_not_written_past():
+    # resize_ keeps the object and the address; the loops must not write the old size there
+    twins = _twins(adamkit.Adam)
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        _step_both(twins, gen)
+    for params, opt in twins:
+        opt.state[params[1]]["exp_avg"].resize_(3)
+    _step_both(twins, gen)  # both refuse it the same way (a size error, nothing written)
+    _assert_same(twins)
+
+
+def test_a_removed_group_leaves_nothing_behind():
+    import gc
+    import weakref
+
+    (params, opt), _ = _twins(adamkit.Adam)
+    extra = torch.nn.Parameter(torch.ones(5))
+    opt.add_param_group({"params": [extra]})
+    for _ in range(3):
+        for p in [*params, extra]:
+            p.grad = torch.ones_like(p)
+        opt.step()
+    assert len(opt._step_plans) == 2
+    removed = weakref.ref(extra)
+    opt.param_groups.pop()
+    del opt.state[extra], extra, p
+    opt.step()
+    gc.collect()
+    assert len(opt._step_plans) == 1 and removed() is None

@@ -235,9 +235,19 @@ def split(params: Sequence[Tensor], roles: Sequence[Role]) -> Split:
         if result is not None:
             return result
     result = _split(params, roles)
-    if not any(batch.copies for batch in result[0].values()):  # (resolved gradient copies)
+    # Kept where the loops take every tensor that has elements: a param sent to the for-loop
+    # by a passing oddity (one non-contiguous gradient) must get the loops back after it.
+    if not result[1] and not any(batch.copies for batch in result[0].values()):
         _SPLITS.put(key, _Reusable(key, params, roles, result))
     return result
+
+
+def still_in_place(t: Tensor, address: int, dtype: torch.dtype, shape: torch.Size) -> bool:
+    """Whether state tensor ``t`` is where and what a split found it: at ``address``, of
+    ``dtype`` and ``shape``, contiguous. (The loops write that many bytes there: a state
+    tensor ``set_`` or ``resize_`` in place, or given new memory that the allocator put at the
+    old address, must not be written as it was.)"""
+    return t.data_ptr() == address and t.dtype is dtype and t.shape == shape and t.is_contiguous()
 
 
 def loops_take_gradient(g: Tensor, dtype: torch.dtype, shape: torch.Size, complex_: bool) -> bool:
@@ -288,6 +298,10 @@ class _Reusable:
         self.batches = [
             (
                 dtype, batch, [(params[i].dtype, params[i].shape) for i in batch.idx],
+                [
+                    [(1 + r, roles[r][0][i].dtype, roles[r][0][i].shape) for r in self.state_roles]
+                    for i in batch.idx
+                ],
                 any(params[i].is_complex() for i in batch.idx), batch.addresses(),
             )
             for dtype, batch in batches.items()
@@ -308,22 +322,26 @@ class _Reusable:
         grads = None if self.grad_role is None else roles[self.grad_role][0]
         state = [(1 + r, roles[r][0]) for r in self.state_roles]
         batches: dict[torch.dtype, _Batch] = {}
-        for dtype, batch, layouts, has_complex, addresses in self.batches:
+        for dtype, batch, layouts, state_layouts, has_complex, addresses in self.batches:
             grad_addresses = []
-            for i, (param_dtype, shape), row in zip(batch.idx, layouts, batch.rows, strict=True):
+            for i, (param_dtype, shape), row, held in zip(
+                batch.idx, layouts, batch.rows, state_layouts, strict=True
+            ):
                 p = params[i]
-                # (a negative bit at the same address comes only from torch._neg_view; a new
-                # dtype may come with the same address where the allocator reused it)
+                # (a new dtype may come with the same address where the allocator reused it)
                 if (
                     p.data_ptr() != row[0]
                     or p.dtype is not param_dtype
                     or p.shape != shape
                     or not p.is_contiguous()
+                    or p.is_neg()
                     or (has_complex and p.is_conj())
                 ):
                     return None
-                for column, tensors in state:
-                    if tensors[i].data_ptr() != row[column]:
+                for (column, state_dtype, state_shape), (_, tensors) in zip(
+                    held, state, strict=True
+                ):
+                    if not still_in_place(tensors[i], row[column], state_dtype, state_shape):
                         return None
                 if grads is not None:
                     g = grads[i]

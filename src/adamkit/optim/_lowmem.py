@@ -202,6 +202,10 @@ class LowMemoryState:
 
     def _update_group(self, group: dict[str, Any], amp: dict[str, Tensor]) -> None:
         plans = self.__dict__.setdefault("_step_plans", {})
+        if len(plans) > len(self.param_groups):  # a group was removed: free what it held
+            live = {id(g): g for g in self.param_groups}
+            for key in [k for k, plan in plans.items() if live.get(k) is not plan.group]:
+                del plans[key]
         plan = plans.pop(id(group), None)
         if plan is not None and not amp and not torch.compiler.is_compiling():
             if plan.replayed(self, group):

@@ -15,8 +15,10 @@ The next step replays it when, re-read:
 * the optimizer-wide state options, the registry's kernel choice and the state slots the
   group's options ask for are those of the plan;
 * every param has a gradient, its state is the same dict holding the same tensors, and each
-  param's address, shape and layout bits, each state tensor's address and each gradient's
-  dtype, shape and layout are what the loops need (as the kernel's own reused split checks).
+  param's address, dtype, shape and layout bits, each state tensor's address, dtype, shape
+  and contiguity, and each gradient's dtype, shape and layout are what the loops need (as the
+  kernel's own reused split checks: a freed tensor's address may come back with another
+  dtype or size, and a state tensor ``set_`` in place keeps its object).
 
 Anything else, and the group takes the full path, which may leave a new plan.
 """
@@ -28,7 +30,7 @@ from typing import Any
 from torch import Tensor
 
 from ..kernels import registry
-from ..kernels._batching import loops_take_gradient
+from ..kernels._batching import loops_take_gradient, still_in_place
 from ..kernels.spec_kernels import Replay
 
 _GENERATION = [0]  # bumped when registry.set_default changes which kernels run
@@ -60,7 +62,9 @@ class StepPlan:
         self.states = states
         self.state_keys = state_keys
         self.entries = [tuple(state[key] for key in state_keys) for state in states]
-        self.state_addresses = [tuple(t.data_ptr() for t in entry) for entry in self.entries]
+        self.state_layouts = [
+            tuple((t.data_ptr(), t.dtype, t.shape) for t in entry) for entry in self.entries
+        ]
         self.param_layouts = [(p.data_ptr(), p.dtype, p.shape, p.is_complex()) for p in self.params]
         self.replay = replay
         self.values: tuple[Any, ...] | None = None  # the hyperparameters last run with
@@ -120,11 +124,12 @@ class StepPlan:
                 or p.dtype is not dtype  # (the allocator may reuse the address)
                 or p.shape != shape
                 or not p.is_contiguous()
+                or p.is_neg()
                 or (is_complex and p.is_conj())
             ):
                 return None
-            for tensor, stored in zip(entry, self.state_addresses[i], strict=True):
-                if tensor.data_ptr() != stored:
+            for tensor, layout in zip(entry, self.state_layouts[i], strict=True):
+                if not still_in_place(tensor, *layout):
                     return None
             if not loops_take_gradient(g, dtype, shape, is_complex):
                 return None
