@@ -153,36 +153,12 @@ def hyper_key(spec: AlgorithmSpec, group: dict[str, Any]) -> tuple[tuple[str, An
     return hyper_key_and_narrow(spec, group)[0]
 
 
-_PLAIN_VALUES = frozenset({float, int, bool})
-_KEYS: dict[tuple[Any, ...], tuple[tuple[tuple[str, Any], ...], bool]] = {}
-
-
 def hyper_key_and_narrow(
     spec: AlgorithmSpec, group: dict[str, Any]
 ) -> tuple[tuple[tuple[str, Any], ...], bool]:
     """:func:`hyper_key`, and whether a hyperparameter is a tensor of a narrower dtype than
     float64 (a float32 ``lr`` or ``betas``): torch computes the step's scalars in that dtype,
-    which the loops' float64 scalars would not reproduce on float64 params. Groups of plain
-    numbers (no tensors, whose values change in place) find theirs in a table."""
-    values = (spec.name, *(group[h.name] for h in spec.hyperparameters))
-    values += (group.get("maximize", False),)
-    plain = _PLAIN_VALUES
-    if all(
-        type(v) in plain or (type(v) is tuple and all(type(x) in plain for x in v))
-        for v in values[1:]
-    ):
-        found = _KEYS.get(values)
-        if found is None:
-            if len(_KEYS) > 256:  # many schedules' worth of lr values: start again
-                _KEYS.clear()
-            found = _KEYS[values] = _hyper_key_and_narrow(spec, group)
-        return found
-    return _hyper_key_and_narrow(spec, group)
-
-
-def _hyper_key_and_narrow(
-    spec: AlgorithmSpec, group: dict[str, Any]
-) -> tuple[tuple[tuple[str, Any], ...], bool]:
+    which the loops' float64 scalars would not reproduce on float64 params."""
     key = []
     narrow = False
     float64 = torch.float64
