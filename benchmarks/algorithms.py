@@ -1,12 +1,13 @@
-"""SGD (momentum), RMSprop, Adam/AdamW, NAdam/RAdam/Adamax and Lion steps: adamkit vs
-torch.optim (Lion: vs lion-pytorch and timm, which torch lacks), interleaved.
+"""SGD (momentum), RMSprop, Adam/AdamW, NAdam/RAdam/Adamax, Lion and AdEMAMix steps: adamkit vs
+torch.optim (Lion: vs lion-pytorch and timm; AdEMAMix: vs bitsandbytes and pytorch_optimizer;
+torch lacks both), interleaved.
 
 ``adamkit bench`` times Adam, whose targets the fused CPU kernels were built for; this
 script checks the other algorithms' fused kernels on the same workloads ((b) the 145-tensor
 transformer, (c) the 4-tensor MLP), and every algorithm on (d) 10,000 one-element tensors,
 where only the per-tensor cost counts. Prints a table and writes JSON. "torch" in the columns
-means the algorithm's peer: torch.optim's class, or for Lion the fastest of the peers found
-installed (``requirements-peers.txt``).
+means the algorithm's peer: torch.optim's class, or for Lion and AdEMAMix the fastest of the
+peers found installed (``requirements-peers.txt``).
 
     .venv/bin/python benchmarks/algorithms.py [--rounds 9] [--json algorithms.json]
 """
@@ -43,6 +44,7 @@ ALGORITHMS = {
     "Adamax": (adamkit.Adamax, torch.optim.Adamax, {}, False),
     # Not in torch.optim: its peers instead (below), at lion-pytorch's default lr.
     "Lion": (adamkit.Lion, None, {"lr": 1e-4}, False),
+    "AdEMAMix": (adamkit.AdEMAMix, None, {}, False),
 }
 
 
@@ -78,6 +80,32 @@ def _lion_peers(hyper: dict) -> dict:
     return makers
 
 
+def _ademamix_peers(hyper: dict) -> dict:
+    """The installed AdEMAMix peers' step makers, at bitsandbytes' defaults: bitsandbytes
+    (32-bit state; its CPU kernel) and pytorch_optimizer (for-loop and foreach; decoupled
+    decay as bitsandbytes)."""
+    makers = {}
+    try:
+        from bitsandbytes.optim import AdEMAMix
+
+        makers["bitsandbytes"] = lambda ps: AdEMAMix(ps, **hyper, optim_bits=32)
+    except ImportError:
+        pass
+    try:
+        from pytorch_optimizer import AdEMAMix as PoAdEMAMix
+
+        po = {"weight_decay": 1e-2, "weight_decouple": True, **hyper}
+        makers["pytorch_optimizer"] = lambda ps: PoAdEMAMix(ps, **po, foreach=False)
+        makers["pytorch_optimizer foreach"] = lambda ps: PoAdEMAMix(ps, **po, foreach=True)
+    except ImportError:
+        pass
+    return makers
+
+
+# The peers of each algorithm torch.optim lacks.
+PEERS = {"Lion": _lion_peers, "AdEMAMix": _ademamix_peers}
+
+
 def _steps(workload: str, algorithm: str) -> dict:
     ours, theirs, hyper, has_fused = ALGORITHMS[algorithm]
     gen = torch.Generator().manual_seed(0)
@@ -86,7 +114,8 @@ def _steps(workload: str, algorithm: str) -> dict:
     grads = [torch.randn(s, generator=gen) * 1e-2 for s in shapes]
     makers = {"adamkit default": lambda ps: ours(ps, **hyper)}
     if theirs is None:  # no torch.optim class: every peer installed
-        makers.update({f"peer {name}": make for name, make in _lion_peers(hyper).items()})
+        peers = PEERS[algorithm](hyper)
+        makers.update({f"peer {name}": make for name, make in peers.items()})
     else:
         makers["torch default"] = lambda ps: theirs(ps, **hyper)
         makers["torch foreach"] = lambda ps: theirs(ps, **hyper, foreach=True)

@@ -6,6 +6,7 @@ and lists the configurations that torch's own tests exercise.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 import adamkit
 from adamkit.reference import adam as ref_adam
 from adamkit.reference import adamax as ref_adamax
+from adamkit.reference import ademamix as ref_ademamix
 from adamkit.reference import lion as ref_lion
 from adamkit.reference import nadam as ref_nadam
 from adamkit.reference import radam as ref_radam
@@ -179,6 +181,87 @@ def _peer_lion() -> type[torch.optim.Optimizer]:
     return PeerLion
 
 
+def _ademamix_hyper(c: dict[str, Any]) -> ref_ademamix.AdEMAMixHyper:
+    beta1, beta2, beta3 = (_f(b) for b in c.get("betas", (0.9, 0.999, 0.9999)))
+    return ref_ademamix.AdEMAMixHyper(
+        lr=_f(c.get("lr", 1e-3)),
+        beta1=beta1,
+        beta2=beta2,
+        beta3=beta3,
+        alpha=c.get("alpha", 5.0),
+        t_alpha=c.get("t_alpha"),
+        t_beta3=c.get("t_beta3"),
+        eps=c.get("eps", 1e-8),
+        weight_decay=c.get("weight_decay", 1e-2),
+        maximize=c.get("maximize", False),
+    )
+
+
+class PeerAdEMAMix(torch.optim.Optimizer):
+    """The authors' ``AdEMAMix`` (apple/ml-ademamix ``pytorch/ademamix.py``: a per-param step,
+    then the three EMAs and the update, one torch op at a time) with bitsandbytes' signature and
+    defaults, spelled in the order adamkit's for-loop rounds: the decay as φ·(1 - lr·λ) first
+    (the authors add λ·φ to the update), the bias corrections as reciprocals (they divide),
+    the β3 warmup as bitsandbytes' closed form in adamkit's power form (the authors use a
+    half-life form with ln(β + 1e-8)), m1 and m2 with torch's ``lerp`` and every other product
+    rounded on its own (``add(alpha=)`` is a fused multiply-add on the CPU), adamkit's key
+    names, torch's ``maximize`` and complex params as pairs of reals. The NumPy reference,
+    bitsandbytes and pytorch_optimizer are compared with it in
+    tests/reference/test_variants_vs_peers.py."""
+
+    def __init__(
+        self, params: Any, lr: Any = 1e-3, betas: Any = (0.9, 0.999, 0.9999),
+        alpha: float = 5.0, t_alpha: int | None = None, t_beta3: int | None = None,
+        eps: float = 1e-8, weight_decay: float = 1e-2, *, maximize: bool = False,
+        foreach: bool | None = None, fused: bool | None = None,
+    ) -> None:  # fmt: skip
+        defaults = dict(
+            lr=lr, betas=betas, alpha=alpha, t_alpha=t_alpha, t_beta3=t_beta3, eps=eps,
+            weight_decay=weight_decay, maximize=maximize, foreach=foreach,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    @staticmethod
+    def _beta3(beta1: float, beta3: float, t: float, t_beta3: int | None) -> float:
+        if not t_beta3:
+            return beta3
+        ratio = math.log(beta3) / math.log(beta1) if beta1 > 0 and beta3 > 0 else 0.0
+        s = min(t / t_beta3, 1.0)
+        return min(beta3 ** (1.0 / (ratio + s * (1.0 - ratio))), beta3)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            lr, wd, eps = _f(group["lr"]), group["weight_decay"], group["eps"]
+            beta1, beta2, beta3 = (_f(b) for b in group["betas"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    for key in ("exp_avg", "exp_avg_sq", "exp_avg_slow"):
+                        state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                t = float(state["step"])
+                real = (lambda x: torch.view_as_real(x)) if p.is_complex() else (lambda x: x)
+                phi, g = real(p), real(p.grad)
+                m1, v, m2 = (real(state[k]) for k in ("exp_avg", "exp_avg_sq", "exp_avg_slow"))
+                if group["maximize"]:
+                    g = -g
+                alpha = group["alpha"]
+                if group["t_alpha"]:
+                    alpha = min(t * alpha / group["t_alpha"], alpha)
+                one_minus_beta3 = 1.0 - self._beta3(beta1, beta3, t, group["t_beta3"])
+                phi.mul_(1 - lr * wd)
+                m1.lerp_(g, 1 - beta1)
+                v.mul_(beta2).add_((1 - beta2) * g * g)
+                m2.lerp_(g, one_minus_beta3)
+                denom = v.sqrt() * (1.0 / (1.0 - beta2**t) ** 0.5) + eps
+                update = (m1 * (1.0 / (1.0 - beta1**t)) + alpha * m2) / denom
+                phi.sub_(lr * update)
+
+
 ADAM_STATE = {"exp_avg": "m", "exp_avg_sq": "v", "max_exp_avg_sq": "v_max"}
 
 SPECS = [
@@ -306,6 +389,21 @@ SPECS = [
         _lion_hyper,
         {"exp_avg": "m"},
         state_bitwise=False,
+    ),
+    # Not in torch.optim: its peer is the authors' update with bitsandbytes' signature.
+    Spec(
+        "AdEMAMix",
+        adamkit.AdEMAMix,
+        PeerAdEMAMix,
+        [
+            {},
+            {"lr": 0.01, "t_alpha": 20, "t_beta3": 30, "alpha": 8.0},
+            {"betas": (0.5, 0.8, 0.99), "weight_decay": 0.0, "eps": 1e-6, "t_beta3": 10},
+            {"maximize": True, "betas": (0.0, 0.9, 0.999), "t_beta3": 15},
+        ],
+        ref_ademamix,
+        _ademamix_hyper,
+        {"exp_avg": "m1", "exp_avg_sq": "v", "exp_avg_slow": "m2"},
     ),
 ]
 

@@ -7,6 +7,11 @@ import json
 from pathlib import Path
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "algorithms.py"
+# The peers of the algorithms torch.optim lacks that the smoke run must find installed.
+PEERS = {
+    "Lion": {"peer lion-pytorch", "peer timm foreach"},
+    "AdEMAMix": {"peer bitsandbytes", "peer pytorch_optimizer foreach"},
+}
 
 
 def test_smoke_run_prints_a_table_and_writes_json(tmp_path, capsys):
@@ -21,8 +26,8 @@ def test_smoke_run_prints_a_table_and_writes_json(tmp_path, capsys):
     for algorithm, (_, theirs, _, has_fused) in bench.ALGORITHMS.items():
         contenders = {r["contender"] for r in rows if r["algorithm"] == algorithm}
         assert ("torch fused" in contenders) == has_fused
-        if theirs is None:  # Lion: its peers (requirements-peers.txt, installed by make test)
-            assert {"adamkit default", "peer lion-pytorch", "peer timm foreach"} <= contenders
+        if theirs is None:  # its peers (requirements-peers.txt, installed by make test)
+            assert {"adamkit default", *PEERS[algorithm]} <= contenders
         else:
             assert {"adamkit default", "torch default", "torch foreach"} <= contenders
     assert all(r["median_us"] > 0 for r in rows)

@@ -10,6 +10,7 @@ from .optim import (
     Adam,
     Adamax,
     AdamW,
+    AdEMAMix,
     Lion,
     NAdam,
     NonFiniteGradientError,
@@ -21,6 +22,7 @@ from .optim import (
 __version__ = "0.1.0"
 __all__ = [
     "SGD",
+    "AdEMAMix",
     "Adam",
     "AdamW",
     "Adamax",

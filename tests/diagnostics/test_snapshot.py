@@ -11,7 +11,9 @@ import torch
 import adamkit
 from adamkit.diagnostics import _sampling, snapshot
 from adamkit.diagnostics.elementwise import group_elements
+from adamkit.diagnostics.snapshot import QUANTITIES
 from adamkit.reference import adam as ref_adam
+from adamkit.reference import ademamix as ref_ademamix
 from adamkit.reference import lion as ref_lion
 from adamkit.reference import rmsprop as ref_rmsprop
 from adamkit.reference import sgd as ref_sgd
@@ -138,6 +140,35 @@ def test_lion_snapshot_matches_reference_intermediates():
     agreement = np.mean(np.sign(state.m) == np.sign(g))
     assert 0 < agreement < 1 and s["momentum_agreement"] == pytest.approx(agreement)
     assert "sqrt_v_rms" not in s and "sqrt_v_hat_rms" not in s  # Lion has no scale
+
+
+def test_ademamix_snapshot_matches_reference_intermediates():
+    # Mid-warmup (α_t and β3_t still moving), with the decay excluded from the update as for
+    # the other algorithms: m̂ is the mixed numerator m̂1 + α_t·m2, beside the slow EMA alone.
+    rng = np.random.default_rng(3)
+    p0 = rng.standard_normal(64)
+    kw = dict(lr=0.01, betas=(0.8, 0.99, 0.999), alpha=4.0, t_alpha=10, t_beta3=10)
+    w = torch.tensor(p0, requires_grad=True)
+    opt = adamkit.AdEMAMix([w], **kw, weight_decay=0.1)
+    hyper = ref_ademamix.AdEMAMixHyper(
+        lr=0.01, beta1=0.8, beta2=0.99, beta3=0.999, alpha=4.0, t_alpha=10, t_beta3=10,
+        weight_decay=0.1,
+    )  # fmt: skip
+    param, state = p0, ref_ademamix.init(p0)
+    for _ in range(4):
+        g = rng.standard_normal(64)
+        w.grad = torch.tensor(g)
+        opt.step()
+        param, state, aux = ref_ademamix.step(param, g, state, hyper)
+    (s,) = snapshot(opt)
+    mixed = aux.m1_hat + aux.alpha * aux.m2
+    assert s["step"] == 4 and aux.alpha == pytest.approx(1.6)  # α_t = 4·4/10
+    assert s["m_hat_rms"] == pytest.approx(math.sqrt(np.mean(mixed**2)), rel=1e-12)
+    assert s["sqrt_v_hat_rms"] == pytest.approx(math.sqrt(np.mean(aux.sqrt_v_hat**2)), rel=1e-12)
+    assert s["slow_ema_rms"] == pytest.approx(math.sqrt(np.mean(aux.m2**2)), rel=1e-12)
+    assert s["update_rms"] == pytest.approx(math.sqrt(np.mean(aux.update**2)), rel=1e-10)
+    # every quantity the Recorder's columns name is there (nested stats folded)
+    assert set(s) == {"step", *(q.split(".")[0] for q in QUANTITIES["ademamix"])}
 
 
 def test_plain_sgd_has_no_state_but_has_an_update():

@@ -90,3 +90,29 @@ def backend_flags(*, foreach: bool | None, fused: bool | None, differentiable: b
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused and differentiable:
         raise RuntimeError("`fused` does not support `differentiable`")
+
+
+def betas_triple(name: str, value: Any) -> None:
+    """AdEMAMix's ``betas``: three numbers (β1, β2, β3) in [0, 1)."""
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        raise ValueError(
+            f"Invalid betas: {value!r}; betas must be a triple (beta1, beta2, beta3) of numbers"
+        )
+    for index, beta in enumerate(value):
+        number = as_number(f"betas[{index}]", beta)
+        if not 0.0 <= number < 1.0:
+            raise ValueError(
+                f"Invalid beta parameter at index {index}: {beta}; betas[{index}] must be a "
+                "number in [0, 1)"
+            )
+
+
+def optional_steps(name: str, value: Any) -> None:
+    """A warmup length: None (no warmup) or a whole number of steps >= 0 (0: none)."""
+    if value is None:
+        return
+    number = as_number(name, value)
+    if not (math.isfinite(number) and number >= 0.0 and number == int(number)):
+        raise ValueError(
+            f"Invalid {name}: {value!r}; {name} must be None or a whole number of steps >= 0"
+        )

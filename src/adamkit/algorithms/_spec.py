@@ -35,7 +35,7 @@ GO_ON_MARKER = torch.zeros((), dtype=torch.float64)
 
 # The widths the drivers pass: h, b, k and f hold at most this many values.
 HYPER_WIDTH = 8
-BIAS_WIDTH = 4
+BIAS_WIDTH = 8
 TENSOR_WIDTH = 4
 FLAG_WIDTH = 4
 TENSOR_SLOTS = 3

@@ -11,6 +11,7 @@ KINDS = ("signed", "square", "unsigned")
 SLOT_KINDS = {
     "exp_avg": "signed",
     "exp_avg_sq": "square",
+    "exp_avg_slow": "signed",  # AdEMAMix's slow EMA
     "max_exp_avg_sq": "square",
     "exp_inf": "unsigned",
     "square_avg": "square",  # RMSprop's v

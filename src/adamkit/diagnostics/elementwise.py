@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..algorithms import SPECS
+from ..algorithms._spec import BIAS_WIDTH
 from ..algorithms._torch_ops import torch_compiled
 from ..kernels._tensors import real_view
 from ..kernels.lowbit_torch import dequantized_entry
@@ -40,6 +41,7 @@ class Elements:
     momentum: Tensor | None = None  # Adam's m̂, or the momentum buffer of SGD/RMSprop
     sqrt_v: Tensor | None = None  # Adam's √v̂, RMSprop's denominator without ε (see specs)
     effective_lr: Tensor | None = None  # α / (√v̂ + ε) per element
+    slow_ema: Tensor | None = None  # AdEMAMix's slow EMA m2 (the spec's "exp_avg_slow" slot)
     eps: float = 0.0
     step: int | None = 0  # None: not known (torch.optim.SGD keeps no count)
 
@@ -69,6 +71,7 @@ _TORCH_CLASSES = (
     (torch.optim.Adamax, "adamax"),
 )
 ALGORITHMS = ("sgd", *SPECS)
+SLOW_EMA = "exp_avg_slow"  # a slot shown on its own beside m̂ (AdEMAMix's m2)
 
 
 def _known(optimizer: Any) -> bool:
@@ -88,7 +91,7 @@ def algorithm_of(optimizer: torch.optim.Optimizer) -> str:
             return algorithm
     raise TypeError(
         "diagnostics support Adam, AdamW, SGD, RMSprop, NAdam, RAdam and Adamax (adamkit or "
-        f"torch.optim) and adamkit's Lion; got {type(optimizer).__name__}"
+        f"torch.optim) and adamkit's Lion and AdEMAMix; got {type(optimizer).__name__}"
     )
 
 
@@ -181,7 +184,7 @@ def _from_spec(e: Elements, spec, group, lr: float, key, plan: _sampling.Sample,
     slots = [_gather(key(name), plan) for name in spec.tensor_state]  # None: a slot off
     slots = [zeros if t is None else t for t in slots] + [zeros] * (3 - len(slots))
     scalars = spec.group_scalars(group, np.dtype(np.float64))
-    bias = scalars.bias + (0.0,) * (4 - len(scalars.bias))
+    bias = scalars.bias + (0.0,) * (BIAS_WIDTH - len(scalars.bias))
     steps = torch.tensor([_value(st.get("step", 0)) for st in states], dtype=torch.float64)
     aux = (
         torch.tensor([_value(st[spec.scalar_state]) for st in states], dtype=torch.float64)
@@ -199,6 +202,8 @@ def _from_spec(e: Elements, spec, group, lr: float, key, plan: _sampling.Sample,
         grad, *slots, scalars.hyper, k, scalars.flags, lr
     )
     e.momentum, e.sqrt_v = first, scale  # (a scale of None: the algorithm has none)
+    if SLOW_EMA in spec.tensor_state:
+        e.slow_ema = slots[spec.tensor_state.index(SLOW_EMA)]
 
 
 @functools.lru_cache(maxsize=16)

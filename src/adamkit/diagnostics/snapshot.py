@@ -57,7 +57,10 @@ QUANTITIES: dict[str, list[str]] = {
 QUANTITIES.update(dict.fromkeys(ADAM_FAMILY, QUANTITIES["adam"]))
 # Lion: its momentum and the sign step α·sign(c); no scale (every coordinate moves by α).
 QUANTITIES["lion"] = QUANTITIES["sgd"]
-ADAM_LIKE = ADAM_FAMILY
+# AdEMAMix: Adam's, with the mixed numerator m̂1 + α_t·m2 where Adam has m̂, and the slow EMA
+# m2 on its own.
+QUANTITIES["ademamix"] = [*QUANTITIES["adam"], "slow_ema_rms"]
+ADAM_LIKE = (*ADAM_FAMILY, "ademamix")
 
 
 def snapshot(
@@ -78,6 +81,9 @@ def snapshot(
       near α/ε;
     * ``momentum_agreement``: fraction where sign(m) = sign(g) for the gradient still in .grad;
     * ``grad_rms``: RMS of that gradient (|g| beside m̂: momentum's smoothing shows as m̂ < |g|).
+
+    AdEMAMix's m̂ is its mixed numerator m̂1 + α_t·m2, and ``slow_ema_rms`` is the RMS of the
+    slow EMA m2 alone (how much of the step the old gradients carry).
 
     ``step`` is the group's step count (SGD, which keeps none in its state: the steps adamkit's
     SGD has taken, None for torch.optim.SGD). Wrapped optimizers (accelerate's
@@ -205,6 +211,8 @@ def summarize(e: Elements | None) -> dict[str, Any]:
         out["momentum_agreement"] = (e.momentum.sign() == e.grad.sign()).double().mean().item()
     if e.grad is not None:
         out["grad_rms"] = _rms(e.grad)  # |g| of the gradient still in .grad, beside m̂
+    if e.slow_ema is not None:
+        out["slow_ema_rms"] = _rms(e.slow_ema)
     return out
 
 

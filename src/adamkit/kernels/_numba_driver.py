@@ -121,7 +121,7 @@ def _chunks(
 ):  # fmt: skip
     """The spec's update over the chunks (rows: tensor, first, end). The spec's functions
     arrive as arguments (numba specializes this loop for each) and its constants as literals."""
-    b = (bias[0], bias[1], bias[2], bias[3])
+    b = (bias[0], bias[1], bias[2], bias[3], bias[4], bias[5], bias[6], bias[7])
     if advance:
         _advance(advance_fn, addresses, b, has_aux, STEP, AUX)
     h = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5], hyper[6], hyper[7])
@@ -149,7 +149,8 @@ def _parallel(
     """Table k of ``chunks[bounds[k]:bounds[k + 1]]`` on thread k; counters advanced once,
     before any thread reads them."""
     if advance:
-        _advance(advance_fn, addresses, (bias[0], bias[1], bias[2], bias[3]), has_aux, STEP, AUX)
+        b = (bias[0], bias[1], bias[2], bias[3], bias[4], bias[5], bias[6], bias[7])
+        _advance(advance_fn, addresses, b, has_aux, STEP, AUX)
     for k in numba.prange(bounds.size - 1):
         serial(chunks[bounds[k] : bounds[k + 1]], addresses, like, hyper, bias, flags, False)
 

@@ -153,7 +153,7 @@ def _blocks(
     """The spec's update over chunk rows (tensor, first block, end block) with the moments in
     ``precision`` and the param stored by ``param_mode`` (``half``: bfloat16 or float16);
     ``keep`` (literals) says which flags the element reads as given (the others read False)."""
-    b = (bias[0], bias[1], bias[2], bias[3])
+    b = (bias[0], bias[1], bias[2], bias[3], bias[4], bias[5], bias[6], bias[7])
     if advance:
         _advance(advance_fn, addresses, b, has_aux, STEP, AUX)
     h = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5], hyper[6], hyper[7])
@@ -271,7 +271,8 @@ def {function}_blocks_{cell}(chunks, addresses, numels, hyper, bias, flags, adva
 
 @_jit_parallel
 def {function}_parallel_{cell}(chunks, bounds, addresses, numels, hyper, bias, flags):
-    _advance(ADVANCE, addresses, (bias[0], bias[1], bias[2], bias[3]), {has_aux}, STEP, AUX)
+    b = (bias[0], bias[1], bias[2], bias[3], bias[4], bias[5], bias[6], bias[7])
+    _advance(ADVANCE, addresses, b, {has_aux}, STEP, AUX)
     for k in numba.prange(bounds.size - 1):
         part = chunks[bounds[k] : bounds[k + 1]]
         {function}_blocks_{cell}(part, addresses, numels, hyper, bias, flags, False)

@@ -5,12 +5,14 @@ from ._lowmem_checkpoint import dequantized_state_dict
 from ._nonfinite import NonFiniteGradientError
 from .adam import Adam, AdamW
 from .adam_family import Adamax, NAdam, RAdam
+from .ademamix import AdEMAMix
 from .lion import Lion
 from .rmsprop import RMSprop
 from .sgd import SGD
 
 __all__ = [
     "SGD",
+    "AdEMAMix",
     "Adam",
     "AdamW",
     "Adamax",

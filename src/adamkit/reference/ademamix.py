@@ -4,7 +4,7 @@ Adam with a second, slow first moment mixed into the numerator. For step t = 1, 
 m1_0 = m2_0 = v_0 = 0::
 
     α_t   = min(t·α / T_α, α)                                   α warmup (none if T_α is None)
-    β3_t  = min(exp(ln β1·ln β3 / ((1-s)·ln β3 + s·ln β1)), β3),  s = t/T_β3   β3 warmup
+    β3_t  = min(exp(ln β1·ln β3 / ((1-s)·ln β3 + s·ln β1)), β3),  s = min(t/T_β3, 1)
     m1_t  = β1·m1_{t-1} + (1-β1)·g_t                            fast EMA, bias-corrected
     m2_t  = β3_t·m2_{t-1} + (1-β3_t)·g_t                        slow EMA, NOT bias-corrected
     v_t   = β2·v_{t-1} + (1-β2)·g_t²
@@ -76,6 +76,7 @@ class AdEMAMixHyper:
     eps: float = 1e-8
     weight_decay: float = 1e-2
     cautious: bool = False
+    maximize: bool = False  # torch's option (adamkit's class has it): g negated first
 
 
 class AdEMAMixState(NamedTuple):
@@ -112,10 +113,14 @@ def alpha_schedule(hyper: AdEMAMixHyper, t: int) -> float:
 
 
 def beta3_schedule(hyper: AdEMAMixHyper, t: int) -> float:
-    """β3_t in bitsandbytes' closed form: the half-life grows linearly from β1's to β3's."""
+    """β3_t in bitsandbytes' closed form: the half-life grows linearly from β1's to β3's,
+    then stays at β3's (s stops at 1, as the authors' scheduler does: bitsandbytes' form
+    agrees for β3 ≥ β1, and overflows past T_β3 for β3 < β1)."""
     if not hyper.t_beta3:
         return hyper.beta3
-    step_scale = t / hyper.t_beta3
+    step_scale = min(t / hyper.t_beta3, 1.0)
+    if hyper.beta3 == 0.0:  # ln β3 → -∞: β3_t = 0
+        return 0.0
     if hyper.beta1 == 0.0:  # the limit ln β1 → -∞ of the form below
         return min(hyper.beta3 ** (1.0 / step_scale), hyper.beta3)
     ln_beta1, ln_beta3 = math.log(hyper.beta1), math.log(hyper.beta3)
@@ -128,6 +133,8 @@ def step(
 ) -> tuple[np.ndarray, AdEMAMixState, AdEMAMixAux]:
     """One AdEMAMix step for one parameter array. Pure: inputs are not modified."""
     phi, g = as_real(param), as_real(grad)
+    if hyper.maximize:
+        g = -g
     t = state.step + 1
     alpha_t, beta3_t = alpha_schedule(hyper, t), beta3_schedule(hyper, t)
     if hyper.weight_decay != 0.0:
