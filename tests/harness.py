@@ -49,7 +49,9 @@ def run_reference(
     states = [spec.reference.init(p) for p in params]
     for grads in plan:
         for i, g in enumerate(grads):
-            if g is None:
+            if g is None:  # a group-level count moves on without it (Schedule-Free's)
+                idle = getattr(spec.reference, "idle", None)
+                states[i] = states[i] if idle is None else idle(states[i], hyper)
                 continue
             params[i], states[i], _ = spec.reference.step(params[i], g.numpy(), states[i], hyper)
     return params, states

@@ -6,6 +6,7 @@ and lists the configurations that torch's own tests exercise.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from adamkit.reference import lion as ref_lion
 from adamkit.reference import nadam as ref_nadam
 from adamkit.reference import radam as ref_radam
 from adamkit.reference import rmsprop as ref_rmsprop
+from adamkit.reference import schedule_free as ref_schedule_free
 from adamkit.reference import sgd as ref_sgd
 
 
@@ -44,6 +46,8 @@ class Spec:
     # torch's CPU kernel, so its momentum differs from adamkit's by an ulp (its params, moved
     # by exactly ±lr, still match bit for bit).
     state_bitwise: bool = True
+    # The low-memory precisions it takes (Schedule-Free refuses 8-bit: z is the iterate).
+    low_memory: tuple[str, ...] = ("bf16", "8bit")
 
     def config_ids(self) -> list[str]:
         return [f"{self.name}-{describe(c)}" for c in self.configs]
@@ -262,6 +266,85 @@ class PeerAdEMAMix(torch.optim.Optimizer):
                 phi.sub_(lr * update)
 
 
+def _schedule_free_hyper(c: dict[str, Any]) -> ref_schedule_free.ScheduleFreeHyper:
+    beta1, beta2 = _betas(c)
+    return ref_schedule_free.ScheduleFreeHyper(
+        lr=_f(c.get("lr", 0.0025)),
+        beta1=beta1,
+        beta2=beta2,
+        eps=c.get("eps", 1e-8),
+        weight_decay=c.get("weight_decay", 0.0),
+        warmup_steps=c.get("warmup_steps", 0),
+        r=c.get("r", 0.0),
+        weight_lr_power=c.get("weight_lr_power", 2.0),
+        maximize=c.get("maximize", False),
+    )
+
+
+class TrainingScheduleFreeAdamW(adamkit.ScheduleFreeAdamW):
+    """adamkit's ScheduleFreeAdamW in train mode from the start: the shared tests step right
+    after construction (its mode rules are tested in tests/optim/test_schedule_free.py)."""
+
+    @functools.wraps(adamkit.ScheduleFreeAdamW.__init__)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.train()
+
+
+class PeerScheduleFreeAdamW(torch.optim.Optimizer):
+    """schedulefree's ``AdamWScheduleFree`` for-loop (its group scalars, z made at a param's
+    first step, the y and z updates), spelled in the order adamkit's for-loop rounds (every
+    product rounded on its own: schedulefree's ``add(alpha=)`` is a fused multiply-add on the
+    CPU), with torch's ``maximize``, complex params as pairs of reals, ``p.grad`` left alone,
+    and in train mode from the start. schedulefree itself is compared with adamkit in
+    tests/optim/test_schedule_free.py, and with the NumPy reference in
+    tests/reference/test_variants_vs_peers.py."""
+
+    def __init__(
+        self, params: Any, lr: Any = 0.0025, betas: Any = (0.9, 0.999), eps: float = 1e-8,
+        weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
+        weight_lr_power: float = 2.0, *, maximize: bool = False, foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:  # fmt: skip
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps,
+            r=r, weight_lr_power=weight_lr_power, maximize=maximize, foreach=foreach, k=0,
+            train_mode=True, weight_sum=0.0, lr_max=-1.0, scheduled_lr=0.0,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            beta1, beta2 = (_f(b) for b in group["betas"])
+            k, wd, eps = group["k"], group["weight_decay"], group["eps"]
+            sched = (k + 1) / group["warmup_steps"] if k < group["warmup_steps"] else 1.0
+            lr = group["scheduled_lr"] = _f(group["lr"]) * sched
+            lr_max = group["lr_max"] = max(lr, group["lr_max"])
+            weight = ((k + 1) ** group["r"]) * (lr_max ** group["weight_lr_power"])
+            weight_sum = group["weight_sum"] = group["weight_sum"] + weight
+            c = weight / weight_sum if weight_sum != 0 else 0.0
+            bias_correction2 = 1 - beta2 ** (k + 1)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["z"] = torch.clone(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                real = (lambda x: torch.view_as_real(x)) if p.is_complex() else (lambda x: x)
+                y, g, z, v = real(p), real(p.grad), real(state["z"]), real(state["exp_avg_sq"])
+                if group["maximize"]:
+                    g = -g
+                v.mul_(beta2).add_((1 - beta2) * g * g)
+                u = g / ((v / bias_correction2).sqrt() + eps)
+                if wd != 0:
+                    u = u + wd * y
+                y.lerp_(z, c).add_(lr * (beta1 * (1 - c) - 1) * u)
+                z.sub_(lr * u)
+            group["k"] = k + 1
+
+
 ADAM_STATE = {"exp_avg": "m", "exp_avg_sq": "v", "max_exp_avg_sq": "v_max"}
 
 SPECS = [
@@ -404,6 +487,22 @@ SPECS = [
         ref_ademamix,
         _ademamix_hyper,
         {"exp_avg": "m1", "exp_avg_sq": "v", "exp_avg_slow": "m2"},
+    ),
+    # Not in torch.optim: its peer is schedulefree's update (group state, z, y).
+    Spec(
+        "ScheduleFreeAdamW",
+        TrainingScheduleFreeAdamW,
+        PeerScheduleFreeAdamW,
+        [
+            {},
+            {"lr": 0.01, "weight_decay": 0.1, "warmup_steps": 5},
+            {"betas": (0.5, 0.8), "r": 1.0, "weight_lr_power": 0.5, "eps": 1e-6},
+            {"maximize": True, "lr": 0.05},
+        ],
+        ref_schedule_free,
+        _schedule_free_hyper,
+        {"z": "z", "exp_avg_sq": "v"},
+        low_memory=("bf16",),
     ),
 ]
 

@@ -16,6 +16,7 @@ from .optim import (
     NonFiniteGradientError,
     RAdam,
     RMSprop,
+    ScheduleFreeAdamW,
     StateDictError,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "NonFiniteGradientError",
     "RAdam",
     "RMSprop",
+    "ScheduleFreeAdamW",
     "StateDictError",
     "__version__",
 ]

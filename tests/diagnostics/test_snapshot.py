@@ -16,6 +16,7 @@ from adamkit.reference import adam as ref_adam
 from adamkit.reference import ademamix as ref_ademamix
 from adamkit.reference import lion as ref_lion
 from adamkit.reference import rmsprop as ref_rmsprop
+from adamkit.reference import schedule_free as ref_schedule_free
 from adamkit.reference import sgd as ref_sgd
 
 
@@ -299,3 +300,28 @@ def test_spec_family_snapshot_matches_reference_intermediates(name):
     assert s["sqrt_v_hat_rms"] == pytest.approx(rms(scale), rel=1e-9)
     assert s["effective_lr"]["median"] == pytest.approx(float(np.median(eff)), rel=1e-9)
     assert s["effective_lr"]["max"] == pytest.approx(float(eff.max()), rel=1e-9)
+
+
+def test_schedule_free_snapshot_matches_reference_intermediates():
+    # Mid-warmup, so the averaging weight c and the warmed-up lr still move.
+    rng = np.random.default_rng(4)
+    p0 = rng.standard_normal(40)
+    w = torch.tensor(p0, requires_grad=True)
+    opt = adamkit.ScheduleFreeAdamW([w], lr=0.05, warmup_steps=6, r=1.0)
+    opt.train()
+    hyper = ref_schedule_free.ScheduleFreeHyper(lr=0.05, warmup_steps=6, r=1.0)
+    param, state = p0, ref_schedule_free.init(p0)
+    for _ in range(4):
+        g = rng.standard_normal(40)
+        w.grad = torch.tensor(g)
+        opt.step()
+        param, state, aux = ref_schedule_free.step(param, g, state, hyper)
+    (s,) = snapshot(opt)
+    assert s["averaging_weight"] == pytest.approx(aux.c, rel=1e-15) and 0 < aux.c < 1
+    assert s["scheduled_lr"] == pytest.approx(aux.lr, rel=1e-15) and aux.lr < 0.05
+    sqrt_v_hat = aux.denom - hyper.eps
+    assert s["sqrt_v_hat_rms"] == pytest.approx(math.sqrt(np.mean(sqrt_v_hat**2)), rel=1e-9)
+    step_of_z = aux.lr * aux.normalized_grad  # (no weight decay here)
+    assert s["update_rms"] == pytest.approx(math.sqrt(np.mean(step_of_z**2)), rel=1e-9)
+    assert "m_hat_rms" not in s and "momentum_rms" not in s  # no momentum buffer
+    assert set(s) == {"step", *(q.split(".")[0] for q in QUANTITIES["schedule_free_adamw"])}

@@ -251,6 +251,7 @@ def test_spec_driver_with_grad_scaler(triton_as_fused, name):
         torch.manual_seed(0)
         model = torch.nn.Linear(8, 1).to(DEVICE)
         opt = cls(model.parameters(), lr=0.01, **extra)
+        getattr(opt, "train", lambda: None)()  # (Schedule-Free starts in eval mode)
         assert opt._step_supports_amp_scaling  # the kernel unscales: GradScaler does not
         scaler = torch.amp.GradScaler(DEVICE, init_scale=2.0**10, enabled=scaled)
         for _ in range(3):
@@ -261,6 +262,7 @@ def test_spec_driver_with_grad_scaler(triton_as_fused, name):
         results.append([p.detach().clone() for p in model.parameters()])
         if scaled:
             before = {k: v.clone() for k, v in opt.state[model.weight].items()}
+            group_before = {k: opt.param_groups[0][k] for k, _ in SPECS[name].group_state}
             w = model.weight.detach().clone()
             opt.zero_grad()
             scaler.scale(model(x * float("inf")).square().mean()).backward()
@@ -268,5 +270,7 @@ def test_spec_driver_with_grad_scaler(triton_as_fused, name):
             assert torch.equal(model.weight.detach(), w)
             for key, value in opt.state[model.weight].items():
                 assert torch.equal(value, before[key]), key
+            for key, value in group_before.items():  # (Schedule-Free's count and average)
+                assert opt.param_groups[0][key] == value, key
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

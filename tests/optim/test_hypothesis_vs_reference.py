@@ -58,6 +58,18 @@ def _hyper(name: str, zero_eps: bool) -> st.SearchStrategy[dict[str, Any]]:
                 "maximize": st.booleans(),
             }
         )
+    if name == "ScheduleFreeAdamW":
+        return st.fixed_dictionaries(
+            {
+                **common,
+                "betas": st.tuples(unit, unit),
+                "eps": st.sampled_from([0.0, 1e-8, 1e-3] if zero_eps else [1e-8, 1e-3]),
+                "warmup_steps": st.sampled_from([0, 2]),
+                "r": st.sampled_from([0.0, 1.0]),
+                "weight_lr_power": st.sampled_from([0.0, 2.0]),
+                "maximize": st.booleans(),
+            }
+        )
     if name == "Lion":
         return st.fixed_dictionaries(
             {**common, "betas": st.tuples(unit, unit), "maximize": st.booleans()}

@@ -13,8 +13,8 @@ Triton both compile (see :mod:`adamkit.algorithms._ops`):
 * ``tensor_scalars(step, aux, b) -> k``: the tensor's scalars after ``advance``, in float64.
 
 ``group_scalars(group, dtype) -> GroupScalars`` builds ``h``, ``b`` and ``f`` from a param
-group (host code, once per step and dtype). The drivers pad each to a fixed width, so a
-spec's tuples may be shorter.
+group (host code, once per step and dtype), its hyperparameters and its ``group_state``. The
+drivers pad each to a fixed width, so a spec's tuples may be shorter.
 """
 
 from __future__ import annotations
@@ -92,6 +92,15 @@ class AlgorithmSpec:
     # Whether a param's state counts its steps ("step", torch's key). SGD's does not: its
     # kernels read a marker instead (see adamkit.algorithms.sgd) and leave it as it is.
     counted: bool = True
+    # Group-level state kept in each param group, as (key, value before the first step):
+    # Schedule-Free's count k, weight_sum, lr_max, ... (schedulefree keeps them there).
+    # ``group_advance(group)`` moves it one step on, once per ``step()`` for every group,
+    # before the group's params are stepped; ``group_scalars`` then reads it.
+    group_state: tuple[tuple[str, Any], ...] = ()
+    group_advance: Callable[[dict[str, Any]], None] | None = None
+    # Group-level numbers the diagnostics show beside the per-element ones (Schedule-Free's
+    # averaging weight): group -> {name: value}.
+    group_diagnostics: Callable[[Mapping[str, Any]], dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
         if len(self.tensor_state) > TENSOR_SLOTS:

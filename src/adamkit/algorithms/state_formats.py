@@ -12,6 +12,7 @@ SLOT_KINDS = {
     "exp_avg": "signed",
     "exp_avg_sq": "square",
     "exp_avg_slow": "signed",  # AdEMAMix's slow EMA
+    "z": "signed",  # Schedule-Free's iterate (bf16 only: 8-bit is refused)
     "max_exp_avg_sq": "square",
     "exp_inf": "unsigned",
     "square_avg": "square",  # RMSprop's v

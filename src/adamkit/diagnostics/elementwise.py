@@ -42,6 +42,7 @@ class Elements:
     sqrt_v: Tensor | None = None  # Adam's √v̂, RMSprop's denominator without ε (see specs)
     effective_lr: Tensor | None = None  # α / (√v̂ + ε) per element
     slow_ema: Tensor | None = None  # AdEMAMix's slow EMA m2 (the spec's "exp_avg_slow" slot)
+    group_values: dict[str, float] | None = None  # the spec's group_diagnostics
     eps: float = 0.0
     step: int | None = 0  # None: not known (torch.optim.SGD keeps no count)
 
@@ -204,6 +205,8 @@ def _from_spec(e: Elements, spec, group, lr: float, key, plan: _sampling.Sample,
     e.momentum, e.sqrt_v = first, scale  # (a scale of None: the algorithm has none)
     if SLOW_EMA in spec.tensor_state:
         e.slow_ema = slots[spec.tensor_state.index(SLOW_EMA)]
+    if spec.group_diagnostics is not None:
+        e.group_values = spec.group_diagnostics(group)
 
 
 @functools.lru_cache(maxsize=16)

@@ -60,7 +60,21 @@ QUANTITIES["lion"] = QUANTITIES["sgd"]
 # AdEMAMix: Adam's, with the mixed numerator m̂1 + α_t·m2 where Adam has m̂, and the slow EMA
 # m2 on its own.
 QUANTITIES["ademamix"] = [*QUANTITIES["adam"], "slow_ema_rms"]
+# Schedule-Free AdamW: Adam's scale and effective lr, no momentum buffer (its momentum is the
+# average x), and the group's averaging weight c and warmed-up lr.
+QUANTITIES["schedule_free_adamw"] = [
+    *_EFFECTIVE_LR,
+    "sqrt_v_hat_rms",
+    "update_rms",
+    "update_to_param",
+    "eps_dominated",
+    *_ADAPTIVE,
+    "grad_rms",
+    "averaging_weight",
+    "scheduled_lr",
+]
 ADAM_LIKE = (*ADAM_FAMILY, "ademamix")
+BIAS_CORRECTED_SCALE = (*ADAM_LIKE, "schedule_free_adamw")  # √v̂, not √v
 
 
 def snapshot(
@@ -83,7 +97,9 @@ def snapshot(
     * ``grad_rms``: RMS of that gradient (|g| beside m̂: momentum's smoothing shows as m̂ < |g|).
 
     AdEMAMix's m̂ is its mixed numerator m̂1 + α_t·m2, and ``slow_ema_rms`` is the RMS of the
-    slow EMA m2 alone (how much of the step the old gradients carry).
+    slow EMA m2 alone (how much of the step the old gradients carry). Schedule-Free AdamW has
+    no momentum buffer; its ``averaging_weight`` is c, the weight of the newest z in the
+    average x, and ``scheduled_lr`` the warmed-up lr; its update is the step z took.
 
     ``step`` is the group's step count (SGD, which keeps none in its state: the steps adamkit's
     SGD has taken, None for torch.optim.SGD). Wrapped optimizers (accelerate's
@@ -191,7 +207,8 @@ def summarize(e: Elements | None) -> dict[str, Any]:
     if e.momentum is not None:
         out["m_hat_rms" if e.algorithm in ADAM_LIKE else "momentum_rms"] = _rms(e.momentum)
     if e.sqrt_v is not None:
-        out["sqrt_v_hat_rms" if e.algorithm in ADAM_LIKE else "sqrt_v_rms"] = _rms(e.sqrt_v)
+        hat = e.algorithm in BIAS_CORRECTED_SCALE
+        out["sqrt_v_hat_rms" if hat else "sqrt_v_rms"] = _rms(e.sqrt_v)
         out["eps_dominated"] = (e.sqrt_v < e.eps).double().mean().item()
         k = _stride(lr.numel())  # on every k-th element, as the other percentiles
         adaptive = lr[::k][e.sqrt_v[::k] >= e.eps]
@@ -213,6 +230,7 @@ def summarize(e: Elements | None) -> dict[str, Any]:
         out["grad_rms"] = _rms(e.grad)  # |g| of the gradient still in .grad, beside m̂
     if e.slow_ema is not None:
         out["slow_ema_rms"] = _rms(e.slow_ema)
+    out.update(e.group_values or {})
     return out
 
 

@@ -263,7 +263,9 @@ def _row(
         or any(t.shape != p.shape for t in tensors[1:])
     ):
         return None
-    step = state["step"]
+    step = state.get("step")  # (an uncounted spec's torch-format state has none: markers)
+    if step is None:
+        return None
     aux = state[aux_key] if aux_key else step
     if not (step.is_cpu and step.dtype == torch.float64 and aux.is_cpu):
         return None

@@ -149,7 +149,8 @@ def loop_arrays(
 
 
 def hyper_key(spec: AlgorithmSpec, group: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
-    """The group's hyperparameters as a hashable key (tensor values as floats)."""
+    """The group's hyperparameters and group state as a hashable key (tensor values as
+    floats)."""
     return hyper_key_and_narrow(spec, group)[0]
 
 
@@ -177,6 +178,7 @@ def hyper_key_and_narrow(
             value = tuple(items)
         key.append((h.name, value))
     key.append(("maximize", bool(group.get("maximize", False))))
+    key.extend((name, group[name]) for name, _ in spec.group_state)  # (advanced every step)
     return tuple(key), narrow
 
 

@@ -8,6 +8,7 @@ from .adam_family import Adamax, NAdam, RAdam
 from .ademamix import AdEMAMix
 from .lion import Lion
 from .rmsprop import RMSprop
+from .schedule_free import ScheduleFreeAdamW
 from .sgd import SGD
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "NonFiniteGradientError",
     "RAdam",
     "RMSprop",
+    "ScheduleFreeAdamW",
     "StateDictError",
     "dequantized_state_dict",
 ]

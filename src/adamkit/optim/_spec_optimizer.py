@@ -61,6 +61,7 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
         low_memory: tuple[str, int, str] = ("fp32", 4096, "nearest"),
     ) -> None:
         self.set_low_memory(*low_memory)
+        defaults = {**defaults, **dict(self.spec.group_state)}  # (each group's own copy)
         check.backend_flags(
             foreach=defaults.get("foreach"),
             fused=defaults.get("fused"),
@@ -81,11 +82,19 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
         cls.group_key_defaults = {
             **{key: value for key, value in flags.items() if key in torch_keys},
             **{h.name: h.default for h in cls.spec.hyperparameters if h.check is None},
+            **dict(cls.spec.group_state),
         }
 
     def validate_group(self, group: dict[str, Any]) -> None:
         self.spec.check(group)
         super().validate_group(group)
+
+    def _update_group(self, group: dict[str, Any], amp: dict[str, Any]) -> None:
+        if self.spec.group_advance is not None:  # the group's own state first (every step)
+            found_inf = amp.get("found_inf")  # GradScaler found an Inf: the kernels skip
+            if found_inf is None or not found_inf.item():  # (a sync, for group state only)
+                self.spec.group_advance(group)
+        super()._update_group(group, amp)  # type: ignore[misc]
 
     def tensor_slots(self, group: dict[str, Any]) -> tuple[str, ...]:
         """The tensor state keys a param of ``group`` has (a slot may depend on an option:

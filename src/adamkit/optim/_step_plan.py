@@ -9,9 +9,10 @@ spec_kernels.Replay` of that call, and the group keeps it here with what it was 
 The next step replays it when, re-read:
 
 * the group is the same dict with the same params, and its keys other than the algorithm's
-  hyperparameters (kernel flags, per-group state options) are equal; the hyperparameters
-  themselves are read every step (schedulers change lr), and the loops' scalars made again
-  when they changed (always for a tensor value, which changes in place);
+  hyperparameters and group state (kernel flags, per-group state options) are equal; the
+  hyperparameters and group state themselves are read every step (schedulers change lr,
+  Schedule-Free's count moves), and the loops' scalars made again when they changed (always
+  for a tensor value, which changes in place);
 * the optimizer-wide state options, the registry's kernel choice and the state slots the
   group's options ask for are those of the plan;
 * every param has a gradient, its state is the same dict holding the same tensors, and each
@@ -48,7 +49,11 @@ class StepPlan:
         state_keys: tuple[str, ...],
         replay: Replay,
     ) -> None:
-        self.names = tuple(h.name for h in optimizer.spec.hyperparameters)
+        spec = optimizer.spec
+        self.names = (  # read every step: the hyperparameters and the group's own state
+            *(h.name for h in spec.hyperparameters),
+            *(name for name, _ in spec.group_state),
+        )
         hyperparameters = set(self.names)
         self.generation = _GENERATION[0]
         self.group = group

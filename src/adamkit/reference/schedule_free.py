@@ -26,8 +26,8 @@ Conventions, where implementations disagree or a choice was needed:
 
 * Group scalars: schedulefree keeps k, lr_max and weight_sum per parameter group and advances
   them once per ``step()`` even for parameters without a gradient; here each array's state
-  carries its own copy (:func:`schedule` is the shared computation). Equal while every parameter
-  of a group gets a gradient at every step.
+  carries its own copy (:func:`schedule` is the shared computation), which :func:`idle`
+  advances on a step where the array has no gradient.
 * Mode: schedulefree starts in eval mode (``train_mode=False``) and refuses ``step()`` until
   ``.train()``; it creates z = y lazily on the first step, so a mode switch before then is a no-op.
   :func:`init` sets z = param (the switch is then exactly the identity) and starts in train mode
@@ -72,6 +72,7 @@ class ScheduleFreeHyper:
     warmup_steps: int = 0
     r: float = 0.0
     weight_lr_power: float = 2.0
+    maximize: bool = False  # torch's option (adamkit's class has it): g negated first
 
 
 class ScheduleFreeState(NamedTuple):
@@ -127,6 +128,8 @@ def step(
     if not state.train_mode:
         raise ValueError("Schedule-Free step needs train mode (the param holding y): call to_train")
     y, g = as_real(param), as_real(grad)
+    if hyper.maximize:
+        g = -g
     s = schedule(state.k, state.lr_max, state.weight_sum, hyper)
     v = hyper.beta2 * state.v + (1.0 - hyper.beta2) * g * g
     denom = np.sqrt(v / (1.0 - hyper.beta2 ** (state.k + 1))) + hyper.eps
@@ -137,6 +140,13 @@ def step(
     z = state.z - s.lr * u
     new_state = ScheduleFreeState(state.k + 1, s.lr_max, s.weight_sum, z, v, True)
     return like_input(y_new, param), new_state, ScheduleFreeAux(s.lr, s.weight, s.c, denom, u)
+
+
+def idle(state: ScheduleFreeState, hyper: ScheduleFreeHyper) -> ScheduleFreeState:
+    """A step of the group in which this array has no gradient: schedulefree advances the
+    group's k, lr_max and weight_sum all the same; z, v and the parameter stay."""
+    s = schedule(state.k, state.lr_max, state.weight_sum, hyper)
+    return state._replace(k=state.k + 1, lr_max=s.lr_max, weight_sum=s.weight_sum)
 
 
 def to_eval(
