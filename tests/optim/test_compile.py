@@ -183,3 +183,25 @@ def test_inductor_compiled_low_memory_step_is_the_eager_step_within_float32_roun
     opt = _low_memory_run(cls, config, dtype, backend="inductor", schedule=False)
     reference = _low_memory_run(cls, config, dtype, backend=None, schedule=False)
     _assert_same_state(opt, reference, exact=False)
+
+
+def test_inductor_compiled_8bit_step_updates_a_partial_last_block():
+    # 1000 elements: three whole 8-bit blocks and one of 232. Inductor (torch 2.13, CPU)
+    # miscompiled the per-element gather of the block scales there (garbage past the first
+    # block): the compiled step left elements 768-999 unchanged and their scale garbage.
+    def run(compiled: bool) -> torch.optim.Optimizer:
+        torch._dynamo.reset()
+        w = torch.nn.Parameter(torch.randn(1000, generator=torch.Generator().manual_seed(0)))
+        opt = adamkit.AdamW([w], lr=0.01, state_precision="8bit", min_8bit_size=0)
+        step = torch.compile(opt.step) if compiled else opt.step
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            w.grad = torch.randn(1000, generator=gen)
+            step()
+        return opt
+
+    compiled, eager = run(True), run(False)
+    (w,) = compiled.param_groups[0]["params"]
+    start = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    assert (w.detach() != start).all()  # every element moved, the partial block's too
+    _assert_same_state(compiled, eager, exact=False)

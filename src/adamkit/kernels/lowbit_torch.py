@@ -107,8 +107,7 @@ def dequantize(codes: Tensor, absmax: Tensor, kind: str) -> Tensor:
     """float32 values of uint8 ``codes`` with block scales ``absmax``."""
     flat = codes.reshape(-1).to(torch.int64)
     magnitude = flat & 0x7F if kind == "signed" else flat
-    scale = absmax.to(torch.float32).repeat_interleave(BLOCK)[: flat.numel()]
-    value = decode(magnitude.clamp(max=TOP[kind]), MANTISSA_BITS[kind]) * scale
+    value = _scaled(decode(magnitude.clamp(max=TOP[kind]), MANTISSA_BITS[kind]), absmax)
     value = torch.where(magnitude == INF[kind], torch.inf, value)
     value = torch.where(magnitude == NAN[kind], torch.nan, value)
     if kind == "signed":
@@ -116,6 +115,19 @@ def dequantize(codes: Tensor, absmax: Tensor, kind: str) -> Tensor:
     elif kind == "square":
         value = value * value
     return value.reshape(codes.shape)
+
+
+def _scaled(value: Tensor, absmax: Tensor) -> Tensor:
+    """Each element of flat ``value`` times its block's scale: the whole blocks as a (blocks,
+    BLOCK) view times a column, the partial last block times its one scale. (Not a per-element
+    gather of the scales, ``absmax.repeat_interleave(BLOCK)[:n]`` or ``absmax[i // BLOCK]``:
+    Inductor in torch 2.13 compiles those wrongly on the CPU when n is not a multiple of
+    BLOCK, reading garbage for the blocks after the first, so a torch.compile'd 8-bit step
+    left the partial block's params unchanged and its scale garbage.)"""
+    full = value.numel() // BLOCK
+    scale = absmax.to(torch.float32)
+    head = (value[: full * BLOCK].view(full, BLOCK) * scale[:full, None]).reshape(-1)
+    return torch.cat([head, value[full * BLOCK :] * scale[full:]])
 
 
 def random_bits(seed: int, numel: int, device: torch.device) -> Tensor:
