@@ -1,6 +1,7 @@
-"""SGD (momentum), RMSprop, Adam/AdamW, NAdam/RAdam/Adamax, Lion and AdEMAMix steps: adamkit vs
-torch.optim (Lion: vs lion-pytorch and timm; AdEMAMix: vs bitsandbytes and pytorch_optimizer;
-torch lacks both), interleaved.
+"""SGD (momentum), RMSprop, Adam/AdamW, NAdam/RAdam/Adamax, Lion, AdEMAMix and Schedule-Free
+AdamW steps: adamkit vs torch.optim (the last three, which torch lacks, vs their peers: Lion vs
+lion-pytorch and timm, AdEMAMix vs bitsandbytes and pytorch_optimizer, Schedule-Free vs
+schedulefree), interleaved.
 
 ``adamkit bench`` times Adam, whose targets the fused CPU kernels were built for; this
 script checks the other algorithms' fused kernels on the same workloads ((b) the 145-tensor
@@ -10,6 +11,7 @@ means the algorithm's peer: torch.optim's class, or for Lion and AdEMAMix the fa
 peers found installed (``requirements-peers.txt``).
 
     .venv/bin/python benchmarks/algorithms.py [--rounds 9] [--json algorithms.json]
+        [--workload c-tiny-mlp-50k ...] [--algorithm AdEMAMix ...]
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ ALGORITHMS = {
     # Not in torch.optim: its peers instead (below), at lion-pytorch's default lr.
     "Lion": (adamkit.Lion, None, {"lr": 1e-4}, False),
     "AdEMAMix": (adamkit.AdEMAMix, None, {}, False),
+    "ScheduleFreeAdamW": (adamkit.ScheduleFreeAdamW, None, {}, False),
 }
 
 
@@ -102,8 +105,30 @@ def _ademamix_peers(hyper: dict) -> dict:
     return makers
 
 
+def _schedule_free_peers(hyper: dict) -> dict:
+    """schedulefree's AdamWScheduleFree (for-loop and foreach), in train mode."""
+    try:
+        from schedulefree import AdamWScheduleFree
+    except ImportError:
+        return {}
+
+    def make(ps: list, foreach: bool) -> torch.optim.Optimizer:
+        opt = AdamWScheduleFree(ps, **hyper, foreach=foreach)
+        opt.train()
+        return opt
+
+    return {
+        "schedulefree": lambda ps: make(ps, False),
+        "schedulefree foreach": lambda ps: make(ps, True),
+    }
+
+
 # The peers of each algorithm torch.optim lacks.
-PEERS = {"Lion": _lion_peers, "AdEMAMix": _ademamix_peers}
+PEERS = {
+    "Lion": _lion_peers,
+    "AdEMAMix": _ademamix_peers,
+    "ScheduleFreeAdamW": _schedule_free_peers,
+}
 
 
 def _steps(workload: str, algorithm: str) -> dict:
@@ -130,7 +155,9 @@ def _steps(workload: str, algorithm: str) -> dict:
         params = [torch.nn.Parameter(t.clone()) for t in init]
         for p, g in zip(params, grads, strict=True):
             p.grad = g
-        steps[name] = make(params).step
+        opt = make(params)
+        getattr(opt, "train", lambda: None)()  # (Schedule-Free starts in eval mode)
+        steps[name] = opt.step
         steps[name]()  # warm-up: state, kernel cache load
     return steps
 
@@ -164,22 +191,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--workload", action="append", choices=WORKLOADS)
+    parser.add_argument("--algorithm", action="append", choices=list(ALGORITHMS))
     parser.add_argument("--json", default="algorithms.json")
     args = parser.parse_args(argv)
     rows = [
         row
         for workload in args.workload or WORKLOADS
-        for algorithm in ALGORITHMS
+        for algorithm in args.algorithm or ALGORITHMS
         for row in measure(workload, algorithm, args.rounds)
     ]
     print(
-        f"{'workload':18} {'algorithm':13} {'contender':19} {'median us':>10} "
+        f"{'workload':18} {'algorithm':17} {'contender':25} {'median us':>10} "
         f"{'x torch default':>16} {'x fastest torch':>16} {'% ceiling':>10}"
     )
     for row in rows:
         share = row["share_of_memory_limit"]
         print(
-            f"{row['workload']:18} {row['algorithm']:13} {row['contender']:19} "
+            f"{row['workload']:18} {row['algorithm']:17} {row['contender']:25} "
             f"{row['median_us']:>10.1f} {row['ratio_to_torch_default']:>15.2f}x "
             f"{row['ratio_to_fastest_torch']:>15.2f}x "
             + (f"{share:>9.0%}" if share else f"{'':>10}")

@@ -11,6 +11,7 @@ SCRIPT = Path(__file__).parents[1] / "benchmarks" / "algorithms.py"
 PEERS = {
     "Lion": {"peer lion-pytorch", "peer timm foreach"},
     "AdEMAMix": {"peer bitsandbytes", "peer pytorch_optimizer foreach"},
+    "ScheduleFreeAdamW": {"peer schedulefree", "peer schedulefree foreach"},
 }
 
 

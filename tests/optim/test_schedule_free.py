@@ -239,3 +239,74 @@ def test_a_skipped_step_leaves_the_group_scalars_alone():
     w.grad = torch.tensor([1.0, float("nan"), 1.0])
     opt.step()
     assert {k: opt.param_groups[0][k] for k in GROUP_STATE} == {k: group[k] for k in GROUP_STATE}
+
+
+def test_a_refused_step_leaves_the_group_scalars_alone():
+    # A state tensor of the wrong size is refused before any kernel runs ("nothing was
+    # updated"): the group's count and average must not have moved either.
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = adamkit.ScheduleFreeAdamW([w], lr=0.1)
+    opt.train()
+    w.grad = torch.ones(3)
+    opt.step()
+    group = {k: opt.param_groups[0][k] for k in GROUP_STATE}
+    opt.state[w]["exp_avg_sq"] = torch.zeros(5)
+    with pytest.raises(RuntimeError, match="nothing was updated"):
+        opt.step()
+    assert {k: opt.param_groups[0][k] for k in GROUP_STATE} == group
+
+
+def test_a_switch_with_a_mismatched_z_moves_nothing():
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    opt = adamkit.ScheduleFreeAdamW([a, b], lr=0.1)
+    opt.train()
+    a.grad, b.grad = torch.ones(3), torch.ones(2)
+    opt.step()
+    opt.state[b]["z"] = torch.zeros(4)
+    before = [a.detach().clone(), b.detach().clone()]
+    with pytest.raises(ValueError, match="nothing was moved"):
+        opt.eval()
+    assert torch.equal(a, before[0]) and torch.equal(b, before[1])
+    assert opt.param_groups[0]["train_mode"]
+
+
+def test_a_stepped_checkpoint_without_group_state_is_refused():
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = adamkit.ScheduleFreeAdamW([w], lr=0.1)
+    opt.train()
+    w.grad = torch.ones(3)
+    opt.step()
+    saved = copy.deepcopy(opt.state_dict())
+    for key in ("k", "weight_sum"):
+        del saved["param_groups"][0][key]
+    fresh = adamkit.ScheduleFreeAdamW([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+    with pytest.raises(adamkit.StateDictError, match=r"has no \['k', 'weight_sum'\]"):
+        fresh.load_state_dict(saved)
+    assert fresh.param_groups[0]["k"] == 0 and not fresh.state
+    # a checkpoint taken before any step has no state to go with: the defaults are right
+    unstepped = adamkit.ScheduleFreeAdamW([torch.nn.Parameter(torch.ones(3))]).state_dict()
+    del unstepped["param_groups"][0]["k"]
+    fresh.load_state_dict(unstepped)
+    assert fresh.param_groups[0]["k"] == 0
+
+
+def test_compiled_step_runs_eagerly_with_the_same_numbers():
+    params0 = _params(torch.float32)
+    make = lambda ps: adamkit.ScheduleFreeAdamW(ps, lr=0.05, warmup_steps=2)  # noqa: E731
+    eager, _ = _run(make, params0, 6)
+    torch._dynamo.reset()
+    params = [torch.nn.Parameter(p.clone()) for p in params0]
+    opt = make(params)
+    opt.train()
+    step = torch.compile(opt.step)
+    gen = torch.Generator().manual_seed(1)
+    for t in range(6):
+        for p, g in zip(params, _grads(params, t, gen), strict=True):
+            p.grad = g
+        step()
+        if t % 4 == 3:
+            opt.eval()
+            opt.train()
+    assert opt.param_groups[0]["k"] == 6
+    for p, q in zip(params, eager, strict=True):
+        assert torch.equal(p, q)

@@ -107,12 +107,19 @@ def betas_triple(name: str, value: Any) -> None:
             )
 
 
+def steps(name: str, value: Any, *, optional: bool = False) -> None:
+    """A number of steps: a whole number >= 0, or with ``optional`` None too."""
+    accepted = f"{'None or ' if optional else ''}a whole number of steps >= 0"
+    if value is None and optional:
+        return
+    try:
+        number = as_number(name, value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number >= 0.0 and number == int(number)):
+        raise ValueError(f"Invalid {name}: {value!r}; {name} must be {accepted}")
+
+
 def optional_steps(name: str, value: Any) -> None:
     """A warmup length: None (no warmup) or a whole number of steps >= 0 (0: none)."""
-    if value is None:
-        return
-    number = as_number(name, value)
-    if not (math.isfinite(number) and number >= 0.0 and number == int(number)):
-        raise ValueError(
-            f"Invalid {name}: {value!r}; {name} must be None or a whole number of steps >= 0"
-        )
+    steps(name, value, optional=True)

@@ -120,12 +120,6 @@ def group_scalars(group, dtype):
     return GroupScalars(rounded(dtype, *h), (1 - beta2**k,), (bool(group["maximize"]), wd != 0))
 
 
-def _warmup_steps(name: str, value: Any) -> None:
-    _checks.optional_steps(name, value)
-    if value is None:
-        raise ValueError(f"Invalid {name}: None; {name} must be a whole number of steps >= 0")
-
-
 SPEC = AlgorithmSpec(
     name="schedule_free_adamw",
     torch_name="ScheduleFreeAdamW",  # not in torch.optim: the class takes the hyperparameters
@@ -134,7 +128,7 @@ SPEC = AlgorithmSpec(
         Hyperparameter("betas", (0.9, 0.999), _checks.betas_pair),
         Hyperparameter("eps", 1e-8, _checks.nonnegative),
         Hyperparameter("weight_decay", 0.0, _checks.nonnegative),
-        Hyperparameter("warmup_steps", 0, _warmup_steps),
+        Hyperparameter("warmup_steps", 0, _checks.steps),
         Hyperparameter("r", 0.0, _checks.nonnegative),
         Hyperparameter("weight_lr_power", 2.0, _checks.nonnegative),
     ),

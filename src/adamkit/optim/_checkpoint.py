@@ -38,7 +38,9 @@ def check_state_dict(optimizer: Any, state_dict: Any) -> None:
     """Raise :class:`StateDictError` if ``state_dict`` does not fit ``optimizer``.
 
     ``optimizer`` provides ``param_groups``, ``validate_group(group)``,
-    ``group_key_defaults`` and ``state_layout(group) -> {key: Slot}``.
+    ``group_key_defaults`` and ``state_layout(group) -> {key: Slot}``, and may provide
+    ``group_state_keys``: group-level state (Schedule-Free's count and average) that a group
+    whose params have state must hold (the defaults are a fresh group's, not a stepped one's).
     """
     if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= state_dict.keys():
         _fail("expected a mapping with keys 'state' and 'param_groups'")
@@ -66,6 +68,12 @@ def check_state_dict(optimizer: Any, state_dict: Any) -> None:
             )
         except ValueError as error:
             _fail(f"param group {gi}: {error}")
+        missing = [k for k in getattr(optimizer, "group_state_keys", ()) if k not in saved]
+        if missing and any(saved_state.get(pid) for pid in saved["params"]):
+            _fail(
+                f"param group {gi} has no {missing}, the group state its stepped parameters "
+                "go with (a checkpoint of another optimizer, or of one without it)"
+            )
         for pi, pid in enumerate(saved["params"]):
             where[pid] = (gi, pi, merged)
     for pid, entry in saved_state.items():

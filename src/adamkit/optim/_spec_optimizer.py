@@ -84,17 +84,25 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
             **{h.name: h.default for h in cls.spec.hyperparameters if h.check is None},
             **dict(cls.spec.group_state),
         }
+        cls.group_state_keys = tuple(name for name, _ in cls.spec.group_state)
 
     def validate_group(self, group: dict[str, Any]) -> None:
         self.spec.check(group)
         super().validate_group(group)
 
     def _update_group(self, group: dict[str, Any], amp: dict[str, Any]) -> None:
-        if self.spec.group_advance is not None:  # the group's own state first (every step)
-            found_inf = amp.get("found_inf")  # GradScaler found an Inf: the kernels skip
-            if found_inf is None or not found_inf.item():  # (a sync, for group state only)
-                self.spec.group_advance(group)
-        super()._update_group(group, amp)  # type: ignore[misc]
+        advance = self.spec.group_advance
+        found_inf = amp.get("found_inf")  # GradScaler found an Inf: the kernels skip the step
+        if advance is None or (found_inf is not None and found_inf.item()):  # (a sync, only
+            super()._update_group(group, amp)  # type: ignore[misc]  # for group state)
+            return
+        before = {name: group[name] for name, _ in self.spec.group_state}
+        advance(group)  # the group's own state first, every step
+        try:
+            super()._update_group(group, amp)  # type: ignore[misc]
+        except BaseException:  # refused before its kernels ran (a bad size, a sparse grad)
+            group.update(before)
+            raise
 
     def tensor_slots(self, group: dict[str, Any]) -> tuple[str, ...]:
         """The tensor state keys a param of ``group`` has (a slot may depend on an option:

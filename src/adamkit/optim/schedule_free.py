@@ -48,6 +48,13 @@ _ARGS = """
         state_precision: "fp32" (default) or "bf16" (z and v in bfloat16 with stochastic
             rounding); "8bit" is refused: z is the iterate itself, which 8-bit codes would
             round away.  min_8bit_size, param_rounding: as for :class:`adamkit.Adam`.
+            With bfloat16 params, "fp32" keeps z and v in the param's dtype rounded to
+            nearest (as schedulefree and torch.optim do), where steps below bfloat16's
+            resolution are lost and training stalls; use ``state_precision="bf16"`` with
+            ``param_rounding="stochastic"`` or ``"kahan"`` (z alone stochastic and y to
+            nearest is worse: y stays put while z moves, and x moves away from both).
+
+    ``torch.compile(opt.step)`` runs this step eagerly: its group state changes every step.
 
     Example:
         >>> import torch, adamkit
@@ -87,12 +94,22 @@ class ScheduleFreeAdamW(SpecOptimizer):
     def _switch(self, *, train: bool) -> None:
         groups = [g for g in self.param_groups if bool(g["train_mode"]) != train]
         for group in groups:  # checked before any parameter moves
-            started = any("z" in self.state.get(p, {}) for p in group["params"])
+            started = [
+                (p, self.state[p]["z"]) for p in group["params"] if "z" in self.state.get(p, {})
+            ]
             if not train and started and float(group["betas"][0]) == 0:
                 raise ValueError(
                     "ScheduleFreeAdamW.eval(): with betas[0] = 0 the parameter y equals z and "
                     "the average x cannot be recovered from them; use betas[0] > 0"
                 )
+            for p, z in started:
+                if z.shape != p.shape or z.device != p.device:
+                    raise ValueError(
+                        f"ScheduleFreeAdamW.{'train' if train else 'eval'}(): a parameter of "
+                        f"shape {tuple(p.shape)} on {p.device} has state z of shape "
+                        f"{tuple(z.shape)} on {z.device}; z must match its parameter (del "
+                        "optimizer.state[p] to start it afresh); nothing was moved"
+                    )
         for group in groups:
             beta1 = float(group["betas"][0])
             for p in group["params"]:
@@ -109,6 +126,9 @@ class ScheduleFreeAdamW(SpecOptimizer):
             param_group = {**param_group, "train_mode": bool(self.param_groups[0]["train_mode"])}
         super().add_param_group(param_group)
 
+    # Run eagerly under torch.compile(opt.step): its group state (a count and a float sum
+    # that change every step) would recompile the graph at every step.
+    @torch.compiler.disable
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One step (in train mode: ``train()`` first; see the class's docstring)."""
         if not all(g["train_mode"] for g in self.param_groups):
