@@ -32,8 +32,8 @@ from adamkit.bench import _memory_limit_step, interleaved, mean_seconds, workloa
 
 WORKLOADS = ["c-tiny-mlp-50k", "b-transformer-54M", "d-10k-one-element"]
 # Algorithms that move Adam's bytes (read p, g and two state tensors, write p and the two):
-# their ceiling is the memory-limit loop of ``adamkit bench``.
-TWO_STATE_SLOTS = {"Adam", "AdamW", "NAdam", "RAdam", "Adamax"}
+# their ceiling is the memory-limit loop of ``adamkit bench`` (Schedule-Free's z and v too).
+TWO_STATE_SLOTS = {"Adam", "AdamW", "NAdam", "RAdam", "Adamax", "ScheduleFreeAdamW"}
 ALGORITHMS = {
     # name: (adamkit class, torch class, hyperparameters, torch has a fused kernel)
     "SGD momentum": (adamkit.SGD, torch.optim.SGD, {"lr": 0.01, "momentum": 0.9}, True),
@@ -201,13 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         for row in measure(workload, algorithm, args.rounds)
     ]
     print(
-        f"{'workload':18} {'algorithm':17} {'contender':25} {'median us':>10} "
+        f"{'workload':18} {'algorithm':17} {'contender':26} {'median us':>10} "
         f"{'x torch default':>16} {'x fastest torch':>16} {'% ceiling':>10}"
     )
     for row in rows:
         share = row["share_of_memory_limit"]
         print(
-            f"{row['workload']:18} {row['algorithm']:17} {row['contender']:25} "
+            f"{row['workload']:18} {row['algorithm']:17} {row['contender']:26} "
             f"{row['median_us']:>10.1f} {row['ratio_to_torch_default']:>15.2f}x "
             f"{row['ratio_to_fastest_torch']:>15.2f}x "
             + (f"{share:>9.0%}" if share else f"{'':>10}")
