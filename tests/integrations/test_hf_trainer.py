@@ -106,3 +106,44 @@ def test_recorder_callback_records_the_trainers_optimizer(tmp_path):
     rows = callback.recorder.rows
     assert [row["step"] for row in rows if row["label"] == "group0"] == [2, 4, 6]
     assert all(row["effective_lr.median"] > 0 for row in rows)
+
+
+def test_schedule_free_in_trainer_matches_schedulefree_with_evaluation(tmp_path):
+    # Trainer calls optimizer.train() when training starts and optimizer.eval() in evaluate():
+    # adamkit's ScheduleFreeAdamW needs nothing else, and gives schedulefree's losses (train
+    # and eval) step by step.
+    schedulefree = pytest.importorskip("schedulefree")
+    results = {}
+    for name, cls in (
+        ("adamkit", adamkit.ScheduleFreeAdamW),
+        ("sf", schedulefree.AdamWScheduleFree),
+    ):
+        transformers.set_seed(0)
+        config = transformers.GPT2Config(
+            vocab_size=97, n_positions=16, n_embd=32, n_layer=2, n_head=2
+        )
+        model = transformers.GPT2LMHeadModel(config)
+        opt = cls(model.parameters(), lr=3e-3, warmup_steps=2)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)  # constant
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path / name), max_steps=STEPS, per_device_train_batch_size=8,
+            logging_steps=1, eval_strategy="steps", eval_steps=3, save_strategy="no",
+            report_to=[], use_cpu=True, seed=0, data_seed=0, dataloader_num_workers=0,
+            disable_tqdm=True,
+        )  # fmt: skip
+        trainer = transformers.Trainer(
+            model=model, args=args, train_dataset=_Tokens(), eval_dataset=_Tokens(16),
+            optimizers=(opt, scheduler),
+        )  # fmt: skip
+        trainer.train()
+        history = trainer.state.log_history
+        results[name] = (
+            _losses(trainer),
+            {e["step"]: e["eval_loss"] for e in history if "eval_loss" in e},
+        )
+    (ours, our_eval), (theirs, their_eval) = results["adamkit"], results["sf"]
+    assert sorted(ours) == list(range(1, STEPS + 1)) and sorted(our_eval) == [3, 6]
+    for mine, peer in ((ours, theirs), (our_eval, their_eval)):
+        assert mine.keys() == peer.keys()
+        for step in mine:
+            assert mine[step] == pytest.approx(peer[step], rel=1e-5), step
