@@ -310,3 +310,18 @@ def test_compiled_step_runs_eagerly_with_the_same_numbers():
     assert opt.param_groups[0]["k"] == 6
     for p, q in zip(params, eager, strict=True):
         assert torch.equal(p, q)
+
+
+def test_a_value_written_into_the_group_between_steps_is_still_checked():
+    # The optimizer's own advance of the group state is not a change to validate, but a user's
+    # write between steps still is.
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = adamkit.ScheduleFreeAdamW([w], lr=0.1)
+    opt.train()
+    for _ in range(2):
+        w.grad = torch.ones(3)
+        opt.step()
+    opt.param_groups[0]["eps"] = -1.0
+    w.grad = torch.ones(3)
+    with pytest.raises(ValueError, match="eps"):
+        opt.step()

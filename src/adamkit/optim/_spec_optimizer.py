@@ -103,6 +103,18 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
         except BaseException:  # refused before its kernels ran (a bad size, a sparse grad)
             group.update(before)
             raise
+        self._note_advanced(group, before)
+
+    def _note_advanced(self, group: dict[str, Any], before: dict[str, Any]) -> None:
+        """Write the advanced group state into the copy that the next step's check of changed
+        groups compares with (:mod:`._changed_groups`): a change the optimizer made itself
+        needs no validation, and would otherwise re-validate the group on every step."""
+        for i, g in enumerate(self.param_groups):
+            if g is group and i < len(self._checked_groups):
+                checked = self._checked_groups[i]
+                if checked is not None and all(checked[0].get(k) == v for k, v in before.items()):
+                    checked[0].update((name, group[name]) for name in before)
+                return
 
     def tensor_slots(self, group: dict[str, Any]) -> tuple[str, ...]:
         """The tensor state keys a param of ``group`` has (a slot may depend on an option:
