@@ -70,6 +70,11 @@ def betas(value: Any) -> None:
         )
     if isinstance(value[0], Tensor) != isinstance(value[1], Tensor):
         raise ValueError("betas must be either both floats or both Tensors")
+    _each_in_unit_interval(value)
+
+
+def _each_in_unit_interval(value: Any) -> None:
+    """Every beta of ``value`` a number in [0, 1) (torch's words first)."""
     for index, beta in enumerate(value):
         number = as_number(f"betas[{index}]", beta)
         if not 0.0 <= number < 1.0:
@@ -98,13 +103,7 @@ def betas_triple(name: str, value: Any) -> None:
         raise ValueError(
             f"Invalid betas: {value!r}; betas must be a triple (beta1, beta2, beta3) of numbers"
         )
-    for index, beta in enumerate(value):
-        number = as_number(f"betas[{index}]", beta)
-        if not 0.0 <= number < 1.0:
-            raise ValueError(
-                f"Invalid beta parameter at index {index}: {beta}; betas[{index}] must be a "
-                "number in [0, 1)"
-            )
+    _each_in_unit_interval(value)
 
 
 def steps(name: str, value: Any, *, optional: bool = False) -> None:
