@@ -92,7 +92,8 @@ def algorithm_of(optimizer: torch.optim.Optimizer) -> str:
             return algorithm
     raise TypeError(
         "diagnostics support Adam, AdamW, SGD, RMSprop, NAdam, RAdam and Adamax (adamkit or "
-        f"torch.optim) and adamkit's Lion and AdEMAMix; got {type(optimizer).__name__}"
+        "torch.optim) and adamkit's Lion, AdEMAMix and ScheduleFreeAdamW; got "
+        f"{type(optimizer).__name__}"
     )
 
 

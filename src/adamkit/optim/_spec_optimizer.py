@@ -92,15 +92,17 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
 
     def _update_group(self, group: dict[str, Any], amp: dict[str, Any]) -> None:
         advance = self.spec.group_advance
-        found_inf = amp.get("found_inf")  # GradScaler found an Inf: the kernels skip the step
-        if advance is None or (found_inf is not None and found_inf.item()):  # (a sync, only
-            super()._update_group(group, amp)  # type: ignore[misc]  # for group state)
+        # GradScaler found an Inf: the kernels skip the step, so the group state stays too
+        # (reading found_inf is a sync; only specs with group state pay it).
+        found_inf = amp.get("found_inf")
+        if advance is None or (found_inf is not None and found_inf.item()):
+            super()._update_group(group, amp)  # type: ignore[misc]
             return
         before = {name: group[name] for name, _ in self.spec.group_state}
         advance(group)  # the group's own state first, every step
         try:
             super()._update_group(group, amp)  # type: ignore[misc]
-        except BaseException:  # refused before its kernels ran (a bad size, a sparse grad)
+        except Exception:  # refused before its kernels ran (a bad size, a sparse grad)
             group.update(before)
             raise
         self._note_advanced(group, before)

@@ -11,7 +11,8 @@ from .adam_family import _doc
 _ARGS = """
     Arguments and defaults are bitsandbytes' ``AdEMAMix(params, lr=1e-3, betas=(0.9, 0.999,
     0.9999), alpha=5.0, t_alpha=None, t_beta3=None, eps=1e-8, weight_decay=1e-2)``;
-    bitsandbytes' ``optim_bits``/``is_paged`` are adamkit's ``state_precision``.
+    bitsandbytes' ``optim_bits=8`` is adamkit's ``state_precision="8bit"`` (keyword-only);
+    ``is_paged`` (CUDA paged memory) has no equivalent.
 
     Args:
         params: iterable of parameters or of dicts defining parameter groups.

@@ -27,8 +27,8 @@ _ARGS = """
     resumes exactly: load the model and the optimizer, then call the mode you want.
     BatchNorm's running statistics are those of y, not x: before evaluating, recompute them in
     eval mode of the optimizer with the model in train mode over a few batches (schedulefree's
-    advice). With Hugging Face's Trainer or Lightning, call ``train()``/``eval()`` from the
-    callbacks that start training and evaluation.
+    advice). Hugging Face's Trainer calls ``train()``/``eval()`` itself; with Lightning, call
+    them from its hooks (docs/integrations.md).
 
     Args:
         params: iterable of parameters or of dicts defining parameter groups.
