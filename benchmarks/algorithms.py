@@ -106,20 +106,15 @@ def _ademamix_peers(hyper: dict) -> dict:
 
 
 def _schedule_free_peers(hyper: dict) -> dict:
-    """schedulefree's AdamWScheduleFree (for-loop and foreach), in train mode."""
+    """schedulefree's AdamWScheduleFree (for-loop and foreach; put in train mode by
+    :func:`_steps`, as adamkit's)."""
     try:
         from schedulefree import AdamWScheduleFree
     except ImportError:
         return {}
-
-    def make(ps: list, foreach: bool) -> torch.optim.Optimizer:
-        opt = AdamWScheduleFree(ps, **hyper, foreach=foreach)
-        opt.train()
-        return opt
-
     return {
-        "schedulefree": lambda ps: make(ps, False),
-        "schedulefree foreach": lambda ps: make(ps, True),
+        "schedulefree": lambda ps: AdamWScheduleFree(ps, **hyper, foreach=False),
+        "schedulefree foreach": lambda ps: AdamWScheduleFree(ps, **hyper, foreach=True),
     }
 
 

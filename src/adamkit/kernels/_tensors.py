@@ -94,23 +94,21 @@ class BoundedCache:
 
     def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
         """The value for ``key``, made by ``make()`` on a miss."""
-        entries = self._entries
-        value = entries.get(key, _MISSING)
-        if value is not _MISSING:
-            try:
-                entries.move_to_end(key)
-            except KeyError:  # evicted meanwhile by another thread: the value still holds
-                pass
-            return value
-        value = make()
-        self.put(key, value)
+        value = self._used(key, _MISSING)
+        if value is _MISSING:
+            value = make()
+            self.put(key, value)
         return value
 
     def peek(self, key: Hashable) -> Any:
         """The value for ``key`` (now the most recently used), or None."""
+        return self._used(key, None)
+
+    def _used(self, key: Hashable, missing: Any) -> Any:
+        """The value for ``key``, now the most recently used, or ``missing``."""
         entries = self._entries
-        value = entries.get(key)
-        if value is not None:
+        value = entries.get(key, missing)
+        if value is not missing:
             try:
                 entries.move_to_end(key)
             except KeyError:  # evicted meanwhile by another thread: the value still holds
