@@ -26,12 +26,12 @@ from adamkit.kernels._batching import SPLIT_MIN_ELEMENTS
 # not in adamkit: the drivers must build its loops from the spec alone.
 def _toy_element(p, g, s0, s1, s2, h, k, f):
     buf = where(f[0], s0 * h[0] + g, g)
-    return p - k[0] * buf, buf, s1, s2
+    return p - k[0] * buf, buf, s1, s2, p, k[0] * buf, g
 
 
 def _toy_element_negated(p, g, s0, s1, s2, h, k, f):
     buf = where(f[0], s0 * h[0] - g, -g)
-    return p - k[0] * buf, buf, s1, s2
+    return p - k[0] * buf, buf, s1, s2, p, k[0] * buf, g
 
 
 def _toy_advance(step, aux, b):

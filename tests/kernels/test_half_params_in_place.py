@@ -22,7 +22,7 @@ import torch
 import adamkit
 from adamkit.algorithms import _torch_ops
 from adamkit.algorithms._spec import recompiled
-from adamkit.kernels import _numba_bits, lowbit, lowbit_torch, wrappers
+from adamkit.kernels import _numba_bits, _whole_tensor, lowbit, lowbit_torch, wrappers
 from adamkit.kernels._batching import SPLIT_MIN_ELEMENTS
 
 SIZES = (1, 255, 257, 4097, 70001, 0)  # 70001 > SPLIT_MIN_ELEMENTS: split over the threads
@@ -176,9 +176,9 @@ _NUMBA_ORDER = {**_torch_ops.OPS, "lerp": _lerp, "sqrt": _sqrt}
 @pytest.fixture
 def torch_ops_in_numba_order(monkeypatch):
     monkeypatch.setattr(
-        lowbit_torch,
-        "_torch_element",
-        lambda spec: recompiled(spec.element, _NUMBA_ORDER, helpers=lambda helper: helper),
+        _whole_tensor,
+        "_compiled",
+        lambda function: recompiled(function, _NUMBA_ORDER, helpers=lambda helper: helper),
     )
 
 

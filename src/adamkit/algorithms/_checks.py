@@ -9,6 +9,7 @@ looked at, as torch does (torch's own error tests pass ``params=None``).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor
@@ -122,3 +123,19 @@ def steps(name: str, value: Any, *, optional: bool = False) -> None:
 def optional_steps(name: str, value: Any) -> None:
     """A warmup length: None (no warmup) or a whole number of steps >= 0 (0: none)."""
     steps(name, value, optional=True)
+
+
+def cautious(group: Mapping[str, Any], takes_it: bool, optimizer: str) -> None:
+    """``cautious`` (a group key only where given): a bool, on an optimizer that takes it,
+    and not with ``differentiable`` or ``capturable`` (its kernels read the mask's mean)."""
+    value = group.get("cautious", False)
+    if not isinstance(value, bool):
+        raise ValueError(f"cautious must be True or False, got {value!r}")
+    if value and not takes_it:
+        raise ValueError(
+            f"{optimizer} does not take cautious=True (it masks the update of Adam, AdamW, "
+            "NAdam, RAdam, Adamax, AdEMAMix, ADOPT and Lion)"
+        )
+    for option in ("differentiable", "capturable"):
+        if value and group.get(option):
+            raise ValueError(f"cautious=True does not combine with {option}=True")

@@ -4,13 +4,22 @@ A spec names the hyperparameters and how each is checked, the state a parameter 
 (torch's keys), and the update as three small functions in the Python subset that numba and
 Triton both compile (see :mod:`adamkit.algorithms._ops`):
 
-* ``element(p, g, s0, s1, s2, h, k, f) -> (p, s0, s1, s2)``: one element's update. ``s0..s2``
-  are the per-element state slots in the order of ``tensor_state`` (a slot past the spec's
-  last is a stand-in: read, never stored); ``h`` the group's scalars in the data's dtype, ``k``
-  the tensor's scalars (bias corrections), ``f`` the group's options as booleans.
+* ``element(p, g, s0, s1, s2, h, k, f) -> (p, s0, s1, s2, base, u, g)``: one element's
+  update. ``s0..s2`` are the per-element state slots in the order of ``tensor_state`` (a slot
+  past the spec's last is a stand-in: read, never stored); ``h`` the group's scalars in the
+  data's dtype, ``k`` the tensor's scalars (bias corrections; ``k[4]``, ``k[5]`` the
+  reduction's, see below), ``f`` the group's options as booleans. It returns the new param
+  and slots, then the same step split as ``p = base - u`` (``base``: the param after weight
+  decay; ``u``: the update; ``g``: the gradient the moments saw, after ``maximize`` and L2
+  decay), which is what options that wrap every algorithm read (cautious masking, written
+  once per driver: ``p = base - u·mask``). Where no option reads them, the compilers drop them.
 * ``advance(step, aux, b) -> (step, aux)``: the per-tensor counters one step on (``aux`` is the
   ``scalar_state`` slot, e.g. NAdam's ``mu_product``; ``b`` the float64 group scalars).
 * ``tensor_scalars(step, aux, b) -> k``: the tensor's scalars after ``advance``, in float64.
+
+``reduction(g, s0, s1, s2, h, k, f) -> term`` (optional): a per-element term of the element's
+*new* slots, summed over each tensor in a read-only pass before the update; the element then
+reads the sum as ``k[4]`` and the tensor's element count as ``k[5]`` (StableAdamW's RMS).
 
 ``group_scalars(group, dtype) -> GroupScalars`` builds ``h``, ``b`` and ``f`` from a param
 group (host code, once per step and dtype), its hyperparameters and its ``group_state``. The
@@ -36,9 +45,14 @@ GO_ON_MARKER = torch.zeros((), dtype=torch.float64)
 # The widths the drivers pass: h, b, k and f hold at most this many values.
 HYPER_WIDTH = 8
 BIAS_WIDTH = 8
-TENSOR_WIDTH = 4
-FLAG_WIDTH = 4
+TENSOR_WIDTH = 6  # the spec's four, then a reduction's sum and count (k[4], k[5])
+FLAG_WIDTH = 4  # the spec's flags; the engine's options follow them in the drivers' arrays
 TENSOR_SLOTS = 3
+CAUTIOUS_FLAG = FLAG_WIDTH  # the drivers' flag arrays: the spec's flags, then "cautious"
+MASK_FLOOR = 1e-3  # cautious masking's floor under mean(mask) (timm's)
+
+# How a driver's pass before the update reduces each tensor (compile-time in every driver).
+NO_REDUCTION, SPEC_REDUCTION, CAUTIOUS_COUNT = 0, 1, 2
 
 
 class GroupScalars(NamedTuple):
@@ -101,10 +115,25 @@ class AlgorithmSpec:
     # Group-level numbers the diagnostics show beside the per-element ones (Schedule-Free's
     # averaging weight): group -> {name: value}.
     group_diagnostics: Callable[[Mapping[str, Any]], dict[str, float]] | None = None
+    # (g, s0, s1, s2, h, k, f) -> a per-element term of the NEW slots, summed per tensor
+    # before the update and read by the element as k[4] (k[5]: the element count).
+    reduction: Callable[..., Any] | None = None
+    # Whether the optimizer takes ``cautious`` (timm's masking of the update where it
+    # disagrees with the gradient; every driver applies it to the element's ``base - u``).
+    cautious: bool = False
 
     def __post_init__(self) -> None:
         if len(self.tensor_state) > TENSOR_SLOTS:
             raise ValueError(f"{self.name}: at most {TENSOR_SLOTS} per-element state slots")
+        if self.cautious and self.reduction is not None:
+            raise ValueError(f"{self.name}: a spec with a reduction cannot take cautious masking")
+
+    def reduction_mode(self, cautious: bool) -> int:
+        """What the drivers' pass before the update computes for a group (``cautious``: its
+        option): the spec's reduction, the cautious mask's count, or nothing."""
+        if self.reduction is not None:
+            return SPEC_REDUCTION
+        return CAUTIOUS_COUNT if cautious and self.cautious else NO_REDUCTION
 
     def defaults(self) -> dict[str, Any]:
         return {h.name: h.default for h in self.hyperparameters}

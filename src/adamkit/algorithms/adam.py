@@ -48,7 +48,8 @@ def element(p, g, s0, s1, s2, h, k, f):
     v = s1 * beta2 + one_minus_beta2 * g * g
     v_max = nan_max(s2, v)  # s2: max_exp_avg_sq with amsgrad, else a stand-in never stored
     denom = sqrt(where(amsgrad, v_max, v)) * k[1] + eps
-    return p - k[0] * (m / denom), m, v, v_max
+    u = k[0] * (m / denom)
+    return p - u, m, v, v_max, p, u, g
 
 
 def intermediates(g, s0, s1, s2, h, k, f, lr):
@@ -109,4 +110,5 @@ SPEC = AlgorithmSpec(
     tensor_scalars=tensor_scalars,
     torch_functional=torch_step,
     intermediates=intermediates,
+    cautious=True,
 )

@@ -40,7 +40,8 @@ def element(p, g, s0, s1, s2, h, k, f):
     g = where(l2, g + wd * p, g)
     m = lerp(s0, g, one_minus_beta1, beta1_complement)
     u = nan_max(s1 * beta2, absolute(g) + eps)
-    return p - k[0] * (m / u), m, u, s2
+    step = k[0] * (m / u)
+    return p - step, m, u, s2, p, step, g
 
 
 def advance(step, aux, b):

@@ -84,7 +84,8 @@ def element(p, g, s0, s1, s2, h, k, f):
     v = s1 * beta2 + one_minus_beta2 * g * g
     m2 = lerp(s2, g, k[3], one - k[3])  # (1 - w: torch's lerp rounds w first too)
     denom = sqrt(v) * k[1] + eps
-    return p - lr * ((m1 * k[0] + k[2] * m2) / denom), m1, v, m2
+    u = lr * ((m1 * k[0] + k[2] * m2) / denom)
+    return p - u, m1, v, m2, p, u, g
 
 
 def intermediates(g, s0, s1, s2, h, k, f, lr):
@@ -147,4 +148,5 @@ SPEC = AlgorithmSpec(
     advance=advance,
     tensor_scalars=tensor_scalars,
     intermediates=intermediates,
+    cautious=True,
 )

@@ -48,7 +48,8 @@ def element(p, g, s0, s1, s2, h, k, f):
     g = where(f[0], -g, g)  # maximize
     c = s0 * beta1 + g * one_minus_beta1
     m = s0 * beta2 + g * one_minus_beta2
-    return p * decay - lr * sign(c), m, s1, s2
+    base, u = p * decay, lr * sign(c)
+    return base - u, m, s1, s2, base, u, g
 
 
 def advance(step, aux, b):
@@ -90,5 +91,6 @@ SPEC = AlgorithmSpec(
     advance=advance,
     tensor_scalars=tensor_scalars,
     intermediates=intermediates,
+    cautious=True,
     counted=False,
 )

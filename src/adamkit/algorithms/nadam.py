@@ -51,7 +51,8 @@ def element(p, g, s0, s1, s2, h, k, f):
     # Each term over the denominator, as torch's two addcdiv_: 0/0 stays NaN where one
     # division of the sum would give ±inf.
     denom = sqrt(v) * k[2] + eps
-    return p + k[0] * (g / denom) + k[1] * (m / denom), m, v, s2
+    new_p = p + k[0] * (g / denom) + k[1] * (m / denom)  # (k[0], k[1] < 0)
+    return new_p, m, v, s2, p, -(k[0] * (g / denom) + k[1] * (m / denom)), g
 
 
 def _mu(beta1, momentum_decay, step):

@@ -52,7 +52,8 @@ def element(p, g, s0, s1, s2, h, k, f):
     m = lerp(s0, g, one_minus_beta1, beta1_complement)
     v = s1 * beta2 + one_minus_beta2 * g * g
     adaptive = where(k[2] != 0, k[1] / (sqrt(v) + eps), k[3])
-    return p - k[0] * m * adaptive, m, v, s2
+    u = k[0] * m * adaptive
+    return p - u, m, v, s2, p, u, g
 
 
 def advance(step, aux, b):

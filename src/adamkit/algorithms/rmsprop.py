@@ -42,7 +42,8 @@ def element(p, g, s0, s1, s2, h, k, f):
     avg = sqrt(where(centered, v - g_avg * g_avg, v)) + eps
     direction = g / avg
     buf = s2 * momentum + direction
-    return p - lr * where(has_momentum, buf, direction), v, g_avg, buf
+    u = lr * where(has_momentum, buf, direction)
+    return p - u, v, g_avg, buf, p, u, g
 
 
 def advance(step, aux, b):

@@ -66,7 +66,8 @@ def element(p, g, s0, s1, s2, h, k, f):
     v = s1 * beta2 + one_minus_beta2 * g * g
     u = g / (sqrt(v / k[1]) + eps)  # k[1]: 1 - β2^(k+1)
     u = where(f[1], u + wd * p, u)
-    return lerp(p, z, c, c_complement) + y_step * u, z - lr * u, v, s2
+    y = lerp(p, z, c, c_complement) + y_step * u
+    return y, z - lr * u, v, s2, y, u - u, g  # (no option splits its step)
 
 
 def intermediates(g, s0, s1, s2, h, k, f, lr):

@@ -47,7 +47,8 @@ def element(p, g, s0, s1, s2, h, k, f):
     g = where(l2, g + wd * p, g)
     buf = where(k[0] == 1, g, s0 * momentum + one_minus_dampening * g)  # k[0]: the count
     d = where(nesterov, g + momentum * buf, buf)
-    return p - lr * where(has_momentum, d, g), buf, s1, s2
+    u = lr * where(has_momentum, d, g)
+    return p - u, buf, s1, s2, p, u, g
 
 
 def advance(step, aux, b):

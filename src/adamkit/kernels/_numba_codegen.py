@@ -104,6 +104,7 @@ def sources_hash(spec: AlgorithmSpec, *extra: str) -> str:
     """A hash of every file the spec's loops are built from (the drivers, the algorithms, and
     the spec's own module wherever it is), of the spec's functions, and of ``extra``."""
     functions = (spec.element, spec.advance, spec.tensor_scalars)
+    functions += (spec.reduction,) if spec.reduction is not None else ()
     key = (spec.name, *functions, *extra)
     if key in _HASHES:
         return _HASHES[key]

@@ -24,7 +24,13 @@ import numba
 import numpy as np
 
 from ..algorithms import SPECS, AlgorithmSpec
-from ..algorithms._spec import recompiled
+from ..algorithms._spec import (
+    CAUTIOUS_COUNT,
+    CAUTIOUS_FLAG,
+    MASK_FLOOR,
+    NO_REDUCTION,
+    recompiled,
+)
 from . import _numba_cache, _numba_codegen
 from ._numba_cpu import _OPTIONS, _float64_cell, _lerp, _nan_max, _pointer, _sign, _view
 
@@ -89,9 +95,10 @@ def _advance(advance, addresses, b, has_aux, step_column, aux_column):
 
 @_inline
 def _tensor_table(tensor_scalars, addresses, b, like, step_column, aux_column):
-    """Each tensor's scalars from its counters, rounded to ``like``'s dtype (one row each)."""
+    """Each tensor's scalars from its counters, rounded to ``like``'s dtype (one row each;
+    columns 4 and 5, a reduction's, start at 0)."""
     n = addresses.shape[0]
-    table = np.empty((n, 4), like.dtype)
+    table = np.zeros((n, 6), like.dtype)
     for t in range(n):
         step = _float64_cell(addresses[t, step_column])[0]
         k = tensor_scalars(step, _float32_cell(addresses[t, aux_column])[0], b)
@@ -100,12 +107,20 @@ def _tensor_table(tensor_scalars, addresses, b, like, step_column, aux_column):
 
 
 @_inline
-def _elements(element, p, g, s0, s1, s2, h, k, f, store0, store1, store2):
-    # store0..2 arrive as constants: a store a spec does not have is compiled out, and the
-    # loop vectorizes (a runtime-guarded store to memory the loop reads fails LLVM's alias
-    # check).
+def _row(table, t):
+    return (table[t, 0], table[t, 1], table[t, 2], table[t, 3], table[t, 4], table[t, 5])
+
+
+@_inline
+def _elements(element, p, g, s0, s1, s2, h, k, f, store0, store1, store2, cautious):
+    # store0..2 and cautious arrive as constants: a store a spec does not have is compiled out,
+    # and the loop vectorizes (a runtime-guarded store to memory the loop reads fails LLVM's
+    # alias check).
     for i in range(p.size):
-        p[i], a, b, c = element(p[i], g[i], s0[i], s1[i], s2[i], h, k, f)
+        new_p, a, b, c, base, u, g_seen = element(p[i], g[i], s0[i], s1[i], s2[i], h, k, f)
+        if cautious:  # k[4]: 1/max(mean(mask), floor); k[5]: 0
+            new_p = base - u * (k[4] if u * g_seen > 0 else k[5])
+        p[i] = new_p
         if store0:
             s0[i] = a
         if store1:
@@ -115,21 +130,59 @@ def _elements(element, p, g, s0, s1, s2, h, k, f, store0, store1, store2):
 
 
 @_inline
-def _chunks(
-    element, advance_fn, tensor_scalars, has_aux, store0, store1, store2,
-    chunks, addresses, like, hyper, bias, flags, advance,
-):  # fmt: skip
-    """The spec's update over the chunks (rows: tensor, first, end). The spec's functions
-    arrive as arguments (numba specializes this loop for each) and its constants as literals."""
-    b = (bias[0], bias[1], bias[2], bias[3], bias[4], bias[5], bias[6], bias[7])
-    if advance:
-        _advance(advance_fn, addresses, b, has_aux, STEP, AUX)
-    h = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5], hyper[6], hyper[7])
-    f = (flags[0] != 0, flags[1] != 0, flags[2] != 0, flags[3] != 0)
-    table = _tensor_table(tensor_scalars, addresses, b, like, STEP, AUX)
+def _reduced(element, reduction, p, g, s0, s1, s2, h, k, f, cautious):
+    """The sum over a chunk of the spec's reduction term, or of the cautious mask (read
+    only: the element's results are not stored)."""
+    total = 0.0
+    for i in range(p.size):
+        _, a, b, c, _, u, g_seen = element(p[i], g[i], s0[i], s1[i], s2[i], h, k, f)
+        if not cautious:
+            total += reduction(g_seen, a, b, c, h, k, f)
+        elif u * g_seen > 0:
+            total += 1.0
+    return total
+
+
+@_inline
+def _reduce(element, reduction, cautious, chunks, addresses, like, h, table, f, totals):
+    """Add each chunk's reduction and element count to its tensor's row of ``totals``."""
     for c in range(chunks.shape[0]):
         t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-        k = (table[t, 0], table[t, 1], table[t, 2], table[t, 3])
+        row = addresses[t]
+        totals[t, 0] += _reduced(
+            element, reduction,
+            _view(row[0], lo, hi, like), _view(row[1], lo, hi, like),
+            _view(row[2], lo, hi, like), _view(row[3], lo, hi, like),
+            _view(row[4], lo, hi, like), h, _row(table, t), f, cautious,
+        )  # fmt: skip
+        totals[t, 1] += hi - lo
+
+
+@_inline
+def _finish(table, totals, cautious):
+    """The reduction's columns of the tensor table: the sum and the count for the spec's
+    element, or the cautious scale 1/max(mean(mask), floor) and a 0 for the driver."""
+    for t in range(table.shape[0]):
+        total, n = totals[t, 0], totals[t, 1]
+        if not cautious:
+            table[t, 4], table[t, 5] = total, n
+        else:
+            table[t, 4] = 1.0 / max(total / n, MASK_FLOOR) if n > 0 else 1.0
+            table[t, 5] = 0.0
+
+
+@_inline
+def _scalars(hyper, flags):
+    h = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5], hyper[6], hyper[7])
+    f = (flags[0] != 0, flags[1] != 0, flags[2] != 0, flags[3] != 0)
+    return h, f
+
+
+@_inline
+def _update(element, store0, store1, store2, cautious, chunks, addresses, like, h, table, f):
+    """The element over the chunks (rows: tensor, first, end), each with its table row."""
+    for c in range(chunks.shape[0]):
+        t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         row = addresses[t]
         _elements(
             element,
@@ -138,29 +191,99 @@ def _chunks(
             _view(row[2], lo, hi, like),
             _view(row[3], lo, hi, like),
             _view(row[4], lo, hi, like),
-            h, k, f, store0, store1, store2,
+            h, _row(table, t), f, store0, store1, store2, cautious,
         )  # fmt: skip
 
 
 @_inline
-def _parallel(
-    advance_fn, has_aux, serial, chunks, bounds, addresses, like, hyper, bias, flags, advance
+def _chunks(
+    element, advance_fn, tensor_scalars, has_aux, store0, store1, store2,
+    chunks, addresses, like, hyper, bias, flags, advance,
+):  # fmt: skip
+    """The spec's update over the chunks. The spec's functions arrive as arguments (numba
+    specializes this loop for each) and its constants as literals."""
+    b = (bias[0], bias[1], bias[2], bias[3], bias[4], bias[5], bias[6], bias[7])
+    if advance:
+        _advance(advance_fn, addresses, b, has_aux, STEP, AUX)
+    h, f = _scalars(hyper, flags)
+    table = _tensor_table(tensor_scalars, addresses, b, like, STEP, AUX)
+    _update(element, store0, store1, store2, False, chunks, addresses, like, h, table, f)
+
+
+@_inline
+def _chunks_reducing(
+    element, tensor_scalars, reduction, store0, store1, store2, cautious,
+    chunks, addresses, like, hyper, bias, flags, totals,
+):  # fmt: skip
+    """:func:`_chunks` with a pass before the update (the spec's reduction, or the mask count
+    of ``cautious``): ``totals`` holds each tensor's sum and count, or has no rows when this
+    call sees every chunk and reduces them itself first (the counters are advanced before)."""
+    b = (bias[0], bias[1], bias[2], bias[3], bias[4], bias[5], bias[6], bias[7])
+    h, f = _scalars(hyper, flags)
+    table = _tensor_table(tensor_scalars, addresses, b, like, STEP, AUX)
+    if totals.shape[0] == 0:
+        totals = np.zeros((addresses.shape[0], 2))
+        _reduce(element, reduction, cautious, chunks, addresses, like, h, table, f, totals)
+    _finish(table, totals, cautious)
+    _update(element, store0, store1, store2, cautious, chunks, addresses, like, h, table, f)
+
+
+@_inline
+def _partial_sums(element, reduction, cautious, chunks, bounds, addresses, like, h, table, f,
+                  partial):  # fmt: skip
+    """The pass before the update, thread k adding table k's sums into ``partial[k]``."""
+    for k in numba.prange(bounds.size - 1):
+        _reduce(
+            element, reduction, cautious, chunks[bounds[k] : bounds[k + 1]], addresses, like,
+            h, table, f, partial[k],
+        )  # fmt: skip
+
+
+@_inline
+def _parallel_totals(
+    partial_sums, tensor_scalars, chunks, bounds, addresses, like, hyper, bias, flags
 ):
-    """Table k of ``chunks[bounds[k]:bounds[k + 1]]`` on thread k; counters advanced once,
+    """Each tensor's (sum, count) from the pass before the update (the threads' partial
+    sums, added in a fixed order)."""
+    b = (bias[0], bias[1], bias[2], bias[3], bias[4], bias[5], bias[6], bias[7])
+    h, f = _scalars(hyper, flags)
+    table = _tensor_table(tensor_scalars, addresses, b, like, STEP, AUX)
+    n = addresses.shape[0]
+    partial = np.zeros((bounds.size - 1, n, 2))
+    partial_sums(chunks, bounds, addresses, like, h, table, f, partial)
+    totals = np.zeros((n, 2))
+    for k in range(partial.shape[0]):
+        for t in range(n):
+            totals[t, 0] += partial[k, t, 0]
+            totals[t, 1] += partial[k, t, 1]
+    return totals
+
+
+@_inline
+def _advance_all(advance_fn, addresses, bias, has_aux):
+    b = (bias[0], bias[1], bias[2], bias[3], bias[4], bias[5], bias[6], bias[7])
+    _advance(advance_fn, addresses, b, has_aux, STEP, AUX)
+
+
+@_inline
+def _parallel(advance_fn, has_aux, serial, chunks, bounds, addresses, like, hyper, bias, flags,
+              advance, last):  # fmt: skip
+    """Table k of ``chunks[bounds[k]:bounds[k + 1]]`` on thread k by ``serial`` (its last
+    argument ``last``: False for advance, or a reduction's totals); counters advanced once,
     before any thread reads them."""
     if advance:
         b = (bias[0], bias[1], bias[2], bias[3], bias[4], bias[5], bias[6], bias[7])
         _advance(advance_fn, addresses, b, has_aux, STEP, AUX)
     for k in numba.prange(bounds.size - 1):
-        serial(chunks[bounds[k] : bounds[k + 1]], addresses, like, hyper, bias, flags, False)
+        serial(chunks[bounds[k] : bounds[k + 1]], addresses, like, hyper, bias, flags, last)
 
 
 # --- the entry points: generated per spec and cell (see _numba_codegen), never written out.
 # The cell's constants (scalar state or not; which of the three slots it stores) are literals.
 _CELL_SOURCE = """\
 # adamkit's fused CPU loops of spec {name!r}, cell {cell} (the slots stored): generated by
-# adamkit.kernels._numba_driver, do not edit. The driver sets the globals _jit,
-# _jit_parallel, _chunks, _parallel, ELEMENT, ADVANCE and SCALARS.
+# adamkit.kernels._numba_driver, do not edit. The driver sets the globals (its helpers, np,
+# and the spec's ELEMENT, ADVANCE, SCALARS and REDUCTION).
 # sources sha256 {digest}
 
 
@@ -176,40 +299,105 @@ def {function}_chunks_{cell}(chunks, addresses, like, hyper, bias, flags, advanc
 def {function}_parallel_{cell}(chunks, bounds, addresses, like, hyper, bias, flags, advance):
     _parallel(
         ADVANCE, {has_aux}, {function}_chunks_{cell},
-        chunks, bounds, addresses, like, hyper, bias, flags, advance,
+        chunks, bounds, addresses, like, hyper, bias, flags, advance, False,
     )
+"""
+# A cell with a pass before the update (cell name ...r1: the spec's reduction, ...r2: the
+# cautious mask's count): the counters, that pass and the update one after the other, each
+# pass a parallel region of its own.
+_REDUCING_CELL_SOURCE = """\
+# adamkit's fused CPU loops of spec {name!r}, cell {cell} (the slots stored, the pass before
+# the update): generated by adamkit.kernels._numba_driver, do not edit. The driver sets the
+# globals (its helpers, np, and the spec's ELEMENT, ADVANCE, SCALARS and REDUCTION).
+# sources sha256 {digest}
+
+
+@_jit
+def {function}_main_{cell}(chunks, addresses, like, hyper, bias, flags, totals):
+    _chunks_reducing(
+        ELEMENT, SCALARS, REDUCTION, {stores}, {cautious},
+        chunks, addresses, like, hyper, bias, flags, totals,
+    )
+
+
+@_jit
+def {function}_chunks_{cell}(chunks, addresses, like, hyper, bias, flags, advance):
+    if advance:
+        _advance_all(ADVANCE, addresses, bias, {has_aux})
+    {function}_main_{cell}(chunks, addresses, like, hyper, bias, flags, np.zeros((0, 2)))
+
+
+@_jit_parallel
+def {function}_partial_{cell}(chunks, bounds, addresses, like, h, table, f, partial):
+    _partial_sums(
+        ELEMENT, REDUCTION, {cautious}, chunks, bounds, addresses, like, h, table, f, partial
+    )
+
+
+@_jit_parallel
+def {function}_update_{cell}(chunks, bounds, addresses, like, hyper, bias, flags, totals):
+    _parallel(
+        ADVANCE, {has_aux}, {function}_main_{cell},
+        chunks, bounds, addresses, like, hyper, bias, flags, False, totals,
+    )
+
+
+@_jit
+def {function}_parallel_{cell}(chunks, bounds, addresses, like, hyper, bias, flags, advance):
+    if advance:
+        _advance_all(ADVANCE, addresses, bias, {has_aux})
+    totals = _parallel_totals(
+        {function}_partial_{cell}, SCALARS, chunks, bounds, addresses, like, hyper, bias, flags
+    )
+    {function}_update_{cell}(chunks, bounds, addresses, like, hyper, bias, flags, totals)
 """
 _COMPILED: dict[tuple[Callable[..., Any], ...], tuple[Any, ...]] = {}
 
 
+@_inline
+def _no_reduction(g, s0, s1, s2, h, k, f):
+    return g
+
+
 def spec_functions(spec: AlgorithmSpec) -> dict[str, Any]:
-    """The spec's ``element``, ``advance`` and ``tensor_scalars`` compiled with numba's
-    operations (once per function), under the names the generated entry points use."""
-    key = (spec.element, spec.advance, spec.tensor_scalars)
+    """The spec's ``element``, ``advance``, ``tensor_scalars`` and ``reduction`` compiled with
+    numba's operations (once per function), under the names the generated entry points use."""
+    key = (spec.element, spec.advance, spec.tensor_scalars, spec.reduction)
     if key not in _COMPILED:
-        _COMPILED[key] = tuple(compiled(f) for f in key)
-    return dict(zip(("ELEMENT", "ADVANCE", "SCALARS"), _COMPILED[key], strict=True))
+        _COMPILED[key] = tuple(_no_reduction if f is None else compiled(f) for f in key)
+    return dict(zip(("ELEMENT", "ADVANCE", "SCALARS", "REDUCTION"), _COMPILED[key], strict=True))
 
 
 # measured with an empty NUMBA_CACHE_DIR on a 2-core machine (docs/benchmarks.md)
 COMPILE_ESTIMATE = "about 2 s"
 
 
-def cell(spec: AlgorithmSpec, stored: tuple[bool, ...]) -> tuple[Any, Any]:
-    """The (serial, parallel) numba entry points of ``spec`` storing the slots ``stored``:
+def cell(
+    spec: AlgorithmSpec, stored: tuple[bool, ...], mode: int = NO_REDUCTION
+) -> tuple[Any, Any]:
+    """The (serial, parallel) numba entry points of ``spec`` storing the slots ``stored``,
+    with the pass before the update that ``mode`` says (the spec's ``reduction_mode``):
     generated and imported on first use, compiled (or loaded from numba's cache) at their
     first call."""
-    function, code = _numba_codegen.identifier(spec), _numba_codegen.cell_code(stored)
+    function = _numba_codegen.identifier(spec)
+    code = _numba_codegen.cell_code(stored) + (f"r{mode}" if mode != NO_REDUCTION else "")
     digest = _numba_codegen.sources_hash(spec)
-    source = _CELL_SOURCE.format(
+    template = _CELL_SOURCE if mode == NO_REDUCTION else _REDUCING_CELL_SOURCE
+    source = template.format(
         name=spec.name, cell=code, digest=digest, function=function,
         has_aux=spec.scalar_state is not None, stores=", ".join(map(str, stored)),
+        cautious=mode == CAUTIOUS_COUNT,
     )  # fmt: skip
-    namespace = {"_jit": _jit, "_jit_parallel": _jit_parallel, "_chunks": _chunks}
+    namespace = {
+        "_jit": _jit, "_jit_parallel": _jit_parallel, "_chunks": _chunks, "np": np,
+        "_chunks_reducing": _chunks_reducing, "_parallel": _parallel,
+        "_parallel_totals": _parallel_totals, "_partial_sums": _partial_sums,
+        "_advance_all": _advance_all,
+    }  # fmt: skip
     module = _numba_codegen.load(
         f"loops_{function}_{code}_{digest[:16]}",
         source,
-        lambda: {**namespace, "_parallel": _parallel, **spec_functions(spec)},
+        lambda: {**namespace, **spec_functions(spec)},
     )
     entry_points = (
         getattr(module, f"{function}_chunks_{code}"),
@@ -236,7 +424,10 @@ def loops(spec: AlgorithmSpec) -> Loops:
         key = flags.tobytes()
         found = by_flags.get(key)
         if found is None:
-            found = by_flags[key] = cell(spec, _numba_codegen.stored_slots(spec, flags))
+            cautious = flags.size > CAUTIOUS_FLAG and bool(flags[CAUTIOUS_FLAG])
+            found = by_flags[key] = cell(
+                spec, _numba_codegen.stored_slots(spec, flags), spec.reduction_mode(cautious)
+            )
         return found
 
     def serial(chunks, addresses, like, hyper, bias, flags, advance) -> None:
@@ -323,7 +514,9 @@ def dispatching(spec: AlgorithmSpec) -> Any:
         made: dict[str, Any] = {"_jit": _jit}
         for stored in _numba_codegen.cells(spec):
             code = _numba_codegen.cell_code(stored)
-            made[f"CHUNKS_{code}"], made[f"PARALLEL_{code}"] = cell(spec, stored)
+            made[f"CHUNKS_{code}"], made[f"PARALLEL_{code}"] = cell(
+                spec, stored, spec.reduction_mode(False)
+            )
         return made
 
     return _numba_codegen.load(f"dispatch_{function}_{digest[:16]}", source, namespace)

@@ -62,7 +62,7 @@ from ._numba_bits import (
     random_bits,
 )
 from ._numba_cpu import _OPTIONS, _float64_cell, _view
-from ._numba_driver import _advance, _tensor_table, spec_functions
+from ._numba_driver import _advance, _row, _tensor_table, spec_functions
 
 _numba_cache.install()
 _jit = numba.njit(**_OPTIONS)
@@ -175,7 +175,7 @@ def _blocks(
     for c in range(chunks.shape[0]):
         t, first, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         n, row, seed = numels[t], addresses[t], seeds[t]
-        k = (table[t, 0], table[t, 1], table[t, 2], table[t, 3])
+        k = _row(table, t)
         p32, g32 = _view(row[P], 0, n, _F32), _view(row[G], 0, n, _F32)
         p16, g16 = _view(row[P], 0, n, _U16), _view(row[G], 0, n, _U16)
         comp = _view(row[KAHAN], 0, n, _U16)
@@ -212,7 +212,7 @@ def _blocks(
                     s0, s1 = f16_load(half0b[j]), f16_load(half1b[j])
                 else:
                     s0, s1 = bf16_load(half0b[j]), bf16_load(half1b[j])
-                new_p, x0, x1, _ = element(p, g, s0, s1, g, h, k, f)
+                new_p, x0, x1, _, _, _, _ = element(p, g, s0, s1, g, h, k, f)
                 if param_mode == PARAM_FLOAT32:
                     p32b[j] = new_p
                 elif param_mode == PARAM_NEAREST:

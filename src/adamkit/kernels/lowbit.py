@@ -26,13 +26,13 @@ import torch
 from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
-from ..algorithms._spec import FLAG_WIDTH
+from ..algorithms._spec import CAUTIOUS_FLAG, FLAG_WIDTH, NO_REDUCTION
 from ..algorithms.state_formats import ABSMAX_SUFFIX, BLOCK, KAHAN_KEY, SLOT_KINDS
 from . import _batching, wrappers
 from ._batching import SPLIT_MIN_ELEMENTS, Threads, chunk_tables, typed
 from .lowbit_torch import step_tensor
 from .registry import choose_backend, get_default, triton_opted_in
-from .spec_kernels import hyper_key, padded_scalars
+from .spec_kernels import cautious, hyper_key, padded_scalars
 
 
 def step(
@@ -59,8 +59,8 @@ def step(
     padded = padded_scalars(spec.name, torch.float32, hyper_key(spec, group))
     scalars = (padded.hyper, padded.bias, padded.flags)
     rest = list(range(len(params)))
-    if fused and fuses(spec):
-        rest = []
+    if fused and fuses(spec) and spec.reduction_mode(padded.flags[CAUTIOUS_FLAG]) == NO_REDUCTION:
+        rest = []  # (a pass before the update, cautious masking included: the torch ops)
         by_device: dict[str, list[int]] = {}
         for i, p in enumerate(params):
             by_device.setdefault(p.device.type, []).append(i)
@@ -302,6 +302,8 @@ def half_in_place(
     else:
         return []
     if torch.compiler.is_compiling() or not fuses(spec):  # nothing below for Dynamo to trace
+        return []
+    if spec.reduction_mode(cautious(group)) != NO_REDUCTION:  # the fp32 loops on copies
         return []
     backend = choose_backend(
         foreach=group.get("foreach"), fused=group.get("fused"),

@@ -32,8 +32,10 @@ from torch import Tensor
 from ..algorithms import SPECS, AlgorithmSpec, GroupScalars
 from ..algorithms._spec import BIAS_WIDTH, FLAG_WIDTH, HYPER_WIDTH, recompiled
 from ..algorithms._torch_ops import torch_compiled
+from . import _whole_tensor
 from .lowbit import checked_local, stepped_in_rounds
 from .lowbit_torch import update_and_store
+from .spec_kernels import cautious
 
 _U32 = 0xFFFFFFFF
 
@@ -84,10 +86,10 @@ class _Functions:
     """A spec's functions with torch ops: what the traced step calls."""
 
     def __init__(self, spec: AlgorithmSpec) -> None:
-        self.element = torch_compiled(spec.element)
         self.advance = torch_compiled(spec.advance)
         self.tensor_scalars = torch_compiled(spec.tensor_scalars)
         self.group_scalars = _tensor_group_scalars(spec)
+        _whole_tensor.prepare(spec)
 
 
 # Built at import, outside any trace: a plain dict lookup in the trace.
@@ -110,7 +112,9 @@ def group_scalars(spec: AlgorithmSpec, group: dict[str, Any], device: torch.devi
     return GroupScalars(
         s.hyper + (0.0,) * (HYPER_WIDTH - len(s.hyper)),
         s.bias + (0.0,) * (BIAS_WIDTH - len(s.bias)),
-        tuple(bool(f) for f in s.flags) + (False,) * (FLAG_WIDTH - len(s.flags)),
+        tuple(bool(f) for f in s.flags)
+        + (False,) * (FLAG_WIDTH - len(s.flags))
+        + (cautious(group),),
     )
 
 
@@ -170,7 +174,7 @@ def step_tensor(
     aux64 = aux.to(torch.float64) if isinstance(aux, Tensor) else aux
     k = _rounded(_Float32(p.device), *functions.tensor_scalars(step, aux64, bias))
     update_and_store(
-        spec.tensor_state, functions.element, p, g, state, (hyper, k, flags),
+        spec.tensor_state, _whole_tensor.stepper(spec, flags), p, g, state, (hyper, k, flags),
         precision=precision, param_rounding=param_rounding,
         seed=seed_tensor(step, p.numel(), stream).to(p.device),
     )  # fmt: skip

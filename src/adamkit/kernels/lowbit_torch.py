@@ -11,7 +11,6 @@ kernels (:mod:`adamkit.kernels._numba_lowbit`) make none beyond a block.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +18,6 @@ import torch
 from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
-from ..algorithms._torch_ops import torch_compiled
 from ..algorithms.state_formats import (
     ABSMAX_SUFFIX,
     BLOCK,
@@ -39,6 +37,7 @@ from ..algorithms.state_formats import (
     TOP,
     tensor_seed,
 )
+from . import _whole_tensor
 from .wrappers import dtensor_like, to_local
 
 _U32 = 0xFFFFFFFF
@@ -165,11 +164,6 @@ def to_float16_stochastic(x: Tensor, noise: Tensor) -> Tensor:
     return torch.where(exact, nearest, out)
 
 
-@functools.lru_cache(maxsize=16)
-def _torch_element(spec: AlgorithmSpec) -> Any:
-    return torch_compiled(spec.element)
-
-
 def step_tensor(
     spec: AlgorithmSpec,
     p: Tensor,
@@ -197,7 +191,7 @@ def step_tensor(
         float(torch.tensor(v, dtype=torch.float32)) for v in spec.tensor_scalars(step, aux, bias)
     )
     update_and_store(
-        spec.tensor_state, _torch_element(spec), p, g, state, (hyper, k, flags),
+        spec.tensor_state, _whole_tensor.stepper(spec, flags), p, g, state, (hyper, k, flags),
         precision=precision, param_rounding=param_rounding,
         seed=tensor_seed(step, p.numel(), stream),
     )  # fmt: skip
@@ -208,7 +202,7 @@ def step_tensor(
 
 def update_and_store(
     slot_keys: tuple[str, ...],
-    element: Any,
+    update: Any,
     p: Tensor,
     g: Tensor,
     state: dict[str, Any],
@@ -218,10 +212,11 @@ def update_and_store(
     param_rounding: str,
     seed: int | Tensor,
 ) -> None:
-    """The element update of one tensor in float32 (``scalars``: the group's hyper, the
-    tensor's k, the flags), then the param and the slots stored in their formats, stochastic
-    rounding drawing from ``seed`` (an int, or a 0-d tensor under torch.compile). Everything
-    is computed before anything is written; the counters are the caller's."""
+    """``update`` (:func:`adamkit.kernels._whole_tensor.stepper`) of one tensor in float32
+    (``scalars``: the group's hyper, the tensor's k, the flags), then the param and the slots
+    stored in their formats, stochastic rounding drawing from ``seed`` (an int, or a 0-d
+    tensor under torch.compile). Everything is computed before anything is written; the
+    counters are the caller's."""
     p32 = p.detach().to(torch.float32)
     if KAHAN_KEY in state:
         p32 = p32 + state[KAHAN_KEY].to(torch.float32)
@@ -229,7 +224,7 @@ def update_and_store(
     keys = [key for key in slot_keys if key in state]  # AMSGrad's max only with it
     slots = [load(state, key, precision) if key in state else g32 for key in slot_keys]
     slots += [g32] * (3 - len(slots))
-    new_p, *new_slots = element(p32, g32, *slots, *scalars)
+    new_p, *new_slots = update(p32, g32, slots, *scalars)
     low = precision in ("8bit", "bf16")  # both round the moments stochastically
     noise = random_bits(seed, p.numel(), p.device).view(p.shape) if low else None
     stores: dict[str, Tensor] = {}

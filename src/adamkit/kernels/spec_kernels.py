@@ -19,7 +19,7 @@ and ``scalar_state`` an empty list when the spec has none; ``group`` is the para
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..algorithms import SPECS, AlgorithmSpec, GroupScalars
 from ..algorithms._spec import BIAS_WIDTH, FLAG_WIDTH, HYPER_WIDTH, TENSOR_SLOTS, rounded
-from ..algorithms._torch_ops import torch_compiled
+from . import _whole_tensor
 from ._batching import (
     COUNTER,
     FLOAT32_SCALAR,
@@ -50,10 +50,14 @@ def torch_order(spec: AlgorithmSpec, *, foreach: bool) -> Kernel:
     """The for-loop (``foreach=False``) or foreach kernel: torch's functional update."""
     if spec.torch_functional is None:
         return elementwise_torch(spec)
+    # torch's functional updates know no cautious masking: such a group takes the torch ops
+    with_options = elementwise_torch(spec) if spec.cautious else None
 
     def kernel(
         params: Sequence[Tensor], grads: Sequence[Tensor], *lists: Any, group: dict[str, Any],
     ) -> None:  # fmt: skip
+        if with_options is not None and cautious(group):
+            return with_options(params, grads, *lists, group=group)
         *states, steps, scalar_state = lists
         capturable = bool(group.get("capturable", False))
         differentiable = bool(group.get("differentiable", False))
@@ -91,7 +95,6 @@ def elementwise_torch(spec: AlgorithmSpec) -> Kernel:
     the host, then its element on the whole tensor with torch ops (the same code the fused
     kernels compile, with the same scalars rounded to the data's dtype), then the param and
     the stored slots copied back. It serves ``foreach=True`` too."""
-    element = torch_compiled(spec.element)
     stand_ins = TENSOR_SLOTS - len(spec.tensor_state)
 
     def kernel(
@@ -99,6 +102,7 @@ def elementwise_torch(spec: AlgorithmSpec) -> Kernel:
     ) -> None:  # fmt: skip
         *states, steps, scalar_state = lists
         key = hyper_key(spec, group)
+        mode = spec.reduction_mode(cautious(group))
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             slots = [s[i] if len(s) else None for s in states]
             p, g, *slots = (
@@ -113,7 +117,9 @@ def elementwise_torch(spec: AlgorithmSpec) -> Kernel:
             k = spec.tensor_scalars(step, aux, scalars.bias)
             k = rounded(np.dtype(NUMPY_DTYPES[p.dtype]), *k)  # as the fused kernels' table
             inputs = [g if s is None else s for s in slots] + [g] * stand_ins
-            new_p, *new_slots = element(p, g, *inputs, scalars.hyper, k, scalars.flags)
+            new_p, *new_slots = _whole_tensor.step(
+                spec, p, g, inputs, scalars.hyper, k, scalars.flags, mode
+            )
             p.copy_(new_p)
             for slot, value in zip(slots, new_slots, strict=False):
                 if slot is not None:
@@ -131,12 +137,21 @@ def elementwise_torch(spec: AlgorithmSpec) -> Kernel:
 def padded_scalars(spec_name: str, dtype: torch.dtype, key: tuple[Any, ...]) -> GroupScalars:
     """A group's scalars (the spec's ``group_scalars`` for ``dtype``), padded to the drivers'
     widths; cached by the group's hyperparameters (:func:`hyper_key`)."""
-    s = SPECS[spec_name].group_scalars(dict(key), np.dtype(NUMPY_DTYPES[dtype]))
+    group = dict(key)
+    s = SPECS[spec_name].group_scalars(group, np.dtype(NUMPY_DTYPES[dtype]))
     return GroupScalars(
         s.hyper + (0.0,) * (HYPER_WIDTH - len(s.hyper)),
         s.bias + (0.0,) * (BIAS_WIDTH - len(s.bias)),
-        tuple(bool(f) for f in s.flags) + (False,) * (FLAG_WIDTH - len(s.flags)),
+        # the spec's flags, then the engine's (at CAUTIOUS_FLAG)
+        tuple(bool(f) for f in s.flags)
+        + (False,) * (FLAG_WIDTH - len(s.flags))
+        + (cautious(group),),
     )
+
+
+def cautious(group: Mapping[str, Any]) -> bool:
+    """Whether ``group`` asks for cautious masking (a group key only where it was given)."""
+    return bool(group.get("cautious", False))
 
 
 @functools.lru_cache(maxsize=256)
@@ -178,6 +193,8 @@ def hyper_key_and_narrow(
             value = tuple(items)
         key.append((h.name, value))
     key.append(("maximize", bool(group.get("maximize", False))))
+    if spec.cautious:
+        key.append(("cautious", cautious(group)))
     key.extend((name, group[name]) for name, _ in spec.group_state)  # (advanced every step)
     return tuple(key), narrow
 

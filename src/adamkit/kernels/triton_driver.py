@@ -24,7 +24,14 @@ import triton.language as tl
 from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
-from ..algorithms._spec import TENSOR_SLOTS, recompiled
+from ..algorithms._spec import (
+    CAUTIOUS_FLAG,
+    MASK_FLOOR,
+    NO_REDUCTION,
+    SPEC_REDUCTION,
+    TENSOR_SLOTS,
+    recompiled,
+)
 from ..algorithms._torch_ops import torch_compiled
 from . import _triton_tables as tables
 from . import spec_kernels, wrappers
@@ -79,14 +86,23 @@ def compiled(function: Callable[..., Any]) -> Any:
 
 
 @triton.jit
+def _no_reduction(g, s0, s1, s2, h, k, f):
+    return g
+
+
+@triton.jit
 def _spec_kernel(
     block_tensor, block_start, numels, p_addr, g_addr, s0_addr, s1_addr, s2_addr, hyper,
-    per_tensor, grad_scale, found_inf,
+    per_tensor, grad_scale, found_inf, partial,
     P: tl.constexpr, G: tl.constexpr, S: tl.constexpr, C: tl.constexpr,
     ELEMENT: tl.constexpr, F0: tl.constexpr, F1: tl.constexpr, F2: tl.constexpr,
     F3: tl.constexpr, STORE0: tl.constexpr, STORE1: tl.constexpr, STORE2: tl.constexpr,
     HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, B: tl.constexpr,
+    REDUCTION: tl.constexpr, MODE: tl.constexpr, REDUCING: tl.constexpr,
 ):  # fmt: skip
+    """One block's update; or, with ``REDUCING``, its share of the pass before the update
+    (``MODE``: the spec's reduction or the cautious mask's count), summed into
+    ``partial[block]`` with nothing stored."""
     pid = tl.program_id(0)
     t = tl.load(block_tensor + pid)
     offs = tl.load(block_start + pid) + tl.arange(0, B)
@@ -100,8 +116,9 @@ def _spec_kernel(
         tl.load(hyper + 6).to(C), tl.load(hyper + 7).to(C),
     )  # fmt: skip
     k = (
-        tl.load(per_tensor + 4 * t).to(C), tl.load(per_tensor + 4 * t + 1).to(C),
-        tl.load(per_tensor + 4 * t + 2).to(C), tl.load(per_tensor + 4 * t + 3).to(C),
+        tl.load(per_tensor + 6 * t).to(C), tl.load(per_tensor + 6 * t + 1).to(C),
+        tl.load(per_tensor + 6 * t + 2).to(C), tl.load(per_tensor + 6 * t + 3).to(C),
+        tl.load(per_tensor + 6 * t + 4).to(C), tl.load(per_tensor + 6 * t + 5).to(C),
     )  # fmt: skip
     p_ptr = tl.load(p_addr + t).to(tl.pointer_type(P))
     s0_ptr = tl.load(s0_addr + t).to(tl.pointer_type(S))
@@ -114,14 +131,24 @@ def _spec_kernel(
     s0 = tl.load(s0_ptr + offs, mask=mask).to(C)
     s1 = tl.load(s1_ptr + offs, mask=mask).to(C)
     s2 = tl.load(s2_ptr + offs, mask=mask).to(C)
-    p, s0, s1, s2 = ELEMENT(p, g, s0, s1, s2, h, k, (F0, F1, F2, F3))
-    if STORE0:
-        tl.store(s0_ptr + offs, s0.to(S), mask=mask)
-    if STORE1:
-        tl.store(s1_ptr + offs, s1.to(S), mask=mask)
-    if STORE2:
-        tl.store(s2_ptr + offs, s2.to(S), mask=mask)
-    tl.store(p_ptr + offs, p.to(P), mask=mask)
+    f = (F0, F1, F2, F3)
+    p, s0, s1, s2, base, u, g_seen = ELEMENT(p, g, s0, s1, s2, h, k, f)
+    if REDUCING:
+        if MODE == 1:  # the spec's reduction
+            term = REDUCTION(g_seen, s0, s1, s2, h, k, f).to(tl.float64)
+        else:  # the cautious mask
+            term = tl.where(u * g_seen > 0, 1.0, 0.0).to(tl.float64)
+        tl.store(partial + pid, tl.sum(tl.where(mask, term, 0.0), axis=0))
+    else:
+        if MODE == 2:  # cautious: k[4] = 1/max(mean(mask), floor), k[5] = 0
+            p = base - u * tl.where(u * g_seen > 0, k[4], k[5])
+        if STORE0:
+            tl.store(s0_ptr + offs, s0.to(S), mask=mask)
+        if STORE1:
+            tl.store(s1_ptr + offs, s1.to(S), mask=mask)
+        if STORE2:
+            tl.store(s2_ptr + offs, s2.to(S), mask=mask)
+        tl.store(p_ptr + offs, p.to(P), mask=mask)
 
 
 def _advance_counters(
@@ -163,6 +190,7 @@ def _advance_counters(
 def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
     """The spec's Triton kernel, with the signature of :mod:`adamkit.kernels.spec_kernels`."""
     element = compiled(spec.element)
+    reduction = _no_reduction if spec.reduction is None else compiled(spec.reduction)
     counters = (torch_compiled(spec.advance), torch_compiled(spec.tensor_scalars))
     slots = len(spec.tensor_state)
     for_loop = wrappers.half_in_float32(spec_kernels.torch_order(spec, foreach=False))
@@ -203,20 +231,54 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
             plan = tables.plan(roles, p0.device)
             hyper = tables.scalars(scalars.hyper, p0.device, c)
             dummy = tables.scalars((0.0,), p0.device, torch.float32)
-            _spec_kernel[(plan.n_blocks,)](
-                plan.block_tensor, plan.block_start, plan.numels, *plan.addresses, hyper,
-                per_tensor.to(device=p0.device, dtype=c).contiguous(),
-                dummy if grad_scale is None else grad_scale,
-                dummy if found_inf is None else found_inf,
+            mode = spec.reduction_mode(scalars.flags[CAUTIOUS_FLAG])
+            per_tensor = torch.cat([per_tensor, per_tensor.new_zeros(len(idx), 2)], dim=1)
+
+            constants = dict(
                 P=TL[roles[0][0].dtype], G=TL[roles[1][0].dtype], S=TL[roles[2][0].dtype],
                 C=TL[c], ELEMENT=element, F0=scalars.flags[0], F1=scalars.flags[1],
                 F2=scalars.flags[2], F3=scalars.flags[3], STORE0=stores[0], STORE1=stores[1],
                 STORE2=stores[2], HAS_SCALE=grad_scale is not None,
-                HAS_FOUND_INF=found_inf is not None, B=BLOCK,
+                HAS_FOUND_INF=found_inf is not None, B=BLOCK, REDUCTION=reduction, MODE=mode,
             )  # fmt: skip
+            tensors = (
+                plan.block_tensor, plan.block_start, plan.numels, *plan.addresses, hyper,
+            )  # fmt: skip
+            amp = (
+                dummy if grad_scale is None else grad_scale,
+                dummy if found_inf is None else found_inf,
+            )
+            if mode != NO_REDUCTION:  # the pass before the update: a partial sum per block
+                partial = torch.zeros(plan.n_blocks, dtype=torch.float64, device=p0.device)
+                table = per_tensor.to(device=p0.device, dtype=c).contiguous()
+                _spec_kernel[(plan.n_blocks,)](
+                    *tensors, table, *amp, partial, **constants, REDUCING=True
+                )
+                per_tensor = _finished(per_tensor, partial, plan, mode)
+            table = per_tensor.to(device=p0.device, dtype=c).contiguous()
+            _spec_kernel[(plan.n_blocks,)](
+                *tensors, table, *amp, dummy, **constants, REDUCING=False
+            )
 
     run.__name__ = f"{spec.name}_triton"
     return run
+
+
+def _finished(per_tensor: Tensor, partial: Tensor, plan: Any, mode: int) -> Tensor:
+    """The per-tensor table with a reduction's columns, from each block's partial sum: the
+    sum and count for the spec's element, or the cautious scale and a 0 (as the numba
+    driver's ``_finish``), computed where the tensors live (no host synchronisation)."""
+    totals = torch.zeros(len(per_tensor), dtype=torch.float64, device=partial.device)
+    totals.index_add_(0, plan.block_tensor.to(torch.int64), partial)
+    counts = plan.numels.to(torch.float64)
+    per_tensor = per_tensor.to(partial.device).clone()
+    if mode == SPEC_REDUCTION:
+        per_tensor[:, 4], per_tensor[:, 5] = totals, counts
+    else:
+        mean = totals / counts.clamp(min=1)
+        per_tensor[:, 4] = torch.where(counts > 0, 1.0 / mean.clamp(min=MASK_FLOOR), 1.0)
+        per_tensor[:, 5] = 0.0
+    return per_tensor
 
 
 def _group_scalars(spec: AlgorithmSpec, group: dict[str, Any], dtype: torch.dtype):

@@ -23,6 +23,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
+from ..algorithms._spec import TENSOR_WIDTH
 from ..algorithms.state_formats import (
     ABSMAX_SUFFIX,
     BLOCK,
@@ -136,8 +137,9 @@ def _lowbit_kernel(
         tl.load(hyper + 4), tl.load(hyper + 5), tl.load(hyper + 6), tl.load(hyper + 7),
     )  # fmt: skip
     k = (
-        tl.load(per_tensor + 4 * t), tl.load(per_tensor + 4 * t + 1),
-        tl.load(per_tensor + 4 * t + 2), tl.load(per_tensor + 4 * t + 3),
+        tl.load(per_tensor + 6 * t), tl.load(per_tensor + 6 * t + 1),
+        tl.load(per_tensor + 6 * t + 2), tl.load(per_tensor + 6 * t + 3),
+        tl.load(per_tensor + 6 * t + 4), tl.load(per_tensor + 6 * t + 5),
     )  # fmt: skip
     if PARAM == 0:
         p_ptr = tl.load(p_addr + t).to(tl.pointer_type(tl.float32))
@@ -169,7 +171,7 @@ def _lowbit_kernel(
         s0 = _bf16_load(tl.load(h0_ptr + offs, mask=mask, other=0))
         s1 = _bf16_load(tl.load(h1_ptr + offs, mask=mask, other=0))
     # F2 is Adam's AMSGrad: with it there is a third slot, and the torch-ops path runs.
-    new_p, x0, x1, _ = ELEMENT(p, g, s0, s1, g, h, k, (F0, F1, False, F3))
+    new_p, x0, x1, _, _, _, _ = ELEMENT(p, g, s0, s1, g, h, k, (F0, F1, False, F3))
     if PARAM == 0:
         tl.store(p_ptr + offs, new_p, mask=mask)
     elif PARAM == 1:
@@ -249,7 +251,8 @@ def _launch(spec, params, grads, states, streams, scalars, q8: bool, mode: int, 
         old = float(state[aux_key]) if aux_key else 0.0
         step, aux = spec.advance(float(state["step"]), old, bias)
         counters.append((step, aux))
-        per_tensor.append([float(v) for v in spec.tensor_scalars(step, aux, bias)])
+        k = [float(v) for v in spec.tensor_scalars(step, aux, bias)][:4]
+        per_tensor.append(k + [0.0] * (TENSOR_WIDTH - len(k)))  # (no reduction here)
         seeds.append(tensor_seed(step, p.numel(), stream))
     numels = [p.numel() for p in params]
     block_counts = [-(-n // BLOCK) for n in numels]

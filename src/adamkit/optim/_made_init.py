@@ -65,6 +65,8 @@ def signature(spec: AlgorithmSpec) -> inspect.Signature:
     parameters = list(torch_signature.parameters.values())
     names = {p.name for p in parameters}
     extra = {} if "fused" in names else {"fused": (None, bool | None)}
+    if spec.cautious:
+        extra["cautious"] = (False, bool)
     extra.update(ADAMKIT_OPTIONS)
     parameters += [
         inspect.Parameter(name, _KEYWORD, default=default, annotation=annotation)
@@ -90,6 +92,8 @@ def made_init(spec: AlgorithmSpec, base_init: Callable[..., None]) -> Callable[.
         low_memory += (arguments.pop("param_rounding"),)
         if not torch_has_fused and arguments["fused"] is None:
             del arguments["fused"]  # param groups stay exactly torch's
+        if not arguments.get("cautious", True):
+            del arguments["cautious"]  # (as fused: a group key only when asked for)
         base_init(self, params, arguments, on_nonfinite=on_nonfinite, low_memory=low_memory)
 
     __init__.__signature__ = made  # type: ignore[attr-defined]

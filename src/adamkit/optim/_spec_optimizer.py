@@ -88,6 +88,7 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
 
     def validate_group(self, group: dict[str, Any]) -> None:
         self.spec.check(group)
+        check.cautious(group, self.spec.cautious, type(self).__name__)
         super().validate_group(group)
 
     def _update_group(self, group: dict[str, Any], amp: dict[str, Any]) -> None:

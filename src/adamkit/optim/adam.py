@@ -92,6 +92,7 @@ class Adam(SpecOptimizer, torch.optim.Adam):
         differentiable: bool = False,
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
+        cautious: bool = False,
         on_nonfinite: str = "propagate",
         lazy_sparse: bool = False,
         state_precision: str = "fp32",
@@ -120,6 +121,8 @@ class Adam(SpecOptimizer, torch.optim.Adam):
             "fused": fused,
             "decoupled_weight_decay": decoupled_weight_decay,
         }
+        if cautious:  # a group key only when asked for: the groups stay torch's otherwise
+            defaults["cautious"] = cautious
         super().__init__(
             params, defaults, on_nonfinite=on_nonfinite,
             low_memory=(state_precision, min_8bit_size, param_rounding),
@@ -234,6 +237,7 @@ class AdamW(Adam, torch.optim.AdamW):
         capturable: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        cautious: bool = False,
         on_nonfinite: str = "propagate",
         lazy_sparse: bool = False,
         state_precision: str = "fp32",
@@ -253,6 +257,7 @@ class AdamW(Adam, torch.optim.AdamW):
             differentiable=differentiable,
             fused=fused,
             decoupled_weight_decay=True,
+            cautious=cautious,
             on_nonfinite=on_nonfinite,
             lazy_sparse=lazy_sparse,
             state_precision=state_precision,
