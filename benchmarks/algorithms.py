@@ -1,13 +1,14 @@
-"""SGD (momentum), RMSprop, Adam/AdamW, NAdam/RAdam/Adamax, Lion, AdEMAMix and Schedule-Free
-AdamW steps: adamkit vs torch.optim (the last three, which torch lacks, vs their peers: Lion vs
-lion-pytorch and timm, AdEMAMix vs bitsandbytes and pytorch_optimizer, Schedule-Free vs
-schedulefree), interleaved.
+"""SGD (momentum), RMSprop, Adam/AdamW, NAdam/RAdam/Adamax, Lion, AdEMAMix, Schedule-Free
+AdamW, StableAdamW, ADOPT and cautious AdamW steps: adamkit vs torch.optim (those torch lacks
+vs their peers: Lion vs lion-pytorch and timm, AdEMAMix vs bitsandbytes and pytorch_optimizer,
+Schedule-Free vs schedulefree, StableAdamW vs torch-optimi, ADOPT vs the authors' and timm,
+cautious AdamW vs timm's ``caution=True``), interleaved.
 
 ``adamkit bench`` times Adam, whose targets the fused CPU kernels were built for; this
 script checks the other algorithms' fused kernels on the same workloads ((b) the 145-tensor
 transformer, (c) the 4-tensor MLP), and every algorithm on (d) 10,000 one-element tensors,
 where only the per-tensor cost counts. Prints a table and writes JSON. "torch" in the columns
-means the algorithm's peer: torch.optim's class, or for Lion and AdEMAMix the fastest of the
+means the algorithm's peer: torch.optim's class, or for those torch lacks the fastest of the
 peers found installed (``requirements-peers.txt``).
 
     .venv/bin/python benchmarks/algorithms.py [--rounds 9] [--json algorithms.json]
@@ -33,7 +34,10 @@ from adamkit.bench import _memory_limit_step, interleaved, mean_seconds, workloa
 WORKLOADS = ["c-tiny-mlp-50k", "b-transformer-54M", "d-10k-one-element"]
 # Algorithms that move Adam's bytes (read p, g and two state tensors, write p and the two):
 # their ceiling is the memory-limit loop of ``adamkit bench`` (Schedule-Free's z and v too).
-TWO_STATE_SLOTS = {"Adam", "AdamW", "NAdam", "RAdam", "Adamax", "ScheduleFreeAdamW"}
+TWO_STATE_SLOTS = {
+    "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "ScheduleFreeAdamW", "StableAdamW", "ADOPT",
+    "cautious AdamW",
+}  # fmt: skip
 ALGORITHMS = {
     # name: (adamkit class, torch class, hyperparameters, torch has a fused kernel)
     "SGD momentum": (adamkit.SGD, torch.optim.SGD, {"lr": 0.01, "momentum": 0.9}, True),
@@ -48,6 +52,9 @@ ALGORITHMS = {
     "Lion": (adamkit.Lion, None, {"lr": 1e-4}, False),
     "AdEMAMix": (adamkit.AdEMAMix, None, {}, False),
     "ScheduleFreeAdamW": (adamkit.ScheduleFreeAdamW, None, {}, False),
+    "StableAdamW": (adamkit.StableAdamW, None, {"lr": 1e-3}, False),
+    "ADOPT": (adamkit.ADOPT, None, {}, False),
+    "cautious AdamW": (adamkit.AdamW, None, {"cautious": True}, False),
 }
 
 
@@ -118,8 +125,54 @@ def _schedule_free_peers(hyper: dict) -> dict:
     }
 
 
+def _stable_adamw_peers(hyper: dict) -> dict:
+    """torch-optimi's StableAdamW (for-loop and foreach; its triton path needs CUDA)."""
+    try:
+        from optimi import StableAdamW
+    except ImportError:
+        return {}
+    return {
+        "optimi": lambda ps: StableAdamW(ps, **hyper, foreach=False),
+        "optimi foreach": lambda ps: StableAdamW(ps, **hyper, foreach=True),
+    }
+
+
+def _adopt_peers(hyper: dict) -> dict:
+    """The authors' ADOPT (for-loop and foreach) and timm's Adopt at the authors' clip."""
+    makers = {}
+    try:
+        from adopt import ADOPT
+
+        makers["authors"] = lambda ps: ADOPT(ps, **hyper, foreach=False)
+        makers["authors foreach"] = lambda ps: ADOPT(ps, **hyper, foreach=True)
+    except ImportError:
+        pass
+    try:
+        timm_adopt = _timm_module("adopt").Adopt
+        makers["timm"] = lambda ps: timm_adopt(ps, **hyper, clip_exp=0.25, foreach=False)
+        makers["timm foreach"] = lambda ps: timm_adopt(ps, **hyper, clip_exp=0.25, foreach=True)
+    except ImportError:
+        pass
+    return makers
+
+
+def _cautious_adamw_peers(hyper: dict) -> dict:
+    """timm's AdamW with ``caution=True`` (for-loop and foreach): its ``cadamw``."""
+    try:
+        timm_adamw = _timm_module("adamw").AdamWLegacy
+    except ImportError:
+        return {}
+    return {
+        "timm": lambda ps: timm_adamw(ps, caution=True, foreach=False),
+        "timm foreach": lambda ps: timm_adamw(ps, caution=True, foreach=True),
+    }
+
+
 # The peers of each algorithm torch.optim lacks.
 PEERS = {
+    "StableAdamW": _stable_adamw_peers,
+    "ADOPT": _adopt_peers,
+    "cautious AdamW": _cautious_adamw_peers,
     "Lion": _lion_peers,
     "AdEMAMix": _ademamix_peers,
     "ScheduleFreeAdamW": _schedule_free_peers,

@@ -6,6 +6,7 @@ and lists the configurations that torch's own tests exercise.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -19,12 +20,14 @@ import adamkit
 from adamkit.reference import adam as ref_adam
 from adamkit.reference import adamax as ref_adamax
 from adamkit.reference import ademamix as ref_ademamix
+from adamkit.reference import adopt as ref_adopt
 from adamkit.reference import lion as ref_lion
 from adamkit.reference import nadam as ref_nadam
 from adamkit.reference import radam as ref_radam
 from adamkit.reference import rmsprop as ref_rmsprop
 from adamkit.reference import schedule_free as ref_schedule_free
 from adamkit.reference import sgd as ref_sgd
+from adamkit.reference import stable_adamw as ref_stable_adamw
 
 
 @dataclass
@@ -48,6 +51,8 @@ class Spec:
     state_bitwise: bool = True
     # The low-memory precisions it takes (Schedule-Free refuses 8-bit: z is the iterate).
     low_memory: tuple[str, ...] = ("bf16", "8bit")
+    # Calls that only fill the state and leave the params (ADOPT's first call sets v alone).
+    filling_calls: int = 0
 
     def config_ids(self) -> list[str]:
         return [f"{self.name}-{describe(c)}" for c in self.configs]
@@ -60,6 +65,8 @@ def describe(config: dict[str, Any]) -> str:
     for k, v in config.items():
         if isinstance(v, torch.Tensor):
             v = f"tensor({v.item():g})"
+        elif callable(v):
+            v = v.__name__
         parts.append(f"{k}={v}")
     return ",".join(parts)
 
@@ -345,6 +352,161 @@ class PeerScheduleFreeAdamW(torch.optim.Optimizer):
             group["k"] = k + 1
 
 
+def _stable_adamw_hyper(c: dict[str, Any]) -> ref_stable_adamw.StableAdamWHyper:
+    beta1, beta2 = _betas({"betas": (0.9, 0.99), **c})
+    return ref_stable_adamw.StableAdamWHyper(
+        lr=_f(c["lr"]),
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=c.get("weight_decay", 1e-2),
+        eps=c.get("eps", 1e-6),
+        decouple_lr=c.get("decouple_lr", False),
+        max_lr=c.get("max_lr"),
+        maximize=c.get("maximize", False),
+    )
+
+
+class PeerStableAdamW(torch.optim.Optimizer):
+    """torch-optimi's ``StableAdamW`` update (debiased betas, the per-tensor RMS of g²/max(v̂,
+    ε²) with the updated v̂, the lr divided by max(1, rms), decay with the clipped lr) with
+    adamkit's keys (``betas``, a per-param step, torch's ``maximize``), spelled in the order
+    adamkit's torch-ops kernel rounds: the RMS's sum in float64 rounded to the data's dtype,
+    the debiased betas rounded to it, and complex params as pairs of reals. optimi itself is
+    compared with the NumPy reference in tests/reference/test_variants_vs_peers.py."""
+
+    def __init__(
+        self, params: Any, lr: Any, betas: Any = (0.9, 0.99), weight_decay: float = 1e-2,
+        eps: float = 1e-6, decouple_lr: bool = False, max_lr: float | None = None, *,
+        maximize: bool = False, foreach: bool | None = None, fused: bool | None = None,
+    ) -> None:  # fmt: skip
+        defaults = dict(
+            lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, decouple_lr=decouple_lr,
+            max_lr=max_lr, maximize=maximize, foreach=foreach,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            lr, wd, eps = _f(group["lr"]), group["weight_decay"], group["eps"]
+            beta1, beta2 = (_f(b) for b in group["betas"])
+            max_lr = lr if group["max_lr"] is None else group["max_lr"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    for key in ("exp_avg", "exp_avg_sq"):
+                        state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                t = float(state["step"])
+                real = (lambda x: torch.view_as_real(x)) if p.is_complex() else (lambda x: x)
+                phi, g = real(p), real(p.grad)
+                m, v = real(state["exp_avg"]), real(state["exp_avg_sq"])
+                dtype = phi.dtype
+                if group["maximize"]:
+                    g = -g
+
+                def rounded(x: float, dtype: torch.dtype = dtype) -> float:
+                    return float(torch.tensor(x, dtype=dtype))
+
+                b1 = (beta1**t - beta1) / (beta1**t - 1.0)
+                b2 = (beta2**t - beta2) / (beta2**t - 1.0)
+                m.lerp_(g, rounded(1.0 - b1))
+                v.mul_(rounded(b2)).add_(rounded(1.0 - b2) * g * g)
+                eps_sq = torch.tensor(rounded(eps**2), dtype=dtype)
+                ratio = g * g / torch.maximum(v, eps_sq)
+                total = ratio.sum(dtype=torch.float64).to(dtype)
+                n = torch.tensor(float(max(g.numel(), 1)), dtype=dtype)
+                rms = torch.sqrt(total / n)
+                one = torch.ones((), dtype=dtype)
+                # a Python float over a tensor, as the torch-ops element divides (torch's
+                # __rtruediv__ multiplies by the reciprocal: an ulp from a true division)
+                lr_t = rounded(lr) / torch.where(rms > one, rms, one)
+                scale = lr_t / torch.tensor(max_lr, dtype=dtype) if group["decouple_lr"] else lr_t
+                phi.mul_(one - scale * torch.tensor(wd, dtype=dtype))
+                phi.sub_(lr_t * (m / (v.sqrt() + torch.tensor(eps, dtype=dtype))))
+
+
+def _adopt_hyper(c: dict[str, Any]) -> ref_adopt.ADOPTHyper:
+    beta1, beta2 = _betas({"betas": (0.9, 0.9999), **c})
+    return ref_adopt.ADOPTHyper(
+        lr=_f(c.get("lr", 1e-3)),
+        beta1=beta1,
+        beta2=beta2,
+        eps=c.get("eps", 1e-6),
+        clip_lambda=c.get("clip_lambda", ref_adopt.default_clip),
+        weight_decay=c.get("weight_decay", 0.0),
+        decouple=c.get("decouple", False),
+        maximize=c.get("maximize", False),
+    )
+
+
+def _cube_root_clip(step: float) -> float:
+    """timm's default clip exponent, as a clip_lambda the host evaluates."""
+    return step ** (1 / 3)
+
+
+class PeerADOPT(torch.optim.Optimizer):
+    """The authors' ``ADOPT`` (iShohei220/adopt, its for-loop: the first call sets v = g²
+    only; then g/max(√v, ε) clipped at clip_lambda(s), m by ``lerp``, φ - α·m, v last) with
+    adamkit's group keys (``clip_lambda`` on the optimizer, as the authors keep it) and torch's
+    ``maximize``, spelled in the order adamkit's torch-ops kernel rounds (the decoupled decay
+    as φ - φ·(αλ) and the step as φ - α·m: the authors' ``add_(alpha=)`` is a fused
+    multiply-add on the CPU), complex params as pairs of reals. The authors' class itself is
+    compared with the NumPy reference in tests/reference/test_variants_vs_peers.py."""
+
+    def __init__(
+        self, params: Any, lr: Any = 1e-3, betas: Any = (0.9, 0.9999), eps: float = 1e-6,
+        clip_lambda: Any = ref_adopt.default_clip, weight_decay: float = 0.0,
+        decouple: bool = False, *, maximize: bool = False, foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:  # fmt: skip
+        self.clip_lambda = clip_lambda
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, decouple=decouple,
+            maximize=maximize, foreach=foreach,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            lr, wd, eps = _f(group["lr"]), group["weight_decay"], group["eps"]
+            beta1, beta2 = (_f(b) for b in group["betas"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    for key in ("exp_avg", "exp_avg_sq"):
+                        state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                calls_before = float(state["step"])
+                state["step"] += 1
+                real = (lambda x: torch.view_as_real(x)) if p.is_complex() else (lambda x: x)
+                phi, g = real(p), real(p.grad)
+                m, v = real(state["exp_avg"]), real(state["exp_avg_sq"])
+                if group["maximize"]:
+                    g = -g
+                if wd != 0 and not group["decouple"]:
+                    g = g + wd * phi
+                if calls_before == 0:
+                    v.copy_(g * g)
+                    continue
+                eps_t = torch.tensor(eps, dtype=phi.dtype)
+                n = g / torch.maximum(v.sqrt(), eps_t)
+                if self.clip_lambda is not None:
+                    clip = float(torch.tensor(self.clip_lambda(calls_before), dtype=phi.dtype))
+                    n = n.clamp(-clip, clip)
+                m.lerp_(n, 1 - beta1)
+                if group["decouple"]:
+                    phi.sub_(phi * (lr * wd))
+                phi.sub_(lr * m)
+                v.mul_(beta2).add_((1 - beta2) * g * g)
+
+
 ADAM_STATE = {"exp_avg": "m", "exp_avg_sq": "v", "max_exp_avg_sq": "v_max"}
 
 SPECS = [
@@ -504,6 +666,38 @@ SPECS = [
         {"z": "z", "exp_avg_sq": "v"},
         low_memory=("bf16",),
     ),
+    # Not in torch.optim: its peer is torch-optimi's update (a per-tensor RMS before the step).
+    Spec(
+        "StableAdamW",
+        adamkit.StableAdamW,
+        PeerStableAdamW,
+        [
+            {"lr": 1e-3},
+            {"lr": 0.01, "weight_decay": 0.1, "betas": (0.5, 0.8)},
+            {"lr": 0.01, "weight_decay": 0.1, "decouple_lr": True, "max_lr": 0.02},
+            {"lr": 0.05, "maximize": True, "eps": 1e-3, "weight_decay": 0.0},
+        ],
+        ref_stable_adamw,
+        _stable_adamw_hyper,
+        {"exp_avg": "m", "exp_avg_sq": "v"},
+    ),
+    # Not in torch.optim: its peer is the authors' update (the first call only sets v).
+    Spec(
+        "ADOPT",
+        adamkit.ADOPT,
+        PeerADOPT,
+        [
+            {},
+            {"lr": 0.01, "weight_decay": 0.1},
+            {"lr": 0.01, "weight_decay": 0.1, "decouple": True, "betas": (0.5, 0.8)},
+            {"maximize": True, "eps": 1e-3, "clip_lambda": None},
+            {"lr": 0.01, "clip_lambda": _cube_root_clip},
+        ],
+        ref_adopt,
+        _adopt_hyper,
+        {"exp_avg": "m", "exp_avg_sq": "v"},
+        filling_calls=1,
+    ),
 ]
 
 ALL_CONFIGS = [(spec, c) for spec in SPECS for c in spec.configs]
@@ -534,3 +728,22 @@ def to_numpy_real(t: torch.Tensor) -> np.ndarray:
     if t.is_complex():
         t = torch.view_as_real(t)
     return t.double().reshape(-1).numpy()
+
+
+def _cautious(spec: Spec) -> Spec:
+    """``spec`` with ``cautious=True`` in every configuration, its reference masking too."""
+
+    def make_hyper(c: dict[str, Any]) -> Any:
+        return dataclasses.replace(spec.make_hyper(c), cautious=bool(c.get("cautious", False)))
+
+    return dataclasses.replace(
+        spec,
+        name=f"{spec.name}-cautious",
+        configs=[{**c, "cautious": True} for c in spec.configs],
+        make_hyper=make_hyper,
+    )
+
+
+# The optimizers that take ``cautious`` (timm's masking), each configuration with it on: what
+# tests/optim/test_cautious.py and the low-memory table run (their peers do not mask).
+CAUTIOUS_SPECS = [_cautious(spec) for spec in SPECS if spec.ours.spec.cautious]

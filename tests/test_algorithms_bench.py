@@ -12,6 +12,9 @@ PEERS = {
     "Lion": {"peer lion-pytorch", "peer timm foreach"},
     "AdEMAMix": {"peer bitsandbytes", "peer pytorch_optimizer foreach"},
     "ScheduleFreeAdamW": {"peer schedulefree", "peer schedulefree foreach"},
+    "StableAdamW": {"peer optimi", "peer optimi foreach"},
+    "ADOPT": {"peer authors", "peer timm foreach"},
+    "cautious AdamW": {"peer timm", "peer timm foreach"},
 }
 
 

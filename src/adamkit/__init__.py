@@ -6,6 +6,7 @@ a NumPy reference of the equations (:mod:`adamkit.reference`) and the kernels th
 """
 
 from .optim import (
+    ADOPT,
     SGD,
     Adam,
     Adamax,
@@ -17,11 +18,13 @@ from .optim import (
     RAdam,
     RMSprop,
     ScheduleFreeAdamW,
+    StableAdamW,
     StateDictError,
 )
 
 __version__ = "0.1.0"
 __all__ = [
+    "ADOPT",
     "SGD",
     "AdEMAMix",
     "Adam",
@@ -33,6 +36,7 @@ __all__ = [
     "RAdam",
     "RMSprop",
     "ScheduleFreeAdamW",
+    "StableAdamW",
     "StateDictError",
     "__version__",
 ]

@@ -48,7 +48,7 @@ def test_spec_kernels_count_every_counter_once_in_place(backend, name, step_dtyp
     params, grads, (a, b), steps, counts = _tensors(step_dtype)
     states = [a, b, []][: len(spec.tensor_state)]
     aux = [torch.tensor(1.0) for _ in params] if spec.scalar_state else []
-    group = {**spec.defaults(), "maximize": False, "differentiable": False}
+    group = {"lr": 1e-3, **spec.defaults(), "maximize": False, "differentiable": False}
     if name == "rmsprop":
         group["centered"] = True  # its second slot, grad_avg, in use
     if backend == "triton":

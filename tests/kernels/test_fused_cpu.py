@@ -100,7 +100,7 @@ def test_nan_and_inf_propagate_like_forloop(spec):
         "RMSprop": {"momentum": 0.9},
         "Adam": {"amsgrad": True},
         "AdamW": {"amsgrad": True},
-    }.get(spec.name, {"weight_decay": 0.1})
+    }.get(spec.name, {**spec.configs[0], "weight_decay": 0.1})
     fused, o_fused = run_optimizer(spec.ours, params0, config, plan, **_fused_flag(spec))
     loop, o_loop = run_optimizer(spec.ours, params0, config, plan, foreach=False)
     for a, b in zip(fused, loop, strict=True):

@@ -151,7 +151,9 @@ def test_cells_come_from_slot_flags():
 
 def test_the_low_memory_kernel_takes_the_specs_with_two_slots_always_stored(toy_registered):
     fused = sorted(_numba_lowbit.LOOPS)
-    assert fused == ["adam", "adamax", "nadam", "radam", "schedule_free_adamw"]
+    assert fused == [
+        "adam", "adamax", "adopt", "nadam", "radam", "schedule_free_adamw", "stable_adamw"
+    ]  # fmt: skip
     assert not lowbit.fuses(SPECS["rmsprop"]) and not lowbit.fuses(TOY)
     two = dataclasses.replace(
         TOY, name="toy_two_slots", tensor_state=("exp_avg", "exp_avg_sq"), slot_flags=()

@@ -8,6 +8,8 @@ import os
 import pytest
 import torch
 
+import adamkit
+
 pytest.importorskip("triton")
 
 from adamkit.algorithms import SPEC_BUILT, SPECS
@@ -274,3 +276,20 @@ def test_spec_driver_with_grad_scaler(triton_as_fused, name):
                 assert opt.param_groups[0][key] == value, key
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_param_listed_twice_is_stepped_twice(triton_as_fused):
+    """As torch.optim does (and the other kernels): one step after the other, each reading
+    the state the first wrote, the counter moved twice."""
+    w0 = torch.randn(300, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    results = []
+    for flags in ({"fused": True}, {"foreach": False}):
+        w = torch.nn.Parameter(w0.clone().to(DEVICE))
+        opt = adamkit.AdamW([w, w], lr=0.01, **flags)
+        for t in range(3):
+            w.grad = torch.full_like(w, t + 1.0)
+            opt.step()
+        assert opt.state[w]["step"].item() == 6
+        results.append(w.detach().cpu())
+    assert triton_as_fused["adam"].grids  # the Triton kernel ran
+    torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-12)

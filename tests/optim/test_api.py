@@ -27,7 +27,7 @@ def _loss(model: torch.nn.Module, seed: int) -> torch.Tensor:
 
 
 def _train(opt_cls, model, steps=5, **kw):
-    opt = opt_cls(model.parameters(), **kw)
+    opt = opt_cls(model.parameters(), **{"lr": 1e-3, **kw})
     for t in range(steps):
         opt.zero_grad()
         _loss(model, t).backward()
@@ -68,7 +68,8 @@ def test_add_param_group_and_closure(spec):
         loss.backward()
         return loss
 
-    loss = opt.step(closure)
+    for _ in range(1 + spec.filling_calls):
+        loss = opt.step(closure)
     assert isinstance(loss, torch.Tensor) and loss.ndim == 0
     for p, b in zip(model.parameters(), before, strict=True):
         assert not torch.equal(p, b)

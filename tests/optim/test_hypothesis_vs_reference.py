@@ -70,6 +70,26 @@ def _hyper(name: str, zero_eps: bool) -> st.SearchStrategy[dict[str, Any]]:
                 "maximize": st.booleans(),
             }
         )
+    if name == "StableAdamW":
+        return st.fixed_dictionaries(
+            {
+                **common,
+                "betas": st.tuples(unit, unit),
+                "eps": st.sampled_from([1e-8, 1e-6, 1e-3]),
+                "decouple_lr": st.booleans(),
+                "maximize": st.booleans(),
+            }
+        )
+    if name == "ADOPT":
+        return st.fixed_dictionaries(
+            {
+                **common,
+                "betas": st.tuples(unit, unit),
+                "eps": st.sampled_from([1e-8, 1e-6, 1e-3]),
+                "decouple": st.booleans(),
+                "maximize": st.booleans(),
+            }
+        )
     if name == "Lion":
         return st.fixed_dictionaries(
             {**common, "betas": st.tuples(unit, unit), "maximize": st.booleans()}

@@ -77,7 +77,9 @@ def test_skip_leaves_everything_bitwise_unchanged(spec, kernel, bad, bad_index):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_raise_names_the_parameter_and_changes_nothing(spec, kernel):
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
-    opt = spec.ours(model.named_parameters(), on_nonfinite="raise", **KERNELS[kernel])
+    opt = spec.ours(
+        model.named_parameters(), on_nonfinite="raise", **spec.configs[0], **KERNELS[kernel]
+    )
     model(torch.randn(5, 3)).sum().backward()
     opt.step()
     params = list(model.parameters())

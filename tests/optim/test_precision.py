@@ -71,7 +71,7 @@ def test_half_params_follow_float32_arithmetic(spec, kernel):
 @pytest.mark.parametrize("spec", [s for s in SPECS if s.ours.spec.counted], ids=lambda s: s.name)
 def test_step_count_is_exact_past_2_to_the_24(spec):
     w = torch.zeros(3, requires_grad=True)
-    opt = spec.ours([w])
+    opt = spec.ours([w], **spec.configs[0])  # (StableAdamW's lr has no default)
     w.grad = torch.ones(3)
     opt.step()
     opt.state[w]["step"].fill_(2.0**24)
@@ -80,7 +80,7 @@ def test_step_count_is_exact_past_2_to_the_24(spec):
     assert opt.state[w]["step"].item() == 2**24 + 3  # float32 would be stuck at 2^24
     # torch.optim loads and continues from this state_dict.
     w_torch = w.detach().clone().requires_grad_()
-    theirs = spec.theirs([w_torch])
+    theirs = spec.theirs([w_torch], **spec.configs[0])
     theirs.load_state_dict(opt.state_dict())
     w_torch.grad = torch.ones(3)
     theirs.step()

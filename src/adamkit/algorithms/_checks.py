@@ -139,3 +139,12 @@ def cautious(group: Mapping[str, Any], takes_it: bool, optimizer: str) -> None:
     for option in ("differentiable", "capturable"):
         if value and group.get(option):
             raise ValueError(f"cautious=True does not combine with {option}=True")
+
+
+def optional_positive(name: str, value: Any) -> None:
+    """None, or a finite number > 0 (StableAdamW's ``max_lr``)."""
+    if value is None:
+        return
+    number = as_number(name, value)
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"Invalid {_words(name)}: {value} (a number > 0, or None)")

@@ -28,6 +28,7 @@ drivers pad each to a fixed width, so a spec's tuples may be shorter.
 
 from __future__ import annotations
 
+import inspect
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ import torch
 # drivers do not advance an uncounted spec's counters.
 START_MARKER = torch.ones((), dtype=torch.float64)
 GO_ON_MARKER = torch.zeros((), dtype=torch.float64)
+
+# A hyperparameter without a default (StableAdamW's lr, as optimi's): the argument is required.
+REQUIRED = inspect.Parameter.empty
 
 # The widths the drivers pass: h, b, k and f hold at most this many values.
 HYPER_WIDTH = 8
@@ -121,6 +125,10 @@ class AlgorithmSpec:
     # Whether the optimizer takes ``cautious`` (timm's masking of the update where it
     # disagrees with the gradient; every driver applies it to the element's ``base - u``).
     cautious: bool = False
+    # Group entries the optimizer computes on the host for one call of the kernels, never
+    # kept in the param groups (ADOPT's clip for a clip_lambda evaluated on the host); read
+    # by group_scalars, part of the hyper key.
+    host_scalars: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.tensor_state) > TENSOR_SLOTS:
@@ -136,7 +144,7 @@ class AlgorithmSpec:
         return CAUTIOUS_COUNT if cautious and self.cautious else NO_REDUCTION
 
     def defaults(self) -> dict[str, Any]:
-        return {h.name: h.default for h in self.hyperparameters}
+        return {h.name: h.default for h in self.hyperparameters if h.default is not REQUIRED}
 
     def check(self, group: Mapping[str, Any]) -> None:
         """Raise ValueError (torch's words first) for any bad hyperparameter of ``group``, and

@@ -93,4 +93,5 @@ SPEC = AlgorithmSpec(
     tensor_scalars=tensor_scalars,
     torch_functional=torch_step,
     intermediates=intermediates,
+    cautious=True,
 )

@@ -128,6 +128,7 @@ SPEC = AlgorithmSpec(
     tensor_scalars=tensor_scalars,
     torch_functional=torch_step,
     intermediates=intermediates,
+    cautious=True,
     scalar_state="mu_product",
     scalar_state_init=1.0,
 )

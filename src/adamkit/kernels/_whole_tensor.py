@@ -68,6 +68,9 @@ def step(
     ``reduction_mode`` for the group."""
     element = _compiled(spec.element)
     k = tuple(k)[:4] + (0.0,) * (TENSOR_WIDTH - min(len(k), 4))
+    if torch.compiler.is_compiling():  # Dynamo's symbolic floats: a comparison of them
+        # (ADOPT's first call) is a SymBool, which torch.where cannot take; 0-d tensors
+        k = tuple(torch.as_tensor(v, dtype=p.dtype, device=p.device) for v in k)
     new_p, s0, s1, s2, base, u, g_seen = element(p, g, *slots, hyper, k, flags)
     if mode == NO_REDUCTION:
         return new_p, s0, s1, s2

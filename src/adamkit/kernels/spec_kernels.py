@@ -114,6 +114,9 @@ def elementwise_torch(spec: AlgorithmSpec) -> Kernel:
             aux = float(scalar_state[i]) if scalar_state else 0.0
             if spec.counted:
                 step, aux = spec.advance(step, aux, scalars.bias)
+                # a Python float, as the fused kernels see it (NAdam's advance returns a NumPy
+                # float32, which NumPy 2 would keep tensor_scalars' products in)
+                aux = float(aux)
             k = spec.tensor_scalars(step, aux, scalars.bias)
             k = rounded(np.dtype(NUMPY_DTYPES[p.dtype]), *k)  # as the fused kernels' table
             inputs = [g if s is None else s for s in slots] + [g] * stand_ins
@@ -195,6 +198,7 @@ def hyper_key_and_narrow(
     key.append(("maximize", bool(group.get("maximize", False))))
     if spec.cautious:
         key.append(("cautious", cautious(group)))
+    key.extend((name, group.get(name)) for name in spec.host_scalars)
     key.extend((name, group[name]) for name, _ in spec.group_state)  # (advanced every step)
     return tuple(key), narrow
 

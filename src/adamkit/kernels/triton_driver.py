@@ -34,7 +34,7 @@ from ..algorithms._spec import (
 )
 from ..algorithms._torch_ops import torch_compiled
 from . import _triton_tables as tables
-from . import spec_kernels, wrappers
+from . import lowbit, spec_kernels, wrappers
 from ._tensors import pick, real_view
 
 BLOCK, TL = tables.BLOCK, tables.TL  # elements per program; torch dtype -> Triton dtype
@@ -200,6 +200,14 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
         grad_scale: Tensor | None = None,
         found_inf: Tensor | None = None,
     ) -> None:  # fmt: skip
+        if len({id(p) for p in params}) != len(params):  # one step after the other, as torch
+            for idx in lowbit._rounds(params):
+                run(
+                    pick(params, idx), pick(grads, idx),
+                    *(pick(t, idx) if len(t) else [] for t in lists),
+                    group=group, grad_scale=grad_scale, found_inf=found_inf,
+                )  # fmt: skip
+            return
         *states, steps, aux = lists
         grads = tables.readable(grads)
         used = [s for s in states if len(s) or not params]  # unused slots: empty lists

@@ -119,7 +119,8 @@ def _random_bits(seed, index):
 def _lowbit_kernel(
     block_tensor, block_index, numels, seeds, p_addr, g_addr, s0_addr, s1_addr, a0_addr,
     a1_addr, comp_addr, hyper, per_tensor,
-    ELEMENT: tl.constexpr, F0: tl.constexpr, F1: tl.constexpr, F3: tl.constexpr,
+    ELEMENT: tl.constexpr, F0: tl.constexpr, F1: tl.constexpr, F2: tl.constexpr,
+    F3: tl.constexpr,
     Q8: tl.constexpr, PARAM: tl.constexpr, SQUARE: tl.constexpr, EXP: tl.constexpr,
     MIN_NORMAL: tl.constexpr, TOP_S: tl.constexpr, INF_S: tl.constexpr, NAN_S: tl.constexpr,
     TOP_U: tl.constexpr, INF_U: tl.constexpr, NAN_U: tl.constexpr, STREAM: tl.constexpr,
@@ -170,8 +171,9 @@ def _lowbit_kernel(
         h1_ptr = tl.load(s1_addr + t).to(tl.pointer_type(tl.uint16))
         s0 = _bf16_load(tl.load(h0_ptr + offs, mask=mask, other=0))
         s1 = _bf16_load(tl.load(h1_ptr + offs, mask=mask, other=0))
-    # F2 is Adam's AMSGrad: with it there is a third slot, and the torch-ops path runs.
-    new_p, x0, x1, _, _, _, _ = ELEMENT(p, g, s0, s1, g, h, k, (F0, F1, False, F3))
+    # F2 is False where it switches on a third slot (Adam's AMSGrad: the torch-ops path runs
+    # with it); another spec's (ADOPT's decouple) reads as given.
+    new_p, x0, x1, _, _, _, _ = ELEMENT(p, g, s0, s1, g, h, k, (F0, F1, F2, F3))
     if PARAM == 0:
         tl.store(p_ptr + offs, new_p, mask=mask)
     elif PARAM == 1:
@@ -279,7 +281,8 @@ def _launch(spec, params, grads, states, streams, scalars, q8: bool, mode: int, 
         addresses(params), addresses(grads), addresses(slots[0]), addresses(slots[1]),
         addresses(scales[0]), addresses(scales[1]), addresses(comps),
         table(hyper, torch.float32), table(per_tensor, torch.float32).contiguous(),
-        ELEMENT=_element(spec), F0=flags[0], F1=flags[1], F3=flags[3], Q8=q8, PARAM=mode,
+        ELEMENT=_element(spec), F0=flags[0], F1=flags[1],
+        F2=flags[2] and 2 not in spec.slot_flags, F3=flags[3], Q8=q8, PARAM=mode,
         SQUARE=SLOT_KINDS[keys[1]] == "square", EXP=EXP_OFFSET, MIN_NORMAL=MIN_NORMAL_BITS,
         TOP_S=TOP["signed"], INF_S=INF["signed"], NAN_S=NAN["signed"], TOP_U=TOP["square"],
         INF_U=INF["square"], NAN_U=NAN["square"], STREAM=PARAM_STREAM, B=BLOCK,

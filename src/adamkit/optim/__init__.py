@@ -6,12 +6,15 @@ from ._nonfinite import NonFiniteGradientError
 from .adam import Adam, AdamW
 from .adam_family import Adamax, NAdam, RAdam
 from .ademamix import AdEMAMix
+from .adopt import ADOPT
 from .lion import Lion
 from .rmsprop import RMSprop
 from .schedule_free import ScheduleFreeAdamW
 from .sgd import SGD
+from .stable_adamw import StableAdamW
 
 __all__ = [
+    "ADOPT",
     "SGD",
     "AdEMAMix",
     "Adam",
@@ -23,6 +26,7 @@ __all__ = [
     "RAdam",
     "RMSprop",
     "ScheduleFreeAdamW",
+    "StableAdamW",
     "StateDictError",
     "dequantized_state_dict",
 ]

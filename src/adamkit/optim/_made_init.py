@@ -82,7 +82,11 @@ def made_init(spec: AlgorithmSpec, base_init: Callable[..., None]) -> Callable[.
     torch_has_fused = "fused" in group_signature(spec).parameters
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        bound = made.bind(self, *args, **kwargs)
+        try:
+            bound = made.bind(self, *args, **kwargs)
+        except TypeError as error:  # name the class and what it takes
+            takes = ", ".join(name for name in made.parameters if name != "self")
+            raise TypeError(f"{type(self).__name__}: {error}; it takes {takes}") from None
         bound.apply_defaults()
         arguments = dict(bound.arguments)
         del arguments["self"]

@@ -89,6 +89,12 @@ class SpecOptimizer(LowMemoryState, KernelOptimizer):
     def validate_group(self, group: dict[str, Any]) -> None:
         self.spec.check(group)
         check.cautious(group, self.spec.cautious, type(self).__name__)
+        for name in self.spec.host_scalars:
+            if name in group:
+                raise ValueError(
+                    f"a param group of {type(self).__name__} cannot hold {name!r}: the "
+                    "optimizer sets it for one call of its kernels"
+                )
         super().validate_group(group)
 
     def _update_group(self, group: dict[str, Any], amp: dict[str, Any]) -> None:

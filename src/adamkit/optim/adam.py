@@ -44,6 +44,9 @@ class Adam(SpecOptimizer, torch.optim.Adam):
         fused: True for the single-pass kernel. With neither foreach nor fused set,
             adamkit picks the fastest kernel for the device.
         decoupled_weight_decay: AdamW's decoupled weight decay.
+        cautious: mask the update where it disagrees in sign with the gradient and
+            renormalise by 1/max(mean(mask), 1e-3) (timm's ``caution``; decoupled decay not
+            masked; docs/conventions.md). Default False.
         on_nonfinite: what a step does when a gradient holds NaN or Inf: "propagate"
             (default, as torch.optim), "skip" (nothing changes; ``skipped_steps`` counts it)
             or "raise" (:class:`~adamkit.optim.NonFiniteGradientError`, nothing changes).

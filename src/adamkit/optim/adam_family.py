@@ -26,6 +26,9 @@ _KERNEL_ARGS = """
         differentiable: keep autograd history through the step (for-loop kernel).
         fused: True for the single-pass kernel (torch has none for this optimizer). With
             neither foreach nor fused set, adamkit picks the fastest kernel for the device.
+        cautious: mask the update where it disagrees in sign with the gradient and
+            renormalise by 1/max(mean(mask), 1e-3) (timm's ``caution``; decoupled decay not
+            masked; docs/conventions.md). Default False.
         on_nonfinite: "propagate" (default, as torch.optim), "skip" or "raise" for a step
             whose gradient holds NaN or Inf (see :class:`adamkit.Adam`).
         state_precision, min_8bit_size, param_rounding: low-memory state and rounding of

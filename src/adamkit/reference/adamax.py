@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._common import as_real, like_input
+from .cautious import apply as cautious_apply
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class AdamaxHyper:
     eps: float = 1e-8
     weight_decay: float = 0.0
     maximize: bool = False
+    cautious: bool = False  # timm's masking (adamkit.reference.cautious)
 
 
 class AdamaxState(NamedTuple):
@@ -70,4 +72,6 @@ def step(
     u = np.maximum(hyper.beta2 * state.u, np.abs(g) + hyper.eps)  # NaN propagates
     step_size = hyper.lr / (1.0 - hyper.beta1**t)
     update = step_size * m / u
+    if hyper.cautious:
+        update = cautious_apply(update, g)
     return like_input(phi - update, param), AdamaxState(t, m, u), AdamaxAux(step_size, update)

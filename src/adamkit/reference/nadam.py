@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._common import as_real, like_input
+from .cautious import apply as cautious_apply
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class NAdamHyper:
     momentum_decay: float = 4e-3
     decoupled: bool = False
     maximize: bool = False
+    cautious: bool = False  # timm's masking (adamkit.reference.cautious)
     mu_product_float32: bool = True  # torch's float32 Π_t
 
 
@@ -100,5 +102,7 @@ def step(
     grad_coef = hyper.lr * (1.0 - mu) / (1.0 - mu_product)
     exp_avg_coef = hyper.lr * mu_next / (1.0 - mu_product * mu_next)
     update = grad_coef * (g / denom) + exp_avg_coef * (m / denom)
+    if hyper.cautious:
+        update = cautious_apply(update, g)
     aux = NAdamAux(mu, mu_next, v_hat, denom, update)
     return like_input(phi - update, param), NAdamState(t, mu_product, m, v), aux

@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._common import as_real, like_input
+from .cautious import apply as cautious_apply
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class RAdamHyper:
     weight_decay: float = 0.0
     decoupled: bool = False
     maximize: bool = False
+    cautious: bool = False  # timm's masking (adamkit.reference.cautious)
 
 
 class RAdamState(NamedTuple):
@@ -90,5 +92,7 @@ def step(
     else:
         r = 0.0
         update = hyper.lr * m_hat
+    if hyper.cautious:
+        update = cautious_apply(update, g)
     aux = RAdamAux(rho_t, rectified, r, m_hat, update)
     return like_input(phi - update, param), RAdamState(t, m, v), aux

@@ -60,6 +60,7 @@ class StableAdamWHyper:
     eps: float = 1e-6
     decouple_lr: bool = False
     max_lr: float | None = None  # for decouple_lr; None: lr
+    maximize: bool = False  # torch's option (optimi has none): g negated first
 
 
 class StableAdamWState(NamedTuple):
@@ -93,6 +94,8 @@ def step(
 ) -> tuple[np.ndarray, StableAdamWState, StableAdamWAux]:
     """One StableAdamW step for one parameter array. Pure: inputs are not modified."""
     phi, g = as_real(param), as_real(grad)
+    if hyper.maximize:
+        g = -g
     t = state.step + 1
     beta1_hat, beta2_hat = debias_beta(hyper.beta1, t), debias_beta(hyper.beta2, t)
     m = beta1_hat * state.m + (1.0 - beta1_hat) * g
