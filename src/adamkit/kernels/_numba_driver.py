@@ -37,6 +37,9 @@ from ._numba_cpu import _OPTIONS, _float64_cell, _lerp, _nan_max, _pointer, _sig
 _numba_cache.install()
 _jit = numba.njit(**_OPTIONS)
 _jit_parallel = numba.njit(parallel=True, **_OPTIONS)
+# A reduction pass's chunk sums: the float sum may be reassociated (so LLVM vectorizes it; a
+# sum's order is not part of any spec), and nothing of it is stored.
+_jit_sum = numba.njit(fastmath={"reassoc"}, **_OPTIONS)
 _inline = numba.njit(inline="always", error_model="numpy")
 
 
@@ -131,29 +134,31 @@ def _elements(element, p, g, s0, s1, s2, h, k, f, store0, store1, store2, cautio
 
 @_inline
 def _reduced(element, reduction, p, g, s0, s1, s2, h, k, f, cautious):
-    """The sum over a chunk of the spec's reduction term, or of the cautious mask (read
-    only: the element's results are not stored)."""
+    """The sum over a chunk of the spec's reduction term, or the count of the cautious
+    mask (an integer sum: exact in any order, so LLVM vectorizes it) (read only: the
+    element's results are not stored)."""
     total = 0.0
+    count = 0
     for i in range(p.size):
         _, a, b, c, _, u, g_seen = element(p[i], g[i], s0[i], s1[i], s2[i], h, k, f)
-        if not cautious:
+        if cautious:
+            count += u * g_seen > 0
+        else:
             total += reduction(g_seen, a, b, c, h, k, f)
-        elif u * g_seen > 0:
-            total += 1.0
-    return total
+    return float(count) if cautious else total
 
 
 @_inline
-def _reduce(element, reduction, cautious, chunks, addresses, like, h, table, f, totals):
-    """Add each chunk's reduction and element count to its tensor's row of ``totals``."""
+def _reduce(chunk_sum, chunks, addresses, like, h, table, f, totals):
+    """Add each chunk's reduction (``chunk_sum``: the cell's :func:`_reduced`) and element
+    count to its tensor's row of ``totals``."""
     for c in range(chunks.shape[0]):
         t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         row = addresses[t]
-        totals[t, 0] += _reduced(
-            element, reduction,
+        totals[t, 0] += chunk_sum(
             _view(row[0], lo, hi, like), _view(row[1], lo, hi, like),
             _view(row[2], lo, hi, like), _view(row[3], lo, hi, like),
-            _view(row[4], lo, hi, like), h, _row(table, t), f, cautious,
+            _view(row[4], lo, hi, like), h, _row(table, t), f,
         )  # fmt: skip
         totals[t, 1] += hi - lo
 
@@ -212,7 +217,7 @@ def _chunks(
 
 @_inline
 def _chunks_reducing(
-    element, tensor_scalars, reduction, store0, store1, store2, cautious,
+    element, tensor_scalars, chunk_sum, store0, store1, store2, cautious,
     chunks, addresses, like, hyper, bias, flags, totals,
 ):  # fmt: skip
     """:func:`_chunks` with a pass before the update (the spec's reduction, or the mask count
@@ -223,19 +228,18 @@ def _chunks_reducing(
     table = _tensor_table(tensor_scalars, addresses, b, like, STEP, AUX)
     if totals.shape[0] == 0:
         totals = np.zeros((addresses.shape[0], 2))
-        _reduce(element, reduction, cautious, chunks, addresses, like, h, table, f, totals)
+        _reduce(chunk_sum, chunks, addresses, like, h, table, f, totals)
     _finish(table, totals, cautious)
     _update(element, store0, store1, store2, cautious, chunks, addresses, like, h, table, f)
 
 
 @_inline
-def _partial_sums(element, reduction, cautious, chunks, bounds, addresses, like, h, table, f,
-                  partial):  # fmt: skip
+def _partial_sums(chunk_sum, chunks, bounds, addresses, like, h, table, f, partial):
     """The pass before the update, thread k adding table k's sums into ``partial[k]``."""
     for k in numba.prange(bounds.size - 1):
         _reduce(
-            element, reduction, cautious, chunks[bounds[k] : bounds[k + 1]], addresses, like,
-            h, table, f, partial[k],
+            chunk_sum, chunks[bounds[k] : bounds[k + 1]], addresses, like, h, table, f,
+            partial[k],
         )  # fmt: skip
 
 
@@ -312,10 +316,15 @@ _REDUCING_CELL_SOURCE = """\
 # sources sha256 {digest}
 
 
+@_jit_sum
+def {function}_sum_{cell}(p, g, s0, s1, s2, h, k, f):
+    return _reduced(ELEMENT, REDUCTION, p, g, s0, s1, s2, h, k, f, {cautious})
+
+
 @_jit
 def {function}_main_{cell}(chunks, addresses, like, hyper, bias, flags, totals):
     _chunks_reducing(
-        ELEMENT, SCALARS, REDUCTION, {stores}, {cautious},
+        ELEMENT, SCALARS, {function}_sum_{cell}, {stores}, {cautious},
         chunks, addresses, like, hyper, bias, flags, totals,
     )
 
@@ -330,7 +339,7 @@ def {function}_chunks_{cell}(chunks, addresses, like, hyper, bias, flags, advanc
 @_jit_parallel
 def {function}_partial_{cell}(chunks, bounds, addresses, like, h, table, f, partial):
     _partial_sums(
-        ELEMENT, REDUCTION, {cautious}, chunks, bounds, addresses, like, h, table, f, partial
+        {function}_sum_{cell}, chunks, bounds, addresses, like, h, table, f, partial
     )
 
 
@@ -390,7 +399,8 @@ def cell(
     )  # fmt: skip
     namespace = {
         "_jit": _jit, "_jit_parallel": _jit_parallel, "_chunks": _chunks, "np": np,
-        "_chunks_reducing": _chunks_reducing, "_parallel": _parallel,
+        "_chunks_reducing": _chunks_reducing, "_parallel": _parallel, "_jit_sum": _jit_sum,
+        "_reduced": _reduced,
         "_parallel_totals": _parallel_totals, "_partial_sums": _partial_sums,
         "_advance_all": _advance_all,
     }  # fmt: skip
