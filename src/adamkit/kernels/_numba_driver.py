@@ -12,6 +12,12 @@ the three slots it stores, from the spec's ``slot_flags`` and the group's flags:
 literals, so LLVM vectorizes) are generated on first use by :mod:`adamkit.kernels._numba_codegen`,
 each in a file of its own for numba's cache. :data:`LOOPS` maps a spec's name to its
 ``(serial, parallel)`` loops, which pick the cell from the ``flags`` they are called with.
+
+A cell with a pass before the update (the spec's ``reduction``, or the count of the cautious
+mask; see :mod:`adamkit.algorithms._spec`) is generated apart: the pass sums each chunk in a
+function of its own (an integer count, or a float sum LLVM may reassociate: both vectorize),
+the threads' partial sums are added in a fixed order between two parallel regions, and the
+update then reads each tensor's sum and count as ``k[4]``, ``k[5]``.
 """
 
 from __future__ import annotations
