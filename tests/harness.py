@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
+import types
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 from specs import Spec, random_grad, to_numpy_real
@@ -135,3 +141,20 @@ def assert_unchanged(params, opt, before):
         for key, value in state.get(id(p), {}).items():
             now = opt.state[p][key]
             assert torch.equal(now, value) if torch.is_tensor(value) else now == value, key
+
+
+def timm_module(module: str) -> types.ModuleType:
+    """``timm.optim.<module>`` without running timm/__init__ (it needs a torchvision matching
+    torch); the test skips where timm is not installed."""
+    try:
+        spec = importlib.util.find_spec("timm")
+    except (ImportError, ValueError):  # ValueError: a None placeholder in sys.modules
+        spec = None
+    if spec is None or spec.origin is None:
+        pytest.skip("timm is not installed")
+    package = "_adamkit_peer_timm_optim"
+    if package not in sys.modules:
+        stub = types.ModuleType(package)
+        stub.__path__ = [str(Path(spec.origin).parent / "optim")]
+        sys.modules[package] = stub
+    return importlib.import_module(f"{package}.{module}")

@@ -208,6 +208,32 @@ def _ademamix_hyper(c: dict[str, Any]) -> ref_ademamix.AdEMAMixHyper:
     )
 
 
+def _counted_steps(
+    optimizer: torch.optim.Optimizer, group: dict[str, Any], keys: tuple[str, ...]
+) -> Any:
+    """For each param of ``group`` with a gradient, its step counted on (a float32 tensor from
+    0 and the slots ``keys`` as zeros on first use, as torch.optim's state): the step t, then
+    the param, the gradient (negated with ``maximize``) and the slots as real views (complex
+    params as pairs of reals, as torch.optim steps them). The peers' shared loop."""
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        state = optimizer.state[p]
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            for key in keys:
+                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["step"] += 1
+        real = (lambda x: torch.view_as_real(x)) if p.is_complex() else (lambda x: x)
+        g = real(p.grad)
+        yield (
+            float(state["step"]),
+            real(p),
+            -g if group["maximize"] else g,
+            [real(state[k]) for k in keys],
+        )
+
+
 class PeerAdEMAMix(torch.optim.Optimizer):
     """The authors' ``AdEMAMix`` (apple/ml-ademamix ``pytorch/ademamix.py``: a per-param step,
     then the three EMAs and the update, one torch op at a time) with bitsandbytes' signature and
@@ -245,21 +271,8 @@ class PeerAdEMAMix(torch.optim.Optimizer):
         for group in self.param_groups:
             lr, wd, eps = _f(group["lr"]), group["weight_decay"], group["eps"]
             beta1, beta2, beta3 = (_f(b) for b in group["betas"])
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    for key in ("exp_avg", "exp_avg_sq", "exp_avg_slow"):
-                        state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                t = float(state["step"])
-                real = (lambda x: torch.view_as_real(x)) if p.is_complex() else (lambda x: x)
-                phi, g = real(p), real(p.grad)
-                m1, v, m2 = (real(state[k]) for k in ("exp_avg", "exp_avg_sq", "exp_avg_slow"))
-                if group["maximize"]:
-                    g = -g
+            keys = ("exp_avg", "exp_avg_sq", "exp_avg_slow")
+            for t, phi, g, (m1, v, m2) in _counted_steps(self, group, keys):
                 alpha = group["alpha"]
                 if group["t_alpha"]:
                     alpha = min(t * alpha / group["t_alpha"], alpha)
@@ -391,22 +404,8 @@ class PeerStableAdamW(torch.optim.Optimizer):
             lr, wd, eps = _f(group["lr"]), group["weight_decay"], group["eps"]
             beta1, beta2 = (_f(b) for b in group["betas"])
             max_lr = lr if group["max_lr"] is None else group["max_lr"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    for key in ("exp_avg", "exp_avg_sq"):
-                        state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                t = float(state["step"])
-                real = (lambda x: torch.view_as_real(x)) if p.is_complex() else (lambda x: x)
-                phi, g = real(p), real(p.grad)
-                m, v = real(state["exp_avg"]), real(state["exp_avg_sq"])
+            for t, phi, g, (m, v) in _counted_steps(self, group, ("exp_avg", "exp_avg_sq")):
                 dtype = phi.dtype
-                if group["maximize"]:
-                    g = -g
 
                 def rounded(x: float, dtype: torch.dtype = dtype) -> float:
                     return float(torch.tensor(x, dtype=dtype))
@@ -475,21 +474,8 @@ class PeerADOPT(torch.optim.Optimizer):
         for group in self.param_groups:
             lr, wd, eps = _f(group["lr"]), group["weight_decay"], group["eps"]
             beta1, beta2 = (_f(b) for b in group["betas"])
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    for key in ("exp_avg", "exp_avg_sq"):
-                        state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                calls_before = float(state["step"])
-                state["step"] += 1
-                real = (lambda x: torch.view_as_real(x)) if p.is_complex() else (lambda x: x)
-                phi, g = real(p), real(p.grad)
-                m, v = real(state["exp_avg"]), real(state["exp_avg_sq"])
-                if group["maximize"]:
-                    g = -g
+            for t, phi, g, (m, v) in _counted_steps(self, group, ("exp_avg", "exp_avg_sq")):
+                calls_before = t - 1
                 if wd != 0 and not group["decouple"]:
                     g = g + wd * phi
                 if calls_before == 0:

@@ -6,9 +6,6 @@ themselves, checkpoints and refusals."""
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -17,7 +14,7 @@ import torch
 import adamkit
 from adamkit.kernels import _batching, registry
 from adamkit.optim._base import _adapted_kernel
-from harness import grad_plan, reference_close, run_optimizer, run_reference
+from harness import grad_plan, reference_close, run_optimizer, run_reference, timm_module
 from specs import CAUTIOUS_SPECS, make_params
 
 CASES = [(spec, config) for spec in CAUTIOUS_SPECS for config in spec.configs]
@@ -116,26 +113,6 @@ def test_float32_fused_matches_the_torch_ops_kernel(spec):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def _timm(module: str) -> types.ModuleType:
-    """``timm.optim.<module>`` without timm/__init__ (it needs a matching torchvision)."""
-    found = importlib.util.find_spec("timm")
-    if found is None or not found.submodule_search_locations:
-        pytest.skip("timm is not installed")
-    package = "_adamkit_cautious_timm_optim"
-    if package not in sys.modules:
-        root = types.ModuleType(package)
-        root.__path__ = [f"{found.submodule_search_locations[0]}/optim"]
-        sys.modules[package] = root
-    name = f"{package}.{module}"
-    if name not in sys.modules:
-        spec = importlib.util.find_spec(name)
-        assert spec is not None and spec.loader is not None
-        loaded = importlib.util.module_from_spec(spec)
-        sys.modules[name] = loaded
-        spec.loader.exec_module(loaded)
-    return sys.modules[name]
-
-
 @pytest.mark.parametrize(
     ("ours", "module", "theirs", "config"),
     [
@@ -145,7 +122,7 @@ def _timm(module: str) -> types.ModuleType:
     ids=["AdamW", "Lion"],
 )
 def test_default_kernel_trains_as_timms_caution(ours, module, theirs, config):
-    peer = getattr(_timm(module), theirs)
+    peer = getattr(timm_module(module), theirs)
     gen = torch.Generator().manual_seed(12)
     a = [torch.nn.Parameter(torch.randn(n, generator=gen)) for n in (1031, 7, 300)]
     b = [torch.nn.Parameter(p.detach().clone()) for p in a]

@@ -11,13 +11,8 @@ bitsandbytes' CPU kernel, which computes in float32 whatever the parameter's dty
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import math
-import sys
-import types
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +21,7 @@ import torch
 
 from adamkit.reference import adam as ref_adam
 from adamkit.reference import ademamix, adopt, cautious, lion, run, schedule_free, stable_adamw
+from harness import timm_module as _timm
 
 SHAPES = [(5, 3), (17,), (0,), (2, 3, 2), (1,)]
 STEPS = 25
@@ -116,22 +112,6 @@ def _drive(
                     err_msg=f"{field}, {where}",
                 )
     return auxes
-
-
-def _timm(module: str) -> types.ModuleType:
-    """Load ``timm.optim.<module>`` without running timm/__init__ (which needs torchvision)."""
-    try:
-        spec = importlib.util.find_spec("timm")
-    except (ImportError, ValueError):  # ValueError: a None placeholder in sys.modules
-        spec = None
-    if spec is None or spec.origin is None:
-        pytest.skip("timm is not installed")
-    package = "_adamkit_peer_timm_optim"
-    if package not in sys.modules:
-        stub = types.ModuleType(package)
-        stub.__path__ = [str(Path(spec.origin).parent / "optim")]
-        sys.modules[package] = stub
-    return importlib.import_module(f"{package}.{module}")
 
 
 # --- AdEMAMix --------------------------------------------------------------------------------

@@ -157,13 +157,13 @@ def _advance_counters(
 ) -> Tensor:  # fmt: skip
     """Advance the counters of a group's tensors (the spec's ``advance``; not where GradScaler
     found an Inf, nor for a spec that does not count its steps, whose markers are only read)
-    and return their per-tensor scalars (``tensor_scalars``) as an (n, 4) float64 tensor on
-    the counters' device."""
+    and return their per-tensor scalars (``tensor_scalars``, then a reduction's two columns as
+    zeros) as an (n, 6) float64 tensor on the counters' device."""
     advance, tensor_scalars = spec_functions
     step = torch.stack([s.reshape(()) for s in steps]).to(torch.float64)
     scalar = torch.stack([a.reshape(()) for a in aux]).to(torch.float64) if aux else None
     if not counted:
-        values = tensor_scalars(step, torch.zeros_like(step), bias)
+        values = (*tensor_scalars(step, torch.zeros_like(step), bias), 0.0, 0.0)
         return torch.stack(
             [torch.as_tensor(v, dtype=torch.float64).expand(len(steps)) for v in values], dim=1
         )
@@ -179,7 +179,7 @@ def _advance_counters(
             list(aux), [v.to(a.dtype) for v, a in zip(new_scalar, aux, strict=True)]
         )
         scalar = torch.stack([a.reshape(()) for a in aux]).to(torch.float64)
-    values = tensor_scalars(new_step, scalar if aux else torch.zeros_like(step), bias)
+    values = (*tensor_scalars(new_step, scalar if aux else torch.zeros_like(step), bias), 0.0, 0.0)
     n = len(steps)
     return torch.stack(
         [torch.as_tensor(v, dtype=torch.float64, device=step.device).expand(n) for v in values],
@@ -240,7 +240,6 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
             hyper = tables.scalars(scalars.hyper, p0.device, c)
             dummy = tables.scalars((0.0,), p0.device, torch.float32)
             mode = spec.reduction_mode(scalars.flags[CAUTIOUS_FLAG])
-            per_tensor = torch.cat([per_tensor, per_tensor.new_zeros(len(idx), 2)], dim=1)
 
             constants = dict(
                 P=TL[roles[0][0].dtype], G=TL[roles[1][0].dtype], S=TL[roles[2][0].dtype],
