@@ -1,4 +1,4 @@
-"""SGD (momentum), RMSprop, Adam/AdamW, NAdam/RAdam/Adamax, Lion, AdEMAMix, Schedule-Free
+"""SGD (momentum), RMSprop, Adam/AdamW, NAdam/RAdam/Adamax, Adafactor, Lion, AdEMAMix, Schedule-Free
 AdamW, StableAdamW, ADOPT and cautious AdamW steps: adamkit vs torch.optim (those torch lacks
 vs their peers: Lion vs lion-pytorch and timm, AdEMAMix vs bitsandbytes and pytorch_optimizer,
 Schedule-Free vs schedulefree, StableAdamW vs torch-optimi, ADOPT vs the authors' and timm,
@@ -48,6 +48,8 @@ ALGORITHMS = {
     "NAdam": (adamkit.NAdam, torch.optim.NAdam, {}, False),
     "RAdam": (adamkit.RAdam, torch.optim.RAdam, {}, False),
     "Adamax": (adamkit.Adamax, torch.optim.Adamax, {}, False),
+    # Its own kernel (factored second moment; reads the param twice, the gradient 3 times).
+    "Adafactor": (adamkit.Adafactor, torch.optim.Adafactor, {}, False),
     # Not in torch.optim: its peers instead (below), at lion-pytorch's default lr.
     "Lion": (adamkit.Lion, None, {"lr": 1e-4}, False),
     "AdEMAMix": (adamkit.AdEMAMix, None, {}, False),

@@ -8,6 +8,7 @@ a NumPy reference of the equations (:mod:`adamkit.reference`) and the kernels th
 from .optim import (
     ADOPT,
     SGD,
+    Adafactor,
     Adam,
     Adamax,
     AdamW,
@@ -27,6 +28,7 @@ __all__ = [
     "ADOPT",
     "SGD",
     "AdEMAMix",
+    "Adafactor",
     "Adam",
     "AdamW",
     "Adamax",

@@ -3,6 +3,7 @@
 from ._checkpoint import StateDictError
 from ._lowmem_checkpoint import dequantized_state_dict
 from ._nonfinite import NonFiniteGradientError
+from .adafactor import Adafactor
 from .adam import Adam, AdamW
 from .adam_family import Adamax, NAdam, RAdam
 from .ademamix import AdEMAMix
@@ -17,6 +18,7 @@ __all__ = [
     "ADOPT",
     "SGD",
     "AdEMAMix",
+    "Adafactor",
     "Adam",
     "AdamW",
     "Adamax",

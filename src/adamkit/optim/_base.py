@@ -98,7 +98,8 @@ class KernelOptimizer(torch.optim.Optimizer):
         # derives from its torch.optim namesake (for isinstance), whose __init__ takes
         # torch's arguments.
         torch.optim.Optimizer.__init__(self, params, defaults)
-        if self.algorithm not in _TRACEABLE:  # what a torch.compile'd step runs
+        # what a torch.compile'd step of a spec-built algorithm runs
+        if self.algorithm not in _TRACEABLE and self.algorithm in registry.ALGORITHMS:
             forloop = registry.resolve(self.algorithm, "forloop", "cpu").kernel(self.algorithm)
             _TRACEABLE[self.algorithm] = wrappers.Adapted(forloop, upcast_half=True).full
 
@@ -131,6 +132,9 @@ class KernelOptimizer(torch.optim.Optimizer):
 
     def validate_group(self, group: dict[str, Any]) -> None:
         """Raise ValueError naming any out-of-range hyperparameter of ``group``."""
+
+    def refuse_before_step(self) -> None:
+        """Raise for inputs the step refuses (before any group is updated); subclasses."""
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group (as torch.optim does), validating its hyperparameters first.
@@ -187,6 +191,7 @@ class KernelOptimizer(torch.optim.Optimizer):
                 loss = closure()
         if not torch.compiler.is_compiling():
             check_changed_groups(self)  # values written into param_groups since the last step
+        self.refuse_before_step()
         # Under torch.amp.GradScaler with the Triton kernels (see _step_supports_amp_scaling),
         # the scaler hands over grad_scale/found_inf: gradients are still scaled and may hold
         # Inf, which found_inf already accounts for.

@@ -24,6 +24,9 @@ class Slot(Enum):
     LIKE_PARAM = "a tensor shaped like the parameter"
     LIKE_PARAM_OR_NONE = "a tensor shaped like the parameter, or None"
     SCALAR = "a finite number (number or 1-element tensor)"
+    # Adafactor's factored second moment of a param (..., n, m): (..., n, 1) and (..., 1, m)
+    ROW_FACTOR = "a tensor shaped like the parameter with its last dimension 1"
+    COL_FACTOR = "a tensor shaped like the parameter with its next-to-last dimension 1"
 
 
 class StateDictError(ValueError):
@@ -38,7 +41,8 @@ def check_state_dict(optimizer: Any, state_dict: Any) -> None:
     """Raise :class:`StateDictError` if ``state_dict`` does not fit ``optimizer``.
 
     ``optimizer`` provides ``param_groups``, ``validate_group(group)``,
-    ``group_key_defaults`` and ``state_layout(group) -> {key: Slot}``, and may provide
+    ``group_key_defaults`` and ``state_layout(group) -> {key: Slot}`` (or, where the keys
+    depend on the param, ``param_state_layout(group, param)``), and may provide
     ``group_state_keys``: group-level state (Schedule-Free's count and average) that a group
     whose params have state must hold (the defaults are a fresh group's, not a stepped one's).
     """
@@ -80,7 +84,13 @@ def check_state_dict(optimizer: Any, state_dict: Any) -> None:
         if pid not in where:
             _fail(f"it has state for parameter id {pid!r}, which no param group lists")
         gi, pi, merged = where[pid]
-        _check_entry(entry, groups[gi]["params"][pi], optimizer.state_layout(merged), gi, pi)
+        param = groups[gi]["params"][pi]
+        layout = (
+            optimizer.param_state_layout(merged, param)
+            if hasattr(optimizer, "param_state_layout")
+            else optimizer.state_layout(merged)
+        )
+        _check_entry(entry, param, layout, gi, pi)
 
 
 def _check_entry(entry: Any, param: Tensor, layout: dict[str, Slot], gi: int, pi: int) -> None:
@@ -131,11 +141,22 @@ def _check_scalar(value: Any, at: str) -> None:
         _fail(f"{at} is {value!r}; expected {Slot.SCALAR.value}")
 
 
+def _expected_shape(param: Tensor, slot: Slot) -> tuple[int, ...]:
+    shape = tuple(param.shape)
+    if slot is Slot.ROW_FACTOR:
+        return (*shape[:-1], 1)
+    if slot is Slot.COL_FACTOR:
+        return (*shape[:-2], 1, shape[-1])
+    return shape
+
+
 def _check_like_param(value: Any, param: Tensor, at: str, slot: Slot) -> None:
     if not isinstance(value, Tensor):
         _fail(f"{at} is {type(value).__name__}; expected {slot.value}")
-    if value.shape != param.shape:
-        _fail(f"{at} has shape {tuple(value.shape)}; the parameter has {tuple(param.shape)}")
+    expected = _expected_shape(param, slot)
+    if tuple(value.shape) != expected:
+        shape = "the parameter has" if expected == tuple(param.shape) else "expected"
+        _fail(f"{at} has shape {tuple(value.shape)}; {shape} {expected}")
     if value.is_complex() != param.is_complex() or not (
         value.is_floating_point() or value.is_complex()
     ):

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import (
+    adafactor,
     adam,
     adamax,
     ademamix,
@@ -50,5 +51,5 @@ def run(
     return new_params, new_states, auxes
 
 
-__all__ = ["adam", "adamax", "nadam", "radam", "rmsprop", "run", "sgd"]
+__all__ = ["adafactor", "adam", "adamax", "nadam", "radam", "rmsprop", "run", "sgd"]
 __all__ += ["ademamix", "adopt", "cautious", "lion", "schedule_free", "stable_adamw"]

@@ -1,0 +1,228 @@
+"""Adafactor: a drop-in for ``torch.optim.Adafactor`` (torch 2.13), with a fused CPU step.
+
+The math is in :mod:`adamkit.reference.adafactor`. ``foreach=True``/``False`` run torch's own
+functional update (``torch.optim._adafactor.adafactor``), so those results are torch's bit for
+bit; the default on CPU is :mod:`adamkit.kernels.adafactor_cpu`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+from torch.optim._adafactor import adafactor as torch_adafactor
+
+from ..algorithms import _checks as check
+from ..reference import adafactor as reference
+from ._base import KernelOptimizer, new_step
+from ._checkpoint import Slot
+
+_MATRIX_LAYOUT = {"step": Slot.STEP, "row_var": Slot.ROW_FACTOR, "col_var": Slot.COL_FACTOR}
+_VECTOR_LAYOUT = {"step": Slot.STEP, "variance": Slot.LIKE_PARAM}
+
+
+def _torch_forloop(params: list[Tensor], grads: list[Tensor], states: list[dict], **kw: Any):
+    _torch_kernel(params, grads, states, foreach=False, **kw)
+
+
+def _torch_kernel(
+    params: list[Tensor], grads: list[Tensor], states: list[dict], *, foreach: bool, **kw: Any
+) -> None:
+    torch_adafactor(
+        params, grads,
+        [s.get("row_var") for s in states], [s.get("col_var") for s in states],
+        [s.get("variance") for s in states], [s["step"] for s in states],
+        foreach=foreach, **kw,
+    )  # fmt: skip
+
+
+class Adafactor(KernelOptimizer, torch.optim.Adafactor):
+    __doc__ = (
+        (reference.__doc__ or "").split(">>>")[0]
+        + """
+    Arguments, defaults and state are torch.optim.Adafactor's: ``step``, and ``row_var``
+    (..., n, 1) and ``col_var`` (..., 1, m) for a param of two or more dimensions, ``variance``
+    for a vector; its checkpoints load both ways.
+
+    Args:
+        params: iterable of parameters or of dicts defining parameter groups.
+        lr: the cap of the relative step size ρ_t = min(lr, 1/√t), default 1e-2; also the
+            decay's rate.
+        beta2_decay: τ in β̂2_t = 1 - t^τ, a number <= 0, default -0.8.
+        eps: (ε1, ε2), default (None, 1e-3): ε1 floors the second-moment estimate (None: the
+            machine epsilon of the group's first param dtype, as torch), ε2 the param's RMS.
+        d: the clipping threshold of the update's RMS, a number >= 1 (math.inf: no clipping).
+        weight_decay: λ, decoupled: φ·(1 - lr·λ) before the update; default 0.
+        maximize: ascend the objective instead of descending it.
+        foreach: True or False for torch's own foreach or for-loop update (results equal
+            torch.optim.Adafactor's bit for bit).
+        fused: True for adamkit's single-kernel step (float32/float64 contiguous CPU params;
+            others take torch's for-loop). With neither foreach nor fused set, that is the
+            default on CPU; other devices take torch's foreach update.
+        on_nonfinite: "propagate" (default), "skip" or "raise" for a step whose gradient
+            holds NaN or Inf (see :class:`adamkit.Adam`).
+
+    An empty param is not changed (torch's step raises ZeroDivisionError on it); its step
+    count advances.
+
+    Example:
+        >>> import torch, adamkit
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = adamkit.Adafactor([w])
+        >>> w.grad = torch.tensor([3.0, -0.5])
+        >>> opt.step()  # α = RMS(w)·min(lr, 1) = 0.0158; u = ±1, RMS 1, so w - α·sign(g)
+        >>> w.data
+        tensor([ 0.9842, -1.9842])
+    """
+    )
+
+    algorithm: ClassVar[str] = "adafactor"
+    group_key_defaults: ClassVar[dict[str, Any]] = {"foreach": None, "maximize": False}
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | Tensor = 1e-2,
+        beta2_decay: float = -0.8,
+        eps: tuple[float | None, float] = (None, 1e-3),
+        d: float = 1.0,
+        weight_decay: float = 0.0,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        fused: bool | None = None,
+        on_nonfinite: str = "propagate",
+    ) -> None:
+        defaults: dict[str, Any] = dict(
+            lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
+            foreach=foreach, maximize=maximize,
+        )  # fmt: skip
+        if fused is not None:
+            defaults["fused"] = fused
+        check.backend_flags(foreach=foreach, fused=fused, differentiable=False)
+        super().__init__(params, defaults, on_nonfinite=on_nonfinite)
+
+    def validate_group(self, group: dict[str, Any]) -> None:
+        """torch's checks in torch's words; NaN and Inf are refused too (but d=math.inf)."""
+        _at_least("lr", group["lr"], 0.0, "Learning rate should be >= 0")
+        beta2_decay = check.as_number("beta2_decay", group["beta2_decay"])
+        if not (math.isfinite(beta2_decay) and beta2_decay <= 0):
+            raise ValueError(
+                f"beta2_decay should be <= 0 but is: {group['beta2_decay']}; it must be a "
+                "finite number <= 0"
+            )
+        eps = group["eps"]
+        if not isinstance(eps, (tuple, list)) or len(eps) != 2:
+            raise ValueError(f"Invalid eps: {eps!r}; eps must be a pair (eps1 or None, eps2)")
+        if eps[0] is not None:
+            _at_least("eps[0]", eps[0], 0.0, "epsilon1 should be >= 0", "None or ")
+        _at_least("eps[1]", eps[1], 0.0, "epsilon2 should be >= 0")
+        d = check.as_number("d", group["d"])
+        if not d >= 1.0:  # (math.inf is allowed: no clipping)
+            raise ValueError(
+                f"Clipping threshold d should be >= 1 but is: {group['d']}; d must be a "
+                "number >= 1 (math.inf: no clipping)"
+            )
+        _at_least("weight_decay", group["weight_decay"], 0.0, "weight_decay should be >= 0")
+        check.backend_flags(
+            foreach=group.get("foreach"), fused=group.get("fused"), differentiable=False
+        )
+
+    def state_layout(self, group: dict[str, Any]) -> dict[str, Any]:
+        return {**_MATRIX_LAYOUT, **_VECTOR_LAYOUT}
+
+    def param_state_layout(self, group: dict[str, Any], param: Tensor) -> dict[str, Slot]:
+        """The state keys of ``param``: factored for two or more dimensions, as torch's."""
+        return _MATRIX_LAYOUT if param.dim() > 1 else _VECTOR_LAYOUT
+
+    @property
+    def _step_supports_amp_scaling(self) -> bool:
+        return False  # GradScaler unscales before step, as for torch's Adafactor
+
+    def refuse_before_step(self) -> None:
+        """torch's errors for complex params and sparse gradients, raised before any group
+        is updated (torch raises them after updating the groups before)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if torch.is_complex(p):
+                    raise RuntimeError("Adafactor does not support complex parameters")
+                if p.grad.is_sparse:
+                    raise RuntimeError("Adafactor does not support sparse gradients")
+
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        state = self.state[p]
+        state["step"] = new_step(p, group)
+        grad = p.grad
+        assert grad is not None
+        if grad.dim() > 1:
+            state["row_var"] = grad.new_zeros((*grad.shape[:-1], 1))
+            state["col_var"] = grad.new_zeros((*grad.shape[:-2], 1, grad.shape[-1]))
+        else:
+            state["variance"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+        return state
+
+    def _update_group(self, group: dict[str, Any], amp: dict[str, Tensor]) -> None:
+        if amp:
+            raise RuntimeError(
+                "Adafactor: grad scaling must happen before step() (GradScaler unscales for it)"
+            )
+        params, grads, states, _ = self._collect(group)
+        if not params:
+            return
+        eps1, eps2 = group["eps"]
+        if eps1 is None:  # torch: the first param's dtype decides, for the whole group
+            eps1 = torch.finfo(params[0].dtype).eps
+        hyper = dict(
+            d=group["d"], lr=group["lr"], beta2_decay=group["beta2_decay"],
+            weight_decay=group["weight_decay"], eps1=eps1, eps2=eps2, maximize=group["maximize"],
+        )  # fmt: skip
+        empty = [i for i, p in enumerate(params) if p.numel() == 0]
+        for i in empty:  # nothing to update (torch would divide by √0); the count advances
+            states[i]["step"] += 1
+        if empty:
+            keep = [i for i in range(len(params)) if params[i].numel() > 0]
+            params, grads, states = ([xs[i] for i in keep] for xs in (params, grads, states))
+        foreach, fused = group.get("foreach"), group.get("fused")
+        explicit_torch = foreach is not None or fused is False
+        if explicit_torch or torch.compiler.is_compiling() or not params[0].is_cpu:
+            _torch_kernel(
+                params, grads, states, foreach=bool(foreach) or not params[0].is_cpu, **hyper
+            )
+            return
+        self._fused(params, grads, states, hyper)
+
+    def _fused(
+        self, params: list[Tensor], grads: list[Tensor], states: list[dict], hyper: dict[str, Any]
+    ) -> None:
+        """adamkit's kernel for the tensors it takes, torch's for-loop for the rest."""
+        from ..kernels import adafactor_cpu  # (imports numba: only once a fused step runs)
+
+        lr = check.as_number("lr", hyper["lr"])
+        rest = []
+        for p, g, state in zip(params, grads, states, strict=True):
+            if not adafactor_cpu.takes(p, g, state):
+                rest.append((p, g, state))
+                continue
+            step = state["step"]
+            step += 1
+            adafactor_cpu.step(
+                p, g, state, t=float(step), lr=lr, beta2_decay=float(hyper["beta2_decay"]),
+                eps1=float(hyper["eps1"]), eps2=float(hyper["eps2"]), d=float(hyper["d"]),
+                weight_decay=float(hyper["weight_decay"]), maximize=bool(hyper["maximize"]),
+            )  # fmt: skip
+        if rest:
+            _torch_forloop(*(list(xs) for xs in zip(*rest, strict=True)), **hyper)
+
+
+def _at_least(name: str, value: Any, low: float, torch_words: str, also: str = "") -> None:
+    """torch's message (what was wrong), then what adamkit accepts; NaN and Inf refused."""
+    number = check.as_number(name, value)
+    if not (math.isfinite(number) and number >= low):
+        raise ValueError(
+            f"{torch_words} but is: {value}; {name} must be {also}a finite number >= {low:g}"
+        )
