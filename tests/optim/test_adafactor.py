@@ -359,3 +359,90 @@ def test_gradients_are_not_modified():
     w.grad = g.clone()
     adamkit.Adafactor([w], maximize=True).step()
     assert torch.equal(w.grad, g)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("new_shape", [(400, 300), (3, 4), (2, 3), (12,), (4000,)])
+def test_a_param_reshaped_after_a_step_is_refused_before_anything_moves(fused, new_shape):
+    """The fused kernel must never read state of another size (it has no bounds checks): a
+    param whose shape no longer fits its state raises, and nothing changes."""
+    w = torch.nn.Parameter(torch.randn(4, 3))
+    v = torch.nn.Parameter(torch.randn(5))
+    opt = adamkit.Adafactor(
+        [{"params": [v]}, {"params": [w]}], **({"fused": True} if fused else {"foreach": False})
+    )
+    w.grad, v.grad = torch.randn(4, 3), torch.randn(5)
+    opt.step()
+    w.data = torch.randn(new_shape)
+    w.grad = torch.randn(new_shape)
+    before_v, before_w = v.detach().clone(), w.detach().clone()
+    steps = [float(s["step"]) for s in opt.state.values()]
+    with pytest.raises(RuntimeError, match="changed shape"):
+        opt.step()
+    assert torch.equal(v, before_v) and torch.equal(w, before_w)
+    assert [float(s["step"]) for s in opt.state.values()] == steps
+
+
+def test_a_param_cast_after_a_step_is_refused_clearly():
+    w = torch.nn.Parameter(torch.randn(4, 3))
+    opt = adamkit.Adafactor([w])
+    w.grad = torch.randn(4, 3)
+    opt.step()
+    w.data = w.data.double()
+    w.grad = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="shape or dtype"):
+        opt.step()
+
+
+def test_a_group_of_empty_params_only_steps_its_counts():
+    e = torch.nn.Parameter(torch.empty(0))
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = adamkit.Adafactor([{"params": [e]}, {"params": [w]}])
+    e.grad, w.grad = torch.empty(0), torch.ones(3)
+    opt.step()
+    assert float(opt.state[e]["step"]) == 1 and not torch.equal(w, torch.ones(3))
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (3, 6, 5), (30,)])
+def test_a_tiny_eps1_gives_torchs_nans_for_zero_rows(shape):
+    """transformers' ε1 = 1e-30 squares to 0 in float32: torch's V̂ floor is then 0 and a row
+    or column of zero gradients gives NaN (0·∞). The fused kernel floors at ε1² rounded to the
+    dtype too, so it agrees with torch on which elements are NaN."""
+    gen = torch.Generator().manual_seed(5)
+    params0 = [torch.randn(shape, generator=gen)]
+    grad = torch.randn(shape, generator=gen)
+    if len(shape) > 1:
+        grad[..., 1, :] = 0.0  # a zero row (an embedding row not in the batch)
+    else:
+        grad[3:7] = 0.0
+    kw = {"eps": (1e-30, 1e-3)}
+    ours, _ = _run(lambda ps: adamkit.Adafactor(ps, fused=True, **kw), params0, [[grad]])
+    theirs, _ = _run(lambda ps: torch.optim.Adafactor(ps, **kw), params0, [[grad]])
+    assert torch.isnan(theirs[0]).any()
+    torch.testing.assert_close(ours[0], theirs[0], rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_the_reference_lerps_as_torch_when_the_weight_is_one():
+    """beta2_decay = 0 gives the lerp weight t^0 = 1: V = g² exactly (torch's lerp is exact
+    at both ends); a naive v + w·(g² - v) loses a small g² next to a large old v."""
+    p0 = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    grads = [[torch.tensor([1e3, -2e3, 5e2], dtype=torch.float64)],
+             [torch.tensor([1e-6, 2e-6, -3e-6], dtype=torch.float64)]]  # fmt: skip
+    theirs, topt = _run(lambda ps: torch.optim.Adafactor(ps, beta2_decay=0.0), [p0], grads)
+    hyper = ref.AdafactorHyper(beta2_decay=0.0, eps1=float(np.finfo(np.float64).eps))
+    phi, state = p0.numpy().copy(), ref.init(p0.numpy())
+    for (g,) in grads:
+        phi, state, _ = ref.step(phi, g.numpy(), state, hyper)
+    np.testing.assert_allclose(
+        state.variance, topt.state[theirs[0]]["variance"].numpy(), rtol=1e-12
+    )
+    np.testing.assert_allclose(phi, theirs[0].detach().numpy(), rtol=1e-12)
+
+
+def test_a_checkpoint_with_both_backend_flags_is_refused_as_a_state_dict_error():
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = adamkit.Adafactor([w])
+    sd = opt.state_dict()
+    sd["param_groups"][0].update(foreach=True, fused=True)
+    with pytest.raises(adamkit.StateDictError, match="cannot be `True` together"):
+        opt.load_state_dict(sd)

@@ -39,7 +39,8 @@ _inline = numba.njit(inline="always", error_model="numpy")
 
 PARALLEL_MIN = 1 << 16
 # hyper's entries, in the data's dtype: lerp weight t^τ and 1 - t^τ, ε1, ε1², decay 1 - lr·λ,
-# 1/ε1 (inf for ε1 = 0)
+# 1/√(ε1² in the data's dtype): torch floors V̂ at ε1² rounded to the dtype (0 where it
+# underflows, as float32's for transformers' ε1 = 1e-30: then a zero row gives NaN, as torch)
 WEIGHT, ONE_MINUS_WEIGHT, EPS1, EPS1_SQUARED, DECAY, INV_EPS1 = range(6)
 # sums: Σp², Σu² (float64)
 SUM_P2, SUM_U2 = range(2)
@@ -271,9 +272,11 @@ def step(
     """One step of ``p`` (``takes`` said yes) at step count ``t`` (already advanced)."""
     dtype = _NUMPY[p.dtype]
     weight = t**beta2_decay
-    inv_eps1 = 1.0 / eps1 if eps1 > 0 else math.inf
+    eps1_squared = float(dtype(eps1 * eps1))
+    inv_eps1 = 1.0 / math.sqrt(eps1_squared) if eps1_squared > 0 else math.inf
     hyper = np.array(
-        [weight, 1.0 - weight, eps1, eps1 * eps1, 1.0 - lr * weight_decay, inv_eps1], dtype=dtype
+        [weight, 1.0 - weight, eps1, eps1_squared, 1.0 - lr * weight_decay, inv_eps1],
+        dtype=dtype,
     )
     # maximize: the update of -g is -u (u² and g² unchanged), so ρ_t's sign carries it
     scalars = np.array([min(lr, 1.0 / t**0.5) * (-1.0 if maximize else 1.0), eps2, d])

@@ -102,7 +102,6 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
         )  # fmt: skip
         if fused is not None:
             defaults["fused"] = fused
-        check.backend_flags(foreach=foreach, fused=fused, differentiable=False)
         super().__init__(params, defaults, on_nonfinite=on_nonfinite)
 
     def validate_group(self, group: dict[str, Any]) -> None:
@@ -127,9 +126,8 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
                 "number >= 1 (math.inf: no clipping)"
             )
         _at_least("weight_decay", group["weight_decay"], 0.0, "weight_decay should be >= 0")
-        check.backend_flags(
-            foreach=group.get("foreach"), fused=group.get("fused"), differentiable=False
-        )
+        if group.get("fused") and group.get("foreach"):
+            raise ValueError("`fused` and `foreach` cannot be `True` together; set one of them")
 
     def state_layout(self, group: dict[str, Any]) -> dict[str, Any]:
         return {**_MATRIX_LAYOUT, **_VECTOR_LAYOUT}
@@ -143,16 +141,21 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
         return False  # GradScaler unscales before step, as for torch's Adafactor
 
     def refuse_before_step(self) -> None:
-        """torch's errors for complex params and sparse gradients, raised before any group
-        is updated (torch raises them after updating the groups before)."""
-        for group in self.param_groups:
-            for p in group["params"]:
+        """Raise, before any group is updated: torch's errors for complex params and sparse
+        gradients (torch raises them after updating the groups before), and state that no
+        longer fits its param (a param reshaped or cast after a step: torch fails mid-step,
+        and the fused kernel must never read state of another size)."""
+        for gi, group in enumerate(self.param_groups):
+            for pi, p in enumerate(group["params"]):
                 if p.grad is None:
                     continue
                 if torch.is_complex(p):
                     raise RuntimeError("Adafactor does not support complex parameters")
                 if p.grad.is_sparse:
                     raise RuntimeError("Adafactor does not support sparse gradients")
+                state = self.state.get(p)
+                if state:
+                    _check_state_fits(state, p, f"param {pi} of group {gi}")
 
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         state = self.state[p]
@@ -187,6 +190,8 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
         if empty:
             keep = [i for i in range(len(params)) if params[i].numel() > 0]
             params, grads, states = ([xs[i] for i in keep] for xs in (params, grads, states))
+            if not params:
+                return
         foreach, fused = group.get("foreach"), group.get("fused")
         explicit_torch = foreach is not None or fused is False
         if explicit_torch or torch.compiler.is_compiling() or not params[0].is_cpu:
@@ -217,6 +222,35 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
             )  # fmt: skip
         if rest:
             _torch_forloop(*(list(xs) for xs in zip(*rest, strict=True)), **hyper)
+
+
+def _check_state_fits(state: dict[str, Any], p: Tensor, where: str) -> None:
+    layout = _MATRIX_LAYOUT if p.dim() > 1 else _VECTOR_LAYOUT
+    expected = {
+        "row_var": (*p.shape[:-1], 1),
+        "col_var": (*p.shape[:-2], 1, p.shape[-1]) if p.dim() > 1 else (),
+        "variance": tuple(p.shape),
+    }
+    dtype = p.grad.dtype if p.grad is not None else p.dtype
+    for key in layout:
+        if key == "step":
+            continue
+        value = state.get(key)
+        if not isinstance(value, Tensor):
+            kind = "two or more dimensions" if p.dim() > 1 else "fewer than two dimensions"
+            raise RuntimeError(
+                f"Adafactor: {where} has {kind} (shape {tuple(p.shape)}) but its state has no "
+                f"{key!r} (keys {sorted(state)}): the param changed shape after a step; nothing "
+                "was updated. Load a checkpoint that fits it, or clear its state "
+                "(optimizer.state.pop(param))."
+            )
+        if tuple(value.shape) != expected[key] or value.dtype != dtype:
+            raise RuntimeError(
+                f"Adafactor: {where} is {tuple(p.shape)} {dtype} but its state {key!r} is "
+                f"{tuple(value.shape)} {value.dtype} (expected {expected[key]} {dtype}): the "
+                "param changed shape or dtype after a step; nothing was updated. Load a "
+                "checkpoint that fits it, or clear its state (optimizer.state.pop(param))."
+            )
 
 
 def _at_least(name: str, value: Any, low: float, torch_words: str, also: str = "") -> None:

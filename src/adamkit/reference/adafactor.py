@@ -98,6 +98,12 @@ def init(param: np.ndarray) -> AdafactorState:
     return AdafactorState(0, None, None, np.zeros_like(x, dtype=np.float64))
 
 
+def _lerp(start: np.ndarray, end: np.ndarray, weight: float) -> np.ndarray:
+    """torch's lerp: exact at both ends (weight 1, i.e. beta2_decay = 0, gives ``end``)."""
+    diff = end - start
+    return start + weight * diff if weight < 0.5 else end - diff * (1.0 - weight)
+
+
 def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.sum(x * x)) / math.sqrt(x.size))
 
@@ -120,13 +126,13 @@ def step(
     g2 = g * g
     if p.ndim > 1:
         assert state.row_var is not None and state.col_var is not None
-        row = state.row_var + one_minus_beta2 * (g2.mean(axis=-1, keepdims=True) - state.row_var)
-        col = state.col_var + one_minus_beta2 * (g2.mean(axis=-2, keepdims=True) - state.col_var)
+        row = _lerp(state.row_var, g2.mean(axis=-1, keepdims=True), one_minus_beta2)
+        col = _lerp(state.col_var, g2.mean(axis=-2, keepdims=True), one_minus_beta2)
         var_estimate = row * col / np.maximum(row.mean(axis=-2, keepdims=True), eps1)
         new_state = AdafactorState(t, row, col, None)
     else:
         assert state.variance is not None
-        variance = state.variance + one_minus_beta2 * (g2 - state.variance)
+        variance = _lerp(state.variance, g2, one_minus_beta2)
         var_estimate = variance
         new_state = AdafactorState(t, None, None, variance)
     update = g / np.sqrt(np.maximum(var_estimate, eps1 * eps1))
