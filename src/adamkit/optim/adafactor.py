@@ -154,7 +154,7 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
                 if p.grad.is_sparse:
                     raise RuntimeError("Adafactor does not support sparse gradients")
                 state = self.state.get(p)
-                if state:
+                if state and not _fits(state, p, p.grad.dtype):
                     _check_state_fits(state, p, f"param {pi} of group {gi}")
 
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
@@ -222,6 +222,22 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
             )  # fmt: skip
         if rest:
             _torch_forloop(*(list(xs) for xs in zip(*rest, strict=True)), **hyper)
+
+
+def _fits(state: dict[str, Any], p: Tensor, dtype: torch.dtype) -> bool:
+    """Whether ``p``'s state has the keys, shapes and dtype its step reads (the quick check,
+    run for every param on every step; :func:`_check_state_fits` says what is wrong)."""
+    shape = p.shape
+    if len(shape) > 1:
+        row, col = state.get("row_var"), state.get("col_var")
+        return (
+            isinstance(row, Tensor) and isinstance(col, Tensor)
+            and row.dtype == dtype and col.dtype == dtype
+            and row.shape[:-1] == shape[:-1] and row.shape[-1] == 1
+            and col.shape[:-2] == shape[:-2] and col.shape[-2:] == (1, shape[-1])
+        )  # fmt: skip
+    variance = state.get("variance")
+    return isinstance(variance, Tensor) and variance.dtype == dtype and variance.shape == shape
 
 
 def _check_state_fits(state: dict[str, Any], p: Tensor, where: str) -> None:
