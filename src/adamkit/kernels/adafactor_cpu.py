@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ._batching import ChunkTables, Threads
+from ._numba_cpu import _lerp, _nan_max  # torch's lerp; a max that keeps NaN (clamp_min)
 
 # Sums may be reassociated (so that LLVM vectorizes them): their order is not part of the
 # algorithm. No other fast-math flag: NaN and Inf behave as in torch.
@@ -44,18 +45,6 @@ PARALLEL_MIN = 1 << 16
 WEIGHT, ONE_MINUS_WEIGHT, EPS1, EPS1_SQUARED, DECAY, INV_EPS1 = range(6)
 # sums: Σp², Σu² (float64)
 SUM_P2, SUM_U2 = range(2)
-
-
-@_inline
-def _lerp(start, end, weight, one_minus_weight):
-    # torch's lerp: exact at both ends
-    diff = end - start
-    return start + weight * diff if weight < 0.5 else end - diff * one_minus_weight
-
-
-@_inline
-def _floored(x, floor):
-    return floor if x < floor else x  # NaN stays NaN, as torch's clamp_min
 
 
 @_inline
@@ -147,7 +136,7 @@ def _factored(chunks, p, g, row, col, hyper, scalars, n, sums):
         for i in range(b * n, (b + 1) * n):
             total += np.float64(row[i])
         # torch: row_var.mean(dim=-2), in the data's dtype, then clamp_min(ε1)
-        row_mean = _floored(row.dtype.type(total / n), hyper[EPS1])
+        row_mean = _nan_max(row.dtype.type(total / n), hyper[EPS1])
         for i in range(b * n, (b + 1) * n):
             inv_row[i] = 1 / np.sqrt(row[i] / row_mean)
     inv_col = np.empty_like(col)
@@ -178,7 +167,7 @@ def _vector_statistics(chunks, p, g, v, sums_partial, hyper):
             x = g[i]
             vi = _lerp(v[i], x * x, hyper[WEIGHT], hyper[ONE_MINUS_WEIGHT])
             v[i] = vi
-            u = x / np.sqrt(_floored(vi, hyper[EPS1_SQUARED]))
+            u = x / np.sqrt(_nan_max(vi, hyper[EPS1_SQUARED]))
             u2 += np.float64(u) * np.float64(u)
             y = np.float64(p[i])
             p2 += y * y
@@ -190,7 +179,7 @@ def _vector_statistics(chunks, p, g, v, sums_partial, hyper):
 def _vector_apply(chunks, p, g, v, hyper, scale):
     for k in numba.prange(chunks.size - 1):
         for i in range(chunks[k], chunks[k + 1]):
-            u = g[i] / np.sqrt(_floored(v[i], hyper[EPS1_SQUARED]))
+            u = g[i] / np.sqrt(_nan_max(v[i], hyper[EPS1_SQUARED]))
             p[i] = p[i] * hyper[DECAY] + scale * u
 
 

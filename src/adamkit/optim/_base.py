@@ -107,6 +107,11 @@ class KernelOptimizer(torch.optim.Optimizer):
         """{state key: Slot} that a stepped parameter of ``group`` has (for load_state_dict)."""
         raise NotImplementedError
 
+    def param_state_layout(self, group: dict[str, Any], param: Tensor) -> dict[str, Any]:
+        """{state key: Slot} of ``param`` once stepped: the group's layout, unless the keys
+        depend on the param (Adafactor's factored state)."""
+        return self.state_layout(group)
+
     @staticmethod
     def profile_hook_step(func: Callable[..., Any]) -> Callable[..., Any]:
         """torch.optim's step wrapper (hooks and a profiler range), skipped when no profiler

@@ -41,8 +41,8 @@ def check_state_dict(optimizer: Any, state_dict: Any) -> None:
     """Raise :class:`StateDictError` if ``state_dict`` does not fit ``optimizer``.
 
     ``optimizer`` provides ``param_groups``, ``validate_group(group)``,
-    ``group_key_defaults`` and ``state_layout(group) -> {key: Slot}`` (or, where the keys
-    depend on the param, ``param_state_layout(group, param)``), and may provide
+    ``group_key_defaults`` and ``param_state_layout(group, param) -> {key: Slot}``, and may
+    provide
     ``group_state_keys``: group-level state (Schedule-Free's count and average) that a group
     whose params have state must hold (the defaults are a fresh group's, not a stepped one's).
     """
@@ -85,12 +85,7 @@ def check_state_dict(optimizer: Any, state_dict: Any) -> None:
             _fail(f"it has state for parameter id {pid!r}, which no param group lists")
         gi, pi, merged = where[pid]
         param = groups[gi]["params"][pi]
-        layout = (
-            optimizer.param_state_layout(merged, param)
-            if hasattr(optimizer, "param_state_layout")
-            else optimizer.state_layout(merged)
-        )
-        _check_entry(entry, param, layout, gi, pi)
+        _check_entry(entry, param, optimizer.param_state_layout(merged, param), gi, pi)
 
 
 def _check_entry(entry: Any, param: Tensor, layout: dict[str, Slot], gi: int, pi: int) -> None:
@@ -141,7 +136,8 @@ def _check_scalar(value: Any, at: str) -> None:
         _fail(f"{at} is {value!r}; expected {Slot.SCALAR.value}")
 
 
-def _expected_shape(param: Tensor, slot: Slot) -> tuple[int, ...]:
+def expected_shape(param: Tensor, slot: Slot) -> tuple[int, ...]:
+    """The shape of a state tensor of kind ``slot`` for ``param``."""
     shape = tuple(param.shape)
     if slot is Slot.ROW_FACTOR:
         return (*shape[:-1], 1)
@@ -153,7 +149,7 @@ def _expected_shape(param: Tensor, slot: Slot) -> tuple[int, ...]:
 def _check_like_param(value: Any, param: Tensor, at: str, slot: Slot) -> None:
     if not isinstance(value, Tensor):
         _fail(f"{at} is {type(value).__name__}; expected {slot.value}")
-    expected = _expected_shape(param, slot)
+    expected = expected_shape(param, slot)
     if tuple(value.shape) != expected:
         shape = "the parameter has" if expected == tuple(param.shape) else "expected"
         _fail(f"{at} has shape {tuple(value.shape)}; {shape} {expected}")

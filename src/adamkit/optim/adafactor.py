@@ -18,7 +18,7 @@ from torch.optim._adafactor import adafactor as torch_adafactor
 from ..algorithms import _checks as check
 from ..reference import adafactor as reference
 from ._base import KernelOptimizer, new_step
-from ._checkpoint import Slot
+from ._checkpoint import Slot, expected_shape
 
 _MATRIX_LAYOUT = {"step": Slot.STEP, "row_var": Slot.ROW_FACTOR, "col_var": Slot.COL_FACTOR}
 _VECTOR_LAYOUT = {"step": Slot.STEP, "variance": Slot.LIKE_PARAM}
@@ -129,9 +129,6 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
         if group.get("fused") and group.get("foreach"):
             raise ValueError("`fused` and `foreach` cannot be `True` together; set one of them")
 
-    def state_layout(self, group: dict[str, Any]) -> dict[str, Any]:
-        return {**_MATRIX_LAYOUT, **_VECTOR_LAYOUT}
-
     def param_state_layout(self, group: dict[str, Any], param: Tensor) -> dict[str, Slot]:
         """The state keys of ``param``: factored for two or more dimensions, as torch's."""
         return _MATRIX_LAYOUT if param.dim() > 1 else _VECTOR_LAYOUT
@@ -163,8 +160,8 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
         grad = p.grad
         assert grad is not None
         if grad.dim() > 1:
-            state["row_var"] = grad.new_zeros((*grad.shape[:-1], 1))
-            state["col_var"] = grad.new_zeros((*grad.shape[:-2], 1, grad.shape[-1]))
+            state["row_var"] = grad.new_zeros(expected_shape(grad, Slot.ROW_FACTOR))
+            state["col_var"] = grad.new_zeros(expected_shape(grad, Slot.COL_FACTOR))
         else:
             state["variance"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
         return state
@@ -241,15 +238,10 @@ def _fits(state: dict[str, Any], p: Tensor, dtype: torch.dtype) -> bool:
 
 
 def _check_state_fits(state: dict[str, Any], p: Tensor, where: str) -> None:
-    layout = _MATRIX_LAYOUT if p.dim() > 1 else _VECTOR_LAYOUT
-    expected = {
-        "row_var": (*p.shape[:-1], 1),
-        "col_var": (*p.shape[:-2], 1, p.shape[-1]) if p.dim() > 1 else (),
-        "variance": tuple(p.shape),
-    }
     dtype = p.grad.dtype if p.grad is not None else p.dtype
-    for key in layout:
-        if key == "step":
+    layout = _MATRIX_LAYOUT if p.dim() > 1 else _VECTOR_LAYOUT
+    for key, slot in layout.items():
+        if slot is Slot.STEP:
             continue
         value = state.get(key)
         if not isinstance(value, Tensor):
@@ -260,10 +252,11 @@ def _check_state_fits(state: dict[str, Any], p: Tensor, where: str) -> None:
                 "was updated. Load a checkpoint that fits it, or clear its state "
                 "(optimizer.state.pop(param))."
             )
-        if tuple(value.shape) != expected[key] or value.dtype != dtype:
+        expected = expected_shape(p, slot)
+        if tuple(value.shape) != expected or value.dtype != dtype:
             raise RuntimeError(
                 f"Adafactor: {where} is {tuple(p.shape)} {dtype} but its state {key!r} is "
-                f"{tuple(value.shape)} {value.dtype} (expected {expected[key]} {dtype}): the "
+                f"{tuple(value.shape)} {value.dtype} (expected {expected} {dtype}): the "
                 "param changed shape or dtype after a step; nothing was updated. Load a "
                 "checkpoint that fits it, or clear its state (optimizer.state.pop(param))."
             )
