@@ -35,6 +35,7 @@ from ..algorithms.state_formats import (
     SIGN,
     SLOT_KINDS,
     TOP,
+    slot_precision,
     tensor_seed,
 )
 from . import _whole_tensor
@@ -222,7 +223,7 @@ def update_and_store(
         p32 = p32 + state[KAHAN_KEY].to(torch.float32)
     g32 = g.to(torch.float32)
     keys = [key for key in slot_keys if key in state]  # AMSGrad's max only with it
-    slots = [load(state, key, precision) if key in state else g32 for key in slot_keys]
+    slots = [load(state, key) if key in state else g32 for key in slot_keys]
     slots += [g32] * (3 - len(slots))
     new_p, *new_slots = update(p32, g32, slots, *scalars)
     low = precision in ("8bit", "bf16")  # both round the moments stochastically
@@ -233,16 +234,19 @@ def update_and_store(
         shift = 16 * (i % 2)  # m takes the low 16 bits of an element's number, v the high
         value = torch.as_tensor(new_slots[i]).expand(p.shape)
         slot_noise = torch.zeros_like(noise) if low and key in ROUNDED_DOWN else noise
-        stores.update(_stored(key, value, precision, state[key].dtype, slot_noise, shift))
+        stored_in = slot_precision(precision, key, keys)
+        stores.update(_stored(key, value, stored_in, state[key].dtype, slot_noise, shift))
     stores.update(_param_stores(p, new_p, param_rounding, seed))
     for key, value in stores.items():
         (p.detach() if key == "param" else state[key]).copy_(value)
 
 
-def load(state: Mapping[str, Any], key: str, precision: str) -> Tensor:
-    """State slot ``key`` as float32, whatever its format."""
+def load(state: Mapping[str, Any], key: str) -> Tensor:
+    """State slot ``key`` as float32, whatever its format (8-bit codes are a uint8 tensor with
+    their scales beside it; a state's slots need not share one format, see
+    :func:`adamkit.algorithms.state_formats.slot_precision`)."""
     value = state[key]
-    if precision == "8bit":
+    if is_8bit(state, key):
         return dequantize(value, state[key + ABSMAX_SUFFIX], SLOT_KINDS[key])
     return value.to(torch.float32)
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS
+from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS, slot_precision
 from ..kernels._batching import StateSizeError, check_sizes
 from ..kernels.lowbit_torch import blocks, dequantize, is_8bit, quantize, to_bf16
 from ..kernels.wrappers import HALF_DTYPES, dtensor_like, to_local
@@ -64,7 +64,7 @@ def conform(
         state.pop(key + ABSMAX_SUFFIX, None)
     for key in layout:
         if key in SLOT_KINDS:
-            _conform_slot(p, state, key, precision, fp32_dtype)
+            _conform_slot(p, state, key, slot_precision(precision, key, layout), fp32_dtype)
     _conform_kahan(p, state, rounding)
     return precision != "fp32" or KAHAN_KEY in state
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..algorithms import SPECS
-from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS
+from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS, slot_precision
 from ..kernels import lowbit, lowbit_compiled
 from ..kernels._tensors import pick
 from ..kernels.lowbit_torch import (
@@ -435,14 +435,14 @@ def _low_memory_zeros(
             state[key] = new_step(p, {**group, "capturable": False, "fused": False})
         elif key == spec.scalar_state:
             state[key] = scalar_state(spec.scalar_state_init, p, {**group, "capturable": False})
-        elif precision == "8bit":
+        elif slot_precision(precision, key, layout) == "8bit":
             # A DTensor param's (FSDP2) codes are a DTensor like it; their scales are of the
             # rank's local shard, whose blocks the kernels see.
             state[key] = torch.zeros_like(p, dtype=torch.uint8, memory_format=_CONTIGUOUS)
             state[key + ABSMAX_SUFFIX] = torch.zeros(
                 blocks(to_local(p).numel()), dtype=torch.float32, device=p.device
             )
-        elif precision == "bf16":
+        elif slot_precision(precision, key, layout) == "bf16":
             # zeros_like: a DTensor parameter's state is a DTensor laid out like it (FSDP2)
             state[key] = torch.zeros_like(p, dtype=torch.bfloat16, memory_format=_CONTIGUOUS)
         else:
