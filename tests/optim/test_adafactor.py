@@ -109,6 +109,33 @@ def test_torch_order_is_torch_bit_for_bit(foreach, seed):
     _assert_states_equal(opt, topt, exact=True)
 
 
+@pytest.mark.parametrize("foreach", [False, True, None])
+def test_eps1_none_takes_the_first_params_dtype_for_the_whole_group_as_torch(foreach):
+    """eps=(None, ...): torch's for-loop (its CPU default) resolves ε1 from the first param's
+    dtype and keeps it for the group; its foreach from a dtype bucket of its own choosing
+    (here float64's, for all: adamkit gave it float32's and its float32 param moved 0.03
+    away from torch's). Gradients of 1e-10 make V̂ ~ 1e-20, floored at float32's ε1²
+    (1.4e-14) but not at float64's (4.9e-32), so the params show which ε1 they got."""
+    params0 = [torch.randn(4, 3), torch.randn(4, 3, dtype=torch.float64), torch.randn(5).double()]
+    grads = [[p * 1e-10 for p in params0] for _ in range(2)]
+    ours, _ = _run(lambda ps: adamkit.Adafactor(ps, foreach=foreach), params0, grads)
+    theirs, _ = _run(lambda ps: torch.optim.Adafactor(ps, foreach=foreach), params0, grads)
+    alone, _ = _run(
+        lambda ps: torch.optim.Adafactor(ps, foreach=foreach),
+        params0[1:],
+        [row[1:] for row in grads],
+    )
+    if not foreach:  # (the case tells the two rules apart)
+        assert not torch.allclose(theirs[1], alone[0])
+    for a, b in zip(ours, theirs, strict=True):
+        if foreach is None:  # the fused kernel: at the dtype's rounding
+            torch.testing.assert_close(
+                a, b, rtol=1e-5 if a.dtype == torch.float32 else 1e-12, atol=0
+            )
+        else:
+            _same(a, b)
+
+
 def _counting_fused_steps(monkeypatch) -> list[int]:
     """Count the tensors the fused kernel steps (so a test knows it did not fall back)."""
     calls: list[int] = []

@@ -5,7 +5,7 @@ the optimizer stored, which are the ones its last step used. Works for adamkit's
 for torch.optim's namesakes (same state format). Adam, the spec family (NAdam, RAdam, Adamax)
 and Lion are read through their algorithm specs' ``intermediates``, the same per-element
 function their kernels are built from, evaluated with torch ops; RMSprop and SGD by the small
-functions below.
+functions below, Adafactor (whose second moment is factored) by :mod:`._adafactor`.
 
 For a large group, summaries are computed on a fixed sample: evenly spaced blocks of contiguous
 elements from each tensor, about ``max_elements`` per group in all; groups smaller than that
@@ -27,7 +27,7 @@ from ..algorithms._spec import BIAS_WIDTH
 from ..algorithms._torch_ops import torch_compiled
 from ..kernels._tensors import real_view
 from ..kernels.lowbit_torch import dequantized_entry
-from . import _sampling
+from . import _adafactor, _sampling
 
 
 @dataclass
@@ -70,8 +70,9 @@ _TORCH_CLASSES = (
     (torch.optim.NAdam, "nadam"),
     (torch.optim.RAdam, "radam"),
     (torch.optim.Adamax, "adamax"),
+    *(((torch.optim.Adafactor, "adafactor"),) if hasattr(torch.optim, "Adafactor") else ()),
 )
-ALGORITHMS = ("sgd", *SPECS)
+ALGORITHMS = ("sgd", *SPECS, "adafactor")
 SLOW_EMA = "exp_avg_slow"  # a slot shown on its own beside m̂ (AdEMAMix's m2)
 
 
@@ -83,7 +84,7 @@ def _known(optimizer: Any) -> bool:
 
 def algorithm_of(optimizer: torch.optim.Optimizer) -> str:
     """The algorithm of adamkit's optimizers and torch.optim's namesakes ('adam', 'sgd',
-    'rmsprop', 'nadam', 'radam', 'adamax')."""
+    'rmsprop', 'nadam', 'radam', 'adamax', 'adafactor')."""
     name = getattr(optimizer, "algorithm", None)
     if name in ALGORITHMS:
         return name
@@ -91,8 +92,9 @@ def algorithm_of(optimizer: torch.optim.Optimizer) -> str:
         if isinstance(optimizer, cls):
             return algorithm
     raise TypeError(
-        "diagnostics support Adam, AdamW, SGD, RMSprop, NAdam, RAdam and Adamax (adamkit or "
-        "torch.optim) and adamkit's Lion, AdEMAMix and ScheduleFreeAdamW; got "
+        "diagnostics support Adam, AdamW, SGD, RMSprop, NAdam, RAdam, Adamax and Adafactor "
+        "(adamkit or torch.optim) and adamkit's Lion, AdEMAMix, ScheduleFreeAdamW, ADOPT and "
+        "StableAdamW; got "
         f"{type(optimizer).__name__}"
     )
 
@@ -162,16 +164,18 @@ def group_elements(
         param=_gather(params, plan),
         update=torch.zeros(0),
         grad=grad,
-        eps=float(group.get("eps", 0.0)),
+        eps=0.0 if algorithm == "adafactor" else float(group.get("eps", 0.0)),  # (a pair)
         # SGD and Lion keep no step count in their state (torch's and lion-pytorch's
         # format): the optimizer's own count.
-        step=max(steps) if SPECS[algorithm].counted else steps_taken,
+        step=max(steps) if algorithm == "adafactor" or SPECS[algorithm].counted else steps_taken,
     )
     lr = _value(group["lr"])
     if algorithm == "rmsprop":
         _rmsprop(e, group, lr, key, plan)
     elif algorithm == "sgd":
         _sgd(e, group, lr, key, plan)
+    elif algorithm == "adafactor":
+        _adafactor.elements(e, group, params, states, plan)
     else:
         _from_spec(e, SPECS[algorithm], group, lr, key, plan, states)
     return e

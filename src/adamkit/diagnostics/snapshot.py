@@ -73,8 +73,22 @@ QUANTITIES["schedule_free_adamw"] = [
     "averaging_weight",
     "scheduled_lr",
 ]
+# Adafactor: no first moment; its √V̂ rebuilt from the factors, the effective lr
+# α_t/(d_t·√max(V̂, ε1²)) with its relative step size and update clipping, ε1 for ε; the
+# group's ρ_t and the share of its tensors whose update was clipped.
+QUANTITIES["adafactor"] = [
+    *_EFFECTIVE_LR,
+    "sqrt_v_hat_rms",
+    "update_rms",
+    "update_to_param",
+    "eps_dominated",
+    *_ADAPTIVE,
+    "grad_rms",
+    "relative_step",
+    "clipped_fraction",
+]
 ADAM_LIKE = (*ADAM_FAMILY, "ademamix")
-BIAS_CORRECTED_SCALE = (*ADAM_LIKE, "schedule_free_adamw")  # √v̂, not √v
+BIAS_CORRECTED_SCALE = (*ADAM_LIKE, "schedule_free_adamw", "adafactor")  # √v̂, not √v
 
 
 def snapshot(
@@ -100,6 +114,10 @@ def snapshot(
     slow EMA m2 alone (how much of the step the old gradients carry). Schedule-Free AdamW has
     no momentum buffer; its ``averaging_weight`` is c, the weight of the newest z in the
     average x, and ``scheduled_lr`` the warmed-up lr; its update is the step z took.
+    Adafactor has no first moment: √V̂ is rebuilt from its row and column factors, its
+    effective lr is α_t/(d_t·√max(V̂, ε1²)) (``eps_dominated``: √V̂ < ε1), ``relative_step``
+    is ρ_t = min(lr, 1/√t) and ``clipped_fraction`` the share of the group's tensors whose
+    update RMS exceeded d (see :mod:`adamkit.diagnostics._adafactor`).
 
     ``step`` is the group's step count (SGD, which keeps none in its state: the steps adamkit's
     SGD has taken, None for torch.optim.SGD). Wrapped optimizers (accelerate's
@@ -152,7 +170,9 @@ def state_formats(optimizer: torch.optim.Optimizer) -> dict[str, str]:
 
     ``state_precision`` does not reach every tensor: float64 and complex parameters keep
     torch's state, and with "8bit" so do those of fewer than ``min_8bit_size`` elements.
-    torch.optim's optimizers (and adamkit's SGD and RMSprop) keep "fp32".
+    With ``amsgrad``, an "8bit" parameter keeps v and its max in bf16 (m stays 8-bit: a max
+    over an 8-bit v climbs its rounding noise; see docs/low-memory.md). torch.optim's
+    optimizers keep "fp32".
 
     Example:
         >>> import torch, adamkit

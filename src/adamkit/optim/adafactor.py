@@ -53,7 +53,8 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
             decay's rate.
         beta2_decay: τ in β̂2_t = 1 - t^τ, a number <= 0, default -0.8.
         eps: (ε1, ε2), default (None, 1e-3): ε1 floors the second-moment estimate (None: the
-            machine epsilon of the group's first param dtype, as torch), ε2 the param's RMS.
+            machine epsilon of the group's first param dtype, as torch's for-loop, its CPU
+            default; with foreach=True, torch's foreach picks the dtype), ε2 the param's RMS.
         d: the clipping threshold of the update's RMS, a number >= 1 (math.inf: no clipping).
         weight_decay: λ, decoupled: φ·(1 - lr·λ) before the update; default 0.
         maximize: ascend the objective instead of descending it.
@@ -175,12 +176,12 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
         if not params:
             return
         eps1, eps2 = group["eps"]
-        if eps1 is None:  # torch: the first param's dtype decides, for the whole group
-            eps1 = torch.finfo(params[0].dtype).eps
         hyper = dict(
             d=group["d"], lr=group["lr"], beta2_decay=group["beta2_decay"],
             weight_decay=group["weight_decay"], eps1=eps1, eps2=eps2, maximize=group["maximize"],
         )  # fmt: skip
+        if eps1 is None:  # torch's for-loop: the first param's dtype decides for the group
+            hyper["eps1"] = torch.finfo(params[0].dtype).eps
         empty = [i for i, p in enumerate(params) if p.numel() == 0]
         for i in empty:  # nothing to update (torch would divide by √0); the count advances
             states[i]["step"] += 1
@@ -192,9 +193,10 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
         foreach, fused = group.get("foreach"), group.get("fused")
         explicit_torch = foreach is not None or fused is False
         if explicit_torch or torch.compiler.is_compiling() or not params[0].is_cpu:
-            _torch_kernel(
-                params, grads, states, foreach=bool(foreach) or not params[0].is_cpu, **hyper
-            )
+            use_foreach = bool(foreach) or not params[0].is_cpu
+            if use_foreach:  # torch's foreach resolves ε1 None by its own rule (a dtype bucket's)
+                hyper["eps1"] = eps1
+            _torch_kernel(params, grads, states, foreach=use_foreach, **hyper)
             return
         self._fused(params, grads, states, hyper)
 
