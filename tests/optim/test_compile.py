@@ -11,6 +11,7 @@ import torch._dynamo
 from torch._dynamo.utils import counters
 
 import adamkit
+from adamkit.kernels import lowbit_torch
 
 CASES = [
     (adamkit.Adam, torch.optim.Adam, {"lr": 0.01}),
@@ -205,3 +206,67 @@ def test_inductor_compiled_8bit_step_updates_a_partial_last_block():
     start = torch.randn(1000, generator=torch.Generator().manual_seed(0))
     assert (w.detach() != start).all()  # every element moved, the partial block's too
     _assert_same_state(compiled, eager, exact=False)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["amsgrad off", "bf16 -> 8bit", "8bit -> fp32"],
+)
+def test_a_state_conversion_under_a_compiled_step_is_the_eager_one(change):
+    """A change that converts the state (amsgrad switched: with 8-bit state v moves between
+    bf16 and 8-bit; state_precision changed) made inside an Inductor-compiled step: the partial
+    last block of the converted slot was encoded wrongly there (Inf codes, then NaN params),
+    and 8bit -> fp32 raised in torch's fp32 kernel. Conversions now run eagerly."""
+    first = {"amsgrad off": "8bit", "bf16 -> 8bit": "bf16", "8bit -> fp32": "8bit"}[change]
+
+    def run(compiled: bool):
+        torch._dynamo.reset()
+        gen = torch.Generator().manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(2800, generator=gen))  # 10 blocks and 240 elements
+        opt = adamkit.Adam(
+            [w], lr=1e-2, amsgrad=change == "amsgrad off", state_precision=first, min_8bit_size=0
+        )
+        step = torch.compile(opt.step) if compiled else opt.step
+        for k in range(5):
+            if k == 3 and change == "amsgrad off":
+                opt.param_groups[0]["amsgrad"] = False
+            elif k == 3:
+                opt.state_precision = change.split(" -> ")[1]
+            w.grad = torch.randn(2800, generator=gen)
+            step()
+        return w.detach(), opt.state[w]
+
+    (w, state), (w_eager, state_eager) = run(True), run(False)
+    assert w.isfinite().all()
+    torch.testing.assert_close(w, w_eager, rtol=1e-6, atol=1e-6)
+    assert state.keys() == state_eager.keys()
+    for key in ("exp_avg", "exp_avg_sq"):
+        got, want = (lowbit_torch.load(s, key) for s in (state, state_eager))
+        assert got.isfinite().all(), key
+        # (as _assert_same_state: an 8-bit code a float32 ulp from a rounding boundary may differ)
+        differ = ~torch.isclose(got, want, rtol=1e-5, atol=1e-9)
+        assert differ.sum().item() <= max(1, got.numel() // 100), (key, differ.sum().item())
+
+
+@pytest.mark.parametrize("make", ["SGD momentum", "Adafactor foreach mixed dtypes"])
+def test_fullgraph_compiled_steps_without_low_memory_state_do_not_break(make):
+    """The conform check that runs under torch.compile must not see work in torch-format state
+    (SGD's has no step count), and Adafactor's ε1 is not resolved by grouping
+    tensors inside the trace (Dynamo's grouping has no dtypes)."""
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(0)
+    if make == "Adafactor foreach mixed dtypes":
+        params = [
+            torch.nn.Parameter(torch.randn(4, 5)),
+            torch.nn.Parameter(torch.randn(6).double()),
+        ]
+        opt = adamkit.Adafactor(params, foreach=True)
+    else:
+        params = [torch.nn.Parameter(torch.randn(300, generator=gen))]
+        opt = adamkit.SGD(params, lr=0.05, momentum=0.9)
+    step = torch.compile(opt.step, backend="eager", fullgraph=True)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        step()  # fullgraph: a graph break raises
+    assert all(p.isfinite().all() for p in params)

@@ -69,6 +69,48 @@ def conform(
     return precision != "fp32" or KAHAN_KEY in state
 
 
+def needs_work(
+    p: Tensor,
+    state: Mapping[str, Any],
+    layout: Mapping[str, Any],
+    precision: str,
+    rounding: str,
+    fp32_dtype: Callable[[], torch.dtype],
+) -> bool:
+    """Whether :func:`conform` would change ``state``: a slot to drop, make or convert, or
+    Kahan's compensation to make, convert or fold back (only reads dtypes, shapes and keys,
+    so a traced step can decide it)."""
+    if "step" not in state:  # as _count_started: low-memory state of an uncounted spec
+        if layout.get("step") is not Slot.OPTIONAL_STEP:  # gets a count once it has a slot
+            return False
+        low = precision != "fp32" or kahan_needed(p, rounding)
+        return low and any(k in state for k in layout if k in SLOT_KINDS)
+    if any(k in SLOT_KINDS and k not in layout for k in state):
+        return True
+    for key in layout:
+        if key not in SLOT_KINDS:
+            continue
+        value = state.get(key)
+        if value is None:
+            return True
+        if not isinstance(value, Tensor) or value.shape != p.shape:
+            continue  # (the kernels' size check names it)
+        try:
+            if not _fits(p, state, key, slot_precision(precision, key, layout), fp32_dtype):
+                return True
+        except StateSizeError:
+            return True  # (conform raises it)
+    comp = state.get(KAHAN_KEY)
+    if kahan_needed(p, rounding):
+        return not (
+            isinstance(comp, Tensor)
+            and comp.shape == p.shape
+            and comp.dtype == p.dtype
+            and comp.is_contiguous()
+        )
+    return comp is not None
+
+
 def _count_started(
     p: Tensor, state: dict[str, Any], layout: Mapping[str, Any], precision: str, rounding: str
 ) -> bool:

@@ -215,7 +215,9 @@ class LowMemoryState:
         full_only = self._full_precision_only(group)
         if not full_only and not self.steps_taken:  # type: ignore[attr-defined]
             self._warn_unused_rounding(group)
-        if self.__dict__["_low_memory_seen"] or not full_only:
+        # (Under torch.compile always: Dynamo does not replay writes to self.__dict__, so a
+        # flag set in a traced step, _low_memory_seen by the state it made, stays unset.)
+        if self.__dict__["_low_memory_seen"] or not full_only or torch.compiler.is_compiling():
             self._conform_group(group)
         low = [] if full_only else [self._low_memory(p, group) for p in params]
         if any(low):
@@ -334,10 +336,37 @@ class LowMemoryState:
             return
         state = self.state
         stated = [(p, state[p]) for p in group["params"] if state.get(p)]
+        if torch.compiler.is_compiling() and any(
+            self._needs_conform(p, group, entry, layout) for p, entry in stated
+        ):
+            # Conversions run eagerly (a graph break, only when a slot must change): Inductor
+            # (torch 2.13, CPU) encoded the partial last block of a slot converted inside a
+            # compiled step wrongly (Inf codes, then NaN params). (Dynamo does not replay
+            # the signature cached above, so a traced step comes here at every trace.)
+            torch._dynamo.disable(self._conform_now)(group, layout, signature, stated)
+        else:
+            self._conform_now(group, layout, signature, stated)
+
+    def _conform_now(
+        self,
+        group: dict[str, Any],
+        layout: Mapping[str, Any],
+        signature: tuple,
+        stated: list[tuple[Tensor, dict[str, Any]]],
+    ) -> None:
         _conform.check_shapes(stated)  # before anything changes
         for p, entry in stated:
             self._conform_entry(p, group, entry, layout)
-        conformed[id(group)] = signature
+        self.__dict__.setdefault("_conformed", {})[id(group)] = signature
+
+    def _needs_conform(
+        self, p: Tensor, group: dict[str, Any], entry: dict[str, Any], layout: Mapping[str, Any]
+    ) -> bool:
+        fp32_dtype = functools.partial(self._fp32_state_dtype, p, group)
+        rounding = self.group_options(group)[2]
+        return _conform.needs_work(
+            p, entry, layout, self.precision_of(p, group), rounding, fp32_dtype
+        )
 
     def _conform_entry(
         self, p: Tensor, group: dict[str, Any], entry: dict[str, Any], layout: Mapping[str, Any]
