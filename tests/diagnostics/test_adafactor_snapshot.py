@@ -95,10 +95,12 @@ def test_the_update_is_close_to_the_step_the_params_took():
 
 def test_an_element_whose_gradient_stays_zero_is_eps_dominated():
     shapes = [(4, 5), (10,)]
-    zero = [np.zeros((4, 5), bool), np.arange(10) < 3]  # 3 of the group's 30 elements
+    # a column of the matrix (its C is 0: the whole-tensor RMS takes the floored path) and 3
+    # of the vector's elements: 7 of the group's 30
+    zero = [np.arange(5)[None, :].repeat(4, 0) == 0, np.arange(10) < 3]
     opt, _, params, auxes, grads = _run(shapes, 3, zero=zero)
     (s,) = snapshot(opt)
-    assert s["eps_dominated"] == pytest.approx(3 / 30)
+    assert s["eps_dominated"] == pytest.approx(7 / 30)
     sqrt_v, eff, _ = _expected(params, auxes, grads, 3)
     kept = sqrt_v >= EPS64
     assert s["effective_lr_adaptive"]["median"] == pytest.approx(
@@ -121,11 +123,13 @@ def test_a_sampled_large_matrix_reads_the_factors_at_the_sampled_elements():
     assert s["update_rms"] == pytest.approx(_rms(update[index]), rel=1e-9)
 
 
-def test_the_clip_divisor_is_the_same_taken_in_chunks(monkeypatch):
-    shapes = [(13, 17), (29,)]
+@pytest.mark.parametrize("chunk", [7, 40])
+def test_the_clip_divisor_is_the_same_taken_in_chunks(monkeypatch, chunk):
+    # 7: a matrix by rows; 40: two of the (3, 5) matrices of a batch at a time
+    shapes = [(13, 17), (29,), (6, 3, 5)]
     opt, *_ = _run(shapes, 2)
     whole = flatten(snapshot(opt)[0])
-    monkeypatch.setattr(_adafactor, "_CHUNK", 7)
+    monkeypatch.setattr(_adafactor, "_CHUNK", chunk)
     assert flatten(snapshot(opt)[0]) == pytest.approx(whole, rel=1e-13)  # (sums in another order)
 
 
@@ -163,3 +167,79 @@ def test_per_param_snapshots_and_the_recorder_take_adafactor(tmp_path):
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
     assert list(rows[0]) == ["call", "label", "step", *QUANTITIES["adafactor"]]
     assert float(rows[-1]["relative_step"]) == pytest.approx(1e-2)
+
+
+def _reported_and_moved(opt, params, seed=3, scale=1.0):
+    """Each param's ``update_rms`` from a per-param snapshot after one more step, and the RMS of
+    what that step moved it (float32 params, lr small: the two agree to about ρ_t)."""
+    gen = torch.Generator().manual_seed(seed)
+    last = [p.detach().clone() for p in params]
+    for p in params:
+        p.grad = (torch.randn(p.shape, generator=gen) * scale).to(p.dtype)
+    opt.step()
+    report = snapshot(opt, per_param=True)
+    moved = [_rms((a - p.detach()).double().numpy()) for a, p in zip(last, params, strict=True)]
+    names = {id(p): f"group0.param{i}" for i, p in enumerate(opt.param_groups[0]["params"])}
+    return [report[names[id(p)]]["update_rms"] for p in params], moved
+
+
+@pytest.mark.parametrize("foreach", [True, False, None])
+@pytest.mark.parametrize("first", [torch.float32, torch.bfloat16])
+def test_eps1_none_is_resolved_as_the_step_resolved_it(foreach, first):
+    """ε1 None: torch's foreach takes a dtype bucket's machine epsilon (bf16's before
+    float32's), its for-loop (and adamkit's fused step) the first param's. With gradients
+    of 1e-4, V̂ ~ 1e-8 sits under bf16's ε1² (6e-5) but over float32's: which ε1 the step
+    used decides the update by ~100x. The snapshot used the first param's, per group or (with
+    per_param=True) each param's own."""
+    other = torch.bfloat16 if first == torch.float32 else torch.float32
+    gen = torch.Generator().manual_seed(0)
+    params = [
+        torch.nn.Parameter(torch.randn(8, 9, generator=gen).to(first)),
+        torch.nn.Parameter(torch.randn(8, 9, generator=gen).to(other)),
+    ]
+    opt = adamkit.Adafactor(params, lr=1e-3, foreach=foreach)
+    _reported_and_moved(opt, params, seed=1, scale=1e-4)
+    reported, moved = _reported_and_moved(opt, params, scale=1e-4)
+    fp32 = 0 if first == torch.float32 else 1
+    assert reported[fp32] == pytest.approx(moved[fp32], rel=0.01)
+
+
+def test_eps1_is_the_stepped_params_when_the_first_has_no_gradient():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(8, 9, generator=gen).bfloat16())
+    b = torch.nn.Parameter(torch.randn(8, 9, generator=gen))
+    opt = adamkit.Adafactor([a, b], lr=1e-3, foreach=False)
+    a.grad, b.grad = torch.zeros(8, 9).bfloat16(), torch.randn(8, 9) * 1e-4
+    opt.step()
+    a.grad = None  # the next step steps b alone: float32's ε1
+    (reported,), (moved,) = _reported_and_moved(opt, [b], scale=1e-4)
+    assert reported == pytest.approx(moved, rel=0.01)
+    # the group's: a (no gradient) shows no update, b its own, over 72 + 72 elements
+    assert snapshot(opt)[0]["update_rms"] == pytest.approx(moved / math.sqrt(2), rel=0.01)
+
+
+def test_an_empty_param_in_the_group_is_left_out():
+    a = torch.nn.Parameter(torch.randn(3, 4))
+    empties = [torch.nn.Parameter(torch.randn(*s)) for s in ((0, 5), (5, 0), (2, 0, 3), (0,))]
+    opt = adamkit.Adafactor([a, *empties])
+    a.grad = torch.randn(3, 4)
+    for p in empties:
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    (s,) = snapshot(opt)
+    alone = adamkit.Adafactor([torch.nn.Parameter(a.detach().clone())])
+    alone.load_state_dict({"state": {0: opt.state_dict()["state"][0]},
+                           "param_groups": [{**opt.state_dict()["param_groups"][0], "params": [0]}]})  # fmt: skip
+    alone.param_groups[0]["params"][0].grad = a.grad.clone()
+    assert s == snapshot(alone)[0]
+
+
+def test_eps1_on_torchs_foreach_skips_an_empty_first_param():
+    """torch's foreach is handed the non-empty params: a float64 empty param listed first does
+    not decide ε1 there (it does on the for-loop, as torch's)."""
+    from adamkit.optim.adafactor import step_eps1
+
+    empty, w = torch.zeros(0, 3, dtype=torch.float64), torch.zeros(8, 9)
+    group = {"eps": (None, 1e-3), "foreach": True}
+    assert step_eps1(group, [empty, w]) == torch.finfo(torch.float32).eps
+    assert step_eps1({**group, "foreach": False}, [empty, w]) == torch.finfo(torch.float64).eps

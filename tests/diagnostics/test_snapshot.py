@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -325,3 +326,28 @@ def test_schedule_free_snapshot_matches_reference_intermediates():
     assert s["update_rms"] == pytest.approx(math.sqrt(np.mean(step_of_z**2)), rel=1e-9)
     assert "m_hat_rms" not in s and "momentum_rms" not in s  # no momentum buffer
     assert set(s) == {"step", *(q.split(".")[0] for q in QUANTITIES["schedule_free_adamw"])}
+
+
+def test_a_snapshot_runs_on_one_thread_and_restores_the_count(monkeypatch):
+    """On a loaded machine each of a snapshot's small parallel torch ops waited for a
+    descheduled thread (Recorder(every=1): 60-107 ms a step): it runs on one thread."""
+    module = importlib.import_module("adamkit.diagnostics.snapshot")
+    seen = []
+    real = module.summarize
+    monkeypatch.setattr(
+        module, "summarize", lambda e: seen.append(torch.get_num_threads()) or real(e)
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        w = torch.nn.Parameter(torch.randn(5))
+        opt = adamkit.Adam([w])
+        w.grad = torch.randn(5)
+        opt.step()
+        assert snapshot(opt)[0]["step"] == 1 and seen == [1]
+        assert torch.get_num_threads() == 2
+        with pytest.raises(TypeError):
+            snapshot(torch.optim.Adagrad([w]))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -8,7 +8,7 @@ bit; the default on CPU is :mod:`adamkit.kernels.adafactor_cpu`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -180,7 +180,7 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
             d=group["d"], lr=group["lr"], beta2_decay=group["beta2_decay"],
             weight_decay=group["weight_decay"], eps1=eps1, eps2=eps2, maximize=group["maximize"],
         )  # fmt: skip
-        if eps1 is None:  # torch's for-loop: the first param's dtype decides for the group
+        if eps1 is None:  # torch's for-loop rule (step_eps1); its foreach is left to it below
             hyper["eps1"] = torch.finfo(params[0].dtype).eps
         empty = [i for i, p in enumerate(params) if p.numel() == 0]
         for i in empty:  # nothing to update (torch would divide by √0); the count advances
@@ -221,6 +221,25 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
             )  # fmt: skip
         if rest:
             _torch_forloop(*(list(xs) for xs in zip(*rest, strict=True)), **hyper)
+
+
+def step_eps1(group: Mapping[str, Any], params: Sequence[Tensor]) -> float | None:
+    """The ε1 a step of ``params`` (the group's params with a gradient, in order) uses: the
+    group's, or for None torch's choice, which depends on the path: its foreach (``foreach=
+    True``, or a device other than the CPU) takes the machine epsilon of its first dtype
+    bucket (in the order of torch's grouping, not the params': float64 before float32, say),
+    its for-loop and adamkit's fused step that of the first param's dtype."""
+    eps1 = group["eps"][0]
+    if eps1 is not None or not params:
+        return eps1
+    stepped = [p for p in params if p.numel()]  # (torch's foreach is handed these)
+    foreach = stepped and (bool(group.get("foreach")) or not stepped[0].is_cpu)
+    if not foreach:
+        return torch.finfo(params[0].dtype).eps
+    if len({p.dtype for p in stepped}) > 1:
+        buckets = torch.optim.Optimizer._group_tensors_by_device_and_dtype([stepped])
+        return torch.finfo(next(iter(buckets))[1]).eps
+    return torch.finfo(stepped[0].dtype).eps
 
 
 def _fits(state: dict[str, Any], p: Tensor, dtype: torch.dtype) -> bool:

@@ -126,9 +126,17 @@ class ScheduleFreeAdamW(SpecOptimizer):
             param_group = {**param_group, "train_mode": bool(self.param_groups[0]["train_mode"])}
         super().add_param_group(param_group)
 
-    # Run eagerly under torch.compile(opt.step): its group state (a count and a float sum
-    # that change every step) would recompile the graph at every step.
-    @torch.compiler.disable
+    def _patch_step_function(self) -> None:
+        """torch.optim wraps ``step`` with its hooks here, at the first construction; before
+        that, ``step`` is made to run eagerly under torch.compile(opt.step): its group state (a
+        count and a float sum that change every step) would recompile the graph at every
+        step. (Not with a decorator: ``torch.compiler.disable`` imports torch._dynamo, about
+        1 s, which ``import adamkit`` then paid; torch.optim's constructor imports it too.)"""
+        if not ScheduleFreeAdamW.__dict__.get("_step_is_eager"):
+            ScheduleFreeAdamW.step = torch.compiler.disable(ScheduleFreeAdamW.step)  # type: ignore[method-assign]
+            ScheduleFreeAdamW._step_is_eager = True
+        super()._patch_step_function()
+
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One step (in train mode: ``train()`` first; see the class's docstring)."""
         if not all(g["train_mode"] for g in self.param_groups):
