@@ -4,12 +4,13 @@ vs their peers: Lion vs lion-pytorch and timm, AdEMAMix vs bitsandbytes and pyto
 Schedule-Free vs schedulefree, StableAdamW vs torch-optimi, ADOPT vs the authors' and timm,
 cautious AdamW vs timm's ``caution=True``), interleaved.
 
-``adamkit bench`` times Adam, whose targets the fused CPU kernels were built for; this
-script checks the other algorithms' fused kernels on the same workloads ((b) the 145-tensor
-transformer, (c) the 4-tensor MLP), and every algorithm on (d) 10,000 one-element tensors,
-where only the per-tensor cost counts. Prints a table and writes JSON. "torch" in the columns
-means the algorithm's peer: torch.optim's class, or for those torch lacks the fastest of the
-peers found installed (``requirements-peers.txt``).
+``adamkit bench --algorithm NAME`` times one algorithm against torch.optim's namesake
+(:mod:`adamkit.bench_algorithms`, whose table and timing this script uses); this script adds
+the peers of the algorithms torch lacks, which adamkit does not depend on. Workloads: (b) the
+145-tensor transformer, (c) the 4-tensor MLP, and (d) 10,000 one-element tensors, where only
+the per-tensor cost counts. Prints a table and writes JSON. "torch" in the columns means the
+algorithm's peer: torch.optim's class, or for those torch lacks the fastest of the peers found
+installed (``requirements-peers.txt``).
 
     .venv/bin/python benchmarks/algorithms.py [--rounds 9] [--json algorithms.json]
         [--workload c-tiny-mlp-50k ...] [--algorithm AdEMAMix ...]
@@ -21,43 +22,13 @@ import argparse
 import importlib
 import importlib.util
 import json
-import statistics
 import sys
 import types
 from pathlib import Path
 
 import torch
 
-import adamkit
-from adamkit.bench import _memory_limit_step, interleaved, mean_seconds, workload_shapes
-
-WORKLOADS = ["c-tiny-mlp-50k", "b-transformer-54M", "d-10k-one-element"]
-# Algorithms that move Adam's bytes (read p, g and two state tensors, write p and the two):
-# their ceiling is the memory-limit loop of ``adamkit bench`` (Schedule-Free's z and v too).
-TWO_STATE_SLOTS = {
-    "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "ScheduleFreeAdamW", "StableAdamW", "ADOPT",
-    "cautious AdamW",
-}  # fmt: skip
-ALGORITHMS = {
-    # name: (adamkit class, torch class, hyperparameters, torch has a fused kernel)
-    "SGD momentum": (adamkit.SGD, torch.optim.SGD, {"lr": 0.01, "momentum": 0.9}, True),
-    "RMSprop": (adamkit.RMSprop, torch.optim.RMSprop, {"lr": 0.01}, False),
-    "AdamW": (adamkit.AdamW, torch.optim.AdamW, {}, True),
-    "Adam": (adamkit.Adam, torch.optim.Adam, {}, True),
-    # The Adam family on the algorithm specs (torch has no fused kernel for them).
-    "NAdam": (adamkit.NAdam, torch.optim.NAdam, {}, False),
-    "RAdam": (adamkit.RAdam, torch.optim.RAdam, {}, False),
-    "Adamax": (adamkit.Adamax, torch.optim.Adamax, {}, False),
-    # Its own kernel (factored second moment; reads the param twice, the gradient 3 times).
-    "Adafactor": (adamkit.Adafactor, torch.optim.Adafactor, {}, False),
-    # Not in torch.optim: its peers instead (below), at lion-pytorch's default lr.
-    "Lion": (adamkit.Lion, None, {"lr": 1e-4}, False),
-    "AdEMAMix": (adamkit.AdEMAMix, None, {}, False),
-    "ScheduleFreeAdamW": (adamkit.ScheduleFreeAdamW, None, {}, False),
-    "StableAdamW": (adamkit.StableAdamW, None, {"lr": 1e-3}, False),
-    "ADOPT": (adamkit.ADOPT, None, {}, False),
-    "cautious AdamW": (adamkit.AdamW, None, {"cautious": True}, False),
-}
+from adamkit.bench_algorithms import ALGORITHMS, WORKLOADS, format_rows, measure
 
 
 def _timm_module(name: str) -> types.ModuleType:
@@ -181,60 +152,11 @@ PEERS = {
 }
 
 
-def _steps(workload: str, algorithm: str) -> dict:
-    ours, theirs, hyper, has_fused = ALGORITHMS[algorithm]
-    gen = torch.Generator().manual_seed(0)
-    shapes = workload_shapes(workload)
-    init = [torch.randn(s, generator=gen) for s in shapes]
-    grads = [torch.randn(s, generator=gen) * 1e-2 for s in shapes]
-    makers = {"adamkit default": lambda ps: ours(ps, **hyper)}
-    if theirs is None:  # no torch.optim class: every peer installed
-        peers = PEERS[algorithm](hyper)
-        makers.update({f"peer {name}": make for name, make in peers.items()})
-    else:
-        makers["torch default"] = lambda ps: theirs(ps, **hyper)
-        makers["torch foreach"] = lambda ps: theirs(ps, **hyper, foreach=True)
-    if has_fused:
-        makers["torch fused"] = lambda ps: theirs(ps, **hyper, fused=True)
-    steps = {}
-    if algorithm in TWO_STATE_SLOTS:
-        states = [(torch.zeros(s), torch.zeros(s)) for s in shapes]
-        plain = [t.clone() for t in init]
-        steps["memory-limit"] = lambda: _memory_limit_step(plain, grads, states)
-    for name, make in makers.items():
-        params = [torch.nn.Parameter(t.clone()) for t in init]
-        for p, g in zip(params, grads, strict=True):
-            p.grad = g
-        opt = make(params)
-        getattr(opt, "train", lambda: None)()  # (Schedule-Free starts in eval mode)
-        steps[name] = opt.step
-        steps[name]()  # warm-up: state, kernel cache load
-    return steps
-
-
-def measure(workload: str, algorithm: str, rounds: int) -> list[dict]:
-    steps = _steps(workload, algorithm)
-    n_params = sum(torch.Size(s).numel() for s in workload_shapes(workload))
-    # Samples of ~20 ms or more, as adamkit bench; a tensor costs about as much as 1,000 elements.
-    inner = max(1, int(2e7 // (n_params + 1000 * len(workload_shapes(workload)))))
-    samples = interleaved(steps, rounds, mean_seconds(inner))
-    medians = {name: statistics.median(values) * 1e6 for name, values in samples.items()}
-    peers = {name: us for name, us in medians.items() if name.startswith(("torch", "peer"))}
-    fastest_torch = min(peers.values())
-    default = medians.get("torch default", next(iter(peers.values())))  # a peer's only kernel
-    limit = medians.get("memory-limit")
-    return [
-        {
-            "workload": workload,
-            "algorithm": algorithm,
-            "contender": name,
-            "median_us": us,
-            "ratio_to_torch_default": default / us,
-            "ratio_to_fastest_torch": fastest_torch / us,
-            "share_of_memory_limit": limit / us if limit else None,
-        }
-        for name, us in medians.items()
-    ]
+def _peers(algorithm: str) -> dict | None:
+    """The peers installed for an algorithm torch.optim lacks (None for the others)."""
+    if algorithm not in PEERS:
+        return None
+    return PEERS[algorithm](ALGORITHMS[algorithm][2])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,20 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         row
         for workload in args.workload or WORKLOADS
         for algorithm in args.algorithm or ALGORITHMS
-        for row in measure(workload, algorithm, args.rounds)
+        for row in measure(workload, algorithm, args.rounds, _peers(algorithm))
     ]
-    print(
-        f"{'workload':18} {'algorithm':17} {'contender':26} {'median us':>10} "
-        f"{'x torch default':>16} {'x fastest torch':>16} {'% ceiling':>10}"
-    )
-    for row in rows:
-        share = row["share_of_memory_limit"]
-        print(
-            f"{row['workload']:18} {row['algorithm']:17} {row['contender']:26} "
-            f"{row['median_us']:>10.1f} {row['ratio_to_torch_default']:>15.2f}x "
-            f"{row['ratio_to_fastest_torch']:>15.2f}x "
-            + (f"{share:>9.0%}" if share else f"{'':>10}")
-        )
+    print(format_rows(rows))
     with open(args.json, "w") as f:
         json.dump({"torch_threads": torch.get_num_threads(), "rows": rows}, f, indent=2)
     print(f"JSON written to {args.json}")

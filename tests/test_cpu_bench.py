@@ -38,3 +38,31 @@ def test_tiny_workload_table_and_json(tmp_path):
     latency = saved["first_step_latency"]
     assert latency["cold_s"] > 0 and latency["warm_s"] > 0 and latency["torch_s"] > 0
     assert "cold (empty numba cache" in text and "warm (loads the cache)" in text
+
+
+def test_bench_times_any_algorithm_against_torch_or_its_own_torch_ops_step(tmp_path, capsys):
+    """``adamkit bench --algorithm``: torch.optim's namesake where torch has one (fused where
+    torch has it), else adamkit's torch-ops step; the memory-limit ceiling where the algorithm
+    moves Adam's bytes."""
+    from adamkit.bench_algorithms import ALGORITHMS
+    from adamkit.cli import main
+
+    out = tmp_path / "algorithms.json"
+    argv = ["bench", "--algorithm", "NAdam", "--algorithm", "Lion", "--algorithm", "SGD momentum"]
+    argv += ["--workload", "c-tiny-mlp-50k", "--rounds", "1", "--json", str(out)]
+    assert main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    contenders = {a: {r["contender"] for r in rows if r["algorithm"] == a} for a in ALGORITHMS}
+    assert contenders["NAdam"] == {
+        "adamkit default",
+        "torch default",
+        "torch foreach",
+        "memory-limit",
+    }
+    assert contenders["Lion"] == {"adamkit default", "adamkit foreach"}
+    assert contenders["SGD momentum"] == {
+        "adamkit default", "torch default", "torch foreach", "torch fused",
+    }  # fmt: skip
+    for row in rows:
+        assert row["median_us"] > 0 and math.isfinite(row["ratio_to_fastest_torch"])
+    assert "x fastest torch" in capsys.readouterr().out

@@ -47,6 +47,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .bench_algorithms import ALGORITHMS
     from .demo import OPTIMIZERS
 
     parser = _Parser(
@@ -80,15 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     bench = commands.add_parser(
-        "bench", help="time Adam steps against torch.optim, interleaved", **sub
+        "bench",
+        help="time Adam steps (or another algorithm's) against torch.optim, interleaved",
+        **sub,
     )
     bench.add_argument("--rounds", type=_positive_int, default=15, help="timed rounds")
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     bench.add_argument(
         "--workload",
         action="append",
-        choices=["a-one-50M-tensor", "b-transformer-54M", "c-tiny-mlp-50k"],
-        help="run only this workload (repeatable; default: all)",
+        choices=["a-one-50M-tensor", "b-transformer-54M", "c-tiny-mlp-50k", "d-10k-one-element"],
+        help="run only this workload (repeatable; default: a, b and c; with --algorithm: b, c, d)",
+    )
+    bench.add_argument(
+        "--algorithm",
+        action="append",
+        choices=list(ALGORITHMS),
+        help="time this algorithm against torch.optim's namesake, or for one torch lacks "
+        "against adamkit's torch-ops step (repeatable; benchmarks/algorithms.py adds peers)",
     )
     bench.add_argument("--json", default="bench-results.json", help="where to write the JSON")
     _add_viz(commands, sub)
@@ -322,6 +332,26 @@ def _run_viz(args: argparse.Namespace) -> int:
 
 def _run_bench(args: argparse.Namespace) -> int:
     from .bench import WORKLOADS, run_bench
+
+    if args.algorithm:
+        import json
+
+        import torch
+
+        from .bench_algorithms import WORKLOADS as ALGORITHM_WORKLOADS
+        from .bench_algorithms import format_rows, measure
+
+        rows = [
+            row
+            for workload in args.workload or ALGORITHM_WORKLOADS
+            for algorithm in args.algorithm
+            for row in measure(workload, algorithm, args.rounds)
+        ]
+        print(format_rows(rows))
+        with open(args.json, "w") as f:
+            json.dump({"torch_threads": torch.get_num_threads(), "rows": rows}, f, indent=2)
+        print(f"JSON written to {args.json}")
+        return 0
 
     print(run_bench(args.workload or WORKLOADS, args.rounds, args.json, not args.no_progress))
     print(f"JSON written to {args.json}")
