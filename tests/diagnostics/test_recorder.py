@@ -175,3 +175,18 @@ def test_plot_recording_of_an_older_csv_without_the_adaptive_columns(tmp_path):
     rows = _half_without_gradient(adamkit.Adam, steps=3)
     old = [{k: v for k, v in row.items() if "adaptive" not in k} for row in rows]
     assert plot_recording(old, tmp_path / "old.png").stat().st_size > 10_000
+
+
+def test_a_recorder_on_a_compiled_step_records_eagerly():
+    """torch.compile(opt.step) traced the post-hook into the snapshot's numba and NumPy code
+    and failed; the hook runs eagerly."""
+    torch._dynamo.reset()
+    w = torch.nn.Parameter(torch.randn(100))
+    opt = adamkit.Adam([w], lr=1e-2)
+    rec = Recorder(opt, every=1)
+    step = torch.compile(opt.step)
+    for _ in range(3):
+        w.grad = torch.randn(100)
+        step()
+    assert [row["step"] for row in rec.rows] == [1, 2, 3]
+    assert all(row["effective_lr.max"] > 0 for row in rec.rows)

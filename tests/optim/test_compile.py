@@ -270,3 +270,28 @@ def test_fullgraph_compiled_steps_without_low_memory_state_do_not_break(make):
             p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
         step()  # fullgraph: a graph break raises
     assert all(p.isfinite().all() for p in params)
+
+
+def test_an_eager_step_after_compiled_low_memory_steps_still_converts_the_state():
+    """Compiled steps made 8-bit state, but Dynamo did not replay the flag that says so: an
+    eager step after opt.state_precision = "fp32" skipped the conversion and fed uint8 codes to
+    the fp32 kernel (RuntimeError)."""
+
+    def run(compiled: bool):
+        torch._dynamo.reset()
+        gen = torch.Generator().manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(2800, generator=gen))
+        opt = adamkit.Adam([w], lr=1e-2, state_precision="8bit", min_8bit_size=0)
+        step = torch.compile(opt.step) if compiled else opt.step
+        for _ in range(3):
+            w.grad = torch.randn(2800, generator=gen)
+            step()
+        opt.state_precision = "fp32"
+        w.grad = torch.randn(2800, generator=gen)
+        opt.step()
+        return w.detach(), opt.state[w]
+
+    (w, state), (w_eager, state_eager) = run(True), run(False)
+    assert state["exp_avg"].dtype == torch.float32 and "exp_avg_absmax" not in state
+    torch.testing.assert_close(w, w_eager, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(state["exp_avg_sq"], state_eager["exp_avg_sq"], rtol=1e-5, atol=1e-9)

@@ -76,7 +76,10 @@ class Recorder:
         if tensorboard is not None:
             self._writer = _summary_writer(tensorboard)
         self._calls = 0
-        self._handle = optimizer.register_step_post_hook(self._after_step)
+        # Eager under torch.compile(opt.step): a snapshot reads state on the host (numba,
+        # NumPy), which Dynamo cannot trace (the compiled step failed inside it). torch.optim's
+        # constructor has imported torch._dynamo already, so this costs no import.
+        self._handle = optimizer.register_step_post_hook(torch.compiler.disable(self._after_step))
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._calls += 1

@@ -217,7 +217,12 @@ class LowMemoryState:
             self._warn_unused_rounding(group)
         # (Under torch.compile always: Dynamo does not replay writes to self.__dict__, so a
         # flag set in a traced step, _low_memory_seen by the state it made, stays unset.)
-        if self.__dict__["_low_memory_seen"] or not full_only or torch.compiler.is_compiling():
+        if (
+            self.__dict__["_low_memory_seen"]
+            or not full_only
+            or torch.compiler.is_compiling()
+            or self._low_memory_state_made_unseen()
+        ):
             self._conform_group(group)
         low = [] if full_only else [self._low_memory(p, group) for p in params]
         if any(low):
@@ -257,6 +262,19 @@ class LowMemoryState:
         ):
             keys = self.step_state_keys(group)  # type: ignore[attr-defined]
             plans[id(group)] = StepPlan(self, group, states, keys, replay)
+
+    def _low_memory_state_made_unseen(self) -> bool:
+        """Whether low-memory state was made without ``_low_memory_seen`` being set (by
+        compiled steps: Dynamo does not replay the flag), so that an eager step after them,
+        e.g. after ``opt.state_precision = "fp32"``, still converts it. Looked for only when
+        the number of states changed: a plain step pays one ``len``."""
+        count = len(self.state)
+        if count == self.__dict__.get("_states_looked_at", 0):
+            return False
+        self.__dict__["_states_looked_at"] = count
+        seen = any(_conform.holds_low_memory(entry) for entry in self.state.values())
+        self.__dict__["_low_memory_seen"] = seen
+        return seen
 
     def _update_rest(
         self,
