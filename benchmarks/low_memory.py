@@ -2,7 +2,10 @@
 bytes per parameter and the peak RSS a step adds, on ``adamkit bench``'s workloads (a) one
 50M-element tensor, (b) the 54M-parameter transformer's 145 tensors, (c) the 50k MLP.
 
-    .venv/bin/python benchmarks/low_memory.py [--rounds 7] [--json low_memory.json]
+    .venv/bin/python benchmarks/low_memory.py [--rounds 7] [--threads N] [--json low_memory.json]
+
+``--threads 1`` gives each format's single-thread cost: the "ns/element" column is then per
+core (the fused kernels' threads follow torch's thread count).
 
 bitsandbytes' and torchao's 8-bit Adams get rows when they import (neither is installed by
 the dev requirements: bitsandbytes' CPU backend and torchao pull torch builds of their own;
@@ -97,6 +100,7 @@ def measure(workload: str, rounds: int) -> list[dict]:
             "workload": workload,
             "contender": name,
             "median_us": us,
+            "ns_per_element": us * 1e3 / n_params,
             "x_torch_fused": base / us,
             "state_bytes_per_param": state_bytes[name] / n_params,
             "step_peak_rss_bytes_per_param": rss[name] / n_params,
@@ -109,18 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--workload", action="append", choices=WORKLOADS)
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--json", default="low_memory.json")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = [row for w in args.workload or WORKLOADS for row in measure(w, args.rounds)]
     print(
-        f"{'workload':18} {'contender':22} {'median us':>10} {'x torch fused':>14} "
-        f"{'state B/param':>14} {'step peak RSS B/param':>22}"
+        f"{'workload':18} {'contender':22} {'median us':>10} {'ns/element':>11} "
+        f"{'x torch fused':>14} {'state B/param':>14} {'step peak RSS B/param':>22}"
     )
     for r in rows:
         print(
             f"{r['workload']:18} {r['contender']:22} {r['median_us']:>10.1f} "
-            f"{r['x_torch_fused']:>13.2f}x {r['state_bytes_per_param']:>14.3f} "
-            f"{r['step_peak_rss_bytes_per_param']:>22.3f}"
+            f"{r['ns_per_element']:>11.3f} {r['x_torch_fused']:>13.2f}x "
+            f"{r['state_bytes_per_param']:>14.3f} {r['step_peak_rss_bytes_per_param']:>22.3f}"
         )
     with open(args.json, "w") as f:
         json.dump({"torch_threads": torch.get_num_threads(), "rows": rows}, f, indent=2)

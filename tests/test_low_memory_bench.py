@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
@@ -51,3 +52,23 @@ def test_drift_script_prints_ratios(capsys):
     assert low_memory_drift.main(["--steps", "2"]) == 0
     printed = capsys.readouterr().out
     assert "mean |m/√v|" in printed and "linear1.weight" in printed
+
+
+def test_speed_script_writes_every_format_per_element(tmp_path, capsys):
+    import low_memory
+
+    out = tmp_path / "speed.json"
+    args = ["--workload", "c-tiny-mlp-50k", "--rounds", "1", "--threads", "1", "--json", str(out)]
+    threads = torch.get_num_threads()
+    try:
+        assert low_memory.main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    saved = json.loads(out.read_text())
+    assert saved["torch_threads"] == 1
+    rows = {r["contender"]: r for r in saved["rows"]}
+    assert {"torch fused fp32", "adamkit fp32", "adamkit bf16", "adamkit 8bit"} <= set(rows)
+    for row in rows.values():
+        n_params = row["median_us"] * 1e3 / row["ns_per_element"]
+        assert 40_000 < n_params < 60_000  # the 50k MLP
+    assert "ns/element" in capsys.readouterr().out

@@ -54,6 +54,36 @@ def _decode(builder, code, scale, kind: str):
     )
 
 
+def _decode_finite(builder, code, scaled, kind: str):
+    """code (i8) → float32 for a code known to be a number (no clamp, no special codes), with
+    the minifloat's 2^112 folded into ``scaled`` (the block's scale × 2^112, finite): the same
+    bits as :func:`_decode`, whose two products round the same exact value once."""
+    c = builder.zext(code, _I32)
+    if kind == "signed":
+        magnitude = builder.shl(builder.and_(c, _i32(0x7F)), _i32(23 - _mantissa_bits(kind)))
+        sign = builder.shl(builder.and_(c, _i32(0x80)), _i32(24))
+        bits = builder.or_(magnitude, sign)
+    else:
+        bits = builder.shl(c, _i32(23 - _mantissa_bits(kind)))
+    return builder.fmul(builder.bitcast(bits, _F32), scaled)
+
+
+def _normal_code(builder, r_bits, noise16, kind: str):
+    """The code of a magnitude r ≥ 2^-14 (in units of the block's scale, as its pattern):
+    noise/2^16 of a code added on the pattern before truncating, clamped to the top code."""
+    shift = 23 - _mantissa_bits(kind)
+    added = builder.add(builder.shl(noise16, _i32(shift - 16)), _i32(-EXP_OFFSET))
+    code = builder.ashr(builder.add(r_bits, added), _i32(shift))
+    top = _i32(TOP[kind])
+    return builder.select(builder.icmp_signed("<", code, top), code, top)
+
+
+def _with_sign(builder, code, y_bits, kind: str):
+    if kind == "signed":
+        code = builder.or_(code, builder.and_(builder.lshr(y_bits, _i32(24)), _i32(0x80)))
+    return builder.trunc(code, ir.IntType(8))
+
+
 def _encode(builder, y, inverse, noise, kind: str):
     """float32 y in a block whose scale's inverse is ``inverse`` → its code (i8), rounded
     with the low 16 bits of ``noise`` (i32; 0x8000 rounds to nearest)."""
@@ -61,19 +91,14 @@ def _encode(builder, y, inverse, noise, kind: str):
     magnitude_bits = builder.and_(y_bits, _i32(_ABS_MASK))
     r = builder.fmul(builder.bitcast(magnitude_bits, _F32), inverse)
     r_bits = builder.bitcast(r, _I32)
-    shift = 23 - _mantissa_bits(kind)
-    # noise/2^16 of a code added before truncating: on the pattern (normal numbers), or on r
-    # in units of the smallest code (subnormal)
     noise16 = builder.and_(noise, _i32(0xFFFF))
-    added = builder.add(builder.shl(noise16, _i32(shift - 16)), _i32(-EXP_OFFSET))
-    normal = builder.ashr(builder.add(r_bits, added), _i32(shift))
+    normal = _normal_code(builder, r_bits, noise16, kind)
+    # below 2^-14 the codes are linear: noise/2^16 of the smallest code added on r
     to_subnormal = _f32(float(2.0 ** (14 + _mantissa_bits(kind))))
     fraction = builder.fmul(builder.sitofp(noise16, _F32), _f32(2.0**-16))
     subnormal = builder.fptosi(builder.fadd(builder.fmul(r, to_subnormal), fraction), _I32)
     is_normal = builder.icmp_signed(">=", r_bits, _i32(MIN_NORMAL_BITS))
     code = builder.select(is_normal, normal, subnormal)
-    top = _i32(TOP[kind])
-    code = builder.select(builder.icmp_signed("<", code, top), code, top)
     if kind != "signed":  # a denominator never reads back as 0
         tiny = builder.and_(
             builder.icmp_signed("==", code, _i32(0)), builder.fcmp_ordered(">", r, _f32(0.0))
@@ -83,9 +108,17 @@ def _encode(builder, y, inverse, noise, kind: str):
     code = builder.select(is_inf, _i32(INF[kind]), code)
     is_nan = builder.icmp_unsigned(">", magnitude_bits, _i32(_INF_BITS))
     code = builder.select(is_nan, _i32(NAN[kind]), code)
-    if kind == "signed":
-        code = builder.or_(code, builder.and_(builder.lshr(y_bits, _i32(24)), _i32(0x80)))
-    return builder.trunc(code, ir.IntType(8))
+    return _with_sign(builder, code, y_bits, kind)
+
+
+def _encode_normal(builder, y, inverse, noise, kind: str):
+    """:func:`_encode` of a finite y whose r = |y|·inverse is at least 2^-14 (a block whose
+    smallest magnitude is): the normal branch alone, the same bits."""
+    y_bits = builder.bitcast(y, _I32)
+    magnitude = builder.bitcast(builder.and_(y_bits, _i32(_ABS_MASK)), _F32)
+    r_bits = builder.bitcast(builder.fmul(magnitude, inverse), _I32)
+    code = _normal_code(builder, r_bits, builder.and_(noise, _i32(0xFFFF)), kind)
+    return _with_sign(builder, code, y_bits, kind)
 
 
 def _codec(kind: str):
@@ -97,18 +130,37 @@ def _codec(kind: str):
         return types.float32(types.uint8, types.float32), codegen
 
     @intrinsic
+    def decoded_finite(typingctx, code, scaled):
+        def codegen(context, builder, signature, args):
+            return _decode_finite(builder, args[0], args[1], kind)
+
+        return types.float32(types.uint8, types.float32), codegen
+
+    @intrinsic
     def encoded(typingctx, y, inverse, noise):
         def codegen(context, builder, signature, args):
             return _encode(builder, args[0], args[1], args[2], kind)
 
         return types.uint8(types.float32, types.float32, types.uint32), codegen
 
-    return decoded, encoded
+    @intrinsic
+    def encoded_normal(typingctx, y, inverse, noise):
+        def codegen(context, builder, signature, args):
+            return _encode_normal(builder, args[0], args[1], args[2], kind)
+
+        return types.uint8(types.float32, types.float32, types.uint32), codegen
+
+    return decoded, decoded_finite, encoded, encoded_normal
 
 
 # m: sign + e4m3; √v and Adamax's u: e4m4 (the "square" and "unsigned" kinds share a code).
-decoded_signed, encoded_signed = _codec("signed")
-decoded_unsigned, encoded_unsigned = _codec("square")
+# Each kind: the exact decode and encode, and the fast ones of a block that allows them.
+decoded_signed, decoded_finite_signed, encoded_signed, encoded_normal_signed = _codec("signed")
+decoded_unsigned, decoded_finite_unsigned, encoded_unsigned, encoded_normal_unsigned = _codec(
+    "square"
+)
+# what a decoded code is at most, and the factor :func:`_decode_finite` folds into the scale
+TOP_SIGNED, TOP_UNSIGNED, DECODE_UNIT = TOP["signed"], TOP["square"], _UNIT
 
 
 @intrinsic
@@ -180,6 +232,16 @@ def _bf16_stochastic(half: int):
 bf16_stochastic_low, bf16_stochastic_high = _bf16_stochastic(0), _bf16_stochastic(1)
 
 
+def _random_mix(builder, x):
+    for shift, factor in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
+        x = builder.xor(x, builder.lshr(x, _i32(shift)))
+        x = builder.mul(x, _i32(factor - (1 << 32)))
+    return builder.xor(x, builder.lshr(x, _i32(16)))
+
+
+_GOLDEN = _i32(0x9E3779B1 - (1 << 32))
+
+
 @intrinsic
 def random_bits(typingctx, seed, index):
     """:func:`adamkit.reference.lowbit.random_bits` for int64 ``seed`` and ``index`` (their
@@ -187,13 +249,44 @@ def random_bits(typingctx, seed, index):
 
     def codegen(context, builder, signature, args):
         seed32, index32 = (builder.trunc(a, _I32) for a in args)
-        x = builder.add(builder.mul(index32, _i32(0x9E3779B1 - (1 << 32))), seed32)
-        for shift, factor in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
-            x = builder.xor(x, builder.lshr(x, _i32(shift)))
-            x = builder.mul(x, _i32(factor - (1 << 32)))
-        return builder.xor(x, builder.lshr(x, _i32(16)))
+        return _random_mix(builder, builder.add(builder.mul(index32, _GOLDEN), seed32))
 
     return types.uint32(types.int64, types.int64), codegen
+
+
+@intrinsic
+def random_base(typingctx, seed, start):
+    """index·golden + seed of element ``start`` (int64s, modulo 2^32): what
+    :func:`random_bits_after` counts on from."""
+
+    def codegen(context, builder, signature, args):
+        seed32, start32 = (builder.trunc(a, _I32) for a in args)
+        return builder.add(builder.mul(start32, _GOLDEN), seed32)
+
+    return types.uint32(types.int64, types.int64), codegen
+
+
+@intrinsic
+def random_bits_after(typingctx, base, offset):
+    """random_bits(seed, start + offset) from ``base`` = random_base(seed, start): with the
+    loop's own counter as ``offset`` the vectorizer keeps the index in 32-bit lanes (the
+    index start + offset took 64-bit lanes and their narrowing on every iteration)."""
+
+    def codegen(context, builder, signature, args):
+        offset32 = builder.trunc(args[1], _I32)
+        return _random_mix(builder, builder.add(builder.mul(offset32, _GOLDEN), args[0]))
+
+    return types.uint32(types.uint32, types.int64), codegen
+
+
+@intrinsic
+def magnitude_bits(typingctx, x):
+    """|x|'s pattern as uint32 (a NaN's above +Inf's)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.and_(builder.bitcast(args[0], _I32), _i32(_ABS_MASK))
+
+    return types.uint32(types.float32), codegen
 
 
 # --- float16 (IEEE half) patterns. LLVM's own conversions (fpext/fptrunc of ``half``) where

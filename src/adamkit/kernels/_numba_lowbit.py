@@ -39,6 +39,7 @@ from ..algorithms import SPECS, AlgorithmSpec
 from ..algorithms._spec import FLAG_WIDTH, TENSOR_SLOTS
 from ..algorithms.state_formats import (
     BLOCK,
+    MIN_NORMAL_BITS,
     MIN_SCALE,
     PARAM_STREAM,
     SLOT_KINDS,
@@ -46,12 +47,19 @@ from ..algorithms.state_formats import (
 )
 from . import _numba_cache, _numba_codegen
 from ._numba_bits import (
+    DECODE_UNIT,
+    TOP_SIGNED,
+    TOP_UNSIGNED,
     bf16_load,
     bf16_nearest,
     bf16_stochastic_high,
     bf16_stochastic_low,
+    decoded_finite_signed,
+    decoded_finite_unsigned,
     decoded_signed,
     decoded_unsigned,
+    encoded_normal_signed,
+    encoded_normal_unsigned,
     encoded_signed,
     encoded_unsigned,
     f16_load,
@@ -59,7 +67,9 @@ from ._numba_bits import (
     f16_stochastic,
     finite_magnitude_bits,
     float_of,
-    random_bits,
+    magnitude_bits,
+    random_base,
+    random_bits_after,
 )
 from ._numba_cpu import _OPTIONS, _float64_cell, _view
 from ._numba_driver import _advance, _row, _tensor_table, spec_functions
@@ -123,9 +133,79 @@ def _encoded(stored, inverse, noise, kind):
 
 
 @_helper
+def _decoded_finite(code, scaled, kind):
+    if kind == SIGNED:
+        return decoded_finite_signed(code, scaled)
+    value = decoded_finite_unsigned(code, scaled)
+    return value * value if kind == SQUARE else value
+
+
+@_helper
+def _encoded_normal(stored, inverse, noise, kind):
+    if kind == SIGNED:
+        return encoded_normal_signed(stored, inverse, noise)
+    return encoded_normal_unsigned(stored, inverse, noise)
+
+
+@_helper
 def _inverse(scale):
     # a block below float32's smallest normal flushes to 0: its 1/scale would be Inf
     return np.float32(1) / scale if scale >= np.float32(MIN_SCALE) else np.float32(0)
+
+
+# --- one block's 8-bit slots. Most blocks hold only numbers whose codes are normal, and take
+# the closed forms; a block with a special code or value, or with a value whose code is
+# subnormal, takes the exact codec (the same bits either way: tests/kernels).
+@_inline
+def _decode_block(codes, scale, kind, out):
+    """``out[j]``: the value of ``codes[j]`` in a block of ``scale``."""
+    largest = 0
+    for j in range(codes.size):  # the largest magnitude code: a number, or not
+        largest = max(largest, codes[j] & 0x7F if kind == SIGNED else codes[j])
+    scaled = scale * np.float32(DECODE_UNIT)
+    if largest <= (TOP_SIGNED if kind == SIGNED else TOP_UNSIGNED) and scaled < np.inf:
+        for j in range(codes.size):
+            out[j] = _decoded_finite(codes[j], scaled, kind)
+    else:
+        for j in range(codes.size):
+            out[j] = _decoded(codes[j], scale, kind)
+
+
+@_helper
+def _block_scale(values, top):
+    """The largest finite magnitude of ``values`` whose largest magnitude pattern is ``top``
+    (a NaN's above +Inf's): ``top`` itself unless the block holds a NaN or ±Inf."""
+    if top < np.uint32(0x7F800000):
+        return float_of(top)
+    largest = np.uint32(0)
+    for j in range(values.size):
+        largest = max(largest, finite_magnitude_bits(values[j]))
+    return float_of(largest)
+
+
+@_helper
+def _all_normal(top, bottom, inverse):
+    """Whether every magnitude of a block (patterns between ``bottom`` and ``top``) is
+    finite and at least 2^-14 of the block's scale once times ``inverse`` (a product
+    monotonic in the magnitude: the smallest one's decides)."""
+    smallest = float_of(bottom) * inverse
+    return top < np.uint32(0x7F800000) and smallest >= float_of(np.uint32(MIN_NORMAL_BITS))
+
+
+@_inline
+def _encode_block(values0, values1, codes0, codes1, inverse0, inverse1, normal, base, kind0, kind1):
+    """The codes of a block's two slots, rounded stochastically as bf16 is (m the low 16
+    bits of an element's draw, v the high)."""
+    if normal:
+        for j in range(values0.size):
+            noise = random_bits_after(base, j)
+            codes0[j] = _encoded_normal(values0[j], inverse0, noise, kind0)
+            codes1[j] = _encoded_normal(values1[j], inverse1, noise >> np.uint32(16), kind1)
+    else:
+        for j in range(values0.size):
+            noise = random_bits_after(base, j)
+            codes0[j] = _encoded(values0[j], inverse0, noise, kind0)
+            codes1[j] = _encoded(values1[j], inverse1, noise >> np.uint32(16), kind1)
 
 
 # A half-precision pattern (a param, its grad, Kahan's compensation, a moment) loaded and
@@ -193,9 +273,13 @@ def _blocks(
             p32b, g32b, p16b, g16b = p32[lo:hi], g32[lo:hi], p16[lo:hi], g16[lo:hi]
             compb, codes0b, codes1b = comp[lo:hi], codes0[lo:hi], codes1[lo:hi]
             half0b, half1b, full0b, full1b = half0[lo:hi], half1[lo:hi], full0[lo:hi], full1[lo:hi]
-            scale0 = scales0[blk] if precision == Q8 else np.float32(0)
-            scale1 = scales1[blk] if precision == Q8 else np.float32(0)
-            largest0, largest1 = np.uint32(0), np.uint32(0)
+            # the draws of the block's elements, counted on from its first's
+            base, param_base = random_base(seed, lo), random_base(seed ^ PARAM_STREAM, lo)
+            if precision == Q8:
+                _decode_block(codes0b, scales0[blk], kind0, buffer0)
+                _decode_block(codes1b, scales1[blk], kind1, buffer1)
+            top0 = top1 = np.uint32(0)
+            bottom0 = bottom1 = np.uint32(0xFFFFFFFF)
             for j in range(hi - lo):
                 if param_mode == PARAM_FLOAT32:
                     p, g = p32b[j], g32b[j]
@@ -204,8 +288,7 @@ def _blocks(
                     if param_mode == PARAM_KAHAN:
                         p = p + _half_load(compb[j], half)
                 if precision == Q8:
-                    s0 = _decoded(codes0b[j], scale0, kind0)
-                    s1 = _decoded(codes1b[j], scale1, kind1)
+                    s0, s1 = buffer0[j], buffer1[j]
                 elif precision == FP32:
                     s0, s1 = full0b[j], full1b[j]
                 elif precision == FP16_NEAREST:
@@ -218,8 +301,7 @@ def _blocks(
                 elif param_mode == PARAM_NEAREST:
                     p16b[j] = _half_nearest(new_p, half)
                 elif param_mode == PARAM_STOCHASTIC:
-                    noise = random_bits(seed ^ PARAM_STREAM, lo + j)
-                    p16b[j] = _half_stochastic(new_p, noise, half)
+                    p16b[j] = _half_stochastic(new_p, random_bits_after(param_base, j), half)
                 else:
                     rounded = _half_nearest(new_p, half)
                     p16b[j] = rounded
@@ -227,10 +309,11 @@ def _blocks(
                 if precision == Q8:
                     stored0, stored1 = _stored(x0, kind0), _stored(x1, kind1)
                     buffer0[j], buffer1[j] = stored0, stored1
-                    largest0 = max(largest0, finite_magnitude_bits(stored0))
-                    largest1 = max(largest1, finite_magnitude_bits(stored1))
+                    size0, size1 = magnitude_bits(stored0), magnitude_bits(stored1)
+                    top0, bottom0 = max(top0, size0), min(bottom0, size0)
+                    top1, bottom1 = max(top1, size1), min(bottom1, size1)
                 elif precision == BF16:
-                    noise = random_bits(seed, lo + j)
+                    noise = random_bits_after(base, j)
                     half0b[j] = bf16_stochastic_low(x0, noise)
                     half1b[j] = bf16_stochastic_high(x1, noise)
                 elif precision == FP32:
@@ -240,13 +323,18 @@ def _blocks(
                 else:
                     half0b[j], half1b[j] = bf16_nearest(x0), bf16_nearest(x1)
             if precision == Q8:
-                new_scale0, new_scale1 = float_of(largest0), float_of(largest1)
+                count = hi - lo
+                new_scale0 = _block_scale(buffer0[:count], top0)
+                new_scale1 = _block_scale(buffer1[:count], top1)
                 scales0[blk], scales1[blk] = new_scale0, new_scale1
                 inverse0, inverse1 = _inverse(new_scale0), _inverse(new_scale1)
-                for j in range(hi - lo):  # stochastic rounding, as bf16: m low bits, v high
-                    noise = random_bits(seed, lo + j)
-                    codes0b[j] = _encoded(buffer0[j], inverse0, noise, kind0)
-                    codes1b[j] = _encoded(buffer1[j], inverse1, noise >> np.uint32(16), kind1)
+                normal = _all_normal(top0, bottom0, inverse0) and _all_normal(
+                    top1, bottom1, inverse1
+                )
+                _encode_block(
+                    buffer0[:count], buffer1[:count], codes0b, codes1b, inverse0, inverse1,
+                    normal, base, kind0, kind1,
+                )  # fmt: skip
 
 
 # --- the entry points: generated per spec and cell (see _numba_codegen), never written out,
