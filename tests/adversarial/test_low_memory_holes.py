@@ -630,3 +630,36 @@ def test_a_groups_own_options_survive_loading_a_checkpoint_without_them():
 def test_precision_of_a_tensor_the_optimizer_does_not_hold_is_a_clear_error():
     with pytest.raises(ValueError, match="not a parameter"):
         adamkit.Adam([_param()]).precision_of(torch.zeros(3))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["a view of 1 of 4 scales", "bfloat16 scales", "scales of shape (2, 2)", "resized to 2"],
+)
+def test_replaced_or_resized_block_scales_are_refused_before_anything_is_written(bad):
+    # The kernels write one float32 per block where the scales are: state edited in place to
+    # fewer or narrower scales would have them write past its end (found by a review).
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(1024))  # 4 blocks of 256
+    opt = adamkit.Adam([w], lr=0.01, state_precision="8bit", min_8bit_size=0)
+    for _ in range(3):  # (a step plan is kept and replayed: it must notice too)
+        w.grad = torch.randn(1024)
+        opt.step()
+    state = opt.state[w]
+    guard = torch.full((8,), 12345.0)
+    if bad == "a view of 1 of 4 scales":
+        state["exp_avg_absmax"] = guard[:1]
+    elif bad == "bfloat16 scales":
+        state["exp_avg_absmax"] = state["exp_avg_absmax"].bfloat16()
+    elif bad == "scales of shape (2, 2)":
+        state["exp_avg_absmax"] = state["exp_avg_absmax"].view(2, 2)
+    else:
+        state["exp_avg_absmax"].resize_(2)
+    before = w.detach().clone(), {k: v.clone() for k, v in state.items()}
+    w.grad = torch.randn(1024)
+    with pytest.raises(RuntimeError, match=r"exp_avg_absmax.*expected float32 scales of shape"):
+        opt.step()
+    assert torch.equal(w.detach(), before[0])
+    for key, value in state.items():
+        assert torch.equal(value, before[1][key]), key
+    assert torch.equal(guard, torch.full((8,), 12345.0))

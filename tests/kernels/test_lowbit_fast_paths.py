@@ -151,3 +151,21 @@ def test_draws_counted_from_a_blocks_first_element_equal_the_direct_ones(seed, s
     assert np.array_equal(direct, counted)
     want = lowbit.random_bits(seed & 0xFFFFFFFF, np.arange(start, start + 256) & 0xFFFFFFFF)
     assert np.array_equal(direct, want)
+
+
+@numba.njit
+def _decode_as_the_kernel(codes, scale, kind):
+    out = np.empty(codes.size, np.float32)
+    kernel._decode_block(codes, scale, kind, out)
+    return out
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_negative_or_nan_scale_in_edited_state_decodes_exactly(kind):
+    # The kernels never store one (and a checkpoint with one is refused), but state edited in
+    # place can hold one: -1e5 · 2^112 overflows to -Inf, which the closed form must not take.
+    codes = np.array([0, 1, 8, 64, 120, 0xC0, 0xF0], np.uint8)
+    for scale in (-0.0, -1.0, -65535.0, -65536.0, -1e5, -3.4e38, np.nan):
+        got = _decode_as_the_kernel(codes, np.float32(scale), KINDS[kind])
+        want, _ = _decode_both(codes, np.float32(scale), KINDS[kind])
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), scale

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import spec_kernels
+from adamkit.kernels import lowbit, spec_kernels
 
 
 def _twins(cls, **options):
@@ -98,12 +98,37 @@ CHANGES = {
         {"params": [torch.nn.Parameter(torch.ones(3))]}
     ),
     "fused=False": lambda params, opt: opt.param_groups[0].update(fused=False),
+    "8-bit state from now on": lambda params, opt: setattr(opt, "state_precision", "8bit"),
+    "fp32 state from now on": lambda params, opt: setattr(opt, "state_precision", "fp32"),
+    "min_8bit_size raised": lambda params, opt: setattr(opt, "min_8bit_size", 34),
+    "an absmax tensor replaced": lambda params, opt: _replace_first(
+        opt.state[params[0]], "exp_avg_absmax"
+    ),
+    "a param cast to bfloat16": lambda params, opt: _swap_data(params, 0, params[0].bfloat16()),
+    "a group inserted before": lambda params, opt: opt.param_groups.insert(
+        0, {**opt.param_groups[0], "params": [torch.nn.Parameter(torch.ones(3))]}
+    ),
 }
 
 
+def _replace_first(state, key):
+    if key in state:
+        state[key] = state[key].clone()
+
+
+# fp32 state; bf16 state; 8-bit state on the two larger params beside fp32 on the others
+# (one plan replays both kernels' calls)
+LOW_MEMORY = {
+    "fp32": {},
+    "bf16": {"state_precision": "bf16"},
+    "8bit": {"state_precision": "8bit", "min_8bit_size": 20},
+}
+
+
+@pytest.mark.parametrize("state", LOW_MEMORY)
 @pytest.mark.parametrize("change", CHANGES)
-def test_a_change_between_steps_steps_as_the_full_path(change):
-    twins = _twins(adamkit.Adam, lr=0.01)
+def test_a_change_between_steps_steps_as_the_full_path(change, state):
+    twins = _twins(adamkit.Adam, lr=0.01, **LOW_MEMORY[state])
     gen = torch.Generator().manual_seed(1)
     for _ in range(3):  # the first step keeps a plan, the next replay it
         _step_both(twins, gen)
@@ -118,12 +143,14 @@ def test_a_change_between_steps_steps_as_the_full_path(change):
     _assert_same(twins)
 
 
-def test_the_plan_is_what_runs_once_kept(monkeypatch):
-    (params, opt), _ = _twins(adamkit.Adam)
+@pytest.mark.parametrize("state", LOW_MEMORY)
+def test_the_plan_is_what_runs_once_kept(monkeypatch, state):
+    (params, opt), _ = _twins(adamkit.Adam, **LOW_MEMORY[state])
     runs = []
-    original = spec_kernels.Replay.run
+    replay = lowbit.LowMemoryReplay if state != "fp32" else spec_kernels.Replay
+    original = replay.run
     monkeypatch.setattr(
-        spec_kernels.Replay, "run", lambda self, *a: runs.append(1) or original(self, *a)
+        replay, "run", lambda self, *a, **k: runs.append(1) or original(self, *a, **k)
     )
     collects = []
     original_collect = type(opt)._collect
@@ -134,7 +161,8 @@ def test_the_plan_is_what_runs_once_kept(monkeypatch):
         for p in params:
             p.grad = torch.ones_like(p)
         opt.step()
-    assert (len(collects), len(runs)) == (1, 4)  # one full step, then four replays
+    # one full step, then four replays (the low-memory kernel's first call runs it too)
+    assert (len(collects), len(runs)) == (1, 4 + (state != "fp32"))
 
 
 def test_a_missing_gradient_takes_the_full_path():
@@ -152,10 +180,17 @@ def test_a_missing_gradient_takes_the_full_path():
 @pytest.mark.parametrize(
     ("cls", "options"),
     [(adamkit.SGD, {"momentum": 0.9, "lr": 0.1}), (adamkit.Lion, {"lr": 0.01}),
-     (adamkit.NAdam, {}), (adamkit.RMSprop, {"centered": True})],
+     (adamkit.NAdam, {}), (adamkit.RMSprop, {"centered": True}),
+     (adamkit.RAdam, {"state_precision": "8bit", "min_8bit_size": 0}),
+     (adamkit.Adamax, {"state_precision": "bf16"}),
+     (adamkit.ADOPT, {"state_precision": "8bit", "min_8bit_size": 20}),
+     (adamkit.ScheduleFreeAdamW, {"state_precision": "bf16"})],
 )  # fmt: skip
 def test_every_spec_replays_as_it_steps(cls, options):
     twins = _twins(cls, **options)
+    for _, opt in twins:
+        if isinstance(opt, adamkit.ScheduleFreeAdamW):
+            opt.train()
     gen = torch.Generator().manual_seed(3)
     for _ in range(6):
         _step_both(twins, gen)
@@ -256,3 +291,64 @@ def test_a_removed_group_leaves_nothing_behind():
     opt.step()
     gc.collect()
     assert len(opt._step_plans) == 1 and removed() is None
+
+
+@pytest.mark.parametrize("rounding", ["stochastic", "kahan"])
+def test_bfloat16_params_with_low_memory_state_replay_as_they_step(rounding):
+    gen = torch.Generator().manual_seed(8)
+    init = [torch.randn(s, generator=gen).bfloat16() for s in [(40, 3), (300,)]]
+    twins = []
+    for _ in range(2):
+        params = [torch.nn.Parameter(t.clone()) for t in init]
+        opt = adamkit.AdamW(
+            params, state_precision="8bit", min_8bit_size=0, param_rounding=rounding
+        )
+        twins.append((params, opt))
+    for _ in range(5):
+        _step_both(twins, gen)
+    assert twins[0][1]._step_plans
+    _assert_same(twins)
+
+
+def test_a_removed_earlier_group_moves_the_random_streams_of_the_later_ones():
+    (params, opt), (twin_params, twin) = _twins(adamkit.Adam, state_precision="bf16")
+    for o in (opt, twin):
+        o.add_param_group({"params": [torch.nn.Parameter(torch.ones(300))]})
+    twins = ((params, opt), (twin_params, twin))
+    gen = torch.Generator().manual_seed(9)
+    for _ in range(3):
+        for o in (opt, twin):
+            o.param_groups[1]["params"][0].grad = torch.ones(300)
+        _step_both(twins, gen)
+    for o in (opt, twin):  # the streams of the group left count from 0 now
+        for p in o.param_groups.pop(0)["params"]:
+            o.state.pop(p, None)
+    for _ in range(2):
+        for o in (opt, twin):
+            o.param_groups[0]["params"][0].grad = torch.full((300,), 0.5)
+        opt.step()
+        twin.__dict__.pop("_step_plans", None)
+        twin.step()
+    a, b = opt.param_groups[0]["params"][0], twin.param_groups[0]["params"][0]
+    _equal(a.detach(), b.detach())
+    for key, value in opt.state[a].items():
+        _equal(value, twin.state[b][key])
+
+
+@pytest.mark.parametrize("state", LOW_MEMORY)
+def test_an_empty_group_or_a_group_emptied_later_steps_as_the_full_path(state):
+    twins = []
+    for params, opt in _twins(adamkit.Adam, **LOW_MEMORY[state]):
+        opt.add_param_group({"params": []})  # a no-decay group that matched nothing
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(40))]})
+        twins.append((params, opt))
+    gen = torch.Generator().manual_seed(10)
+    for step in range(6):
+        if step == 3:  # every param taken out of the last group
+            for _, opt in twins:
+                opt.param_groups[-1]["params"] = []
+        for _, opt in twins:
+            for p in opt.param_groups[-1]["params"]:
+                p.grad = torch.ones_like(p)
+        _step_both(twins, gen)
+    _assert_same(twins)

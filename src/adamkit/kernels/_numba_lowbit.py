@@ -162,8 +162,9 @@ def _decode_block(codes, scale, kind, out):
     largest = 0
     for j in range(codes.size):  # the largest magnitude code: a number, or not
         largest = max(largest, codes[j] & 0x7F if kind == SIGNED else codes[j])
-    scaled = scale * np.float32(DECODE_UNIT)
-    if largest <= (TOP_SIGNED if kind == SIGNED else TOP_UNSIGNED) and scaled < np.inf:
+    scaled = scale * np.float32(DECODE_UNIT)  # (a scale is >= 0, unless state was edited)
+    finite = np.float32(0) <= scaled and scaled < np.inf
+    if largest <= (TOP_SIGNED if kind == SIGNED else TOP_UNSIGNED) and finite:
         for j in range(codes.size):
             out[j] = _decoded_finite(codes[j], scaled, kind)
     else:

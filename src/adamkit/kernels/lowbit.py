@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -46,19 +46,24 @@ def step(
     param_rounding: str,
     streams: Sequence[int],
     fused: bool = True,
-) -> None:
+) -> LowMemoryReplay | None:
     """One step of ``spec`` on ``params`` with low-memory ``states``; nothing is written
     unless every gradient and state tensor fits its parameter. DTensor parameters (FSDP2,
     bf16 state) are updated through their local shards, as the fp32 kernels do. A tensor
     listed twice is stepped twice, one step after the other (as torch.optim does).
-    ``streams`` holds each tensor's random stream (:func:`tensor_seed`)."""
+    ``streams`` holds each tensor's random stream (:func:`tensor_seed`). When the fused CPU
+    kernel took every tensor in one call (plain tensors, none listed twice), returns a
+    :class:`LowMemoryReplay` of it."""
     lists = (params, grads, states, precisions)
     if stepped_in_rounds(step, spec, group, *lists, param_rounding, streams, fused=fused):
-        return
-    params, grads, states = checked_local(spec, params, grads, states)
+        return None
+    local = checked_local(spec, params, grads, states)
+    shards = local[0] is not params
+    params, grads, states = local
     padded = padded_scalars(spec.name, torch.float32, hyper_key(spec, group))
     scalars = (padded.hyper, padded.bias, padded.flags)
     rest = list(range(len(params)))
+    replays: list[LowMemoryReplay] = []
     if fused and fuses(spec) and spec.reduction_mode(padded.flags[CAUTIOUS_FLAG]) == NO_REDUCTION:
         rest = []  # (a pass before the update, cautious masking included: the torch ops)
         by_device: dict[str, list[int]] = {}
@@ -72,12 +77,17 @@ def step(
             lists = [
                 [items[i] for i in idx] for items in (params, grads, states, precisions, streams)
             ]
-            rest += [idx[j] for j in kernel(spec, *lists, scalars, param_rounding)]
+            if kernel is _numba_fused and len(idx) == len(params):
+                taken = _numba_fused(spec, *lists, scalars, param_rounding, replays=replays)
+            else:
+                taken = kernel(spec, *lists, scalars, param_rounding)
+            rest += [idx[j] for j in taken]
     for i in sorted(rest):
         step_tensor(
             spec, params[i], grads[i], states[i], scalars,
             precision=precisions[i], param_rounding=param_rounding, stream=streams[i],
         )  # fmt: skip
+    return replays[0] if replays and not rest and not shards else None
 
 
 def stepped_in_rounds(
@@ -106,7 +116,40 @@ def checked_local(spec, params, grads, states):
         [list(grads), *([st.get(key) for st in states] for key in spec.tensor_state)],
         ("grad", *spec.tensor_state),
     )
+    _check_scales(spec, params, states)
     return params, grads, states
+
+
+def _check_scales(spec, params, states) -> None:
+    """Raise :class:`~adamkit.kernels._batching.StateSizeError` for an 8-bit slot whose block
+    scales are not float32 of shape (blocks,) on its param's device: the kernels read and
+    write one float32 per block there (a replaced or resized scales tensor would be written
+    past its end)."""
+    keys = [key + ABSMAX_SUFFIX for key in spec.tensor_state]
+    for p, state in zip(params, states, strict=True):
+        for key in keys:
+            scales = state.get(key)
+            if scales is None:
+                continue
+            want = -(-p.numel() // BLOCK)
+            if not (
+                isinstance(scales, Tensor)
+                and scales.dtype == torch.float32
+                and scales.shape == (want,)
+                and scales.device == p.device
+            ):
+                raise _batching.StateSizeError(
+                    f"state {key!r} of a parameter of {p.numel()} elements is "
+                    f"{_described(scales)}; expected float32 scales of shape ({want},) on "
+                    f"{p.device}. Drop the parameter's state (del optimizer.state[p]) so that "
+                    "it starts afresh; nothing was updated."
+                )
+
+
+def _described(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)} on {value.device}"
+    return f"a {type(value).__name__}"
 
 
 def _rounds(params: Sequence[Tensor]) -> list[list[int]]:
@@ -150,18 +193,19 @@ _HALF_MODE = {torch.bfloat16: 0, torch.float16: 4}  # (_numba_lowbit.PARAM_F16)
 
 
 def _numba_fused(
-    spec, params, grads, states, precisions, streams, scalars, param_rounding
+    spec, params, grads, states, precisions, streams, scalars, param_rounding, replays=None
 ) -> list[int]:
     """Run the fused CPU kernel on the tensors it takes, batched by (state format, param
-    mode); return the indices of the others."""
+    mode); return the indices of the others. If it took them all and ``replays`` is a list,
+    append a :class:`LowMemoryReplay` of the call to it."""
     from . import _numba_lowbit  # imports numba: only when used
 
-    serial, parallel = _numba_lowbit.LOOPS[spec.name]
-    aux_key = spec.scalar_state
     batches: dict[tuple[int, int], tuple[list[int], list[list[int]]]] = {}
     rest = []
     for i, (p, g, state) in enumerate(zip(params, grads, states, strict=True)):
-        taken = _row(spec, p, g, state, precisions[i], aux_key, streams[i], param_rounding)
+        taken = _row(
+            spec, p, g, state, precisions[i], spec.scalar_state, streams[i], param_rounding
+        )
         if taken is None:
             rest.append(i)
             continue
@@ -171,26 +215,79 @@ def _numba_fused(
         idx, rows = batches.setdefault((precision, mode), ([], []))
         idx.append(i)
         rows.append(row)
-    hyper, bias, flags = scalars
-    arrays = (typed(torch.float32, *hyper), _batching.float64_array(*bias))
-    flag_array = _batching.flag_array(*flags)
-    for (precision, mode), (idx, rows) in batches.items():
-        numels = np.array([params[i].numel() for i in idx], dtype=np.int64)
-        addresses = np.array(rows, dtype=np.int64)
-        blocks = tuple(int(-(-n // BLOCK)) for n in numels)
-        tables = chunk_tables(blocks, torch.get_num_threads(), SPLIT_MIN_ELEMENTS // BLOCK, 1)
-        args = (addresses, numels, *arrays, flag_array)
-        if len(tables.bounds) > 2 and Threads.usable:
-            Threads.launch(
-                functools.partial(_launch_parallel, parallel, precision, mode),
-                functools.partial(_launch_serial, serial, precision, mode),
-                tables,
-                args,
-                work=int(numels.sum()),
-            )
-        else:
-            serial(precision, mode, tables.chunks, *args, True)
+    made = tuple(
+        _Batch(precision, mode, idx, np.array([params[i].numel() for i in idx], dtype=np.int64),
+               np.array(rows, dtype=np.int64))
+        for (precision, mode), (idx, rows) in batches.items()
+    )  # fmt: skip
+    replay = LowMemoryReplay(spec, _numba_lowbit.LOOPS[spec.name], made)
+    replay.run(grads, replay.arrays(scalars), read_grads=False)
+    if replays is not None and not rest:
+        replays.append(replay)
     return rest
+
+
+class _Batch(NamedTuple):
+    """The fused CPU kernel's tensors of one (state format, param mode): their positions in
+    the call, element counts and address rows (:data:`_GRAD_COLUMN` their gradients')."""
+
+    precision: int
+    mode: int
+    idx: list[int]
+    numels: np.ndarray
+    addresses: np.ndarray
+
+
+_GRAD_COLUMN = 1  # in an address row (_numba_lowbit.G)
+
+
+class LowMemoryReplay(NamedTuple):
+    """A fused low-memory CPU step's loop calls, to run again on the same tensors with new
+    gradients (:mod:`adamkit.optim._step_plan` decides when)."""
+
+    spec: AlgorithmSpec
+    loops: tuple[Any, Any]
+    batches: tuple[_Batch, ...]
+
+    def scalars(self, group: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The loops' scalar arrays for the group's hyperparameters as they are now; None when
+        they ask for a pass before the update (cautious masking: the torch ops)."""
+        padded = padded_scalars(self.spec.name, torch.float32, hyper_key(self.spec, group))
+        if self.spec.reduction_mode(padded.flags[CAUTIOUS_FLAG]) != NO_REDUCTION:
+            return None
+        return self.arrays((padded.hyper, padded.bias, padded.flags))
+
+    @staticmethod
+    def arrays(scalars: tuple[Any, Any, Any]) -> tuple[Any, ...]:
+        hyper, bias, flags = scalars
+        return (
+            typed(torch.float32, *hyper),
+            _batching.float64_array(*bias),
+            _batching.flag_array(*flags),
+        )
+
+    def run(
+        self, grads: Sequence[Tensor], arrays: tuple[Any, ...], read_grads: bool = True
+    ) -> None:
+        """Step with ``grads`` (checked by the caller) and :meth:`scalars`: each batch in one
+        call, parallel over blocks where there is enough work."""
+        serial, parallel = self.loops
+        for precision, mode, idx, numels, addresses in self.batches:
+            if read_grads:
+                addresses[:, _GRAD_COLUMN] = [grads[i].data_ptr() for i in idx]
+            blocks = tuple(int(-(-n // BLOCK)) for n in numels)
+            tables = chunk_tables(blocks, torch.get_num_threads(), SPLIT_MIN_ELEMENTS // BLOCK, 1)
+            args = (addresses, numels, *arrays)
+            if len(tables.bounds) > 2 and Threads.usable:
+                Threads.launch(
+                    functools.partial(_launch_parallel, parallel, precision, mode),
+                    functools.partial(_launch_serial, serial, precision, mode),
+                    tables,
+                    args,
+                    work=int(numels.sum()),
+                )
+            else:
+                serial(precision, mode, tables.chunks, *args, True)
 
 
 def _triton_fused(
@@ -272,7 +369,10 @@ def _row(
     if aux_key and aux.dtype != torch.float32:
         return None
     if precision == "8bit":
-        scales = [state[key + ABSMAX_SUFFIX].data_ptr() for key in keys]
+        absmax = [state[key + ABSMAX_SUFFIX] for key in keys]
+        if not all(a.is_contiguous() for a in absmax):
+            return None
+        scales = [a.data_ptr() for a in absmax]
     else:
         scales = [p.data_ptr(), p.data_ptr()]
     row = [

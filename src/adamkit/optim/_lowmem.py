@@ -38,7 +38,7 @@ from ..kernels.wrappers import HALF_DTYPES, _dtensor_type, to_local
 from . import _conform
 from ._base import new_step, scalar_state
 from ._lowmem_checkpoint import checked_low_memory_state
-from ._step_plan import StepPlan
+from ._step_plan import Parts, StepPlan
 
 PRECISIONS = ("fp32", "bf16", "8bit")
 ROUNDINGS = ("nearest", "stochastic", "kahan")
@@ -225,12 +225,14 @@ class LowMemoryState:
         ):
             self._conform_group(group)
         low = [] if full_only else [self._low_memory(p, group) for p in params]
+        everything = (params, states)
+        low_replay = None
         if any(low):
             low_params = [p for p, lo in zip(params, low, strict=True) if lo]
             # torch.compile(opt.step): torch ops with the counters as tensors (Dynamo cannot
             # trace the numba kernel, nor read a counter on the host without a graph break).
             low_step = lowbit_compiled.step if torch.compiler.is_compiling() else lowbit.step
-            low_step(
+            low_replay = low_step(
                 SPECS[self.algorithm],
                 group,
                 low_params,
@@ -250,18 +252,37 @@ class LowMemoryState:
             states = [states[i] for i in keep]
             any_sparse = any_sparse and any(g.is_sparse for g in grads)
         replay = self._update_rest(group, params, grads, states, any_sparse, amp)
+        if amp or torch.compiler.is_compiling():
+            return
+        plan = self._plan(group, everything, low, low_replay, replay if params else None)
+        if plan is not None:
+            plans[id(group)] = plan
+
+    def _plan(self, group, everything, low, low_replay, replay) -> StepPlan | None:
+        """A plan of this step (see :mod:`._step_plan`) when each kernel it ran took all of its
+        params in one call, and every param of the group was stepped."""
+        params, states = everything
         if (
-            replay is not None
-            and not amp
-            and not any(low)
-            and full_only
+            not params
+            or len(params) != len(group["params"])
+            or not all(self.state.get(p) is s for p, s in zip(params, states, strict=True))
+        ):
+            return None
+        low_idx = tuple(i for i, lo in enumerate(low) if lo)
+        rest_idx = tuple(i for i in range(len(params)) if not low or not low[i])
+        if (low_idx and low_replay is None) or (rest_idx and replay is None):
+            return None
+        if (
+            not low_idx
+            and self._full_precision_only(group)
             and not self.__dict__["_low_memory_seen"]
-            and len(params) == len(group["params"])
-            and not torch.compiler.is_compiling()
-            and all(self.state.get(p) is s for p, s in zip(params, states, strict=True))
         ):
             keys = self.step_state_keys(group)  # type: ignore[attr-defined]
-            plans[id(group)] = StepPlan(self, group, states, keys, replay)
+            return StepPlan(self, group, states, keys, replay)
+        if not low_idx or type(low_replay) is not lowbit.LowMemoryReplay:
+            return None  # (fp32 state beside low-memory state elsewhere: not planned)
+        parts = ((low_replay, low_idx),) + (((replay, rest_idx),) if rest_idx else ())
+        return StepPlan(self, group, states, None, Parts(parts))
 
     def _low_memory_state_made_unseen(self) -> bool:
         """Whether low-memory state was made without ``_low_memory_seen`` being set (by

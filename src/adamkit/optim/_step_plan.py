@@ -21,12 +21,20 @@ The next step replays it when, re-read:
   kernel's own reused split checks: a freed tensor's address may come back with another
   dtype or size, and a state tensor ``set_`` in place keeps its object).
 
+With low-memory state the plan replays the low-memory kernel's call for the params it took
+and the fp32 kernel's for the others (a :class:`Parts`), when each kernel took all of its
+params. It then also re-reads each state dict's tensor keys (an 8-bit slot is codes and
+scales) and the params' position among the optimizer's (their random streams). The state was
+put in the options' format when the plan was made, and stays so while the options, the
+param dtypes, the slots and the state's tensors stay the same.
+
 Anything else, and the group takes the full path, which may leave a new plan.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from torch import Tensor
 
@@ -38,6 +46,25 @@ _GENERATION = [0]  # bumped when registry.set_default changes which kernels run
 registry.on_change(lambda: _GENERATION.__setitem__(0, _GENERATION[0] + 1))
 
 
+class Parts(NamedTuple):
+    """A group's replays, each of the params at its positions, run in order."""
+
+    parts: tuple[tuple[Any, tuple[int, ...]], ...]
+
+    def scalars(self, group: dict[str, Any]) -> list[Any] | None:
+        made = []
+        for replay, _ in self.parts:
+            scalars = replay.scalars(group)
+            if scalars is None:
+                return None
+            made.append(scalars)
+        return made
+
+    def run(self, grads: Sequence[Tensor], scalars: list[Any]) -> None:
+        for (replay, idx), each in zip(self.parts, scalars, strict=True):
+            replay.run([grads[i] for i in idx], each)
+
+
 class StepPlan:
     """What a group's last fused step ran, and what it was made from (see the module)."""
 
@@ -46,9 +73,11 @@ class StepPlan:
         optimizer: Any,
         group: dict[str, Any],
         states: list[dict[str, Any]],
-        state_keys: tuple[str, ...],
-        replay: Replay,
+        state_keys: tuple[str, ...] | None,
+        replay: Replay | Parts,
     ) -> None:
+        """``state_keys``: the keys of each state the step reads; None for low-memory state
+        (every tensor of each state, whatever its format)."""
         spec = optimizer.spec
         self.names = (  # read every step: the hyperparameters and the group's own state
             *(h.name for h in spec.hyperparameters),
@@ -65,8 +94,18 @@ class StepPlan:
         self.options = optimizer.group_options(group)
         self.slots = optimizer.tensor_slots(group)
         self.states = states
-        self.state_keys = state_keys
-        self.entries = [tuple(state[key] for key in state_keys) for state in states]
+        self.low_memory = state_keys is None
+        self.keys = [
+            tuple(k for k, v in st.items() if isinstance(v, Tensor))
+            if state_keys is None
+            else state_keys
+            for st in states
+        ]
+        self.state_sizes = [len(st) for st in states]
+        self.entries = [
+            tuple(st[key] for key in keys) for st, keys in zip(states, self.keys, strict=True)
+        ]
+        self.stream_offset = _stream_offset(optimizer, group)
         self.state_layouts = [
             tuple((t.data_ptr(), t.dtype, t.shape) for t in entry) for entry in self.entries
         ]
@@ -108,19 +147,22 @@ class StepPlan:
         for key, value in self.structure.items():
             if group.get(key, _MISSING) != value:
                 return None
-        if optimizer.group_options(group) != self.options or optimizer.__dict__.get(
-            "_low_memory_seen", True
-        ):
+        if optimizer.group_options(group) != self.options:
             return None
-        state, keys = optimizer.state, self.state_keys
+        if self.low_memory:  # (the fp32 plan: only while no state is low-memory)
+            if _stream_offset(optimizer, group) != self.stream_offset:
+                return None
+        elif optimizer.__dict__.get("_low_memory_seen", True):
+            return None
+        state = optimizer.state
         grads = []
         for i, p in enumerate(params):
             g = p.grad
             st = state.get(p)
-            if g is None or st is not self.states[i]:
+            if g is None or st is not self.states[i] or len(st) != self.state_sizes[i]:
                 return None
             entry = self.entries[i]
-            for key, tensor in zip(keys, entry, strict=True):
+            for key, tensor in zip(self.keys[i], entry, strict=True):
                 if st.get(key) is not tensor:
                     return None
             address, dtype, shape, is_complex = self.param_layouts[i]
@@ -140,6 +182,17 @@ class StepPlan:
                 return None
             grads.append(g)
         return grads
+
+
+def _stream_offset(optimizer: Any, group: dict[str, Any]) -> int:
+    """How many params the groups before ``group`` hold (its params' random streams count
+    on from there)."""
+    offset = 0
+    for g in optimizer.param_groups:
+        if g is group:
+            break
+        offset += len(g["params"])
+    return offset
 
 
 _MISSING = object()
