@@ -19,7 +19,17 @@ import pytest
 import torch
 
 from adamkit.explore import Settings, run
-from adamkit.explore.compute import OPTIMIZERS, BadSetting, clear_cache, gradients, labels
+from adamkit.explore.compute import (
+    OPTIMIZERS,
+    BadSetting,
+    clear_cache,
+    contour,
+    gradients,
+    labels,
+    trajectories,
+)
+from adamkit.explore.variants import EXTRAS, VARIANTS
+from adamkit.reference import ademamix, adopt, lion, schedule_free
 from adamkit.viz.functions import FUNCTIONS, get
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +69,7 @@ def test_run_is_the_reference_and_fast_enough():
     result = run(Settings(function="rosenbrock", steps=500))
     assert set(result["paths"]) == set(OPTIMIZERS)
     assert {"AdamW", "NAdam", "RAdam", "Adamax"} <= set(OPTIMIZERS)
+    assert {"AdEMAMix", "ADOPT", "Lion", "Schedule-Free"} <= set(OPTIMIZERS)
     adam = result["inspect"]
     # Adam's first step: m̂_1 = g_1, √v̂_1 = |g_1|, so the update is α·g/(|g|+ε).
     g = adam["m_hat"][0]
@@ -91,9 +102,20 @@ def test_gradients_are_the_functions_own_derivative(name):
     np.testing.assert_allclose(g, expected_g.numpy(), rtol=1e-12, atol=1e-12)
 
 
+def _direction(name: str, ins: dict, s: Settings) -> np.ndarray:
+    """What the effective lr multiplies into the update, from the panels' own series."""
+    first = np.array(ins["m_hat"])
+    if name == "AdEMAMix":  # η·(m̂1 + α·m2)/(√v̂+ε): the slow EMA is an extra series
+        return first + s.alpha * np.array(ins["extras"][0]["data"])
+    if name == "Lion":  # α·sign(c)
+        return np.sign(first)
+    return first
+
+
 def test_each_optimizers_panels_are_what_moved_its_point():
     """The update panel is what was subtracted from the point; it is the effective lr times
-    the first moment where the optimizer has one (AdamW's decay comes first)."""
+    the first moment where the optimizer has one (AdamW's decay comes first; AdEMAMix adds
+    α·m2, Lion takes c's sign)."""
     s = Settings(function="beale", steps=40, weight_decay=0.1)
     for name in OPTIMIZERS:
         result = run(Settings(**{**s.__dict__, "inspect": name}))
@@ -103,10 +125,132 @@ def test_each_optimizers_panels_are_what_moved_its_point():
         update = np.array(ins["update"])
         np.testing.assert_allclose(points[1:], points[:-1] * decay - update, rtol=1e-12, atol=1e-15)
         if ins["labels"]["m_hat"] is not None:
-            product = np.array(ins["effective_lr"]) * np.array(ins["m_hat"])
+            product = np.array(ins["effective_lr"]) * _direction(name, ins, s)
             np.testing.assert_allclose(product, update, rtol=1e-9, atol=1e-15, err_msg=name)
         for key, label in ins["labels"].items():
             assert (label is None) == (ins[key][0] is None), (name, key)
+        assert [e["key"] for e in ins["extras"]] == [e.key for e in EXTRAS.get(name, ())]
+        for extra in ins["extras"]:
+            assert len(extra["data"]) == s.steps and extra["label"] and extra["role"], extra
+
+
+# Settings unlike every default, so that each variant must take the page's β1, β2, ε, β3, α.
+_VARIANT_SETTINGS = Settings(
+    function="rosenbrock", beta1=0.8, beta2=0.99, eps=1e-6, beta3=0.995, alpha=3.0, steps=60
+)
+
+
+def _reference_hyper(name: str, lr: float, s: Settings):
+    """Each variant's reference hyperparameters as its docstring defines them, for the page's
+    settings: no weight decay (λ is AdamW's), Lion's own β2."""
+    if name == "AdEMAMix":
+        return ademamix, ademamix.AdEMAMixHyper(
+            lr=lr, beta1=s.beta1, beta2=s.beta2, beta3=s.beta3, alpha=s.alpha, eps=s.eps,
+            weight_decay=0.0,
+        )  # fmt: skip
+    if name == "ADOPT":
+        return adopt, adopt.ADOPTHyper(lr=lr, beta1=s.beta1, beta2=s.beta2, eps=s.eps)
+    if name == "Lion":
+        return lion, lion.LionHyper(lr=lr, beta1=s.beta1, beta2=0.99)
+    return schedule_free, schedule_free.ScheduleFreeHyper(
+        lr=lr, beta1=s.beta1, beta2=s.beta2, eps=s.eps
+    )
+
+
+def _stepped_directly(name: str, s: Settings):
+    """The variant's reference stepped by hand from the function's start: the points, and per
+    step (param before, state before, state after, aux)."""
+    function = get(s.function)
+    module, hyper = _reference_hyper(name, contour(s.function)["lrs"][name], s)
+    param = np.array(function.start, dtype=np.float64)
+    state = module.init(param)
+    points, steps = [param], []
+    for _ in range(s.steps):
+        _, g = gradients(function, param[None])
+        new, after, aux = module.step(param, g[0], state, hyper)
+        steps.append((param, state, after, aux))
+        param, state = new, after
+        points.append(param)
+    return hyper, np.array(points), steps
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_each_variants_path_and_series_are_its_reference_stepped_directly(name):
+    clear_cache()
+    s = Settings(**{**_VARIANT_SETTINGS.__dict__, "inspect": name, "show": (name,)})
+    result = run(s)
+    hyper, points, steps = _stepped_directly(name, s)
+    np.testing.assert_array_equal(np.array(result["paths"][name]["points"]), points)
+    ins = result["inspect"]
+    extras = {e["key"]: e["data"] for e in ins["extras"]}
+    auxes = [aux for *_, aux in steps]
+    after = [a for _, _, a, _ in steps]
+
+    def same(series, expected):
+        np.testing.assert_array_equal(np.array(series, dtype=float), np.array(expected))
+
+    if name == "AdEMAMix":
+        same(ins["m_hat"], [a.m1_hat for a in auxes])
+        same(extras["m2"], [a.m2 for a in auxes])
+        same(ins["sqrt_v_hat"], [a.sqrt_v_hat for a in auxes])
+        same(ins["update"], [a.update for a in auxes])
+        assert all(a.alpha == 3.0 and a.beta3 == 0.995 for a in auxes)  # no warmups
+    elif name == "ADOPT":
+        same(ins["m_hat"], [st.m for st in after])
+        same(ins["sqrt_v_hat"], [a.denom for a in auxes])
+        same(extras["n"], [a.normalized_grad for a in auxes])
+        same(ins["update"], [a.update for a in auxes])
+        # the first call only fills v: no clip bound, nothing moves; then (t-1)^¼
+        assert extras["clip"][0] is None and ins["update"][0] == [0.0, 0.0]
+        assert (
+            extras["clip"][1:]
+            == [a.clip for a in auxes[1:]]
+            == [(t - 1) ** 0.25 for t in range(2, s.steps + 1)]
+        )
+        assert np.abs(np.array(extras["n"])[1:]).max() <= s.steps**0.25
+    elif name == "Lion":
+        same(ins["m_hat"], [a.interpolation for a in auxes])
+        same(extras["m"], [st.m for st in after])
+        same(ins["update"], [a.update for a in auxes])
+        assert ins["sqrt_v_hat"] == [None] * s.steps
+        # every coordinate moves by exactly α a step
+        assert set(np.abs(np.array(ins["update"])).ravel()) == {hyper.lr}
+    else:
+        same(ins["sqrt_v_hat"], [a.denom - hyper.eps for a in auxes])
+        same(ins["effective_lr"], [a.lr / a.denom for a in auxes])
+        same(extras["z_step"], [a.lr * a.normalized_grad for a in auxes])
+        same(extras["c"], [a.c for a in auxes])
+        # constant α, r = 0: every z weighs the same in the average x, so c = 1/t
+        np.testing.assert_allclose(extras["c"], 1 / np.arange(1, s.steps + 1), rtol=1e-15)
+        # the plotted y: what the reference's step returned, moved by the update series
+        np.testing.assert_allclose(
+            np.array(ins["update"]), points[:-1] - points[1:], rtol=1e-12, atol=1e-15
+        )
+        assert result["paths"][name]["point"] == "y" and ins["m_hat"] == [None] * s.steps
+
+
+def test_variants_labels_lrs_and_cache_keys():
+    assert labels("AdEMAMix")["update"] == "η·(m̂1+α·m2)/(√v̂+ε)"
+    assert labels("Lion")["sqrt_v_hat"] is None and labels("Lion")["update"] == "α·sign(c)"
+    assert labels("ADOPT")["sqrt_v_hat"] == "max(√vₜ₋₁, ε)"
+    assert labels("Schedule-Free")["m_hat"] is None
+    assert contour("rosenbrock")["lr_symbols"]["AdEMAMix"] == "η"
+    assert contour("rosenbrock")["lr_symbols"]["Lion"] == "α"
+    for name in FUNCTIONS:
+        lrs = contour(name)["lrs"]
+        assert lrs["Lion"] <= lrs["Adam"] / 5, name  # sign steps of exactly α
+    # Each variant's trajectory depends on its own settings only.
+    clear_cache()
+    s = Settings(function="saddle", steps=30)
+    assert set(trajectories(s)[1]) == set(OPTIMIZERS)
+    beta3 = Settings(**{**s.__dict__, "beta3": 0.99})
+    assert trajectories(beta3)[1] == ["AdEMAMix"]
+    assert trajectories(Settings(**{**beta3.__dict__, "alpha": 2.0}))[1] == ["AdEMAMix"]
+    beta2 = Settings(**{**s.__dict__, "beta2": 0.99})
+    untouched = {"SGD", "Momentum", "Lion"}  # Lion's β2 is its own
+    assert trajectories(beta2)[1] == [n for n in OPTIMIZERS if n not in untouched]
+    assert trajectories(Settings(**{**s.__dict__, "weight_decay": 0.5}))[1] == ["AdamW"]
+    assert trajectories(Settings(**{**s.__dict__, "lrs": {"Lion": 0.02}}))[1] == ["Lion"]
 
 
 def test_labels_say_m_and_v_without_bias_correction():
@@ -152,6 +296,12 @@ def test_bias_correction_off_changes_adams_first_step_as_the_equations_say():
         ("eps=2", "eps must lie in [0, 1]; got 2"),
         ("inspect=Adagrad", "unknown optimizer 'Adagrad'"),
         ("steps=0", "steps must lie in [1, 2000]"),
+        ("inspect=ScheduleFree", "unknown optimizer 'ScheduleFree'; choose from SGD"),
+        ("show=Adam,Lamb", "unknown optimizer 'Lamb'"),
+        ("beta3=1", "beta3 must lie in [0, 0.99999]; got 1"),
+        ("alpha=-1", "alpha must lie in [0, 100]; got -1"),
+        ("lr_Lion=0", "lr_Lion must lie in [1e-08, 1000]; got 0"),
+        ("lr_Schedule-Free=fast", "lr_Schedule-Free must be a number; got 'fast'"),
     ],
 )
 def test_bad_settings_get_a_clear_400(server, query, message):
@@ -216,7 +366,7 @@ def _shown(driver) -> dict[str, list[float]]:
     out = {}
     for key in ("m_hat", "sqrt_v_hat", "effective_lr", "update"):
         texts = [driver.find_element("id", f"{key}-{c}").text for c in "xy"]
-        out[key] = [float(t) for t in texts]
+        out[key] = [None if t == "–" else float(t) for t in texts]  # –: it has none
     return out
 
 
@@ -379,5 +529,103 @@ def test_a_drag_sends_few_requests_and_ends_on_the_final_setting(server):
         result = driver.execute_script("return window.explorer.result")
         assert result["paths"]["Adam"]["lr"] == pytest.approx(10 ** float(values[-1]), rel=1e-5)
         assert result["computed"] == ["Adam"]  # the others came from the cache
+    finally:
+        driver.quit()
+
+
+_EXTRA_PANELS = """
+return [...document.querySelectorAll("#panels .panel.extra svg")].map((svg) => ({
+  key: svg.dataset.series, label: svg.dataset.label || null, empty: svg.dataset.empty === "1",
+  title: document.getElementById("title-" + svg.dataset.series).textContent,
+  row: document.getElementById("label-" + svg.dataset.series).textContent,
+  legend: [...svg.querySelectorAll(".legend .legend-entry")].map((e) => e.textContent),
+  lines: [...svg.querySelectorAll("path.series")].map((p) => p.getAttribute("d").length),
+}));
+"""
+
+# What each variant's panels show: the four common ones' labels (None: "keeps no ..."), and its
+# extra series' labels.
+_VARIANT_PANELS = {
+    "AdEMAMix": (["m̂1", "√v̂", "η/(√v̂+ε)", "η·(m̂1+α·m2)/(√v̂+ε)"], ["m2"]),
+    "ADOPT": (["m", "max(√vₜ₋₁, ε)", "α", "α·m"], ["n", "(t-1)^¼"]),
+    "Lion": (["c", None, "α", "α·sign(c)"], ["m"]),
+    "Schedule-Free": ([None, "√v̂", "α/(√v̂+ε)", "yₜ - yₜ₊₁"], ["α·u", "c"]),
+}
+
+
+def _inspect(driver, name: str) -> None:
+    driver.execute_script(
+        "const s = document.getElementById('inspect'); s.value = arguments[0];"
+        "s.dispatchEvent(new Event('input'));",
+        name,
+    )
+    _settled(driver)
+
+
+def _check_variants_panels(driver, name: str, common: list, extras: list) -> None:
+    """Inspect variant ``name`` at step 9: its four panels' labels (None: says it keeps none),
+    its extra panels' labels and legends, and the table's numbers, the server's."""
+    _inspect(driver, name)
+    _set(driver, "scrub", "9")
+    panels, extra = driver.execute_script(_PANELS), driver.execute_script(_EXTRA_PANELS)
+    assert [p["label"] for p in panels] == common, name
+    assert [p["empty"] for p in panels] == [c is None for c in common], name
+    assert [p["label"] for p in extra] == extras and not any(p["empty"] for p in extra)
+    assert [p["row"] for p in extra] == extras
+    for p in extra:
+        assert name in p["title"] and p["label"] in p["title"], p
+        scalar = p["key"] in ("clip", "c")
+        assert p["legend"] == (["x = y"] if scalar else ["x", "y"]), p
+        assert len(p["lines"]) == len(p["legend"]) and min(p["lines"]) > 100, p
+    query = driver.execute_script("return Object.fromEntries(query())")
+    expected = run(Settings.from_query(query))["inspect"]
+    for key, values in _shown(driver).items():
+        want = expected[key][8]
+        assert values == ([None, None] if want is None else pytest.approx(want, rel=1e-5))
+    for e in expected["extras"]:
+        shown = driver.find_element("id", f"{e['key']}-x").text
+        want = e["data"][8] if e["scalar"] else e["data"][8][0]
+        assert float(shown) == pytest.approx(want, rel=1e-5), (name, e["key"])
+
+
+def test_page_shows_the_variants_paths_and_their_own_series(server):
+    driver = _browser()
+    try:
+        driver.get(server + "/")
+        _wait_for_updates(driver, 1)
+        _settled(driver)
+        result = driver.execute_script("return window.explorer.result")
+        assert set(VARIANTS) <= set(result["paths"])
+        for name in VARIANTS:
+            assert len(result["paths"][name]["points"]) == 501, name
+            label = driver.find_element("id", f"show_{name}").find_element("xpath", "..")
+            assert label.text.strip() == name
+        # AdEMAMix's α weighs m2, so its learning rate is η on the page
+        lr_label = driver.find_element("css selector", "label[for=lr_AdEMAMix]").text
+        assert lr_label == "η AdEMAMix"
+        assert driver.find_element("css selector", "label[for=lr_Lion]").text == "α Lion"
+        legend = driver.execute_script(
+            "const p = window.explorer.result.paths; return pathName('Schedule-Free', "
+            "p['Schedule-Free']) + '|' + pathName('Adam', p.Adam)"
+        )
+        assert legend == "Schedule-Free (y)|Adam"  # its path is y, where g is taken
+        for name, (common, extras) in _VARIANT_PANELS.items():
+            _check_variants_panels(driver, name, common, extras)
+        # ADOPT's first call only fills v: no clip bound at step 1 (the panel still draws)
+        _inspect(driver, "ADOPT")
+        _set(driver, "scrub", "1")
+        assert driver.find_element("id", "clip-x").text == "–"
+        assert driver.find_element("id", "n-x").text == "0.00000"
+        # AdEMAMix's β3 moves AdEMAMix alone, and its m2 with it
+        _inspect(driver, "AdEMAMix")
+        before = driver.execute_script("return window.explorer.result.inspect.extras[0].data")
+        _set(driver, "beta3", "0.99")
+        _settled(driver)
+        after = driver.execute_script("return window.explorer.result")
+        assert after["computed"] == ["AdEMAMix"] and after["inspect"]["extras"][0]["data"] != before
+        # a variant switched off leaves the plot
+        _set(driver, "show_Lion", False)
+        _settled(driver)
+        assert "Lion" not in driver.execute_script("return window.explorer.result.paths")
     finally:
         driver.quit()

@@ -1,12 +1,12 @@
 """What the explorer page shows, computed by the NumPy reference.
 
-The optimizers of the Adam family and the rules it combines run from one start point on a test
-function. Each step, one batched call gives the gradients: the function's own derivative, not
-the optimizer's math (forward-mode dual numbers, exact, ~6x cheaper than an autograd call on
-a few points; torch autograd for a function they cannot run). Each optimizer's update is its
-reference step (:mod:`adamkit.reference`). For every optimizer, the per-coordinate first
-moment, second-moment scale, effective learning rate and update of every step come from the
-reference's own intermediates (or its state), labelled as that optimizer defines them.
+The optimizers of the Adam family, the rules it combines and its variants (AdEMAMix, ADOPT,
+Lion, Schedule-Free: :mod:`.variants`) run from one start point on a test function. Each step,
+one batched call gives the gradients: the function's own derivative, not the optimizer's math
+(:mod:`.dual`). Each optimizer's update is its reference step (:mod:`adamkit.reference`). For
+every optimizer, the per-coordinate first moment, second-moment scale, effective learning rate
+and update of every step, and a variant's own further series, come from the reference's own
+intermediates (or its state), labelled as that optimizer defines them.
 
 Each optimizer's trajectory is cached by what it depends on (function, start, its own
 hyperparameters), so moving one optimizer's α recomputes that optimizer only, and more steps
@@ -28,8 +28,11 @@ import torch
 
 from ..reference import adam, adamax, nadam, radam, rmsprop, sgd
 from ..viz.functions import FUNCTIONS, TestFunction, get
+from . import variants
+from .dual import gradients
 
-OPTIMIZERS = ("SGD", "Momentum", "RMSProp", "Adam", "AdamW", "NAdam", "RAdam", "Adamax")
+CLASSIC = ("SGD", "Momentum", "RMSProp", "Adam", "AdamW", "NAdam", "RAdam", "Adamax")
+OPTIMIZERS = CLASSIC + variants.VARIANTS
 # The test functions tune α for the four classic rules; AdamW, NAdam and Adamax start from
 # Adam's. RAdam's first steps (until ρ_t > 5) are momentum-SGD steps of α·m̂, unnormalised:
 # with Adam's α they leave the plot (or overflow), so it has its own.
@@ -61,7 +64,15 @@ def default_lrs(function: TestFunction) -> dict[str, float]:
     """Each optimizer's starting α on ``function``."""
     lrs = {n: function.lrs.get(n, function.lrs.get(LR_LIKE.get(n, ""), 1e-3)) for n in OPTIMIZERS}
     lrs["RAdam"] = function.lrs.get("RAdam", RADAM_LRS.get(function.name, lrs["RAdam"]))
+    for name, by_function in variants.LRS.items():  # a function without its own: Adam's
+        lrs[name] = function.lrs.get(name, by_function.get(function.name, lrs["Adam"]))
     return lrs
+
+
+def lr_symbols() -> dict[str, str]:
+    """The symbol of each optimizer's learning rate on the page (α unless it means another
+    thing in that optimizer)."""
+    return {n: variants.LR_SYMBOLS.get(n, "α") for n in OPTIMIZERS}
 
 
 @dataclass(frozen=True)
@@ -71,9 +82,11 @@ class Settings:
     function: str = "rosenbrock"
     start: tuple[float, float] | None = None  # None: the function's own start
     lrs: dict[str, float] = field(default_factory=dict)  # by optimizer; missing: the default
-    beta1: float = 0.9  # β1 of the Adam family and Momentum's μ
-    beta2: float = 0.999  # β2 of the Adam family and RMSProp's averaging constant
+    beta1: float = 0.9  # β1 of the Adam family and its variants, Momentum's μ
+    beta2: float = 0.999  # β2 of the Adam family (not Lion's), RMSProp's averaging constant
     eps: float = 1e-8
+    beta3: float = 0.9999  # AdEMAMix's slow EMA (its default)
+    alpha: float = 5.0  # AdEMAMix's weight of the slow EMA (its default)
     weight_decay: float = 0.1  # AdamW's decoupled λ (shown: torch's default 0.01 barely shows)
     bias_correction: bool = True  # Adam's and AdamW's
     steps: int = 500
@@ -113,6 +126,8 @@ class Settings:
             beta1=_number(query, "beta1", 0.9, 0.0, 0.9999),
             beta2=_number(query, "beta2", 0.999, 0.0, 0.99999),
             eps=_number(query, "eps", 1e-8, 0.0, 1.0),
+            beta3=_number(query, "beta3", cls.beta3, 0.0, 0.99999),
+            alpha=_number(query, "alpha", cls.alpha, 0.0, 100.0),
             weight_decay=_number(query, "weight_decay", cls.weight_decay, 0.0, 10.0),
             bias_correction=bias == "1",
             steps=int(_number(query, "steps", 500, 1, MAX_STEPS)),
@@ -124,6 +139,8 @@ class Settings:
 def _hyper(name: str, lr: float, s: Settings) -> tuple[Any, Any]:
     """(reference module, hyperparameters) of optimizer ``name``: only what it depends on, so
     that the hyperparameters are its cache key."""
+    if name in variants.VARIANTS:
+        return variants.hyper(name, lr, s)
     if name == "SGD":
         return sgd, sgd.SGDHyper(lr=lr)
     if name == "Momentum":
@@ -143,6 +160,8 @@ def _hyper(name: str, lr: float, s: Settings) -> tuple[Any, Any]:
 
 def labels(name: str, bias_correction: bool = True) -> dict[str, str | None]:
     """What each series is for optimizer ``name``, in its own symbols (None: it has none)."""
+    if name in variants.LABELS:
+        return variants.LABELS[name]
     if name in ("Adam", "AdamW"):
         if bias_correction:
             return {"m_hat": "m̂", "sqrt_v_hat": "√v̂", "effective_lr": "α/(√v̂+ε)",
@@ -208,66 +227,6 @@ def _listed(rows: np.ndarray) -> list[Any]:
     return [[_finite(v) for v in row] for row in rows.tolist()]
 
 
-class Dual:
-    """A value and its gradient by (x, y) for a batch of points: forward-mode differentiation
-    of the test functions' arithmetic (``v``: shape (n,); ``d``: shape (2, n))."""
-
-    __slots__ = ("d", "v")
-
-    def __init__(self, v: np.ndarray, d: np.ndarray) -> None:
-        self.v, self.d = v, d
-
-    def __add__(self, o: Any) -> Dual:
-        return Dual(self.v + o.v, self.d + o.d) if isinstance(o, Dual) else Dual(self.v + o, self.d)
-
-    __radd__ = __add__
-
-    def __sub__(self, o: Any) -> Dual:
-        return Dual(self.v - o.v, self.d - o.d) if isinstance(o, Dual) else Dual(self.v - o, self.d)
-
-    def __rsub__(self, o: Any) -> Dual:
-        return Dual(o - self.v, -self.d)
-
-    def __neg__(self) -> Dual:
-        return Dual(-self.v, -self.d)
-
-    def __mul__(self, o: Any) -> Dual:
-        if isinstance(o, Dual):
-            return Dual(self.v * o.v, self.d * o.v + self.v * o.d)
-        return Dual(self.v * o, self.d * o)
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, o: Any) -> Dual:
-        if isinstance(o, Dual):
-            return Dual(self.v / o.v, (self.d * o.v - self.v * o.d) / (o.v * o.v))
-        return Dual(self.v / o, self.d / o)
-
-    def __pow__(self, k: Any) -> Dual:
-        if isinstance(k, Dual) or not isinstance(k, (int, float)):
-            return NotImplemented
-        return Dual(self.v**k, k * self.v ** (k - 1) * self.d)
-
-
-def gradients(function: TestFunction, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(f, ∇f) at each row of ``xy`` (shape (n, 2)), float64."""
-    n = len(xy)
-    one, zero = np.ones(n), np.zeros(n)
-    try:
-        with np.errstate(all="ignore"):  # a diverging path overflows: its end is shown
-            out = function.f(
-                Dual(xy[:, 0], np.stack([one, zero])), Dual(xy[:, 1], np.stack([zero, one]))
-            )
-        if isinstance(out, Dual):
-            return out.v, out.d.T
-    except (TypeError, AttributeError):
-        pass  # an operation dual numbers lack: autograd does it
-    points = torch.tensor(xy, requires_grad=True)
-    f = function(points)
-    (grads,) = torch.autograd.grad(f.sum(), points)
-    return f.detach().numpy(), grads.numpy()
-
-
 @dataclass
 class Trajectory:
     """One optimizer's path so far: what the page shows, and where to go on from."""
@@ -279,21 +238,32 @@ class Trajectory:
     state: Any
     points: list[list[float]]
     values: list[float] = field(default_factory=list)  # f before each step
-    quantities: list[np.ndarray] = field(default_factory=list)  # (4, 2) a step; NaN: none
+    # (4 + extras, 2) a step: the four panels' quantities, then the variant's extras; NaN: none
+    quantities: list[np.ndarray] = field(default_factory=list)
     alive: bool = True  # False once diverged: the path ends
 
     @property
     def steps(self) -> int:
         return len(self.quantities)
 
-    def series(self, steps: int) -> dict[str, list[Any]]:
-        """The four series of the first ``steps`` steps (a list of None where it has none)."""
-        has = labels(self.name)
-        rows = np.array(self.quantities[:steps]).reshape(-1, len(SERIES), 2)
-        return {
+    def series(self, steps: int) -> dict[str, Any]:
+        """The four series of the first ``steps`` steps (a list of None where it has none),
+        and under ``extras`` the optimizer's further ones, each with its label and role (a
+        scalar one as one number a step)."""
+        has, extras = labels(self.name), variants.EXTRAS.get(self.name, ())
+        rows = np.array(self.quantities[:steps]).reshape(-1, len(SERIES) + len(extras), 2)
+        out: dict[str, Any] = {
             key: _listed(rows[:, k]) if has[key] is not None else [None] * len(rows)
             for k, key in enumerate(SERIES)
         }
+        out["extras"] = []
+        for k, e in enumerate(extras):
+            column = rows[:, len(SERIES) + k]
+            data = [_finite(v) for v in column[:, 0].tolist()] if e.scalar else _listed(column)
+            out["extras"].append(
+                {"key": e.key, "label": e.label, "role": e.role, "scalar": e.scalar, "data": data}
+            )
+        return out
 
 
 _cache: OrderedDict[tuple[Any, ...], Trajectory] = OrderedDict()
@@ -319,9 +289,16 @@ def _advance(function: TestFunction, jobs: list[Trajectory], steps: int) -> None
         with np.errstate(all="ignore"):  # a diverging path overflows: its end is shown
             for t, f, g in zip(active, f_values.tolist(), g_values, strict=True):
                 t.values.append(f)
-                t.param, t.state, aux = t.module.step(t.param, g, t.state, t.hyper)
-                quantities = _inspected(t.name, t.hyper, g, t.state, aux)
-                t.quantities.append(np.stack([_NONE if q is None else q for q in quantities]))
+                param, before = t.param, t.state
+                t.param, t.state, aux = t.module.step(param, g, before, t.hyper)
+                if t.name in variants.VARIANTS:
+                    quantities, extras = variants.inspected(
+                        t.name, t.hyper, param, before, t.state, aux
+                    )
+                else:
+                    quantities, extras = _inspected(t.name, t.hyper, g, t.state, aux), []
+                rows = [_NONE if q is None else q for q in quantities] + extras
+                t.quantities.append(np.stack(rows))
                 if not np.isfinite(t.param).all():
                     t.alive = False  # diverged: the path ends here
                     continue
@@ -366,7 +343,8 @@ def run(settings: Settings) -> dict[str, Any]:
     def path(t: Trajectory) -> dict[str, Any]:
         # a diverged path keeps the step that diverged (its f), not the non-finite point
         values = [_finite(v) for v in t.values[:steps]]
-        return {"lr": t.hyper.lr, "points": t.points[: steps + 1], "values": values}
+        point = variants.POINTS.get(t.name)  # what the path is, where not the parameter
+        return {"lr": t.hyper.lr, "points": t.points[: steps + 1], "values": values, "point": point}
 
     return {
         "function": function.name,
@@ -375,6 +353,7 @@ def run(settings: Settings) -> dict[str, Any]:
         "inspect": {
             "name": settings.inspect,
             "labels": labels(settings.inspect, settings.bias_correction),
+            "roles": variants.ROLES.get(settings.inspect, {}),  # titles unlike the common ones
             **found[settings.inspect].series(steps),
         },
         "computed": computed,  # recomputed for this answer (the others came from the cache)
@@ -402,5 +381,6 @@ def contour(name: str, size: int = 120) -> dict[str, Any]:
         "start": list(function.start),
         "minima": [list(m) for m in function.minima],
         "lrs": default_lrs(function),
+        "lr_symbols": lr_symbols(),
         "z": z.numpy().round(4).tolist(),
     }

@@ -4,7 +4,10 @@
 const COLORS = {
   SGD: "#1f77b4", Momentum: "#2ca02c", RMSProp: "#ff7f0e", Adam: "#d62728",
   AdamW: "#9467bd", NAdam: "#8c564b", RAdam: "#e377c2", Adamax: "#17becf",
+  AdEMAMix: "#bcbd22", ADOPT: "#393b79", Lion: "#111111", "Schedule-Free": "#e6550d",
 };
+// The variants' paths are dashed: twelve colours alone are hard to tell apart on the contours.
+const DASHED = new Set(["AdEMAMix", "ADOPT", "Lion", "Schedule-Free"]);
 // What each panel shows (the server's labels name it in the inspected optimizer's symbols).
 const SERIES = [
   ["m_hat", "first moment (direction and push)"],
@@ -12,8 +15,10 @@ const SERIES = [
   ["effective_lr", "effective learning rate"],
   ["update", "update (subtracted from x, y)"],
 ];
-// The panels' two lines: coordinate x solid, coordinate y dashed (told apart without colour).
+// The panels' two lines: coordinate x solid, coordinate y dashed (told apart without colour);
+// a scalar series (one number a step, the same for both coordinates) is one line.
 const COORDS = [["x", "#111", ""], ["y", "#777", "5 3"]];
+const SCALAR = [["x = y", "#111", ""]];
 const SVG = "http://www.w3.org/2000/svg";
 const PANEL = { width: 330, height: 150, left: 50, right: 10, top: 16, bottom: 28 };
 const $ = (id) => document.getElementById(id);
@@ -34,10 +39,10 @@ async function getJSON(url) {
   return body;
 }
 
-function lrSlider(name, value) {
+function lrSlider(name, value, symbol) {
   const id = "lr_" + name;
   const log = Math.log10(value);
-  return `<div class="slider"><label for="${id}" style="color:${COLORS[name]}">α ${name}</label>
+  return `<div class="slider"><label for="${id}" style="color:${COLORS[name]}">${symbol} ${name}</label>
     <input type="range" id="${id}" min="${(log - 2).toFixed(1)}" max="${(log + 2).toFixed(1)}"
       step="0.05" value="${log}"><span class="value" id="${id}-value"></span></div>`;
 }
@@ -49,6 +54,8 @@ function query() {
   q.set("beta1", $("beta1").value);
   q.set("beta2", $("beta2").value);
   q.set("eps", (10 ** Number($("eps").value)).toPrecision(6));
+  q.set("beta3", $("beta3").value);
+  q.set("alpha", $("alpha").value);
   q.set("weight_decay", $("weight_decay").value);
   q.set("bias_correction", $("bias_correction").checked ? "1" : "0");
   q.set("steps", $("steps").value);
@@ -63,6 +70,8 @@ function showValues() {
   $("beta1-value").textContent = $("beta1").value;
   $("beta2-value").textContent = $("beta2").value;
   $("eps-value").textContent = (10 ** Number($("eps").value)).toExponential(1);
+  $("beta3-value").textContent = $("beta3").value;
+  $("alpha-value").textContent = $("alpha").value;
   $("weight_decay-value").textContent = $("weight_decay").value;
   $("steps-value").textContent = $("steps").value;
   $("scrub-value").textContent = $("scrub").value;
@@ -144,12 +153,14 @@ function draw() {
   for (const name of names) { // the inspected optimizer last, on top
     const path = r.paths[name];
     ctx.strokeStyle = COLORS[name]; ctx.lineWidth = name === inspected ? 3 : 2;
+    ctx.setLineDash(DASHED.has(name) ? [7, 4] : []);
     ctx.beginPath();
     path.points.forEach(([x, y], k) => {
       const [px, py] = toCanvas(c, x, y);
       if (k === 0) ctx.moveTo(px, py); else ctx.lineTo(px, py);
     });
     ctx.stroke();
+    ctx.setLineDash([]);
     const at = path.points[Math.min(scrub, path.points.length - 1)];
     const [px, py] = toCanvas(c, at[0], at[1]);
     ctx.fillStyle = COLORS[name]; ctx.beginPath(); ctx.arc(px, py, 4.5, 0, 2 * Math.PI); ctx.fill();
@@ -159,21 +170,44 @@ function draw() {
   ctx.fillStyle = "rgba(255,255,255,0.85)"; ctx.fillRect(0, 0, canvas.width, 22);
   ctx.fillStyle = "#222"; ctx.font = "12px system-ui";
   ctx.fillText(`${c.function}: ${c.formula}; start ■ (${r.start[0].toFixed(2)}, ${r.start[1].toFixed(2)}) — click or drag to move it; ● minimum`, 6, 15);
-  drawLegend(ctx, names.length ? Object.keys(r.paths) : [], canvas.width);
+  drawLegend(ctx, c, r.paths, canvas);
   drawPanels(scrub);
 }
 
-function drawLegend(ctx, names, width) {
+// A path that is not the optimizer's parameter says what it is (Schedule-Free's: its y).
+function pathName(name, path) {
+  return path.point ? `${name} (${path.point})` : name;
+}
+
+// The legend: in two columns past eight paths, in the corner that hides the fewest path points
+// and no minimum (top right when that ties).
+function drawLegend(ctx, c, paths, canvas) {
+  const names = Object.keys(paths);
   if (!names.length) return;
-  const rowH = 16, boxW = 96, x0 = width - boxW - 6, y0 = 28;
-  ctx.fillStyle = "rgba(255,255,255,0.88)"; ctx.strokeStyle = "#999"; ctx.lineWidth = 1;
-  ctx.fillRect(x0, y0, boxW, names.length * rowH + 6); ctx.strokeRect(x0, y0, boxW, names.length * rowH + 6);
   ctx.font = "12px system-ui";
+  const texts = names.map((n) => pathName(n, paths[n]));
+  const columns = names.length > 8 ? 2 : 1, rows = Math.ceil(names.length / columns);
+  const rowH = 16, colW = 40 + Math.max(...texts.map((t) => ctx.measureText(t).width));
+  const boxW = columns * colW, boxH = rows * rowH + 6;
+  const corners = [[canvas.width - boxW - 6, 28], [6, 28],
+    [canvas.width - boxW - 6, canvas.height - boxH - 6], [6, canvas.height - boxH - 6]];
+  const hidden = ([x0, y0]) => {
+    const inside = ([x, y]) => { const [px, py] = toCanvas(c, x, y); return px >= x0 && px <= x0 + boxW && py >= y0 && py <= y0 + boxH; };
+    let n = 1000 * c.minima.filter(inside).length;
+    for (const name of names) n += paths[name].points.filter(inside).length;
+    return n;
+  };
+  const counts = corners.map(hidden);
+  const [x0, y0] = corners[counts.indexOf(Math.min(...counts))];
+  ctx.fillStyle = "rgba(255,255,255,0.88)"; ctx.strokeStyle = "#999"; ctx.lineWidth = 1;
+  ctx.fillRect(x0, y0, boxW, boxH); ctx.strokeRect(x0, y0, boxW, boxH);
   names.forEach((name, k) => {
-    const y = y0 + 12 + k * rowH;
+    const x = x0 + Math.floor(k / rows) * colW, y = y0 + 12 + (k % rows) * rowH;
     ctx.strokeStyle = COLORS[name]; ctx.lineWidth = 3;
-    ctx.beginPath(); ctx.moveTo(x0 + 6, y - 4); ctx.lineTo(x0 + 26, y - 4); ctx.stroke();
-    ctx.fillStyle = "#222"; ctx.fillText(name, x0 + 32, y);
+    ctx.setLineDash(DASHED.has(name) ? [7, 4] : []);
+    ctx.beginPath(); ctx.moveTo(x + 6, y - 4); ctx.lineTo(x + 30, y - 4); ctx.stroke();
+    ctx.setLineDash([]);
+    ctx.fillStyle = "#222"; ctx.fillText(texts[k], x + 36, y);
   });
 }
 
@@ -201,19 +235,22 @@ function niceStep(range, count) {
 
 // Symmetric log scale: linear within ±c, logarithmic beyond, so that signs show and values
 // of many magnitudes (m̂ in the hundreds, updates of 1e-4) both read. c is four decades below
-// the largest magnitude.
-function drawPanel(key, data, symbol, scrub, name) {
+// the largest magnitude. A scalar series (one number a step) is drawn as one line.
+function drawPanel(key, role, rows, symbol, scrub, name, scalar) {
   const holder = $("panel-" + key);
   holder.replaceChildren();
   const { width: W, height: H, left: L, right: R, top: T, bottom: B } = PANEL;
   const root = svg("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, "data-series": key }, holder);
-  if (!symbol || !data.length || data[0] === null) {
+  if (!symbol || !rows.some((p) => p !== null)) { // a step may lack it (ADOPT's first), not all
     root.dataset.empty = "1";
-    svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, root, `${name} keeps no ${SERIES.find((s) => s[0] === key)[1].split(" (")[0]}`);
+    svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, root, `${name} keeps no ${role.split(" (")[0]}`);
     return;
   }
+  const data = scalar ? rows.map((v) => (v === null ? null : [v])) : rows;
+  const coords = scalar ? SCALAR : COORDS;
   root.dataset.label = symbol;
-  svg("title", {}, root, `${symbol} of ${name} per step, x solid and y dashed, on a symmetric log scale: linear near 0, logarithmic beyond`);
+  const lines = scalar ? "one line, the same for x and y" : "x solid and y dashed";
+  svg("title", {}, root, `${symbol} of ${name} per step, ${lines}, on a symmetric log scale: linear near 0, logarithmic beyond`);
   let top = 0;
   for (const p of data) if (p) for (const v of p) if (v !== null && Math.abs(v) > top) top = Math.abs(v);
   const c = top > 0 ? top * 1e-4 : 1;
@@ -253,8 +290,8 @@ function drawPanel(key, data, symbol, scrub, name) {
   svg("text", { class: "axis-label x-label", x: W - R, y: H - 3, "text-anchor": "end" }, axes, "step");
   svg("text", { class: "axis-label y-label", x: 4, y: T - 5 }, axes, `${symbol}  (symlog)`);
   // the lines, broken where a value is missing (a diverged step)
-  for (const [coord, color, dash] of COORDS) {
-    const i = coord === "x" ? 0 : 1;
+  for (const [coord, color, dash] of coords) {
+    const i = coord === "y" ? 1 : 0;
     let d = "", pen = false;
     data.forEach((p, k) => {
       const v = p ? p[i] : null;
@@ -267,7 +304,7 @@ function drawPanel(key, data, symbol, scrub, name) {
   svg("line", { class: "scrub", x1: X(scrub - 1), x2: X(scrub - 1), y1: T, y2: H - B, stroke: COLORS[name] || "#888" }, root);
   // legend: which line is which coordinate
   const legend = svg("g", { class: "legend" }, root);
-  COORDS.forEach(([coord, color, dash], k) => {
+  coords.forEach(([coord, color, dash], k) => {
     const x = W - R - 78 + k * 40;
     const entry = svg("g", { class: "legend-entry", "data-coord": coord }, legend);
     svg("line", { x1: x, x2: x + 18, y1: T - 8, y2: T - 8, stroke: color, "stroke-width": 1.5, "stroke-dasharray": dash }, entry);
@@ -275,24 +312,41 @@ function drawPanel(key, data, symbol, scrub, name) {
   });
 }
 
+// The inspected optimizer's panels: the four every optimizer has, then its own extra series
+// (rebuilt when another optimizer with other extras is inspected), each with its table row.
 function drawPanels(scrub) {
   const ins = state.result.inspect;
   const panels = $("panels");
-  if (!panels.children.length) {
-    panels.innerHTML = SERIES.map(([key]) => `<div class="panel"><div class="panel-title" id="title-${key}"></div>
-      <div id="panel-${key}"></div></div>`).join("");
+  const holder = (key) => `<div class="panel"><div class="panel-title" id="title-${key}"></div>
+      <div id="panel-${key}"></div></div>`;
+  if (!panels.children.length) panels.innerHTML = SERIES.map(([key]) => holder(key)).join("");
+  const extras = ins.extras || [];
+  const extraKeys = extras.map((e) => e.key).join(",");
+  if (state.extraKeys !== extraKeys) {
+    state.extraKeys = extraKeys;
+    for (const node of [...panels.querySelectorAll(".panel.extra")]) node.remove();
+    panels.insertAdjacentHTML("beforeend", extras.map((e) => holder(e.key).replace('"panel"', '"panel extra"')).join(""));
+    $("extra-rows").innerHTML = extras.map((e) => e.scalar
+      ? `<tr><td id="label-${e.key}"></td><td id="${e.key}-x" colspan="2"></td></tr>`
+      : `<tr><td id="label-${e.key}"></td><td id="${e.key}-x"></td><td id="${e.key}-y"></td></tr>`).join("");
   }
-  for (const [key, role] of SERIES) {
-    const symbol = ins.labels[key];
-    $("title-" + key).innerHTML = symbol
-      ? `${role}: <span class="symbol">${symbol}</span> of ${ins.name}`
+  const all = [
+    ...SERIES.map(([key, role]) => ({ key, role: (ins.roles || {})[key] || role, label: ins.labels[key], data: ins[key], scalar: false })),
+    ...extras,
+  ];
+  for (const { key, role, label, data, scalar } of all) {
+    $("title-" + key).innerHTML = label
+      ? `${role}: <span class="symbol">${label}</span> of ${ins.name}`
       : `${role}: none in ${ins.name}`;
-    $("label-" + key).textContent = symbol || "–";
-    const data = ins[key];
+    $("label-" + key).textContent = label || "–";
     const at = data[scrub - 1];
-    $(key + "-x").textContent = at ? fmt(at[0]) : "–";
-    $(key + "-y").textContent = at ? fmt(at[1]) : "–";
-    drawPanel(key, data, symbol, scrub, ins.name);
+    if (scalar) {
+      $(key + "-x").textContent = fmt(at);
+    } else {
+      $(key + "-x").textContent = at ? fmt(at[0]) : "–";
+      $(key + "-y").textContent = at ? fmt(at[1]) : "–";
+    }
+    drawPanel(key, role, data, label, scrub, ins.name, scalar);
   }
 }
 
@@ -300,7 +354,7 @@ async function loadFunction() {
   state.contour = await getJSON("/api/contour?function=" + $("function").value);
   state.contourImage = null;
   state.start = null;
-  $("lrs").innerHTML = state.optimizers.map((n) => lrSlider(n, state.contour.lrs[n])).join("");
+  $("lrs").innerHTML = state.optimizers.map((n) => lrSlider(n, state.contour.lrs[n], state.contour.lr_symbols[n])).join("");
   for (const n of state.optimizers) $("lr_" + n).addEventListener("input", update);
   update();
 }
@@ -311,7 +365,7 @@ async function main() {
   $("function").innerHTML = meta.functions.map((f) => `<option>${f}</option>`).join("");
   $("inspect").innerHTML = meta.optimizers.map((n) => `<option ${n === "Adam" ? "selected" : ""}>${n}</option>`).join("");
   $("show").innerHTML = meta.optimizers.map((n) => `<label style="color:${COLORS[n]}"><input type="checkbox" id="show_${n}" checked> ${n}</label>`).join("");
-  for (const id of ["beta1", "beta2", "eps", "weight_decay", "bias_correction", "steps", "inspect", ...meta.optimizers.map((n) => "show_" + n)]) $(id).addEventListener("input", update);
+  for (const id of ["beta1", "beta2", "eps", "beta3", "alpha", "weight_decay", "bias_correction", "steps", "inspect", ...meta.optimizers.map((n) => "show_" + n)]) $(id).addEventListener("input", update);
   $("scrub").addEventListener("input", () => { showValues(); draw(); });
   $("function").addEventListener("change", loadFunction);
   let dragging = false;
