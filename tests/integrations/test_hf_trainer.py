@@ -3,6 +3,8 @@ same tiny randomly initialised GPT-2, losses step by step; a checkpoint resumes 
 
 from __future__ import annotations
 
+import functools
+import math
 import warnings
 
 import pytest
@@ -97,6 +99,36 @@ def test_trainer_resumes_from_its_checkpoint_exactly(tmp_path):
         transformers.GPT2Config(vocab_size=97, n_positions=16, n_embd=32, n_layer=2, n_head=2)
     )
     torch.optim.AdamW(model.parameters()).load_state_dict(state)
+
+
+# What the Trainer's optim= names give (ademamix, lion, stable_adamw), ADOPT, Adafactor, and
+# 8-bit state: each saved by the Trainer in its checkpoint and resumed from it.
+VARIANTS = {
+    "AdEMAMix": adamkit.AdEMAMix,
+    "Lion": adamkit.Lion,
+    "StableAdamW": adamkit.StableAdamW,
+    "ADOPT": adamkit.ADOPT,
+    "Adafactor": adamkit.Adafactor,
+    "AdamW 8-bit state": functools.partial(adamkit.AdamW, state_precision="8bit", min_8bit_size=0),
+}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_each_variant_resumes_from_the_trainers_checkpoint_exactly(tmp_path, name):
+    straight = _trainer(VARIANTS[name], tmp_path / "run")
+    straight.train()
+    checkpoint = tmp_path / "run" / "checkpoint-3"
+    resumed = _trainer(VARIANTS[name], tmp_path / "resumed")
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    a, b = _losses(straight), _losses(resumed)
+    assert sorted(a) == list(range(1, STEPS + 1))
+    assert all(math.isfinite(loss) for loss in a.values())
+    assert a[STEPS] < a[1]  # it trains
+    for step in range(4, STEPS + 1):
+        assert b[step] == a[step], step  # the same numbers: a bitwise resume
+    straight_params = dict(straight.model.named_parameters())
+    for key, value in resumed.model.named_parameters():
+        assert torch.equal(value, straight_params[key]), key
 
 
 def test_recorder_callback_records_the_trainers_optimizer(tmp_path):

@@ -3,6 +3,8 @@ scheduler, gradient accumulation and clipping; a checkpoint resumes exactly."""
 
 from __future__ import annotations
 
+import functools
+import math
 import warnings
 
 import pytest
@@ -85,6 +87,33 @@ def test_checkpoint_resumes_exactly(tmp_path):
     assert len(resumed.losses) == 6, resumed.losses  # 3 steps, 2 batches each
     tail = straight.losses[-len(resumed.losses) :]
     torch.testing.assert_close(resumed.losses, tail, rtol=1e-6, atol=1e-8)
+
+
+VARIANTS = {
+    "AdEMAMix": adamkit.AdEMAMix,
+    "Lion": adamkit.Lion,
+    "StableAdamW": adamkit.StableAdamW,
+    "ADOPT": adamkit.ADOPT,
+    "Adafactor": adamkit.Adafactor,
+    "AdamW bf16 state": functools.partial(adamkit.AdamW, state_precision="bf16"),
+}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_each_variant_resumes_from_a_lightning_checkpoint_exactly(tmp_path, name):
+    # with the accumulation, clipping and scheduler of the tests above
+    saver = lightning.pytorch.callbacks.ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1, filename="{step}"
+    )
+    _, straight = _fit(VARIANTS[name], tmp_path / "straight", callbacks=[saver])
+    assert all(math.isfinite(loss) for loss in straight.losses)
+    _, resumed = _fit(
+        VARIANTS[name], tmp_path / "resumed", ckpt_path=str(tmp_path / "ckpt" / "step=3.ckpt")
+    )
+    assert len(resumed.losses) == 6, resumed.losses
+    assert resumed.losses == straight.losses[-6:]  # bitwise
+    for a, b in zip(resumed.parameters(), straight.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_recorder_callback_records_the_modules_optimizer(tmp_path):

@@ -179,7 +179,8 @@ def test_a_missing_gradient_takes_the_full_path():
 
 @pytest.mark.parametrize(
     ("cls", "options"),
-    [(adamkit.SGD, {"momentum": 0.9, "lr": 0.1}), (adamkit.Lion, {"lr": 0.01}),
+    [(adamkit.SGD, {"momentum": 0.9, "lr": 0.1}), (adamkit.SGD, {"lr": 0.1}),
+     (adamkit.Lion, {"lr": 0.01}),
      (adamkit.NAdam, {}), (adamkit.RMSprop, {"centered": True}),
      (adamkit.RAdam, {"state_precision": "8bit", "min_8bit_size": 0}),
      (adamkit.Adamax, {"state_precision": "bf16"}),
@@ -352,3 +353,38 @@ def test_an_empty_group_or_a_group_emptied_later_steps_as_the_full_path(state):
                 p.grad = torch.ones_like(p)
         _step_both(twins, gen)
     _assert_same(twins)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "momentum switched on",
+        "a buffer given by hand",
+        "nesterov with momentum",
+        "nothing",
+        "an empty entry read into the state",
+    ],
+)
+def test_sgd_without_state_replays_until_it_gets_some(change):
+    # Without momentum torch's SGD keeps no state entry at all; the plan keeps that absence.
+    twins = _twins(adamkit.SGD, lr=0.1)
+    gen = torch.Generator().manual_seed(11)
+    for _ in range(3):
+        _step_both(twins, gen)
+    assert twins[0][1]._step_plans and not twins[0][1].state
+    for params, opt in twins:
+        group = opt.param_groups[0]
+        if change == "momentum switched on":
+            group["momentum"] = 0.9
+        elif change == "a buffer given by hand":
+            group["momentum"] = 0.5
+            opt.state[params[0]]["momentum_buffer"] = torch.ones_like(params[0])
+        elif change == "nesterov with momentum":
+            group.update(momentum=0.9, nesterov=True)
+        elif change == "an empty entry read into the state":
+            assert opt.state[params[1]] == {}  # (a defaultdict: reading it stores {})
+    for _ in range(3):
+        _step_both(twins, gen)
+    _assert_same(twins)
+    if change in ("nothing", "an empty entry read into the state"):
+        assert twins[0][1]._step_plans  # still replayed

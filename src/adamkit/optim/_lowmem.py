@@ -262,12 +262,17 @@ class LowMemoryState:
         """A plan of this step (see :mod:`._step_plan`) when each kernel it ran took all of its
         params in one call, and every param of the group was stepped."""
         params, states = everything
-        if (
-            not params
-            or len(params) != len(group["params"])
-            or not all(self.state.get(p) is s for p, s in zip(params, states, strict=True))
-        ):
+        if not params or len(params) != len(group["params"]):
             return None
+        kept: list[dict[str, Any] | None] = []
+        for p, s in zip(params, states, strict=True):
+            held = self.state.get(p)
+            if held is s:
+                kept.append(s)
+            elif not s and not held:  # no state (torch's SGD without momentum): none kept,
+                kept.append(held)  # or an empty entry that reading opt.state[p] made
+            else:
+                return None
         low_idx = tuple(i for i, lo in enumerate(low) if lo)
         rest_idx = tuple(i for i in range(len(params)) if not low or not low[i])
         if (low_idx and low_replay is None) or (rest_idx and replay is None):
@@ -278,11 +283,11 @@ class LowMemoryState:
             and not self.__dict__["_low_memory_seen"]
         ):
             keys = self.step_state_keys(group)  # type: ignore[attr-defined]
-            return StepPlan(self, group, states, keys, replay)
+            return StepPlan(self, group, kept, keys, replay)
         if not low_idx or type(low_replay) is not lowbit.LowMemoryReplay:
             return None  # (fp32 state beside low-memory state elsewhere: not planned)
         parts = ((low_replay, low_idx),) + (((replay, rest_idx),) if rest_idx else ())
-        return StepPlan(self, group, states, None, Parts(parts))
+        return StepPlan(self, group, kept, None, Parts(parts))
 
     def _low_memory_state_made_unseen(self) -> bool:
         """Whether low-memory state was made without ``_low_memory_seen`` being set (by

@@ -72,7 +72,7 @@ class StepPlan:
         self,
         optimizer: Any,
         group: dict[str, Any],
-        states: list[dict[str, Any]],
+        states: list[dict[str, Any] | None],
         state_keys: tuple[str, ...] | None,
         replay: Replay | Parts,
     ) -> None:
@@ -93,15 +93,17 @@ class StepPlan:
         self.params = list(group["params"])
         self.options = optimizer.group_options(group)
         self.slots = optimizer.tensor_slots(group)
-        self.states = states
+        self.states = states  # None: a param without a state entry (SGD's without momentum)
         self.low_memory = state_keys is None
         self.keys = [
-            tuple(k for k, v in st.items() if isinstance(v, Tensor))
+            ()
+            if st is None
+            else tuple(k for k, v in st.items() if isinstance(v, Tensor))
             if state_keys is None
             else state_keys
             for st in states
         ]
-        self.state_sizes = [len(st) for st in states]
+        self.state_sizes = [0 if st is None else len(st) for st in states]
         self.entries = [
             tuple(st[key] for key in keys) for st, keys in zip(states, self.keys, strict=True)
         ]
@@ -159,7 +161,9 @@ class StepPlan:
         for i, p in enumerate(params):
             g = p.grad
             st = state.get(p)
-            if g is None or st is not self.states[i] or len(st) != self.state_sizes[i]:
+            if g is None or st is not self.states[i]:
+                return None
+            if st is not None and len(st) != self.state_sizes[i]:
                 return None
             entry = self.entries[i]
             for key, tensor in zip(self.keys[i], entry, strict=True):
