@@ -20,6 +20,7 @@ import argparse
 import json
 import statistics
 
+import numpy as np
 import torch
 
 import adamkit
@@ -31,7 +32,54 @@ CONTENDERS = {
     "adamkit fp32": lambda ps: adamkit.Adam(ps),
     "adamkit bf16": lambda ps: adamkit.Adam(ps, state_precision="bf16"),
     "adamkit 8bit": lambda ps: adamkit.Adam(ps, state_precision="8bit"),
+    "floor: 8-bit bytes only": lambda ps: EightBitBytesFloor(ps),
 }
+
+
+class EightBitBytesFloor:
+    """Not an optimizer: a loop that moves the 8-bit step's bytes (read p, g and two codes;
+    write p and two codes: 16 B/element) with trivial arithmetic, on the same threads. The
+    floor the 8-bit step would reach if its arithmetic were free."""
+
+    def __init__(self, params: list[torch.Tensor]) -> None:
+        self.params = params
+        self.state = {
+            p: {key: torch.zeros(p.numel(), dtype=torch.uint8) for key in ("m", "v")}
+            for p in params
+        }
+
+    def step(self) -> None:
+        for p in self.params:
+            codes = self.state[p]
+            _move_bytes(
+                p.detach().view(-1).numpy(), p.grad.view(-1).numpy(),
+                codes["m"].numpy(), codes["v"].numpy(),
+            )  # fmt: skip
+
+
+_FLOOR_LOOP = []  # compiled at first use (numba is imported only then)
+
+
+def _move_bytes(p, g, m, v) -> None:
+    """The floor's loop over torch's threads, as adamkit's loops split their work."""
+    if not _FLOOR_LOOP:
+        import numba
+
+        @numba.njit(parallel=True, error_model="numpy", nogil=True)
+        def loop(p, g, m, v, parts):
+            n = p.size
+            for k in numba.prange(parts):
+                for i in range(k * n // parts, (k + 1) * n // parts):
+                    gi = g[i]
+                    m[i] = m[i] + np.uint8(1)
+                    v[i] = v[i] + np.uint8(1)
+                    p[i] = p[i] + gi
+
+        _FLOOR_LOOP.append(loop)
+    threads = torch.get_num_threads()
+    _FLOOR_LOOP[0](p, g, m, v, threads)
+    if torch.get_num_threads() != threads:  # numba's first launch sets OpenMP's count
+        torch.set_num_threads(threads)
 
 
 def _peers() -> dict:

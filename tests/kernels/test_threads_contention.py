@@ -49,3 +49,36 @@ def test_a_quick_launch_or_unknown_work_keeps_the_parallel_loop(clock):
     assert _launch(clock, 50_000, 0.0) == "parallel"
     assert _launch(clock, 0, 5e-3) == "parallel"  # work unknown: no check
     assert _launch(clock, 50_000, 0.0) == "parallel"
+
+
+_KEEPS_TORCH_THREADS = """
+import torch, adamkit
+torch.set_num_threads({torch_threads})
+for precision in ("fp32", "8bit"):
+    p = torch.nn.Parameter(torch.randn(1 << 21))
+    p.grad = torch.randn(1 << 21)
+    opt = adamkit.AdamW([p], state_precision=precision)
+    for _ in range(2):
+        opt.step()
+        assert torch.get_num_threads() == {torch_threads}, (precision, torch.get_num_threads())
+print("kept", torch.get_num_threads())
+"""
+
+
+@pytest.mark.parametrize(("torch_threads", "numba_threads"), [(2, 4), (3, 2)])
+def test_a_parallel_launch_leaves_torchs_thread_count_as_the_user_set_it(
+    torch_threads, numba_threads
+):
+    # numba's OpenMP pool set the process's OpenMP thread count, torch's, to its own at a
+    # launch: torch.set_num_threads(2) became NUMBA_NUM_THREADS after the first step.
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_NUM_THREADS": str(numba_threads)}
+    code = _KEEPS_TORCH_THREADS.format(torch_threads=torch_threads)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"kept {torch_threads}" in done.stdout

@@ -114,11 +114,11 @@ class Threads:
             elif 0 < work < cls.SMALL_WORK:
                 cls._small(parallel, serial, tables, args, work)
             else:
-                parallel(tables.chunks, tables.bounds, *args)
+                cls._parallel(parallel, tables, args)
             return
         with cls.first_launch:
             if not cls.launched:
-                parallel(tables.chunks, tables.bounds, *args)
+                cls._parallel(parallel, tables, args)
                 import numba  # imported by the loop just launched; not at adamkit's import
 
                 cls.usable = numba.threading_layer() != "workqueue"
@@ -126,13 +126,31 @@ class Threads:
                 return
         cls.launch(parallel, serial, tables, args)
 
+    # numba's OpenMP pool sets the process's OpenMP thread count, which torch's is, to numba's
+    # own when it launches: a first step would move torch from torch.set_num_threads(2) to
+    # every core. numba is given torch's count (the tables' parts are as many), and torch's
+    # is put back if numba's cap (NUMBA_NUM_THREADS) is below it.
+    given = threading.local()  # what numba was last given, per thread (numba's is per thread)
+
+    @classmethod
+    def _parallel(cls, parallel, tables: ChunkTables, args) -> None:
+        threads = torch.get_num_threads()
+        if threads != getattr(cls.given, "threads", 0):
+            import numba
+
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            cls.given.threads = threads
+        parallel(tables.chunks, tables.bounds, *args)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
     @classmethod
     def _small(cls, parallel, serial, tables: ChunkTables, args, work: int) -> None:
         start = time.monotonic()
         if start < cls.contended_until:
             serial(tables.chunks, *args)
             return
-        parallel(tables.chunks, tables.bounds, *args)
+        cls._parallel(parallel, tables, args)
         took = time.monotonic() - start
         if took > 1e-3 + 2e-9 * work:  # 2 ns an element is generous for any of the loops
             cls.contended_until = start + took + cls.CONTENDED_SECONDS
