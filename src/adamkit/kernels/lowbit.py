@@ -30,7 +30,7 @@ from ..algorithms._spec import CAUTIOUS_FLAG, FLAG_WIDTH, NO_REDUCTION
 from ..algorithms.state_formats import ABSMAX_SUFFIX, BLOCK, KAHAN_KEY, SLOT_KINDS
 from . import _batching, wrappers
 from ._batching import SPLIT_MIN_ELEMENTS, Threads, chunk_tables, typed
-from .lowbit_torch import step_tensor
+from .lowbit_torch import check_scales, step_tensor
 from .registry import choose_backend, get_default, triton_opted_in
 from .spec_kernels import cautious, hyper_key, padded_scalars
 
@@ -121,35 +121,15 @@ def checked_local(spec, params, grads, states):
 
 
 def _check_scales(spec, params, states) -> None:
-    """Raise :class:`~adamkit.kernels._batching.StateSizeError` for an 8-bit slot whose block
-    scales are not float32 of shape (blocks,) on its param's device: the kernels read and
-    write one float32 per block there (a replaced or resized scales tensor would be written
-    past its end)."""
+    """:func:`~adamkit.kernels.lowbit_torch.check_scales` of every 8-bit slot's block scales:
+    the kernels read and write one float32 per block there (a replaced or resized scales
+    tensor would be written past its end)."""
     keys = [key + ABSMAX_SUFFIX for key in spec.tensor_state]
     for p, state in zip(params, states, strict=True):
         for key in keys:
             scales = state.get(key)
-            if scales is None:
-                continue
-            want = -(-p.numel() // BLOCK)
-            if not (
-                isinstance(scales, Tensor)
-                and scales.dtype == torch.float32
-                and scales.shape == (want,)
-                and scales.device == p.device
-            ):
-                raise _batching.StateSizeError(
-                    f"state {key!r} of a parameter of {p.numel()} elements is "
-                    f"{_described(scales)}; expected float32 scales of shape ({want},) on "
-                    f"{p.device}. Drop the parameter's state (del optimizer.state[p]) so that "
-                    "it starts afresh; nothing was updated."
-                )
-
-
-def _described(value: Any) -> str:
-    if isinstance(value, Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)} on {value.device}"
-    return f"a {type(value).__name__}"
+            if scales is not None:
+                check_scales(key, scales, p.numel(), p.device)
 
 
 def _rounds(params: Sequence[Tensor]) -> list[list[int]]:
@@ -215,12 +195,14 @@ def _numba_fused(
         idx, rows = batches.setdefault((precision, mode), ([], []))
         idx.append(i)
         rows.append(row)
-    made = tuple(
-        _Batch(precision, mode, idx, np.array([params[i].numel() for i in idx], dtype=np.int64),
-               np.array(rows, dtype=np.int64))
-        for (precision, mode), (idx, rows) in batches.items()
-    )  # fmt: skip
-    replay = LowMemoryReplay(spec, _numba_lowbit.LOOPS[spec.name], made)
+    made = []
+    for (precision, mode), (idx, rows) in batches.items():
+        numels = [params[i].numel() for i in idx]
+        made.append(
+            _Batch(precision, mode, idx, np.array(numels, dtype=np.int64),
+                   np.array(rows, dtype=np.int64), tuple(-(-n // BLOCK) for n in numels))
+        )  # fmt: skip
+    replay = LowMemoryReplay(spec, _numba_lowbit.LOOPS[spec.name], tuple(made))
     replay.run(grads, replay.arrays(scalars), read_grads=False)
     if replays is not None and not rest:
         replays.append(replay)
@@ -236,6 +218,7 @@ class _Batch(NamedTuple):
     idx: list[int]
     numels: np.ndarray
     addresses: np.ndarray
+    blocks: tuple[int, ...]  # per tensor
 
 
 _GRAD_COLUMN = 1  # in an address row (_numba_lowbit.G)
@@ -272,10 +255,9 @@ class LowMemoryReplay(NamedTuple):
         """Step with ``grads`` (checked by the caller) and :meth:`scalars`: each batch in one
         call, parallel over blocks where there is enough work."""
         serial, parallel = self.loops
-        for precision, mode, idx, numels, addresses in self.batches:
+        for precision, mode, idx, numels, addresses, blocks in self.batches:
             if read_grads:
                 addresses[:, _GRAD_COLUMN] = [grads[i].data_ptr() for i in idx]
-            blocks = tuple(int(-(-n // BLOCK)) for n in numels)
             tables = chunk_tables(blocks, torch.get_num_threads(), SPLIT_MIN_ELEMENTS // BLOCK, 1)
             args = (addresses, numels, *arrays)
             if len(tables.bounds) > 2 and Threads.usable:

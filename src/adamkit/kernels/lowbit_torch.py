@@ -39,6 +39,7 @@ from ..algorithms.state_formats import (
     tensor_seed,
 )
 from . import _whole_tensor
+from ._batching import StateSizeError
 from .wrappers import dtensor_like, to_local
 
 _U32 = 0xFFFFFFFF
@@ -72,6 +73,30 @@ def decode(code: Tensor, mantissa_bits: int) -> Tensor:
 
 def blocks(numel: int) -> int:
     return -(-numel // BLOCK)
+
+
+def check_scales(key: str, scales: Any, numel: int, device: torch.device) -> None:
+    """Raise :class:`~adamkit.kernels._batching.StateSizeError` unless ``scales`` (state
+    ``key``) are the float32 block scales, one per block, of ``numel`` elements on
+    ``device``."""
+    want = blocks(numel)
+    if not (
+        isinstance(scales, Tensor)
+        and scales.dtype == torch.float32
+        and scales.shape == (want,)
+        and scales.device == device
+    ):
+        raise StateSizeError(
+            f"state {key!r} of a parameter of {numel} elements is {_described(scales)}; "
+            f"expected float32 scales of shape ({want},) on {device}. Drop the parameter's "
+            "state (del optimizer.state[p]) so that it starts afresh; nothing was updated."
+        )
+
+
+def _described(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)} on {value.device}"
+    return f"a {type(value).__name__}"
 
 
 def quantize(x: Tensor, kind: str, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS, slot_precision
 from ..kernels._batching import StateSizeError, check_sizes
-from ..kernels.lowbit_torch import blocks, dequantize, is_8bit, quantize, to_bf16
+from ..kernels.lowbit_torch import check_scales, dequantize, is_8bit, quantize, to_bf16
 from ..kernels.wrappers import HALF_DTYPES, dtensor_like, to_local
 from ._checkpoint import Slot
 
@@ -153,15 +153,8 @@ def _fits(p: Tensor, state: Mapping[str, Any], key: str, precision: str, fp32_dt
     if precision == "8bit":
         if current != "8bit":
             return False
-        want = blocks(to_local(p).numel())
-        scales = state[key + ABSMAX_SUFFIX]
-        if not (isinstance(scales, Tensor) and scales.shape == (want,)):
-            raise StateSizeError(
-                f"state {key + ABSMAX_SUFFIX!r} of a parameter of {to_local(p).numel()} "
-                f"elements holds {tuple(getattr(scales, 'shape', ()))} scales; expected "
-                f"({want},). Drop the parameter's state (del optimizer.state[p]) so that it "
-                "starts afresh; nothing was updated."
-            )
+        local = to_local(p)
+        check_scales(key + ABSMAX_SUFFIX, state[key + ABSMAX_SUFFIX], local.numel(), local.device)
         return True
     if precision == "bf16":
         return current == "bf16"
