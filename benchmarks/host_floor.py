@@ -46,7 +46,7 @@ def _floor_step(params: list[torch.nn.Parameter], opt: adamkit.Adam):
     batches, _, _ = _batching._split(params, roles)
     batch = batches[torch.float32]
     addresses, numels = batch.addresses(), tuple(batch.numels)
-    serial, parallel = _numba_driver.LOOPS["adam"]
+    serial, parallel = _numba_driver.LOOPS["adam"][:2]
     like = LIKE[torch.float32]
 
     def step() -> None:

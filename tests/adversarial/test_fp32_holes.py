@@ -262,6 +262,98 @@ def test_a_bad_value_set_through_param_groups_is_refused_at_the_step(
     opt.step()  # a good value again: steps go on
 
 
+def test_a_key_checked_alone_when_it_moves_is_still_checked_with_the_others():
+    # A change to lr, betas or momentum alone is validated by its own check (schedulers move
+    # them every step), except where another check reads it: SGD's nesterov needs momentum.
+    gen = torch.Generator().manual_seed(3)
+    p = torch.nn.Parameter(torch.randn(4, generator=gen))
+    opt = adamkit.SGD([p], lr=0.1, momentum=0.9, nesterov=True)
+    p.grad = torch.randn(4, generator=gen)
+    opt.step()
+    opt.param_groups[0]["momentum"] = 0.5  # a momentum scheduler's step: fine
+    opt.step()
+    opt.param_groups[0]["momentum"] = 0.0
+    before = snapshot_params_and_state([p], opt)
+    with pytest.raises(ValueError, match=r"param group 0\b.*Nesterov momentum requires"):
+        opt.step()
+    assert_unchanged([p], opt, before)
+
+
+def test_a_list_betas_edited_in_place_is_checked_when_lr_moves():
+    # An edit inside a mutable value is seen when another value of the group changes (a
+    # scheduler's lr): the group is then validated whole, not the lr alone.
+    for name in ("Adam", "Lion", "AdEMAMix"):
+        params, opt = _two_groups(getattr(adamkit, name))
+        betas = list(opt.param_groups[0]["betas"])
+        opt.param_groups[0]["betas"] = betas
+        opt.step()
+        betas[0] = 1.5
+        opt.param_groups[0]["lr"] = 0.05
+        before = snapshot_params_and_state(params, opt)
+        with pytest.raises(ValueError, match=r"param group 0\b.*betas\[0\]"):
+            opt.step()
+        assert_unchanged(params, opt, before)
+
+
+class _CapMixin:
+    def validate_group(self, group):
+        super().validate_group(group)
+        _cap(group)
+
+
+def _cap(group):
+    if group["lr"] > 1:
+        raise ValueError(f"lr {group['lr']} above the cap")
+
+
+@pytest.mark.parametrize("how", ["subclass", "mixin", "SGD mixin", "assigned", "instance"])
+def test_a_users_check_sees_a_moved_lr_however_it_is_added(how):
+    # Only lr, betas or momentum moved: their own checks suffice for adamkit's classes, not
+    # for a validate_group a user brings (it may read them beside other keys).
+    class Capped(adamkit.Adam):
+        def validate_group(self, group):
+            super().validate_group(group)
+            _cap(group)
+
+    class MixedLion(_CapMixin, adamkit.Lion):
+        pass
+
+    class MixedSGD(_CapMixin, adamkit.SGD):
+        pass
+
+    class Late(adamkit.NAdam):
+        pass
+
+    cls = {"subclass": Capped, "mixin": MixedLion, "SGD mixin": MixedSGD}.get(how, Late)
+    _, opt = _two_groups(cls)
+    if how == "assigned":
+        Late.validate_group = lambda self, group: (adamkit.NAdam.validate_group(self, group),
+                                                   _cap(group))  # fmt: skip
+    elif how == "instance":
+        opt.validate_group = lambda group: (adamkit.NAdam.validate_group(opt, group), _cap(group))
+    opt.param_groups[0]["lr"] = 5.0
+    with pytest.raises(ValueError, match="above the cap"):
+        opt.step()
+
+
+def test_lazy_sparse_set_later_sees_a_moved_lr():
+    _, opt = _two_groups(adamkit.AdamW)
+    opt.lazy_sparse = True  # an attribute set after construction: checked with the group
+    opt.param_groups[0]["lr"] = 0.05
+    with pytest.raises(ValueError, match="lazy_sparse=True supports neither"):
+        opt.step()
+
+
+def test_lr_and_betas_moved_together_are_each_checked():
+    _, opt = _two_groups(adamkit.Adam)
+    opt.param_groups[1].update(lr=0.02, betas=(0.9, 1.5))
+    with pytest.raises(ValueError, match=r"param group 1\b.*betas\[1\]"):
+        opt.step()
+    opt.param_groups[1].update(lr=-1.0, betas=(0.9, 0.99))
+    with pytest.raises(ValueError, match=r"param group 1\b.*learning rate: -1.0"):
+        opt.step()
+
+
 @pytest.mark.parametrize("mode", ["skip", "raise"])
 def test_a_bad_value_is_refused_before_the_nonfinite_check_counts_anything(mode):
     params, opt = _two_groups(adamkit.Adam)

@@ -108,6 +108,13 @@ CHANGES = {
     "a group inserted before": lambda params, opt: opt.param_groups.insert(
         0, {**opt.param_groups[0], "params": [torch.nn.Parameter(torch.ones(3))]}
     ),
+    # the group's values are other objects than at the last replay, or its keys others
+    "eps as an equal float": lambda params, opt: opt.param_groups[0].update(
+        eps=float(str(opt.param_groups[0]["eps"]))
+    ),
+    "a key of the user's added": lambda params, opt: opt.param_groups[0].update(note="warmup"),
+    "a flag key removed": lambda params, opt: opt.param_groups[0].pop("differentiable"),
+    "betas as a list": lambda params, opt: opt.param_groups[0].update(betas=[0.8, 0.99]),
 }
 
 
@@ -388,3 +395,138 @@ def test_sgd_without_state_replays_until_it_gets_some(change):
     _assert_same(twins)
     if change in ("nothing", "an empty entry read into the state"):
         assert twins[0][1]._step_plans  # still replayed
+
+
+SCHEDULED = [
+    (adamkit.Adam, {}),
+    (adamkit.AdamW, {"state_precision": "8bit", "min_8bit_size": 20}),
+    (adamkit.NAdam, {"state_precision": "bf16"}),
+    (adamkit.SGD, {"momentum": 0.9, "lr": 0.1}),
+    (adamkit.AdEMAMix, {}),
+    (adamkit.ScheduleFreeAdamW, {}),
+    (adamkit.ScheduleFreeAdamW, {"state_precision": "bf16"}),
+]
+
+
+@pytest.mark.parametrize(("cls", "options"), SCHEDULED, ids=lambda v: getattr(v, "__name__", v))
+def test_a_scheduler_moving_lr_and_betas_every_step_replays_as_it_steps(cls, options):
+    # OneCycleLR moves lr and betas (SGD's momentum) at every step: a plan's scalars are made
+    # afresh from them (or Schedule-Free's moving count), without the caches, and its group
+    # check validates the moved keys alone (SGD's momentum with its nesterov check).
+    twins = _twins(cls, **options)
+    schedulers = []
+    for _, opt in twins:
+        if isinstance(opt, adamkit.ScheduleFreeAdamW):
+            opt.train()
+        schedulers.append(torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=20))
+    gen = torch.Generator().manual_seed(12)
+    plans = []
+    for _ in range(8):
+        _step_both(twins, gen)
+        for scheduler in schedulers:
+            scheduler.step()
+        plans.append(next(iter(twins[0][1]._step_plans.values()), None))
+    assert plans[2] is not None and all(plan is plans[2] for plan in plans[2:])  # replayed
+    _assert_same(twins)
+
+
+@pytest.mark.parametrize(("cls", "options"), SCHEDULED, ids=lambda v: getattr(v, "__name__", v))
+def test_a_plans_fresh_scalars_are_the_cached_ones(cls, options):
+    gen = torch.Generator().manual_seed(13)
+    (_, opt), _ = _twins(cls, **options)
+    group = opt.param_groups[0]
+    group.update(lr=float(torch.rand((), generator=gen)), weight_decay=0.25, maximize=True)
+    if isinstance(opt, adamkit.ScheduleFreeAdamW):
+        group.update(k=7, weight_sum=3.5, lr_max=0.2, scheduled_lr=0.125)
+    spec = opt.spec
+    names = (*(h.name for h in spec.hyperparameters), *(name for name, _ in spec.group_state))
+    values = tuple(group[name] for name in names)
+    key = spec_kernels.plain_hyper_key(spec, group, values)
+    assert key == spec_kernels.hyper_key(spec, group)
+    for dtype in (torch.float32, torch.float64):
+        fresh = spec_kernels.new_loop_arrays(spec.name, dtype, key)
+        cached = spec_kernels.loop_arrays(spec.name, dtype, key)
+        for a, b in zip(fresh, cached, strict=True):
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("box", ["tensor", "array", "list"])
+def test_a_flag_replaced_by_an_equal_mutable_value_is_read_after_an_edit_in_place(box):
+    # maximize=False replaced by tensor(False) (or an array, a list) keeps the group's values
+    # equal; an edit inside it then changes the step without any value of the group changing.
+    import numpy as np
+
+    make = {"tensor": lambda: torch.tensor(False), "array": lambda: np.array(False),
+            "list": lambda: [0]}[box]  # fmt: skip
+    twins = _twins(adamkit.Adam)
+    gen = torch.Generator().manual_seed(14)
+    for _ in range(3):
+        _step_both(twins, gen)
+    for _, opt in twins:
+        opt.param_groups[0]["maximize"] = make()
+    for _ in range(2):
+        _step_both(twins, gen)
+    for _, opt in twins:
+        flag = opt.param_groups[0]["maximize"]
+        if isinstance(flag, list):
+            flag[0] = 1
+        elif isinstance(flag, np.ndarray):
+            flag[...] = True
+        else:
+            flag.fill_(True)
+    _step_both(twins, gen)
+    _assert_same(twins)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "Adamax", "RAdam"])
+@pytest.mark.parametrize(
+    "lrs",
+    [(0.0, 0.5, -0.0), (0.0, 0.0, -0.0), (-0.0, -0.0, 0.0)],
+    ids=["via-0.5", "0-to--0", "-0-to-0"],
+)
+def test_lr_negative_zero_steps_as_torch_in_the_sign_of_zeros(name, lrs):
+    # -0.0 == 0.0: neither a scalar cache nor a plan's kept scalars may hand lr=-0.0 the
+    # scalars made for lr=0.0 (or the reverse): the steps differ in the sign of zeros.
+    grads = ([1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, -1.0], [1.0, -1.0, 1.0, -0.0])
+
+    def run(make, replays):
+        p = torch.nn.Parameter(torch.tensor([-0.0, 0.0, 1.0, -0.0]))
+        opt = make([p], lr=0.1)
+        for lr, g in zip(lrs, grads, strict=True):
+            opt.param_groups[0]["lr"] = lr
+            p.grad = torch.tensor(g)
+            if not replays:
+                opt.__dict__.pop("_step_plans", None)
+            opt.step()
+        return p.detach().view(torch.int32).tolist()
+
+    cls, torch_cls = getattr(adamkit, name), getattr(torch.optim, name)
+    expected = run(torch_cls, False)
+    for foreach in (False, True):  # torch's order: bit for bit
+        ours = run(lambda ps, lr, f=foreach: cls(ps, lr=lr, foreach=f, fused=False), False)
+        assert ours == run(lambda ps, lr, f=foreach: torch_cls(ps, lr=lr, foreach=f), False)
+    fused = run(cls, True)
+    assert run(cls, False) == fused  # the plan as the full path
+    # the fused loops round as torch's to float32 accuracy, and zeros to the same sign
+    as_float = lambda bits: torch.tensor(bits, dtype=torch.int32).view(torch.float32)  # noqa: E731
+    torch.testing.assert_close(as_float(fused), as_float(expected))
+    zeros = as_float(expected) == 0
+    assert torch.equal(as_float(fused)[zeros].signbit(), as_float(expected)[zeros].signbit())
+
+
+@pytest.mark.parametrize(
+    "options", [{"state_precision": "bf16"}, {"state_precision": "8bit", "min_8bit_size": 0}]
+)
+def test_low_memory_steps_do_not_take_the_other_sign_of_zeros_scalars(options):
+    import numpy as np
+
+    def run(make, lr):
+        p = torch.nn.Parameter(torch.tensor([-0.0, 0.0, -0.0, 0.0], dtype=torch.bfloat16))
+        opt = make([p], lr=lr, weight_decay=0.0)
+        p.grad = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=torch.bfloat16)
+        opt.step()
+        return p.detach().view(torch.int16).tolist()
+
+    for lr in (-0.0, 0.0, np.float64(-0.0), 0.0, -0.0):  # each after the other sign's
+        expected = run(torch.optim.AdamW, float(lr))
+        assert run(lambda ps, **kw: adamkit.AdamW(ps, **kw, **options), lr) == expected

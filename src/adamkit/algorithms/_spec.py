@@ -185,8 +185,10 @@ def recompiled(
 
 
 def rounded(dtype: np.dtype, *values: float) -> tuple[float, ...]:
-    """``values`` rounded to ``dtype`` (as torch rounds a Python scalar against a tensor)."""
-    return tuple(float(dtype.type(v)) for v in values)
+    """``values`` rounded to ``dtype`` (as torch rounds a Python scalar against a tensor).
+    (One array for all: a NumPy scalar each costs ~0.2 µs, and a step plan makes these again
+    whenever a scheduler moves lr.)"""
+    return tuple(np.array(values, dtype=dtype).tolist())
 
 
 def complement(dtype: np.dtype, weight: float) -> float:

@@ -169,21 +169,15 @@ def run_loops(serial, parallel, numels: tuple[int, ...], *args) -> None:
     """``serial(chunks, *args)`` over all elements, or ``parallel(chunks, bounds, *args)`` with
     one chunk table per thread when the group is long enough to be worth splitting."""
     tables = chunk_tables(numels, torch.get_num_threads())
+    launch_loops(serial, parallel, tables, sum(numels), args)
+
+
+def launch_loops(serial, parallel, tables: ChunkTables, work: int, args) -> None:
+    """:func:`run_loops` with its chunk ``tables`` made (``work``: their elements)."""
     if len(tables.bounds) > 2 and Threads.usable:
-        Threads.launch(parallel, serial, tables, args, work=sum(numels))
+        Threads.launch(parallel, serial, tables, args, work=work)
     else:
         serial(tables.chunks, *args)
-
-
-@functools.lru_cache(maxsize=256)
-def typed(dtype: torch.dtype, *values: float) -> np.ndarray:
-    """Scalars in the arrays' dtype, so float32 data is computed in float32 as torch does."""
-    return np.array(values, dtype=NUMPY_DTYPES[dtype])
-
-
-@functools.lru_cache(maxsize=256)
-def float64_array(*values: float) -> np.ndarray:
-    return np.array(values, dtype=np.float64)
 
 
 @functools.lru_cache(maxsize=64)

@@ -426,10 +426,12 @@ def cell(
 class Loops(NamedTuple):
     """A spec's loops, ``serial(chunks, addresses, like, hyper, bias, flags, advance)`` and
     ``parallel(chunks, bounds, addresses, like, hyper, bias, flags, advance)``: each runs the
-    cell the group's ``flags`` select (its entry points made the first time they do)."""
+    cell the group's ``flags`` select (its entry points made the first time they do).
+    ``cell(flags)`` is that cell's (serial, parallel) pair, for a caller that keeps it."""
 
     serial: Callable[..., None]
     parallel: Callable[..., None]
+    cell: Callable[[np.ndarray], tuple[Any, Any]]
 
 
 def loops(spec: AlgorithmSpec) -> Loops:
@@ -454,7 +456,7 @@ def loops(spec: AlgorithmSpec) -> Loops:
 
     serial.__name__ = serial.__qualname__ = f"{spec.name}_chunks"
     parallel.__name__ = parallel.__qualname__ = f"{spec.name}_parallel"
-    return Loops(serial, parallel)
+    return Loops(serial, parallel, pick)
 
 
 class _SpecLoops(Mapping[str, Loops]):

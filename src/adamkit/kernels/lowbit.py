@@ -29,10 +29,17 @@ from ..algorithms import AlgorithmSpec
 from ..algorithms._spec import CAUTIOUS_FLAG, FLAG_WIDTH, NO_REDUCTION
 from ..algorithms.state_formats import ABSMAX_SUFFIX, BLOCK, KAHAN_KEY, SLOT_KINDS
 from . import _batching, wrappers
-from ._batching import SPLIT_MIN_ELEMENTS, Threads, chunk_tables, typed
+from ._batching import SPLIT_MIN_ELEMENTS, Threads, chunk_tables
 from .lowbit_torch import check_scales, step_tensor
 from .registry import choose_backend, get_default, triton_opted_in
-from .spec_kernels import cautious, hyper_key, padded_scalars
+from .spec_kernels import (
+    cautious,
+    hyper_key,
+    loop_arrays,
+    new_loop_arrays,
+    padded_scalars,
+    plain_hyper_key,
+)
 
 
 def step(
@@ -232,20 +239,29 @@ class LowMemoryReplay(NamedTuple):
     loops: tuple[Any, Any]
     batches: tuple[_Batch, ...]
 
-    def scalars(self, group: dict[str, Any]) -> tuple[Any, ...] | None:
+    def scalars(
+        self, group: dict[str, Any], plain: tuple[Any, ...] | None = None
+    ) -> tuple[Any, ...] | None:
         """The loops' scalar arrays for the group's hyperparameters as they are now; None when
-        they ask for a pass before the update (cautious masking: the torch ops)."""
-        padded = padded_scalars(self.spec.name, torch.float32, hyper_key(self.spec, group))
-        if self.spec.reduction_mode(padded.flags[CAUTIOUS_FLAG]) != NO_REDUCTION:
+        they ask for a pass before the update (cautious masking: the torch ops). ``plain``:
+        as :meth:`adamkit.kernels.spec_kernels.Replay.scalars`."""
+        if plain is None:
+            arrays = loop_arrays(self.spec.name, torch.float32, hyper_key(self.spec, group))
+        else:
+            key = plain_hyper_key(self.spec, group, plain)
+            arrays = new_loop_arrays(self.spec.name, torch.float32, key)
+        if self.spec.reduction_mode(bool(arrays[2][CAUTIOUS_FLAG])) != NO_REDUCTION:
             return None
-        return self.arrays((padded.hyper, padded.bias, padded.flags))
+        return arrays
 
     @staticmethod
     def arrays(scalars: tuple[Any, Any, Any]) -> tuple[Any, ...]:
+        # (not from caches keyed by the values: -0.0 == 0.0 there, and their steps differ in
+        # the sign of zeros)
         hyper, bias, flags = scalars
         return (
-            typed(torch.float32, *hyper),
-            _batching.float64_array(*bias),
+            np.array(hyper, dtype=np.float32),
+            np.array(bias, dtype=np.float64),
             _batching.flag_array(*flags),
         )
 

@@ -19,6 +19,7 @@ and ``scalar_state`` an empty list when the spec has none; ``group`` is the para
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -34,12 +35,13 @@ from ._batching import (
     FLOAT32_SCALAR,
     LIKE_PARAM,
     READ_ONLY,
+    ChunkTables,
     check_sizes,
+    chunk_tables,
     flag_array,
-    float64_array,
+    launch_loops,
     run_loops,
     split,
-    typed,
 )
 from ._tensors import LIKE, NUMPY_DTYPES, add_one, pick, step_arithmetic_dtype
 
@@ -161,9 +163,22 @@ def cautious(group: Mapping[str, Any]) -> bool:
 def loop_arrays(
     spec_name: str, dtype: torch.dtype, key: tuple[Any, ...]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The (hyper, bias, flags) arrays of a group for the numba driver."""
-    s = padded_scalars(spec_name, dtype, key)
-    return typed(dtype, *s.hyper), float64_array(*s.bias), flag_array(*s.flags)
+    """The (hyper, bias, flags) arrays of a group for the numba driver (cached by the group's
+    hyperparameters: :func:`hyper_key`)."""
+    return new_loop_arrays(spec_name, dtype, key)
+
+
+def new_loop_arrays(
+    spec_name: str, dtype: torch.dtype, key: tuple[Any, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`loop_arrays` made afresh, for a key not likely to come again (a step plan's
+    moved hyperparameters or group state), which the cache would only evict others for."""
+    s = padded_scalars.__wrapped__(spec_name, dtype, key)
+    return (
+        np.array(s.hyper, dtype=NUMPY_DTYPES[dtype]),
+        np.array(s.bias, dtype=np.float64),
+        flag_array(*s.flags),
+    )
 
 
 def hyper_key(spec: AlgorithmSpec, group: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -195,45 +210,100 @@ def hyper_key_and_narrow(
                 items.append(v)
             value = tuple(items)
         key.append((h.name, value))
-    key.append(("maximize", bool(group.get("maximize", False))))
-    if spec.cautious:
-        key.append(("cautious", cautious(group)))
-    key.extend((name, group.get(name)) for name in spec.host_scalars)
+    key.extend(_option_items(spec, group))
     key.extend((name, group[name]) for name, _ in spec.group_state)  # (advanced every step)
+    # -0.0 == 0.0: a cache would hand a key with -0.0 the scalars made for 0.0, whose step
+    # differs in the sign of zeros (torch's lr=-0.0 step is the -0.0 one)
+    signed = tuple(name for name, value in key if _holds_negative_zero(value))
+    if signed:
+        key.append(("negative zeros", signed))
     return tuple(key), narrow
+
+
+def _holds_negative_zero(value: Any) -> bool:
+    if isinstance(value, tuple):
+        return any(map(_holds_negative_zero, value))
+    return isinstance(value, (float, np.floating)) and value == 0 and math.copysign(1.0, value) < 0
+
+
+def plain_hyper_key(
+    spec: AlgorithmSpec, group: dict[str, Any], values: tuple[Any, ...]
+) -> tuple[tuple[str, Any], ...]:
+    """:func:`hyper_key` of ``group`` whose hyperparameters and then group state hold
+    ``values``, each a plain number or a tuple of them (a step plan has checked): the key
+    holds them as they are, without hyper_key's look at each."""
+    n = len(spec.hyperparameters)
+    names = (*(h.name for h in spec.hyperparameters), *(name for name, _ in spec.group_state))
+    items = tuple(zip(names, values, strict=True))
+    return (*items[:n], *_option_items(spec, group), *items[n:])
+
+
+def _option_items(spec: AlgorithmSpec, group: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The key's items for the options every spec's scalars may read."""
+    items = [("maximize", bool(group.get("maximize", False)))]
+    if spec.cautious:
+        items.append(("cautious", cautious(group)))
+    items.extend((name, group.get(name)) for name in spec.host_scalars)
+    return items
+
+
+class ReplayBatch(NamedTuple):
+    """The params of one dtype in a :class:`Replay`: their positions in the call, element
+    counts, address table (one row per tensor) and chunk tables by thread count."""
+
+    dtype: torch.dtype
+    idx: list[int]
+    numels: tuple[int, ...]
+    addresses: np.ndarray
+    tables: dict[int, ChunkTables]
 
 
 class Replay(NamedTuple):
     """A fused CPU step's loop calls, to run again on the same tensors with new gradients
-    (:mod:`adamkit.optim._step_plan` decides when): per dtype, the positions of its params in
-    the call, their element counts and address table, whose gradient columns (the gradient's,
-    and the unused slots' that read it) each run rewrites."""
+    (:mod:`adamkit.optim._step_plan` decides when): per dtype, a :class:`ReplayBatch`, whose
+    gradient columns (the gradient's, and the unused slots' that read it) each run rewrites."""
 
     spec: AlgorithmSpec
-    loops: tuple[Any, Any]
-    batches: tuple[tuple[torch.dtype, list[int], tuple[int, ...], np.ndarray], ...]
+    cell: Callable[[np.ndarray], tuple[Any, Any]]  # flags -> the loops they select
+    batches: tuple[ReplayBatch, ...]
     grad_columns: tuple[int, ...]
 
-    def scalars(self, group: dict[str, Any]) -> list[Any] | None:
+    def scalars(
+        self, group: dict[str, Any], plain: tuple[Any, ...] | None = None
+    ) -> list[Any] | None:
         """Each batch's (hyper, bias, flags) arrays for the group's hyperparameters as they
-        are now; None where those need torch's arithmetic (a narrow tensor hyperparameter)."""
-        key, narrow = hyper_key_and_narrow(self.spec, group)
-        if narrow:
-            return None
-        return [loop_arrays(self.spec.name, dtype, key) for dtype, *_ in self.batches]
+        are now, and the loops those flags select; None where the scalars need torch's
+        arithmetic (a narrow tensor hyperparameter). ``plain``: the values of
+        :func:`plain_hyper_key`, new ones, which the scalar caches would only miss."""
+        if plain is None:
+            key, narrow = hyper_key_and_narrow(self.spec, group)
+            if narrow:
+                return None
+        else:
+            key = plain_hyper_key(self.spec, group, plain)
+        made = []
+        for batch in self.batches:
+            arrays = loop_arrays if plain is None else new_loop_arrays
+            hyper, bias, flags = arrays(self.spec.name, batch.dtype, key)
+            made.append((hyper, bias, flags, self.cell(flags)))
+        return made
 
     def run(self, grads: Sequence[Tensor], scalars: list[Any]) -> None:
         """Step again with ``grads`` (checked by the caller) and :meth:`scalars`."""
-        serial, parallel = self.loops
-        for (dtype, idx, numels, addresses), (hyper, bias, flags) in zip(
+        threads = torch.get_num_threads()
+        for batch, (hyper, bias, flags, (serial, parallel)) in zip(
             self.batches, scalars, strict=True
         ):
-            column = [grads[i].data_ptr() for i in idx]
+            addresses, numels = batch.addresses, batch.numels
+            column = [grads[i].data_ptr() for i in batch.idx]
             for c in self.grad_columns:
                 addresses[:, c] = column
-            run_loops(
-                serial, parallel, numels, addresses, LIKE[dtype], hyper, bias, flags,
-                self.spec.counted,
+            tables = batch.tables.get(threads)
+            if tables is None:
+                tables = batch.tables[threads] = chunk_tables(numels, threads)
+            launch_loops(
+                serial, parallel, tables, sum(numels),
+                (addresses, LIKE[batch.dtype], hyper, bias, flags, self.spec.counted),
             )  # fmt: skip
 
 
@@ -242,7 +312,10 @@ def fused_cpu(spec: AlgorithmSpec) -> Kernel:
     When the loops took every tensor, it returns a :class:`Replay` of its calls."""
     from . import _numba_driver  # imports numba: only when a fused kernel is used
 
-    serial, parallel = _numba_driver.LOOPS[spec.name]
+    loops = _numba_driver.LOOPS[spec.name]
+    serial, parallel = loops[0], loops[1]
+    # (a pair of entry points that picks the cell from the flags itself serves every flag)
+    cell = getattr(loops, "cell", lambda flags: (serial, parallel))
     for_loop = torch_order(spec, foreach=False)
     names = ("grad", *spec.tensor_state)
     padding = [(None, LIKE_PARAM)] * (TENSOR_SLOTS - len(spec.tensor_state))
@@ -287,10 +360,10 @@ def fused_cpu(spec: AlgorithmSpec) -> Kernel:
             return None
         columns = (1, *(1 + r for r, (tensors, _) in enumerate(roles) if tensors is None))
         replayed = tuple(
-            (dtype, batch.idx, tuple(batch.numels), batch.addresses().copy())
+            ReplayBatch(dtype, batch.idx, tuple(batch.numels), batch.addresses().copy(), {})
             for dtype, batch in batches.items()
         )
-        return Replay(spec, (serial, parallel), replayed, columns)
+        return Replay(spec, cell, replayed, columns)
 
     kernel.__name__ = f"{spec.name}_fused_cpu"
     return kernel

@@ -138,6 +138,12 @@ class KernelOptimizer(torch.optim.Optimizer):
     def validate_group(self, group: dict[str, Any]) -> None:
         """Raise ValueError naming any out-of-range hyperparameter of ``group``."""
 
+    def validate_changed(self, group: dict[str, Any], changed: set[str]) -> bool:
+        """Validate ``group``, of which only the ``changed`` keys have new values since it was
+        last validated, by checking those alone; False where that is not enough (then
+        :meth:`validate_group` runs)."""
+        return False
+
     def refuse_before_step(self) -> None:
         """Raise for inputs the step refuses (before any group is updated); subclasses."""
 
@@ -201,8 +207,9 @@ class KernelOptimizer(torch.optim.Optimizer):
         # the scaler hands over grad_scale/found_inf: gradients are still scaled and may hold
         # Inf, which found_inf already accounts for.
         amp = {}
+        own = self.__dict__  # (where GradScaler sets them, for one step)
         for key in ("grad_scale", "found_inf"):
-            value = getattr(self, key, None)
+            value = own.get(key)
             if value is not None:
                 amp[key] = value
         if not amp and self.on_nonfinite != "propagate" and not self._gradients_finite():

@@ -38,8 +38,38 @@ def check_changed_groups(optimizer: Any) -> None:
                     continue
             except Exception:  # e.g. a tensor of several elements replaced by another
                 pass
-        _validate(optimizer, i, group)
+        changed = None if before is None else _changed_keys(group, *before, version)
+        _validate(optimizer, i, group, changed)
         checked[i] = (dict(group), version)
+
+
+def _changed_keys(
+    group: dict[str, Any], seen: dict[str, Any], seen_version: int | None, version: int | None
+) -> set[str] | None:
+    """The keys of ``group`` whose values are other objects than at its last check (``lr``
+    too where a CPU tensor lr was written in place); None if keys were added or removed, or
+    the group holds a value that can change in place (a list, a tensor): an edit inside it is
+    seen only when another value changes, and the whole group is validated then."""
+    if group.keys() != seen.keys() or not all_immutable(group):
+        return None
+    changed = {key for key, value in group.items() if value is not seen[key]}
+    if version != seen_version:
+        changed.add("lr")
+    return changed
+
+
+_IMMUTABLE = frozenset({float, int, bool, str, type(None)})
+
+
+def immutable(value: Any) -> bool:
+    """Whether ``value`` cannot change in place: a number, str or None, or a tuple of them."""
+    kind = type(value)
+    return kind in _IMMUTABLE or (kind is tuple and all(type(v) in _IMMUTABLE for v in value))
+
+
+def all_immutable(group: dict[str, Any]) -> bool:
+    """Whether every value of ``group`` but its params is :func:`immutable`."""
+    return all(immutable(value) for key, value in group.items() if key != "params")
 
 
 def _cpu_version(value: Any) -> int | None:
@@ -47,11 +77,13 @@ def _cpu_version(value: Any) -> int | None:
     return value._version if isinstance(value, Tensor) and value.is_cpu else None
 
 
-def _validate(optimizer: Any, index: int, group: dict[str, Any]) -> None:
-    """``optimizer.validate_group(group)``, its error naming the group."""
+def _validate(optimizer: Any, index: int, group: dict[str, Any], changed: set[str] | None) -> None:
+    """``optimizer.validate_group(group)`` (or its check of the ``changed`` keys alone, where
+    it has one: a scheduler's lr), its error naming the group."""
     name = type(optimizer).__name__
     try:
-        optimizer.validate_group(group)
+        if changed is None or not optimizer.validate_changed(group, changed):
+            optimizer.validate_group(group)
     except KeyError as error:
         keys = sorted(k for k in optimizer.defaults if k != "params")
         raise ValueError(

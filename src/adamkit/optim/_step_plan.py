@@ -33,14 +33,16 @@ Anything else, and the group takes the full path, which may leave a new plan.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from operator import attrgetter, is_
 from typing import Any, NamedTuple
 
 from torch import Tensor
 
 from ..kernels import registry
-from ..kernels._batching import loops_take_gradient, still_in_place
 from ..kernels.spec_kernels import Replay
+from ._changed_groups import all_immutable
 
 _GENERATION = [0]  # bumped when registry.set_default changes which kernels run
 registry.on_change(lambda: _GENERATION.__setitem__(0, _GENERATION[0] + 1))
@@ -51,10 +53,12 @@ class Parts(NamedTuple):
 
     parts: tuple[tuple[Any, tuple[int, ...]], ...]
 
-    def scalars(self, group: dict[str, Any]) -> list[Any] | None:
+    def scalars(
+        self, group: dict[str, Any], plain: tuple[Any, ...] | None = None
+    ) -> list[Any] | None:
         made = []
         for replay, _ in self.parts:
-            scalars = replay.scalars(group)
+            scalars = replay.scalars(group, plain)
             if scalars is None:
                 return None
             made.append(scalars)
@@ -103,52 +107,86 @@ class StepPlan:
             else state_keys
             for st in states
         ]
-        self.state_sizes = [0 if st is None else len(st) for st in states]
-        self.entries = [
-            tuple(st[key] for key in keys) for st, keys in zip(states, self.keys, strict=True)
-        ]
         self.stream_offset = _stream_offset(optimizer, group)
-        self.state_layouts = [
-            tuple((t.data_ptr(), t.dtype, t.shape) for t in entry) for entry in self.entries
-        ]
-        self.param_layouts = [(p.data_ptr(), p.dtype, p.shape, p.is_complex()) for p in self.params]
+        # What each step re-reads, flat (one C-level pass per property over all tensors):
+        # each state dict held, its size, and the tensor each key of it held.
+        self.held = [st for st in states if st is not None]
+        self.held_sizes = [len(st) for st in self.held]
+        self.lookups = [(st, key) for st, keys in zip(states, self.keys, strict=True)
+                        for key in keys]  # fmt: skip
+        state_tensors = [st[key] for st, key in self.lookups]
+        self.state_tensors = state_tensors
+        # the params, then the state tensors: where and what the loops write
+        self.tensors = [*self.params, *state_tensors]
+        self.addresses = list(map(Tensor.data_ptr, self.tensors))
+        self.dtypes = list(map(_DTYPE, self.tensors))
+        self.shapes = list(map(_SHAPE, self.tensors))
+        self.param_dtypes = self.dtypes[: len(self.params)]
+        self.param_shapes = self.shapes[: len(self.params)]
+        self.complex_at = [i for i, p in enumerate(self.params) if p.is_complex()]
+        self.complex_params = [self.params[i] for i in self.complex_at]
         self.replay = replay
         self.values: tuple[Any, ...] | None = None  # the hyperparameters last run with
         self.scalars: Any = None  # and the loops' scalar arrays for them
+        self.seen: tuple[list[str], list[Any]] | None = None  # the group then (see replayed)
 
     def replayed(self, optimizer: Any, group: dict[str, Any]) -> bool:
         """Run the step again if nothing it depends on has changed (see the module); False
         (and nothing done) otherwise."""
+        unchanged = self._group_unchanged(group)
         try:
-            grads = self._gradients(optimizer, group)
+            grads = self._gradients(optimizer, group, unchanged)
         except RuntimeError:  # layouts without strides or storage (sparse CSR, mkldnn)
             return False
         if grads is None:
             return False
-        values = tuple(map(group.__getitem__, self.names))
-        # Kept only while every value is a plain number: a tensor changes in place, and one
-        # equal to a kept number (tensor(0.1) == 0.1) may need torch's arithmetic.
-        plain = all(_plain(v) for v in values)
-        if not plain or values != self.values:
-            scalars = self.replay.scalars(group)
-            if scalars is None or optimizer.tensor_slots(group) != self.slots:
-                return False
-            self.values, self.scalars = (values if plain else None), scalars
+        if not unchanged:
+            values = tuple(map(group.__getitem__, self.names))
+            # Kept only while every value is a plain number: a tensor changes in place, and
+            # one equal to a kept number (tensor(0.1) == 0.1) may need torch's arithmetic.
+            plain = all(_plain(v) for v in values)
+            if not plain or values != self.values:
+                # (new plain values, e.g. a scheduler's lr or Schedule-Free's count, seldom
+                # come again: the scalar caches would only miss)
+                scalars = self.replay.scalars(group, values if plain else None)
+                if scalars is None or optimizer.tensor_slots(group) != self.slots:
+                    return False
+                self.values, self.scalars = (values if plain else None), scalars
+            # (every value immutable: a flag that is a tensor, say, changes in place)
+            self.seen = (list(group), list(group.values())) if all_immutable(group) else None
         self.replay.run(grads, self.scalars)
         return True
 
-    def _gradients(self, optimizer: Any, group: dict[str, Any]) -> list[Tensor] | None:
+    def _group_unchanged(self, group: dict[str, Any]) -> bool:
+        """Whether ``group`` holds the very objects (same keys, each value by identity) it held
+        at the last replay, when each of them was immutable (a number, str, None or a tuple
+        of them): then nothing the plan read from the group can have changed, and the step
+        needs no other look at it."""
+        seen = self.seen
+        return (
+            seen is not None
+            and group is self.group
+            and list(group) == seen[0]
+            and all(map(is_, group.values(), seen[1]))
+        )
+
+    def _gradients(
+        self, optimizer: Any, group: dict[str, Any], unchanged: bool
+    ) -> list[Tensor] | None:
+        """Each param's gradient, if every param and state tensor is as the plan found it,
+        and the loops take each gradient in place; else None. (``unchanged``: the group's
+        keys and values are known to be the same.)"""
         if self.generation != _GENERATION[0] or group is not self.group:
             return None
         params = group["params"]
-        if len(params) != len(self.params) or len(group) != self.size:
+        if len(params) != len(self.params) or not all(map(is_, params, self.params)):
             return None
-        for p, q in zip(params, self.params, strict=True):
-            if p is not q:
+        if not unchanged:
+            if len(group) != self.size:
                 return None
-        for key, value in self.structure.items():
-            if group.get(key, _MISSING) != value:
-                return None
+            for key, value in self.structure.items():
+                if group.get(key, _MISSING) != value:
+                    return None
         if optimizer.group_options(group) != self.options:
             return None
         if self.low_memory:  # (the fp32 plan: only while no state is low-memory)
@@ -156,35 +194,38 @@ class StepPlan:
                 return None
         elif optimizer.__dict__.get("_low_memory_seen", True):
             return None
-        state = optimizer.state
-        grads = []
-        for i, p in enumerate(params):
-            g = p.grad
-            st = state.get(p)
-            if g is None or st is not self.states[i]:
-                return None
-            if st is not None and len(st) != self.state_sizes[i]:
-                return None
-            entry = self.entries[i]
-            for key, tensor in zip(self.keys[i], entry, strict=True):
-                if st.get(key) is not tensor:
-                    return None
-            address, dtype, shape, is_complex = self.param_layouts[i]
-            if (
-                p.data_ptr() != address
-                or p.dtype is not dtype  # (the allocator may reuse the address)
-                or p.shape != shape
-                or not p.is_contiguous()
-                or p.is_neg()
-                or (is_complex and p.is_conj())
-            ):
-                return None
-            for tensor, layout in zip(entry, self.state_layouts[i], strict=True):
-                if not still_in_place(tensor, *layout):
-                    return None
-            if not loops_take_gradient(g, dtype, shape, is_complex):
-                return None
-            grads.append(g)
+        # the same state dicts, of the same sizes, holding the same tensors
+        if not all(map(is_, map(optimizer.state.get, params), self.states)):
+            return None
+        if list(map(len, self.held)) != self.held_sizes:
+            return None
+        if not all(map(is_, [st.get(key) for st, key in self.lookups], self.state_tensors)):
+            return None
+        # each param and state tensor where and what the loops write: its address, dtype and
+        # shape (the allocator may reuse an address), dense and contiguous; no param a
+        # negative or conjugate view
+        tensors = self.tensors
+        if (
+            list(map(Tensor.data_ptr, tensors)) != self.addresses
+            or list(map(_DTYPE, tensors)) != self.dtypes
+            or list(map(_SHAPE, tensors)) != self.shapes
+            or not all(map(Tensor.is_contiguous, tensors))
+            or any(map(Tensor.is_neg, params))
+            or any(map(Tensor.is_conj, self.complex_params))
+        ):
+            return None
+        # each gradient one the loops read in place (as the split's READ_ONLY check)
+        grads = list(map(_GRAD, params))
+        if (
+            _NONE in map(type, grads)  # (by type: `in` would compare tensors with ==)
+            or list(map(_DTYPE, grads)) != self.param_dtypes
+            or list(map(_SHAPE, grads)) != self.param_shapes
+            or not all(map(_IS_CPU, grads))
+            or not all(map(Tensor.is_contiguous, grads))
+            or any(map(Tensor.is_neg, grads))
+            or any(grads[i].is_conj() for i in self.complex_at)
+        ):
+            return None
         return grads
 
 
@@ -200,10 +241,19 @@ def _stream_offset(optimizer: Any, group: dict[str, Any]) -> int:
 
 
 _MISSING = object()
+_NONE = type(None)
+_DTYPE, _SHAPE, _GRAD, _IS_CPU = map(attrgetter, ("dtype", "shape", "grad", "is_cpu"))
 _PLAIN = frozenset({float, int, bool})
 
 
 def _plain(value: Any) -> bool:
-    """A number, or a tuple of numbers (betas), whose value cannot change under it."""
+    """A number, or a tuple of numbers (betas), whose value cannot change under it; not -0.0,
+    which compares equal to 0.0 but steps otherwise in the sign of zeros."""
     kind = type(value)
-    return kind in _PLAIN or (kind is tuple and all(type(v) in _PLAIN for v in value))
+    if kind is tuple:
+        return all(map(_plain, value))
+    return kind in _PLAIN and (value or not _negative_zero(value))
+
+
+def _negative_zero(value: Any) -> bool:
+    return type(value) is float and math.copysign(1.0, value) < 0

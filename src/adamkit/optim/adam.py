@@ -131,6 +131,13 @@ class Adam(SpecOptimizer, torch.optim.Adam):
             low_memory=(state_precision, min_8bit_size, param_rounding),
         )  # fmt: skip
 
+    # (validate_group's own checks read weight_decay and amsgrad, not these)
+    checked_alone = SpecOptimizer.checked_alone
+
+    def validate_changed(self, group: dict[str, Any], changed: set[str]) -> bool:
+        # lazy_sparse may be set after construction: its checks read the whole group
+        return not getattr(self, "lazy_sparse", False) and super().validate_changed(group, changed)
+
     def validate_group(self, group: dict[str, Any]) -> None:
         super().validate_group(group)
         precision = self.group_options(group)[0]

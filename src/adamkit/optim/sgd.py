@@ -51,6 +51,7 @@ class SGD(SpecOptimizer, torch.optim.SGD):
 
     spec = sgd_spec.SPEC
     sparse_grads_supported = True
+    checked_alone = frozenset({"lr"})  # (momentum is checked with nesterov, below)
 
     def validate_group(self, group: dict[str, Any]) -> None:
         super().validate_group(group)
