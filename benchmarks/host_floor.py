@@ -2,6 +2,7 @@
 gradient's address and launches adamkit's Adam loop once must pay, against adamkit's whole
 step and torch's fused Adam, interleaved.
 
+"adamkit host only" is adamkit's step with the loop a no-op: the host's work alone.
 The "floor" contender does only this per step: read ``p.grad`` and its ``data_ptr()`` for each
 param, write them into a prepared address table and call the numba loop (the same call the
 fused kernel makes). Everything else adamkit's step does (hyperparameter reads, tensor checks,
@@ -57,6 +58,19 @@ def _floor_step(params: list[torch.nn.Parameter], opt: adamkit.Adam):
     return step
 
 
+def _host_only_step(opt: adamkit.Adam):
+    """``opt``'s replayed step with the numba loop a no-op: the host's work alone (the params
+    do not move)."""
+
+    def no_loop(*args) -> None:
+        pass
+
+    opt.step()  # (a first replay: the plan's loop scalars are made)
+    (plan,) = opt._step_plans.values()
+    plan.scalars = [(*arrays[:3], (no_loop, no_loop)) for arrays in plan.scalars]
+    return opt.step
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -79,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = {
         "adamkit default": made(lambda ps: adamkit.Adam(ps))[1].step,
         "floor": _floor_step(floor_params, floor_opt),
+        "adamkit host only": _host_only_step(made(lambda ps: adamkit.Adam(ps))[1]),
         "torch fused": made(lambda ps: torch.optim.Adam(ps, fused=True))[1].step,
     }
     samples = interleaved(steps, args.rounds, mean_seconds(200))

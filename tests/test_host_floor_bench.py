@@ -16,6 +16,6 @@ def test_smoke_run_prints_a_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "host_floor.json"
     assert bench.main(["--rounds", "1", "--json", str(out)]) == 0
     medians = json.loads(out.read_text())["median_us"]
-    assert set(medians) == {"adamkit default", "floor", "torch fused"}
+    assert set(medians) == {"adamkit default", "adamkit host only", "floor", "torch fused"}
     assert all(us > 0 for us in medians.values())
     assert "x torch fused" in capsys.readouterr().out

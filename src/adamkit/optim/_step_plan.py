@@ -144,7 +144,7 @@ class StepPlan:
             values = tuple(map(group.__getitem__, self.names))
             # Kept only while every value is a plain number: a tensor changes in place, and
             # one equal to a kept number (tensor(0.1) == 0.1) may need torch's arithmetic.
-            plain = all(_plain(v) for v in values)
+            plain = _plain(values)
             if not plain or values != self.values:
                 # (new plain values, e.g. a scheduler's lr or Schedule-Free's count, seldom
                 # come again: the scalar caches would only miss)
@@ -246,13 +246,18 @@ _DTYPE, _SHAPE, _GRAD, _IS_CPU = map(attrgetter, ("dtype", "shape", "grad", "is_
 _PLAIN = frozenset({float, int, bool})
 
 
-def _plain(value: Any) -> bool:
-    """A number, or a tuple of numbers (betas), whose value cannot change under it; not -0.0,
-    which compares equal to 0.0 but steps otherwise in the sign of zeros."""
-    kind = type(value)
-    if kind is tuple:
-        return all(map(_plain, value))
-    return kind in _PLAIN and (value or not _negative_zero(value))
+def _plain(values: tuple[Any, ...]) -> bool:
+    """Whether each value is a number, or a tuple of numbers (betas), whose value cannot change
+    under it; not -0.0, which compares equal to 0.0 but steps otherwise in the sign of zeros.
+    (One call for all: a scheduler's step asks.)"""
+    for value in values:
+        kind = type(value)
+        if kind is tuple:
+            if not _plain(value):
+                return False
+        elif kind not in _PLAIN or (kind is float and not value and _negative_zero(value)):
+            return False
+    return True
 
 
 def _negative_zero(value: Any) -> bool:
