@@ -58,14 +58,20 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(model(x).reshape(-1, 256), y.reshape(-1))
 
 
-def train(seed: int, steps: int, lr: float = 2e-3, **options) -> dict[str, object]:
-    """The run's curve, final training loss (last 50 steps) and held-out loss."""
+def train(
+    seed: int, steps: int, lr: float = 2e-3, optimizer=adamkit.AdamW, **options
+) -> dict[str, object]:
+    """The run's curve, final training loss (last 50 steps) and held-out loss (``optimizer``:
+    any of adamkit's classes; Schedule-Free's is evaluated in its eval mode)."""
     data = corpus()
     split = int(len(data) * 0.9)
     train_data, held_out = data[:split], data[split:]
     torch.manual_seed(seed)
     model = ByteTransformer()
-    opt = adamkit.AdamW(model.parameters(), lr=lr, weight_decay=0.01, **options)
+    opt = optimizer(model.parameters(), lr=lr, weight_decay=0.01, **options)
+    modes = hasattr(opt, "eval") and hasattr(opt, "train")  # (Schedule-Free's y and x)
+    if modes:
+        opt.train()
     warmup = max(1, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda t: min(1.0, (t + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * t / steps))
@@ -80,6 +86,8 @@ def train(seed: int, steps: int, lr: float = 2e-3, **options) -> dict[str, objec
         opt.step()
         schedule.step()
         losses.append(loss.item())
+    if modes:
+        opt.eval()
     eval_gen = torch.Generator().manual_seed(1234)  # the same held-out windows for every run
     with torch.no_grad():
         held = sum(_loss(model, *_batch(held_out, eval_gen)).item() for _ in range(20)) / 20

@@ -46,6 +46,22 @@ def test_quality_script_writes_its_tables(tmp_path, capsys):
     assert "byte-level transformer" in printed and "vs fp32" in printed
 
 
+def test_quality_script_runs_the_variants_against_their_own_fp32(tmp_path, capsys):
+    import low_memory_quality
+
+    out = tmp_path / "quality.json"
+    args = ["--seeds", "1", "--epochs", "1", "--lm-steps", "10", "--json", str(out),
+            "--algorithm", "Lion", "--algorithm", "ScheduleFreeAdamW"]  # fmt: skip
+    assert low_memory_quality.main(args) == 0
+    saved = json.loads(out.read_text())["variants"]
+    assert set(saved["Lion"]["stdlib_lm"]) == {"fp32", "bf16", "8bit"}
+    assert set(saved["ScheduleFreeAdamW"]["digits"]) == {"fp32", "bf16"}  # (no 8-bit state)
+    for runs in saved.values():
+        for rows in runs["digits"].values():
+            assert all(math.isfinite(loss) for loss, _ in rows)
+    assert "== ScheduleFreeAdamW" in capsys.readouterr().out
+
+
 def test_drift_script_prints_ratios(capsys):
     import low_memory_drift
 

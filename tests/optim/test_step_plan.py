@@ -451,7 +451,8 @@ def test_a_plans_fresh_scalars_are_the_cached_ones(cls, options):
 
 
 @pytest.mark.parametrize("box", ["tensor", "array", "list"])
-def test_a_flag_replaced_by_an_equal_mutable_value_is_read_after_an_edit_in_place(box):
+@pytest.mark.parametrize("when", ["after the plan", "from the start"])
+def test_a_flag_replaced_by_an_equal_mutable_value_is_read_after_an_edit_in_place(box, when):
     # maximize=False replaced by tensor(False) (or an array, a list) keeps the group's values
     # equal; an edit inside it then changes the step without any value of the group changing.
     import numpy as np
@@ -460,7 +461,7 @@ def test_a_flag_replaced_by_an_equal_mutable_value_is_read_after_an_edit_in_plac
             "list": lambda: [0]}[box]  # fmt: skip
     twins = _twins(adamkit.Adam)
     gen = torch.Generator().manual_seed(14)
-    for _ in range(3):
+    for _ in range(3 if when == "after the plan" else 0):
         _step_both(twins, gen)
     for _, opt in twins:
         opt.param_groups[0]["maximize"] = make()
@@ -530,3 +531,26 @@ def test_low_memory_steps_do_not_take_the_other_sign_of_zeros_scalars(options):
     for lr in (-0.0, 0.0, np.float64(-0.0), 0.0, -0.0):  # each after the other sign's
         expected = run(torch.optim.AdamW, float(lr))
         assert run(lambda ps, **kw: adamkit.AdamW(ps, **kw, **options), lr) == expected
+
+
+def test_named_params_replay_and_check_their_group_alone():
+    # torch keeps the names of named params in the group (a list no kernel or check reads):
+    # the plan replays, and a scheduler's lr is checked alone
+    twins = []
+    for _ in range(2):
+        torch.manual_seed(15)
+        model = torch.nn.Linear(5, 3)
+        twins.append((list(model.parameters()), adamkit.AdamW(model.named_parameters())))
+    assert "param_names" in twins[0][1].param_groups[0]
+    gen = torch.Generator().manual_seed(15)
+    plans = []
+    for step in range(5):
+        for _, opt in twins:
+            opt.param_groups[0]["lr"] = 1e-3 * (step + 1)
+        _step_both(twins, gen)
+        plans.append(twins[0][1]._step_plans[id(twins[0][1].param_groups[0])])
+    assert all(plan is plans[0] for plan in plans)  # made by the first step, then replayed
+    _assert_same(twins)
+    twins[0][1].param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError, match="lr"):
+        twins[0][1].step()

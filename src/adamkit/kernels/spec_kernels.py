@@ -281,9 +281,9 @@ class Replay(NamedTuple):
                 return None
         else:
             key = plain_hyper_key(self.spec, group, plain)
+        arrays = loop_arrays if plain is None else new_loop_arrays
         made = []
         for batch in self.batches:
-            arrays = loop_arrays if plain is None else new_loop_arrays
             hyper, bias, flags = arrays(self.spec.name, batch.dtype, key)
             made.append((hyper, bias, flags, self.cell(flags)))
         return made

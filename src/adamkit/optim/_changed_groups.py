@@ -67,14 +67,19 @@ def immutable(value: Any) -> bool:
     return kind in _IMMUTABLE or (kind is tuple and all(type(v) in _IMMUTABLE for v in value))
 
 
+# torch's own lists in a group: its params, and their names where it was given named ones
+# (no check and no kernel reads the names)
+LISTS = frozenset({"params", "param_names"})
+
+
 def all_immutable(group: dict[str, Any]) -> bool:
-    """Whether every value of ``group`` but its params is :func:`immutable`. (Written for
-    speed: a scheduler's step asks twice.)"""
+    """Whether every value of ``group`` but its :data:`LISTS` is :func:`immutable`. (Written
+    for speed: a scheduler's step asks twice.)"""
     for key, value in [item for item in group.items() if type(item[1]) not in _IMMUTABLE]:
         if type(value) is tuple:
             if not all(type(v) in _IMMUTABLE for v in value):
                 return False
-        elif key != "params":
+        elif key not in LISTS:
             return False
     return True
 

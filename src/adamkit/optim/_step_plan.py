@@ -42,7 +42,7 @@ from torch import Tensor
 
 from ..kernels import registry
 from ..kernels.spec_kernels import Replay
-from ._changed_groups import all_immutable
+from ._changed_groups import LISTS, all_immutable, immutable
 
 _GENERATION = [0]  # bumped when registry.set_default changes which kernels run
 registry.on_change(lambda: _GENERATION.__setitem__(0, _GENERATION[0] + 1))
@@ -93,6 +93,10 @@ class StepPlan:
         self.structure = {
             k: v for k, v in group.items() if k != "params" and k not in hyperparameters
         }
+        # (a flag that can change in place, a tensor maximize, compares equal to itself)
+        self.structure_immutable = all(
+            immutable(v) for k, v in self.structure.items() if k not in LISTS
+        )
         self.size = len(group)
         self.params = list(group["params"])
         self.options = optimizer.group_options(group)
@@ -182,7 +186,7 @@ class StepPlan:
         if len(params) != len(self.params) or not all(map(is_, params, self.params)):
             return None
         if not unchanged:
-            if len(group) != self.size:
+            if len(group) != self.size or not self.structure_immutable:
                 return None
             for key, value in self.structure.items():
                 if group.get(key, _MISSING) != value:
@@ -255,10 +259,6 @@ def _plain(values: tuple[Any, ...]) -> bool:
         if kind is tuple:
             if not _plain(value):
                 return False
-        elif kind not in _PLAIN or (kind is float and not value and _negative_zero(value)):
+        elif kind not in _PLAIN or (kind is float and not value and math.copysign(1, value) < 0):
             return False
     return True
-
-
-def _negative_zero(value: Any) -> bool:
-    return type(value) is float and math.copysign(1.0, value) < 0
