@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..algorithms import AlgorithmSpec
+from ..algorithms import AlgorithmSpec, GroupScalars
 from ..algorithms._spec import CAUTIOUS_FLAG, FLAG_WIDTH, NO_REDUCTION
 from ..algorithms.state_formats import ABSMAX_SUFFIX, BLOCK, KAHAN_KEY, SLOT_KINDS
 from . import _batching, wrappers
@@ -39,6 +39,7 @@ from .spec_kernels import (
     new_loop_arrays,
     padded_scalars,
     plain_hyper_key,
+    scalar_arrays,
 )
 
 
@@ -256,14 +257,7 @@ class LowMemoryReplay(NamedTuple):
 
     @staticmethod
     def arrays(scalars: tuple[Any, Any, Any]) -> tuple[Any, ...]:
-        # (not from caches keyed by the values: -0.0 == 0.0 there, and their steps differ in
-        # the sign of zeros)
-        hyper, bias, flags = scalars
-        return (
-            np.array(hyper, dtype=np.float32),
-            np.array(bias, dtype=np.float64),
-            _batching.flag_array(*flags),
-        )
+        return scalar_arrays(GroupScalars(*scalars), torch.float32)
 
     def run(
         self, grads: Sequence[Tensor], arrays: tuple[Any, ...], read_grads: bool = True

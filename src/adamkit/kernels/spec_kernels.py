@@ -173,7 +173,13 @@ def new_loop_arrays(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`loop_arrays` made afresh, for a key not likely to come again (a step plan's
     moved hyperparameters or group state), which the cache would only evict others for."""
-    s = padded_scalars.__wrapped__(spec_name, dtype, key)
+    return scalar_arrays(padded_scalars.__wrapped__(spec_name, dtype, key), dtype)
+
+
+def scalar_arrays(s: GroupScalars, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Padded scalars as the loops' (hyper, bias, flags) arrays, hyper in the data's dtype.
+    (Not from caches keyed by the values: -0.0 == 0.0 there, and their steps differ in the
+    sign of zeros.)"""
     return (
         np.array(s.hyper, dtype=NUMPY_DTYPES[dtype]),
         np.array(s.bias, dtype=np.float64),
