@@ -88,3 +88,18 @@ def test_speed_script_writes_every_format_per_element(tmp_path, capsys):
         n_params = row["median_us"] * 1e3 / row["ns_per_element"]
         assert 40_000 < n_params < 60_000  # the 50k MLP
     assert "ns/element" in capsys.readouterr().out
+
+
+def test_low_memory_variants_benchmark_prints_every_cell(tmp_path, capsys):
+    import low_memory_variants
+
+    out = tmp_path / "variants.json"
+    args = ["--rounds", "1", "--elements", "3000", "--json", str(out),
+            "--algorithm", "StableAdamW", "--algorithm", "Lion"]  # fmt: skip
+    assert low_memory_variants.main(args) == 0
+    saved = json.loads(out.read_text())
+    assert [row["algorithm"] for row in saved["rows"]] == ["StableAdamW", "Lion"]
+    for row in saved["rows"]:
+        assert set(row["median_ms"]) == {"fp32", "bf16", "8bit"}
+        assert all(ms > 0 for ms in row["median_ms"].values())
+    assert "StableAdamW" in capsys.readouterr().out

@@ -149,16 +149,16 @@ def test_cells_come_from_slot_flags():
     )
 
 
-def test_the_low_memory_kernel_takes_the_specs_with_two_slots_always_stored(toy_registered):
-    fused = sorted(_numba_lowbit.LOOPS)
-    assert fused == [
-        "adam", "adamax", "adopt", "nadam", "radam", "schedule_free_adamw", "stable_adamw"
-    ]  # fmt: skip
-    assert not lowbit.fuses(SPECS["rmsprop"]) and not lowbit.fuses(TOY)
-    two = dataclasses.replace(
-        TOY, name="toy_two_slots", tensor_state=("exp_avg", "exp_avg_sq"), slot_flags=()
-    )
-    assert lowbit.fuses(two)
+def test_the_low_memory_kernel_takes_every_spec_whose_slots_have_a_kind(toy_registered):
+    # every spec adamkit has, a registered one too (the toy's momentum_buffer has a kind)
+    assert sorted(_numba_lowbit.LOOPS) == sorted(SPECS)
+    assert lowbit.fuses(TOY) and lowbit.fuses(SPECS["rmsprop"])
+    unknown = dataclasses.replace(TOY, name="toy_unknown_slot", tensor_state=("trace",))
+    assert not lowbit.fuses(unknown)  # no low-memory kind: the torch ops
+    # the Triton pass and the in-place half step: two slots always stored
+    assert [name for name, spec in SPECS.items() if lowbit._two_slots(spec)] == [
+        name for name in SPECS if name not in ("ademamix", "lion", "rmsprop", "sgd", TOY.name)
+    ]
 
 
 def _run(cls, params0, plan, **config):

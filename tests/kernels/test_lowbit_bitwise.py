@@ -7,7 +7,10 @@ turns subnormal).
 The digests were recorded from the kernel as it stood before its fast paths (commit bcfcdab,
 which decoded and encoded every element with the special cases). A change of the kernel that
 moves any bit of a param or a state tensor fails here; run this file as a script to print the
-digests of the current kernel. The arithmetic is IEEE float32 that LLVM does not reorder
+digests of the current kernel. The cases the kernel took when it grew to every spec (a third
+slot, a pass before the update: StableAdamW, cautious masking, AdEMAMix, Lion, AMSGrad, SGD,
+RMSprop) were recorded then; StableAdamW's had been the torch-ops path's (which agrees with the
+fused kernel to float32 rounding, not bit for bit: tests/optim/test_low_memory.py). The arithmetic is IEEE float32 that LLVM does not reorder
 (numba's default, no fastmath), so the digests hold on any x86-64 or AArch64 machine.
 """
 
@@ -83,6 +86,16 @@ CASES = {
     "AdamW-bf16-bf16-stochastic": (
         adamkit.AdamW, {"state_precision": "bf16", "param_rounding": "stochastic"}, torch.bfloat16,
     ),
+    "AdamW-8bit-cautious": (adamkit.AdamW, {"cautious": True}, torch.float32),
+    "Adam-8bit-amsgrad": (adamkit.Adam, {"amsgrad": True}, torch.float32),
+    "AdEMAMix-8bit": (adamkit.AdEMAMix, {"t_alpha": 3, "t_beta3": 3}, torch.float32),
+    "AdEMAMix-8bit-bf16-kahan": (adamkit.AdEMAMix, {"param_rounding": "kahan"}, torch.bfloat16),
+    "Lion-8bit-cautious": (adamkit.Lion, {"cautious": True}, torch.float32),
+    "SGD-8bit-nesterov": (adamkit.SGD, {"lr": 1e-2, "momentum": 0.9, "nesterov": True}, torch.float32),
+    "RMSprop-bf16-centered": (
+        adamkit.RMSprop, {"state_precision": "bf16", "centered": True, "momentum": 0.5},
+        torch.float32,
+    ),
 }  # fmt: skip
 
 
@@ -111,20 +124,27 @@ def digest(case: str) -> str:
 
 DIGESTS = {
     "ADOPT-8bit": "f2e86fd0dd1617b94d5bf84ad622f8fc",
+    "AdEMAMix-8bit": "b66e2e75a48b5ef76ce2d7e83a8fd689",
+    "AdEMAMix-8bit-bf16-kahan": "8049c4e85e39b1343c12870130f0bb51",
     "Adam-8bit": "82df093e5d1ef6f35c257d6ccd7b70f9",
+    "Adam-8bit-amsgrad": "2f2cd3f19c58f4a1212bcd460779e72f",
     "Adam-8bit-maximize": "7e9aa9ecf38d83f55e1f679a8a22896d",
     "AdamW-8bit": "e80f527ef48a162a0c86dc87d1a74892",
     "AdamW-8bit-bf16-kahan": "89ad216453cc599beaed95e9b73c3089",
     "AdamW-8bit-bf16-stochastic": "bae584ef584bcecbf4c9e888ab3233ae",
+    "AdamW-8bit-cautious": "e6bacda113f9048d7840987ae56ff1c8",
     "AdamW-8bit-fp16-stochastic": "c0c47a2337b47c7dddc96bf2230456b8",
     "AdamW-bf16": "ab3859b33c06cfdfa4d120c0763bfed4",
     "AdamW-bf16-bf16-stochastic": "5ccb1dcfcb2a0901971943542c57c622",
     "Adamax-8bit": "9080d2f24178ed7b07010b559e97f031",
+    "Lion-8bit-cautious": "17a6782ce4b2fa25685d16825958fce4",
     "NAdam-8bit": "217ccf3d1ecafde0f581fc7c7cc5d4a7",
     "NAdam-bf16": "7791f16c2e9eb860ffbf2cc7235f3e30",
     "RAdam-8bit": "5d4b29c9891eb6422433dd05a28fa2cd",
+    "RMSprop-bf16-centered": "780ea0ae96f1fc87d93921bbd814ae0e",
+    "SGD-8bit-nesterov": "023341bc6d340d3b8e16687d54baa8ba",
     "ScheduleFreeAdamW-bf16": "8c2ba9f4a0ee3c483829b9ca37561dd8",
-    "StableAdamW-8bit": "bfa035ac9572179b6f635d290bd2c4f4",
+    "StableAdamW-8bit": "f3cb45e7b50abcfe6cd1feb30e1d37ce",
 }
 
 

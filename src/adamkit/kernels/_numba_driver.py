@@ -251,16 +251,19 @@ def _partial_sums(chunk_sum, chunks, bounds, addresses, like, h, table, f, parti
 
 @_inline
 def _parallel_totals(
-    partial_sums, tensor_scalars, chunks, bounds, addresses, like, hyper, bias, flags
-):
+    partial_sums, tensor_scalars, chunks, bounds, addresses, data, like, step_column,
+    aux_column, hyper, bias, flags,
+):  # fmt: skip
     """Each tensor's (sum, count) from the pass before the update (the threads' partial
-    sums, added in a fixed order)."""
+    sums, added in a fixed order). ``data``: what the loops take after the addresses (the
+    data's ``like``, or the low-memory kernel's element counts); the table's dtype is
+    ``like``'s, its counters in the columns given."""
     b = (bias[0], bias[1], bias[2], bias[3], bias[4], bias[5], bias[6], bias[7])
     h, f = _scalars(hyper, flags)
-    table = _tensor_table(tensor_scalars, addresses, b, like, STEP, AUX)
+    table = _tensor_table(tensor_scalars, addresses, b, like, step_column, aux_column)
     n = addresses.shape[0]
     partial = np.zeros((bounds.size - 1, n, 2))
-    partial_sums(chunks, bounds, addresses, like, h, table, f, partial)
+    partial_sums(chunks, bounds, addresses, data, h, table, f, partial)
     totals = np.zeros((n, 2))
     for k in range(partial.shape[0]):
         for t in range(n):
@@ -362,7 +365,8 @@ def {function}_parallel_{cell}(chunks, bounds, addresses, like, hyper, bias, fla
     if advance:
         _advance_all(ADVANCE, addresses, bias, {has_aux})
     totals = _parallel_totals(
-        {function}_partial_{cell}, SCALARS, chunks, bounds, addresses, like, hyper, bias, flags
+        {function}_partial_{cell}, SCALARS, chunks, bounds, addresses, like, like, STEP, AUX,
+        hyper, bias, flags,
     )
     {function}_update_{cell}(chunks, bounds, addresses, like, hyper, bias, flags, totals)
 """
@@ -408,7 +412,7 @@ def cell(
         "_chunks_reducing": _chunks_reducing, "_parallel": _parallel, "_jit_sum": _jit_sum,
         "_reduced": _reduced,
         "_parallel_totals": _parallel_totals, "_partial_sums": _partial_sums,
-        "_advance_all": _advance_all,
+        "_advance_all": _advance_all, "STEP": STEP, "AUX": AUX,
     }  # fmt: skip
     module = _numba_codegen.load(
         f"loops_{function}_{code}_{digest[:16]}",

@@ -1,28 +1,32 @@
-"""The fused CPU kernel for low-memory state: any Adam-family spec, one pass per block.
+"""The fused CPU kernel for low-memory state: any spec, one pass per block.
 
-Per block of 256 elements, in registers and two block-sized buffers: load the param and its
-grad (float32, or bfloat16/float16 patterns read in place), decode the stored moments, run the
-spec's own ``element`` in float32 (the same compiled element as the fp32 driver,
+Per block of 256 elements, in registers and block-sized buffers: load the param and its grad
+(float32, or bfloat16/float16 patterns read in place), decode the stored slots, run the spec's
+own ``element`` in float32 (the same compiled element as the fp32 driver,
 :mod:`adamkit.kernels._numba_driver`), store the param (float32, or bfloat16/float16 rounded to
-nearest, stochastically, or with Kahan's compensation), and store the moments. The moments'
+nearest, stochastically, or with Kahan's compensation), and store the slots. Each slot's
 format is a load/store adapter, a literal of the cell: 8-bit codes × the block's scale (stored
 after the block's new absmax is known: a second pass over the block's buffer, still in L1),
-bfloat16 with stochastic rounding (the low-memory precisions), or torch's format, the "fp32"
-precision: plain float32, or the half param's own dtype (bfloat16/float16) stored to nearest,
-as torch's ``copy_`` stores the float32 result of the fp32 kernel on float32 copies (so a
-half param with torch-format state is stepped in place, with the same bits, and no copies).
+bfloat16 with stochastic rounding (the low-memory precisions; rounded toward zero for the
+running max :data:`~adamkit.algorithms.state_formats.ROUNDED_DOWN` keeps), or torch's format,
+the "fp32" precision: plain float32, or the half param's own dtype (bfloat16/float16) stored to
+nearest, as torch's ``copy_`` stores the float32 result of the fp32 kernel on float32 copies
+(so a half param with torch-format state is stepped in place, with the same bits, and no
+copies). The slots of one tensor need not share a format (with AMSGrad's max, 8-bit state
+keeps v and the max in bf16: :func:`~adamkit.algorithms.state_formats.slot_precision`).
 Blocks are independent, so threads take whole blocks.
+
+A cell with a pass before the update (the spec's ``reduction``, StableAdamW's RMS, or the
+count of the cautious mask) runs that pass over the same blocks first, decoding them but
+storing nothing: each block's terms are summed in float64 by a function of their own (the
+element's arithmetic is not reassociated, so the terms are the torch-ops path's), the threads'
+partial sums added in a fixed order between two parallel regions, as the fp32 driver does.
 
 The formats are :mod:`adamkit.reference.lowbit`'s (and torch's conversions), bit for bit:
 integer arithmetic on float32 patterns, written as 32-bit LLVM IR in
 :mod:`adamkit.kernels._numba_bits` (numba's own integers are 64-bit, which halved the vector
-width and tripled the step's time).
-
-The specs whose first two slots are always stored, and no other slot unless a flag switches
-it on, are fused (:func:`adamkit.kernels.lowbit.fuses`: Adam, NAdam, RAdam, Adamax; with
-AMSGrad's third slot a tensor takes the torch-ops path), in their cell that stores those two
-(a flag that would switch another slot on reads False). The entry points are generated per
-spec, moments' format and param storage (:mod:`adamkit.kernels._numba_codegen`), each
+width and tripled the step's time). The entry points are generated per spec, slot formats,
+param storage and pass before the update (:mod:`adamkit.kernels._numba_codegen`), each
 compiled the first time a run needs it.
 """
 
@@ -36,7 +40,13 @@ import numba
 import numpy as np
 
 from ..algorithms import SPECS, AlgorithmSpec
-from ..algorithms._spec import FLAG_WIDTH, TENSOR_SLOTS
+from ..algorithms._spec import (
+    CAUTIOUS_COUNT,
+    CAUTIOUS_FLAG,
+    FLAG_WIDTH,
+    NO_REDUCTION,
+    TENSOR_SLOTS,
+)
 from ..algorithms.state_formats import (
     BLOCK,
     MIN_NORMAL_BITS,
@@ -52,7 +62,6 @@ from ._numba_bits import (
     TOP_UNSIGNED,
     bf16_load,
     bf16_nearest,
-    bf16_stochastic_high,
     bf16_stochastic_low,
     decoded_finite_signed,
     decoded_finite_unsigned,
@@ -72,7 +81,15 @@ from ._numba_bits import (
     random_bits_after,
 )
 from ._numba_cpu import _OPTIONS, _float64_cell, _view
-from ._numba_driver import _advance, _row, _tensor_table, spec_functions
+from ._numba_driver import (
+    _advance,
+    _finish,
+    _parallel_totals,
+    _row,
+    _scalars,
+    _tensor_table,
+    spec_functions,
+)
 
 _numba_cache.install()
 _jit = numba.njit(**_OPTIONS)
@@ -82,25 +99,28 @@ _inline = numba.njit(inline="always", error_model="numpy")
 # them into every specialisation made the loops take minutes to compile.
 _helper = numba.njit(error_model="numpy")
 
-# Literals of a cell: the moments' storage (a load/store adapter each: 8-bit codes and
-# bfloat16 with stochastic rounding, the low-memory precisions; or the tensor's own dtype,
-# stored to nearest, the "fp32" precision: float32, bfloat16 or float16 state), the param's
-# storage and rounding (a float16 param's mode is a bfloat16 one plus PARAM_F16), each
-# slot's kind.
-Q8, BF16, FP32, BF16_NEAREST, FP16_NEAREST = 0, 1, 2, 3, 4
+# Literals of a cell: each slot's format (a load/store adapter: 8-bit codes, bfloat16 with
+# stochastic rounding or rounded toward zero, the low-memory precisions; or the tensor's own
+# dtype stored to nearest, the "fp32" precision: float32, bfloat16 or float16 state; ABSENT: a
+# slot the cell does not store, whose element input is the grad, as in the fp32 driver), the
+# param's storage and rounding (a float16 param's mode is a bfloat16 one plus PARAM_F16), each
+# slot's kind, and the pass before the update (the spec's reduction_mode).
+Q8, BF16, FP32, BF16_NEAREST, FP16_NEAREST, BF16_DOWN, ABSENT = range(7)
 PARAM_FLOAT32, PARAM_NEAREST, PARAM_STOCHASTIC, PARAM_KAHAN, PARAM_F16 = 0, 1, 2, 3, 4
 SIGNED, SQUARE, UNSIGNED = 0, 1, 2
 KIND_CODES = {"signed": SIGNED, "square": SQUARE, "unsigned": UNSIGNED}
-_FORMAT_NAMES = {Q8: "q8", BF16: "bf16", FP32: "fp32", BF16_NEAREST: "bf16n", FP16_NEAREST: "fp16n"}
-# what the notice of a first compile calls them (the last three: half params stepped in place)
-_STATE_NAMES = {Q8: "8-bit", BF16: "bf16", FP32: "fp32", BF16_NEAREST: "fp32", FP16_NEAREST: "fp32"}
+_FORMAT_NAMES = {
+    Q8: "q8", BF16: "bf16", FP32: "fp32", BF16_NEAREST: "bf16n", FP16_NEAREST: "fp16n",
+    BF16_DOWN: "bf16d", ABSENT: "no",
+}  # fmt: skip
 _HALF_BF16, _HALF_F16 = 0, 1
 
-# Address rows: p, g, s0, s1 (codes, bfloat16/float16 patterns or float32), the two slots'
-# absmax (float32; any readable address but with 8-bit codes), Kahan's compensation (the
-# param's address without it), the float64 step counter, the float32 scalar state (the
-# step's address without one); then not an address: the tensor's random stream (tensor_seed).
-P, G, S0, S1, A0, A1, KAHAN, STEP, AUX, STREAM = range(10)
+# Address rows: p, g, s0, s1, s2 (codes, bfloat16/float16 patterns or float32; an absent
+# slot's is the grad's), the slots' block scales (float32; the param's address but with 8-bit
+# codes), Kahan's compensation (the param's address without it), the float64 step counter,
+# the float32 scalar state (the step's address without one); then not an address: the
+# tensor's random stream (tensor_seed).
+P, G, S0, S1, S2, A0, A1, A2, KAHAN, STEP, AUX, STREAM = range(12)
 
 _F32 = np.empty(0, np.float32)
 _U16 = np.empty(0, np.uint16)
@@ -194,19 +214,30 @@ def _all_normal(top, bottom, inverse):
 
 
 @_inline
-def _encode_block(values0, values1, codes0, codes1, inverse0, inverse1, normal, base, kind0, kind1):
-    """The codes of a block's two slots, rounded stochastically as bf16 is (m the low 16
-    bits of an element's draw, v the high)."""
+def _encode_block(
+    fmt0, fmt1, fmt2, kind0, kind1, kind2, values0, values1, values2, codes0, codes1, codes2,
+    inverse0, inverse1, inverse2, normal, base, count,
+):  # fmt: skip
+    """The codes of a block's 8-bit slots, rounded stochastically as bf16 is (slots 0 and 2
+    with the low 16 bits of an element's draw, slot 1 the high)."""
     if normal:
-        for j in range(values0.size):
+        for j in range(count):
             noise = random_bits_after(base, j)
-            codes0[j] = _encoded_normal(values0[j], inverse0, noise, kind0)
-            codes1[j] = _encoded_normal(values1[j], inverse1, noise >> np.uint32(16), kind1)
+            if fmt0 == Q8:
+                codes0[j] = _encoded_normal(values0[j], inverse0, noise, kind0)
+            if fmt1 == Q8:
+                codes1[j] = _encoded_normal(values1[j], inverse1, noise >> np.uint32(16), kind1)
+            if fmt2 == Q8:
+                codes2[j] = _encoded_normal(values2[j], inverse2, noise, kind2)
     else:
-        for j in range(values0.size):
+        for j in range(count):
             noise = random_bits_after(base, j)
-            codes0[j] = _encoded(values0[j], inverse0, noise, kind0)
-            codes1[j] = _encoded(values1[j], inverse1, noise >> np.uint32(16), kind1)
+            if fmt0 == Q8:
+                codes0[j] = _encoded(values0[j], inverse0, noise, kind0)
+            if fmt1 == Q8:
+                codes1[j] = _encoded(values1[j], inverse1, noise >> np.uint32(16), kind1)
+            if fmt2 == Q8:
+                codes2[j] = _encoded(values2[j], inverse2, noise, kind2)
 
 
 # A half-precision pattern (a param, its grad, Kahan's compensation, a moment) loaded and
@@ -226,145 +257,341 @@ def _half_stochastic(x, noise, half):
     return f16_stochastic(x, noise) if half == _HALF_F16 else bf16_stochastic_low(x, noise)
 
 
+# --- one slot, by its format (a literal): views of its memory, its block decoded into the
+# block buffer (8-bit codes), an element loaded and stored.
+@_inline
+def _slot_views(row, column, scales_column, n, blocks):
+    address = row[column]
+    return (
+        _view(address, 0, n, _U8), _view(address, 0, n, _U16), _view(address, 0, n, _F32),
+        _view(row[scales_column], 0, blocks, _F32),
+    )  # fmt: skip
+
+
+@_inline
+def _decode_slot(fmt, kind, views, blk, lo, hi, buffer):
+    if fmt == Q8:
+        _decode_block(views[0][lo:hi], views[3][blk], kind, buffer)
+
+
+@_inline
+def _slot_in(fmt, buffer, bits, full, g, j):
+    if fmt == Q8:
+        return buffer[j]
+    if fmt == FP32:
+        return full[j]
+    if fmt == FP16_NEAREST:
+        return f16_load(bits[j])
+    if fmt == ABSENT:
+        return g
+    return bf16_load(bits[j])
+
+
+@_inline
+def _slot_out(fmt, x, noise, bits, full, j):
+    """Store ``x`` in a slot of a format other than 8-bit codes (an 8-bit slot's value goes
+    to the block buffer, stored in :func:`_blocks` itself: see there)."""
+    if fmt == BF16:
+        bits[j] = bf16_stochastic_low(x, noise)
+    elif fmt == BF16_DOWN:
+        bits[j] = bf16_stochastic_low(x, np.uint32(0))
+    elif fmt == FP32:
+        full[j] = x
+    elif fmt == FP16_NEAREST:
+        bits[j] = f16_nearest(x)
+    elif fmt == BF16_NEAREST:
+        bits[j] = bf16_nearest(x)
+
+
+@_inline
+def _slot_scale(fmt, top, bottom, buffer, count, views, blk):
+    """An 8-bit slot's new block scale, stored: (1/scale, whether every code is normal)."""
+    if fmt == Q8:
+        scale = _block_scale(buffer[:count], top)
+        views[3][blk] = scale
+        inverse = _inverse(scale)
+        return inverse, _all_normal(top, bottom, inverse)
+    return np.float32(0), True
+
+
+# --- the param and its grad: float32, or bfloat16/float16 patterns (``half``), with Kahan's
+# compensation beside a half param (views: p and g as float32, p and g as patterns, the
+# compensation)
+@_inline
+def _param_views(row, n):
+    return (
+        _view(row[P], 0, n, _F32), _view(row[G], 0, n, _F32), _view(row[P], 0, n, _U16),
+        _view(row[G], 0, n, _U16), _view(row[KAHAN], 0, n, _U16),
+    )  # fmt: skip
+
+
+@_inline
+def _block_of(views, lo, hi):
+    """The views of elements lo..hi, indexed from 0: an index numba knows is >= 0 needs no
+    wraparound check, and only then does LLVM vectorize the loop (20x here)."""
+    return views[0][lo:hi], views[1][lo:hi], views[2][lo:hi], views[3][lo:hi], views[4][lo:hi]
+
+
+# (A numba function of its own, so the reassociation LLVM needs to vectorize a float sum
+# applies to the sum alone, not to the element's arithmetic the terms come from.)
+@numba.njit(fastmath={"reassoc"}, error_model="numpy")
+def _block_total(terms):
+    total = 0.0
+    for j in range(terms.size):
+        total += terms[j]
+    return total
+
+
+@_inline
+def _bias(bias):
+    return (bias[0], bias[1], bias[2], bias[3], bias[4], bias[5], bias[6], bias[7])
+
+
+@_inline
+def _kept(keep, f):
+    """The flags ``f`` as the element reads them: a flag that switches on a slot the cell
+    does not store (AMSGrad's, without its max) reads False, a literal (so its branch of the
+    element is compiled out; the group's flag is False then too: :func:`lowbit._row`)."""
+    return (keep[0] and f[0], keep[1] and f[1], keep[2] and f[2], keep[3] and f[3])
+
+
+@_inline
+def _block_sums(
+    element, reduction, cautious, keep, kind0, kind1, kind2, fmt0, fmt1, fmt2, param_mode,
+    half, chunks, addresses, numels, h, table, f, totals,
+):  # fmt: skip
+    """The pass before the update over chunk rows (tensor, first block, end block): each
+    tensor's sum of the spec's reduction term, or (``cautious``) the count of its mask, and
+    its element count, added to its row of ``totals``. Nothing is stored."""
+    f = _kept(keep, f)
+    buffer0 = np.empty(BLOCK, np.float32)
+    buffer1 = np.empty(BLOCK, np.float32)
+    buffer2 = np.empty(BLOCK, np.float32)
+    terms = np.empty(BLOCK, np.float32)
+    for c in range(chunks.shape[0]):
+        t, first, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        n, row = numels[t], addresses[t]
+        k = _row(table, t)
+        blocks = (n + BLOCK - 1) // BLOCK
+        params = _param_views(row, n)
+        views0 = _slot_views(row, S0, A0, n, blocks)
+        views1 = _slot_views(row, S1, A1, n, blocks)
+        views2 = _slot_views(row, S2, A2, n, blocks)
+        for blk in range(first, end):
+            lo = blk * BLOCK
+            hi = min(lo + BLOCK, n)
+            param = _block_of(params, lo, hi)
+            bits0, bits1, bits2 = views0[1][lo:hi], views1[1][lo:hi], views2[1][lo:hi]
+            full0, full1, full2 = views0[2][lo:hi], views1[2][lo:hi], views2[2][lo:hi]
+            _decode_slot(fmt0, kind0, views0, blk, lo, hi, buffer0)
+            _decode_slot(fmt1, kind1, views1, blk, lo, hi, buffer1)
+            _decode_slot(fmt2, kind2, views2, blk, lo, hi, buffer2)
+            count = 0
+            for j in range(hi - lo):
+                if param_mode == PARAM_FLOAT32:
+                    p, g = param[0][j], param[1][j]
+                else:
+                    p, g = _half_load(param[2][j], half), _half_load(param[3][j], half)
+                    if param_mode == PARAM_KAHAN:
+                        p = p + _half_load(param[4][j], half)
+                s0 = _slot_in(fmt0, buffer0, bits0, full0, g, j)
+                s1 = _slot_in(fmt1, buffer1, bits1, full1, g, j)
+                s2 = _slot_in(fmt2, buffer2, bits2, full2, g, j)
+                _, a, b, c2, _, u, g_seen = element(p, g, s0, s1, s2, h, k, f)
+                if cautious:
+                    count += u * g_seen > 0
+                else:
+                    terms[j] = reduction(g_seen, a, b, c2, h, k, f)
+            if cautious:
+                totals[t, 0] += count
+            else:
+                totals[t, 0] += _block_total(terms[: hi - lo])
+            totals[t, 1] += hi - lo
+
+
 @_inline
 def _blocks(
-    element, advance_fn, tensor_scalars, has_aux, kind0, kind1, keep, precision, param_mode,
-    half, chunks, addresses, numels, hyper, bias, flags, advance,
+    element, tensor_scalars, block_sums, reduce, keep, kind0, kind1, kind2, fmt0, fmt1, fmt2,
+    param_mode, half, chunks, addresses, numels, hyper, bias, flags, totals,
 ):  # fmt: skip
-    """The spec's update over chunk rows (tensor, first block, end block) with the moments in
-    ``precision`` and the param stored by ``param_mode`` (``half``: bfloat16 or float16);
-    ``keep`` (literals) says which flags the element reads as given (the others read False)."""
-    b = (bias[0], bias[1], bias[2], bias[3], bias[4], bias[5], bias[6], bias[7])
-    if advance:
-        _advance(advance_fn, addresses, b, has_aux, STEP, AUX)
-    h = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5], hyper[6], hyper[7])
-    # A flag that switches on a slot this kernel does not store (Adam's AMSGrad) reads False:
-    # with that slot, the torch-ops path runs.
-    f = (
-        keep[0] and flags[0] != 0,
-        keep[1] and flags[1] != 0,
-        keep[2] and flags[2] != 0,
-        keep[3] and flags[3] != 0,
-    )
+    """The spec's update over chunk rows (tensor, first block, end block), each slot in its
+    format ``fmt*`` and the param stored by ``param_mode`` (``half``: bfloat16 or float16),
+    the counters advanced before. With a pass before the update (``reduce``), ``totals``
+    holds each tensor's sum and count, or has no rows when this call sees every chunk and
+    makes them itself (``block_sums``)."""
+    b = _bias(bias)
+    h, f = _scalars(hyper, flags)
+    f = _kept(keep, f)
     table = _tensor_table(tensor_scalars, addresses, b, _F32, STEP, AUX)
+    cautious = reduce == CAUTIOUS_COUNT
+    if reduce != NO_REDUCTION:
+        if totals.shape[0] == 0:
+            totals = np.zeros((addresses.shape[0], 2))
+            block_sums(chunks, addresses, numels, h, table, f, totals)
+        _finish(table, totals, cautious)
     seeds = np.empty(addresses.shape[0], np.int64)
     for t in range(addresses.shape[0]):
         step = _float64_cell(addresses[t, STEP])[0]
         seeds[t] = _tensor_seed(step, numels[t], addresses[t, STREAM])
     buffer0 = np.empty(BLOCK, np.float32)
     buffer1 = np.empty(BLOCK, np.float32)
+    buffer2 = np.empty(BLOCK, np.float32)
+    any_q8 = fmt0 == Q8 or fmt1 == Q8 or fmt2 == Q8
     for c in range(chunks.shape[0]):
         t, first, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         n, row, seed = numels[t], addresses[t], seeds[t]
         k = _row(table, t)
-        p32, g32 = _view(row[P], 0, n, _F32), _view(row[G], 0, n, _F32)
-        p16, g16 = _view(row[P], 0, n, _U16), _view(row[G], 0, n, _U16)
-        comp = _view(row[KAHAN], 0, n, _U16)
-        codes0, codes1 = _view(row[S0], 0, n, _U8), _view(row[S1], 0, n, _U8)
-        half0, half1 = _view(row[S0], 0, n, _U16), _view(row[S1], 0, n, _U16)
-        full0, full1 = _view(row[S0], 0, n, _F32), _view(row[S1], 0, n, _F32)
         blocks = (n + BLOCK - 1) // BLOCK
-        scales0 = _view(row[A0], 0, blocks if precision == Q8 else 0, _F32)
-        scales1 = _view(row[A1], 0, blocks if precision == Q8 else 0, _F32)
+        params = _param_views(row, n)
+        views0 = _slot_views(row, S0, A0, n, blocks)
+        views1 = _slot_views(row, S1, A1, n, blocks)
+        views2 = _slot_views(row, S2, A2, n, blocks)
         for blk in range(first, end):
             lo = blk * BLOCK
             hi = min(lo + BLOCK, n)
-            # Views of the block, indexed from 0: an index numba knows is >= 0 needs no
-            # wraparound check, and only then does LLVM vectorize the loop (20x here).
-            p32b, g32b, p16b, g16b = p32[lo:hi], g32[lo:hi], p16[lo:hi], g16[lo:hi]
-            compb, codes0b, codes1b = comp[lo:hi], codes0[lo:hi], codes1[lo:hi]
-            half0b, half1b, full0b, full1b = half0[lo:hi], half1[lo:hi], full0[lo:hi], full1[lo:hi]
+            param = _block_of(params, lo, hi)
+            bits0, bits1, bits2 = views0[1][lo:hi], views1[1][lo:hi], views2[1][lo:hi]
+            full0, full1, full2 = views0[2][lo:hi], views1[2][lo:hi], views2[2][lo:hi]
             # the draws of the block's elements, counted on from its first's
             base, param_base = random_base(seed, lo), random_base(seed ^ PARAM_STREAM, lo)
-            if precision == Q8:
-                _decode_block(codes0b, scales0[blk], kind0, buffer0)
-                _decode_block(codes1b, scales1[blk], kind1, buffer1)
-            top0 = top1 = np.uint32(0)
-            bottom0 = bottom1 = np.uint32(0xFFFFFFFF)
+            _decode_slot(fmt0, kind0, views0, blk, lo, hi, buffer0)
+            _decode_slot(fmt1, kind1, views1, blk, lo, hi, buffer1)
+            _decode_slot(fmt2, kind2, views2, blk, lo, hi, buffer2)
+            top0 = top1 = top2 = np.uint32(0)
+            bottom0 = bottom1 = bottom2 = np.uint32(0xFFFFFFFF)
             for j in range(hi - lo):
                 if param_mode == PARAM_FLOAT32:
-                    p, g = p32b[j], g32b[j]
+                    p, g = param[0][j], param[1][j]
                 else:
-                    p, g = _half_load(p16b[j], half), _half_load(g16b[j], half)
+                    p, g = _half_load(param[2][j], half), _half_load(param[3][j], half)
                     if param_mode == PARAM_KAHAN:
-                        p = p + _half_load(compb[j], half)
-                if precision == Q8:
-                    s0, s1 = buffer0[j], buffer1[j]
-                elif precision == FP32:
-                    s0, s1 = full0b[j], full1b[j]
-                elif precision == FP16_NEAREST:
-                    s0, s1 = f16_load(half0b[j]), f16_load(half1b[j])
-                else:
-                    s0, s1 = bf16_load(half0b[j]), bf16_load(half1b[j])
-                new_p, x0, x1, _, _, _, _ = element(p, g, s0, s1, g, h, k, f)
+                        p = p + _half_load(param[4][j], half)
+                s0 = _slot_in(fmt0, buffer0, bits0, full0, g, j)
+                s1 = _slot_in(fmt1, buffer1, bits1, full1, g, j)
+                s2 = _slot_in(fmt2, buffer2, bits2, full2, g, j)
+                new_p, x0, x1, x2, base_p, u, g_seen = element(p, g, s0, s1, s2, h, k, f)
+                if cautious:  # k[4]: 1/max(mean(mask), floor); k[5]: 0
+                    new_p = base_p - u * (k[4] if u * g_seen > 0 else k[5])
+                # (the stores in this function's body: LLVM vectorizes the loop only where
+                # it sees them unconditional, which it does not through an inlined helper)
                 if param_mode == PARAM_FLOAT32:
-                    p32b[j] = new_p
+                    param[0][j] = new_p
                 elif param_mode == PARAM_NEAREST:
-                    p16b[j] = _half_nearest(new_p, half)
+                    param[2][j] = _half_nearest(new_p, half)
                 elif param_mode == PARAM_STOCHASTIC:
-                    p16b[j] = _half_stochastic(new_p, random_bits_after(param_base, j), half)
+                    param[2][j] = _half_stochastic(new_p, random_bits_after(param_base, j), half)
                 else:
                     rounded = _half_nearest(new_p, half)
-                    p16b[j] = rounded
-                    compb[j] = _half_nearest(new_p - _half_load(rounded, half), half)
-                if precision == Q8:
-                    stored0, stored1 = _stored(x0, kind0), _stored(x1, kind1)
-                    buffer0[j], buffer1[j] = stored0, stored1
-                    size0, size1 = magnitude_bits(stored0), magnitude_bits(stored1)
-                    top0, bottom0 = max(top0, size0), min(bottom0, size0)
-                    top1, bottom1 = max(top1, size1), min(bottom1, size1)
-                elif precision == BF16:
-                    noise = random_bits_after(base, j)
-                    half0b[j] = bf16_stochastic_low(x0, noise)
-                    half1b[j] = bf16_stochastic_high(x1, noise)
-                elif precision == FP32:
-                    full0b[j], full1b[j] = x0, x1
-                elif precision == FP16_NEAREST:
-                    half0b[j], half1b[j] = f16_nearest(x0), f16_nearest(x1)
+                    param[2][j] = rounded
+                    param[4][j] = _half_nearest(new_p - _half_load(rounded, half), half)
+                noise = random_bits_after(base, j)
+                if fmt0 == Q8:
+                    buffer0[j] = stored = _stored(x0, kind0)
+                    size = magnitude_bits(stored)
+                    top0, bottom0 = max(top0, size), min(bottom0, size)
                 else:
-                    half0b[j], half1b[j] = bf16_nearest(x0), bf16_nearest(x1)
-            if precision == Q8:
+                    _slot_out(fmt0, x0, noise, bits0, full0, j)
+                if fmt1 == Q8:
+                    buffer1[j] = stored = _stored(x1, kind1)
+                    size = magnitude_bits(stored)
+                    top1, bottom1 = max(top1, size), min(bottom1, size)
+                else:
+                    _slot_out(fmt1, x1, noise >> np.uint32(16), bits1, full1, j)
+                if fmt2 == Q8:
+                    buffer2[j] = stored = _stored(x2, kind2)
+                    size = magnitude_bits(stored)
+                    top2, bottom2 = max(top2, size), min(bottom2, size)
+                else:
+                    _slot_out(fmt2, x2, noise, bits2, full2, j)
+            if any_q8:
                 count = hi - lo
-                new_scale0 = _block_scale(buffer0[:count], top0)
-                new_scale1 = _block_scale(buffer1[:count], top1)
-                scales0[blk], scales1[blk] = new_scale0, new_scale1
-                inverse0, inverse1 = _inverse(new_scale0), _inverse(new_scale1)
-                normal = _all_normal(top0, bottom0, inverse0) and _all_normal(
-                    top1, bottom1, inverse1
-                )
+                inverse0, normal0 = _slot_scale(fmt0, top0, bottom0, buffer0, count, views0, blk)
+                inverse1, normal1 = _slot_scale(fmt1, top1, bottom1, buffer1, count, views1, blk)
+                inverse2, normal2 = _slot_scale(fmt2, top2, bottom2, buffer2, count, views2, blk)
                 _encode_block(
-                    buffer0[:count], buffer1[:count], codes0b, codes1b, inverse0, inverse1,
-                    normal, base, kind0, kind1,
+                    fmt0, fmt1, fmt2, kind0, kind1, kind2, buffer0, buffer1, buffer2,
+                    views0[0][lo:hi], views1[0][lo:hi], views2[0][lo:hi],
+                    inverse0, inverse1, inverse2, normal0 and normal1 and normal2, base, count,
                 )  # fmt: skip
+
+
+@_jit
+def _no_sums(chunks, addresses, numels, h, table, f, totals):
+    """The pass before the update of a cell without one (never called)."""
 
 
 # --- the entry points: generated per spec and cell (see _numba_codegen), never written out,
 # each cell compiled the first time a run needs it. Literals: the spec's scalar state or not,
-# its two slots' kinds, the flags its element reads as given, the moments' precision and the
-# param's mode.
+# its slots' kinds and formats, the param's mode and the pass before the update.
 _SOURCE = """\
-# adamkit's fused low-memory CPU loops of spec {name!r}, cell {cell} (the slots stored, the
-# moments' format, the param's storage): generated by adamkit.kernels._numba_lowbit, do not
-# edit. The driver sets the globals _jit, _jit_parallel, _blocks, _advance, numba, STEP, AUX,
-# ELEMENT, ADVANCE and SCALARS.
+# adamkit's fused low-memory CPU loops of spec {name!r}, cell {cell} (the slots' formats, the
+# param's storage, the pass before the update): generated by adamkit.kernels._numba_lowbit,
+# do not edit. The driver sets the globals (its helpers, numba, np, STEP, AUX and the spec's
+# ELEMENT, ADVANCE, SCALARS and REDUCTION).
 # sources sha256 {digest}
 
 
 @_jit
-def {function}_blocks_{cell}(chunks, addresses, numels, hyper, bias, flags, advance):
+def {function}_main_{cell}(chunks, addresses, numels, hyper, bias, flags, totals):
     _blocks(
-        ELEMENT, ADVANCE, SCALARS, {has_aux}, {kind0}, {kind1}, {keep}, {precision}, {mode},
-        {half}, chunks, addresses, numels, hyper, bias, flags, advance,
+        ELEMENT, SCALARS, {sums}, {reduce}, {keep}, {kinds}, {formats}, {mode}, {half},
+        chunks, addresses, numels, hyper, bias, flags, totals,
+    )
+
+
+@_jit
+def {function}_blocks_{cell}(chunks, addresses, numels, hyper, bias, flags, advance):
+    if advance:
+        _advance(ADVANCE, addresses, _bias(bias), {has_aux}, STEP, AUX)
+    _blocks(
+        ELEMENT, SCALARS, {sums}, {reduce}, {keep}, {kinds}, {formats}, {mode}, {half},
+        chunks, addresses, numels, hyper, bias, flags, np.zeros((0, 2)),
     )
 
 
 @_jit_parallel
-def {function}_parallel_{cell}(chunks, bounds, addresses, numels, hyper, bias, flags):
-    b = (bias[0], bias[1], bias[2], bias[3], bias[4], bias[5], bias[6], bias[7])
-    _advance(ADVANCE, addresses, b, {has_aux}, STEP, AUX)
+def {function}_update_{cell}(chunks, bounds, addresses, numels, hyper, bias, flags, totals):
     for k in numba.prange(bounds.size - 1):
         part = chunks[bounds[k] : bounds[k + 1]]
-        {function}_blocks_{cell}(part, addresses, numels, hyper, bias, flags, False)
+        {function}_main_{cell}(part, addresses, numels, hyper, bias, flags, totals)
+"""
+_PLAIN_SOURCE = """\
+
+
+@_jit
+def {function}_parallel_{cell}(chunks, bounds, addresses, numels, hyper, bias, flags):
+    _advance(ADVANCE, addresses, _bias(bias), {has_aux}, STEP, AUX)
+    none = np.zeros((0, 2))
+    {function}_update_{cell}(chunks, bounds, addresses, numels, hyper, bias, flags, none)
+"""
+# the pass before the update: each thread's partial sums, added in a fixed order, then the
+# update (two parallel regions)
+_REDUCING_SOURCE = """\
+
+
+@_jit
+def {function}_sum_{cell}(chunks, addresses, numels, h, table, f, totals):
+    _block_sums(
+        ELEMENT, REDUCTION, {cautious}, {keep}, {kinds}, {formats}, {mode}, {half},
+        chunks, addresses, numels, h, table, f, totals,
+    )
+
+
+@_jit_parallel
+def {function}_partial_{cell}(chunks, bounds, addresses, numels, h, table, f, partial):
+    for k in numba.prange(bounds.size - 1):
+        part = chunks[bounds[k] : bounds[k + 1]]
+        {function}_sum_{cell}(part, addresses, numels, h, table, f, partial[k])
+
+
+@_jit
+def {function}_parallel_{cell}(chunks, bounds, addresses, numels, hyper, bias, flags):
+    _advance(ADVANCE, addresses, _bias(bias), {has_aux}, STEP, AUX)
+    totals = _parallel_totals(
+        {function}_partial_{cell}, SCALARS, chunks, bounds, addresses, numels, _F32, STEP, AUX,
+        hyper, bias, flags,
+    )
+    {function}_update_{cell}(chunks, bounds, addresses, numels, hyper, bias, flags, totals)
 """
 
 
@@ -372,7 +599,9 @@ def _namespace(spec: AlgorithmSpec) -> dict[str, Any]:
     """The globals of ``spec``'s generated entry points."""
     return {
         "_jit": _jit, "_jit_parallel": _jit_parallel, "_blocks": _blocks,
-        "_advance": _advance, "numba": numba, "STEP": STEP, "AUX": AUX, **spec_functions(spec),
+        "_block_sums": _block_sums, "_no_sums": _no_sums, "_advance": _advance, "_bias": _bias,
+        "_parallel_totals": _parallel_totals, "_F32": _F32, "numba": numba, "np": np,
+        "STEP": STEP, "AUX": AUX, **spec_functions(spec),
     }  # fmt: skip
 
 
@@ -380,56 +609,71 @@ def _namespace(spec: AlgorithmSpec) -> dict[str, Any]:
 COMPILE_ESTIMATE = "about 4 s"
 
 
-def cell(spec: AlgorithmSpec, precision: int, mode: int) -> tuple[Any, Any]:
-    """``spec``'s (serial, parallel) entry points for moments in ``precision`` and a param of
-    ``mode``: ``serial(chunks, addresses, numels, hyper, bias, flags, advance)`` and
-    ``parallel(chunks, bounds, addresses, numels, hyper, bias, flags)``, storing its first two
-    slots (for a spec :func:`adamkit.kernels.lowbit.fuses`); generated and imported on first
-    use, compiled (or loaded from numba's cache) at their first call."""
-    stored = (True, True) + (False,) * (TENSOR_SLOTS - 2)
-    off = set(spec.slot_flags[2:]) - {None}  # flags that switch on a slot not stored here
-    function, slots = _numba_codegen.identifier(spec), _numba_codegen.cell_code(stored)
-    code = f"{slots}_{_FORMAT_NAMES[precision]}_p{mode}"
+def cell(
+    spec: AlgorithmSpec, formats: tuple[int, ...], mode: int, reduce: int = NO_REDUCTION
+) -> tuple[Any, Any]:
+    """``spec``'s (serial, parallel) entry points for its slots in ``formats`` (one per
+    driver slot, :data:`ABSENT` for one not stored), a param of ``mode`` and the pass before
+    the update ``reduce`` (the spec's ``reduction_mode``):
+    ``serial(chunks, addresses, numels, hyper, bias, flags, advance)`` and
+    ``parallel(chunks, bounds, addresses, numels, hyper, bias, flags)``; generated and
+    imported on first use, compiled (or loaded from numba's cache) at their first call."""
+    function = _numba_codegen.identifier(spec)
+    code = "_".join(_FORMAT_NAMES[f] for f in formats) + f"_p{mode}"
+    code += f"_r{reduce}" if reduce != NO_REDUCTION else ""
     digest = _numba_codegen.sources_hash(spec)
-    source = _SOURCE.format(
-        name=spec.name, cell=code, digest=digest, function=function,
-        has_aux=spec.scalar_state is not None,
-        kind0=KIND_CODES[SLOT_KINDS[spec.tensor_state[0]]],
-        kind1=KIND_CODES[SLOT_KINDS[spec.tensor_state[1]]],
-        keep=tuple(i not in off for i in range(FLAG_WIDTH)),
-        precision=precision, mode=mode & ~PARAM_F16,
-        half=_HALF_F16 if mode & PARAM_F16 else _HALF_BF16,
-    )  # fmt: skip
+    kinds = [KIND_CODES[SLOT_KINDS[key]] for key in spec.tensor_state]
+    kinds += [SIGNED] * (TENSOR_SLOTS - len(kinds))
+    # the flags that switch on a slot this cell does not store
+    off = {flag for flag, fmt in zip(spec.slot_flags, formats, strict=False) if fmt == ABSENT} - {
+        None
+    }
+    fields = {
+        "name": spec.name, "cell": code, "digest": digest, "function": function,
+        "has_aux": spec.scalar_state is not None, "reduce": reduce,
+        "keep": tuple(i not in off for i in range(FLAG_WIDTH)),
+        "cautious": reduce == CAUTIOUS_COUNT,
+        "sums": "_no_sums" if reduce == NO_REDUCTION else f"{function}_sum_{code}",
+        "kinds": ", ".join(map(str, kinds)), "formats": ", ".join(map(str, formats)),
+        "mode": mode & ~PARAM_F16, "half": _HALF_F16 if mode & PARAM_F16 else _HALF_BF16,
+    }  # fmt: skip
+    tail = _PLAIN_SOURCE if reduce == NO_REDUCTION else _REDUCING_SOURCE
+    source = (_SOURCE + tail).format(**fields)
     stem = f"blocks_{function}_{code}_{digest[:16]}"
     module = _numba_codegen.load(stem, source, lambda: _namespace(spec))
     entry_points = (
         getattr(module, f"{function}_blocks_{code}"),
         getattr(module, f"{function}_parallel_{code}"),
     )
+    stored = set(formats) - {ABSENT}
+    state = "8-bit" if Q8 in stored else "bf16" if {BF16, BF16_DOWN} & stored else "fp32"
+    state = f"{state} state" if stored else "no state slot"
     _numba_codegen.announce_compile(
-        entry_points, f"{spec.torch_name} with {_STATE_NAMES[precision]} state", COMPILE_ESTIMATE
+        entry_points, f"{spec.torch_name} with {state}", COMPILE_ESTIMATE
     )
     return entry_points
 
 
 def loops(spec: AlgorithmSpec) -> tuple[Any, Any]:
-    """``spec``'s (serial, parallel) loops: ``serial(precision, mode, chunks, addresses,
-    numels, hyper, bias, flags, advance)`` and ``parallel(precision, mode, chunks, bounds,
-    addresses, numels, hyper, bias, flags)``, each running the :func:`cell` of ``precision``
-    and ``mode`` (made the first time a call needs it)."""
-    made: dict[tuple[int, int], tuple[Any, Any]] = {}
+    """``spec``'s (serial, parallel) loops: ``serial(formats, mode, chunks, addresses,
+    numels, hyper, bias, flags, advance)`` and ``parallel(formats, mode, chunks, bounds,
+    addresses, numels, hyper, bias, flags)``, each running the :func:`cell` of ``formats``,
+    ``mode`` and the pass before the update the ``flags`` ask for (made the first time a call
+    needs it)."""
+    made: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 
-    def pick(precision: int, mode: int) -> tuple[Any, Any]:
-        found = made.get((precision, mode))
+    def pick(formats: tuple[int, ...], mode: int, flags: np.ndarray) -> tuple[Any, Any]:
+        key = (formats, mode, flags[CAUTIOUS_FLAG] != 0)
+        found = made.get(key)
         if found is None:
-            found = made[precision, mode] = cell(spec, precision, mode)
+            found = made[key] = cell(spec, formats, mode, spec.reduction_mode(key[2]))
         return found
 
-    def serial(precision, mode, chunks, addresses, numels, hyper, bias, flags, advance) -> None:
-        pick(precision, mode)[0](chunks, addresses, numels, hyper, bias, flags, advance)
+    def serial(formats, mode, chunks, addresses, numels, hyper, bias, flags, advance) -> None:
+        pick(formats, mode, flags)[0](chunks, addresses, numels, hyper, bias, flags, advance)
 
-    def parallel(precision, mode, chunks, bounds, addresses, numels, hyper, bias, flags) -> None:
-        pick(precision, mode)[1](chunks, bounds, addresses, numels, hyper, bias, flags)
+    def parallel(formats, mode, chunks, bounds, addresses, numels, hyper, bias, flags) -> None:
+        pick(formats, mode, flags)[1](chunks, bounds, addresses, numels, hyper, bias, flags)
 
     serial.__name__ = serial.__qualname__ = f"{spec.name}_blocks"
     parallel.__name__ = parallel.__qualname__ = f"{spec.name}_parallel"

@@ -4,11 +4,13 @@
 in a low-memory precision ("8bit", "bf16", or "fp32" with a stochastic or Kahan-rounded half
 param; see :mod:`adamkit.optim._lowmem`), and the half params with torch-format state that
 :func:`half_in_place` picks (precision "fp32", rounded to nearest). Contiguous CPU float32,
-bfloat16 and float16 tensors take the fused kernel (:mod:`adamkit.kernels._numba_lowbit`):
-one pass, load → update → store per block, the moments' format a load/store adapter (8-bit
-codes, bf16, or torch's format: float32, or the param's dtype stored to nearest), parallel
-over blocks; CUDA tensors take the same pass in Triton (:mod:`adamkit.kernels.triton_lowbit`)
-when the Triton kernels are opted in (:func:`adamkit.kernels.registry.set_default`; until
+bfloat16 and float16 tensors take the fused kernel (:mod:`adamkit.kernels._numba_lowbit`), for
+every spec: one pass, load → update → store per block (after a pass that only reads, for a
+spec's reduction or cautious masking), each slot's format a load/store adapter (8-bit codes,
+bf16, or torch's format: float32, or the param's dtype stored to nearest), parallel over
+blocks; CUDA tensors of a two-slot spec without a pass before the update take the same pass
+in Triton (:mod:`adamkit.kernels.triton_lowbit`) when the Triton kernels are opted in
+(:func:`adamkit.kernels.registry.set_default`; until
 they have passed the parity suite on a GPU, CUDA's default is the torch ops path). The others
 take :func:`adamkit.kernels.lowbit_torch.step_tensor`. Both compute in float32 and give the
 same codes (the formats are integer arithmetic on float32 patterns).
@@ -26,8 +28,15 @@ import torch
 from torch import Tensor
 
 from ..algorithms import AlgorithmSpec, GroupScalars
-from ..algorithms._spec import CAUTIOUS_FLAG, FLAG_WIDTH, NO_REDUCTION
-from ..algorithms.state_formats import ABSMAX_SUFFIX, BLOCK, KAHAN_KEY, SLOT_KINDS
+from ..algorithms._spec import CAUTIOUS_FLAG, FLAG_WIDTH, NO_REDUCTION, TENSOR_SLOTS
+from ..algorithms.state_formats import (
+    ABSMAX_SUFFIX,
+    BLOCK,
+    KAHAN_KEY,
+    ROUNDED_DOWN,
+    SLOT_KINDS,
+    slot_precision,
+)
 from . import _batching, wrappers
 from ._batching import SPLIT_MIN_ELEMENTS, Threads, chunk_tables
 from .lowbit_torch import check_scales, step_tensor
@@ -72,14 +81,17 @@ def step(
     scalars = (padded.hyper, padded.bias, padded.flags)
     rest = list(range(len(params)))
     replays: list[LowMemoryReplay] = []
-    if fused and fuses(spec) and spec.reduction_mode(padded.flags[CAUTIOUS_FLAG]) == NO_REDUCTION:
-        rest = []  # (a pass before the update, cautious masking included: the torch ops)
+    if fused and fuses(spec):
+        rest = []
+        # (Triton's pass takes two-slot specs without a pass before the update)
+        reducing = spec.reduction_mode(padded.flags[CAUTIOUS_FLAG]) != NO_REDUCTION
+        triton_takes = _two_slots(spec) and not reducing
         by_device: dict[str, list[int]] = {}
         for i, p in enumerate(params):
             by_device.setdefault(p.device.type, []).append(i)
         for device_type, idx in by_device.items():
             kernel = fused_kernel(device_type)
-            if kernel is None:
+            if kernel is None or (kernel is _triton_fused and not triton_takes):
                 rest += idx
                 continue
             lists = [
@@ -168,12 +180,18 @@ def _local_shards(params, grads, states):
 
 
 def fuses(spec: AlgorithmSpec) -> bool:
-    """Whether the fused kernels take ``spec``: its first two slots always there and of a
-    low-memory kind, any other only when a flag switches it on (Adam, NAdam, RAdam, Adamax;
-    a tensor with AMSGrad's max takes the torch-ops path, see :func:`_row`)."""
+    """Whether the fused CPU kernel takes ``spec``: each of its slots has a low-memory kind
+    (every spec adamkit has; a spec registered with another slot takes the torch ops)."""
+    return bool(spec.tensor_state) and all(key in SLOT_KINDS for key in spec.tensor_state)
+
+
+def _two_slots(spec: AlgorithmSpec) -> bool:
+    """Whether ``spec``'s first two slots are always stored and any other only when a flag
+    switches it on: what the Triton pass and the in-place half step take (Adam, NAdam,
+    RAdam, Adamax, ADOPT, Schedule-Free, StableAdamW; a tensor with AMSGrad's max takes the
+    other path)."""
     always = spec.slots_used((False,) * FLAG_WIDTH)
-    kinds = all(key in SLOT_KINDS for key in spec.tensor_state[:2])
-    return always[:2] == (True, True) and not any(always[2:]) and kinds
+    return fuses(spec) and always[:2] == (True, True) and not any(always[2:])
 
 
 _PARAM_MODES = {"nearest": 1, "stochastic": 2, "kahan": 3}  # of a bfloat16 param; float16: +4
@@ -188,26 +206,28 @@ def _numba_fused(
     append a :class:`LowMemoryReplay` of the call to it."""
     from . import _numba_lowbit  # imports numba: only when used
 
-    batches: dict[tuple[int, int], tuple[list[int], list[list[int]]]] = {}
+    batches: dict[tuple[tuple[int, ...], int], tuple[list[int], list[list[int]]]] = {}
     rest = []
+    stored = spec.slots_used(tuple(scalars[2][:FLAG_WIDTH]))
     for i, (p, g, state) in enumerate(zip(params, grads, states, strict=True)):
         taken = _row(
-            spec, p, g, state, precisions[i], spec.scalar_state, streams[i], param_rounding
-        )
+            spec, p, g, state, precisions[i], spec.scalar_state, streams[i], param_rounding,
+            stored,
+        )  # fmt: skip
         if taken is None:
             rest.append(i)
             continue
         row, storage = taken
-        precision = getattr(_numba_lowbit, storage)
+        formats = tuple(getattr(_numba_lowbit, name) for name in storage)
         mode = 0 if p.dtype == torch.float32 else _PARAM_MODES[param_rounding] + _HALF_MODE[p.dtype]
-        idx, rows = batches.setdefault((precision, mode), ([], []))
+        idx, rows = batches.setdefault((formats, mode), ([], []))
         idx.append(i)
         rows.append(row)
     made = []
-    for (precision, mode), (idx, rows) in batches.items():
+    for (formats, mode), (idx, rows) in batches.items():
         numels = [params[i].numel() for i in idx]
         made.append(
-            _Batch(precision, mode, idx, np.array(numels, dtype=np.int64),
+            _Batch(formats, mode, idx, np.array(numels, dtype=np.int64),
                    np.array(rows, dtype=np.int64), tuple(-(-n // BLOCK) for n in numels))
         )  # fmt: skip
     replay = LowMemoryReplay(spec, _numba_lowbit.LOOPS[spec.name], tuple(made))
@@ -218,10 +238,10 @@ def _numba_fused(
 
 
 class _Batch(NamedTuple):
-    """The fused CPU kernel's tensors of one (state format, param mode): their positions in
+    """The fused CPU kernel's tensors of one (slot formats, param mode): their positions in
     the call, element counts and address rows (:data:`_GRAD_COLUMN` their gradients')."""
 
-    precision: int
+    formats: tuple[int, ...]
     mode: int
     idx: list[int]
     numels: np.ndarray
@@ -243,17 +263,12 @@ class LowMemoryReplay(NamedTuple):
     def scalars(
         self, group: dict[str, Any], plain: tuple[Any, ...] | None = None
     ) -> tuple[Any, ...] | None:
-        """The loops' scalar arrays for the group's hyperparameters as they are now; None when
-        they ask for a pass before the update (cautious masking: the torch ops). ``plain``:
-        as :meth:`adamkit.kernels.spec_kernels.Replay.scalars`."""
+        """The loops' scalar arrays for the group's hyperparameters as they are now.
+        ``plain``: as :meth:`adamkit.kernels.spec_kernels.Replay.scalars`."""
         if plain is None:
-            arrays = loop_arrays(self.spec.name, torch.float32, hyper_key(self.spec, group))
-        else:
-            key = plain_hyper_key(self.spec, group, plain)
-            arrays = new_loop_arrays(self.spec.name, torch.float32, key)
-        if self.spec.reduction_mode(bool(arrays[2][CAUTIOUS_FLAG])) != NO_REDUCTION:
-            return None
-        return arrays
+            return loop_arrays(self.spec.name, torch.float32, hyper_key(self.spec, group))
+        key = plain_hyper_key(self.spec, group, plain)
+        return new_loop_arrays(self.spec.name, torch.float32, key)
 
     @staticmethod
     def arrays(scalars: tuple[Any, Any, Any]) -> tuple[Any, ...]:
@@ -265,21 +280,21 @@ class LowMemoryReplay(NamedTuple):
         """Step with ``grads`` (checked by the caller) and :meth:`scalars`: each batch in one
         call, parallel over blocks where there is enough work."""
         serial, parallel = self.loops
-        for precision, mode, idx, numels, addresses, blocks in self.batches:
+        for formats, mode, idx, numels, addresses, blocks in self.batches:
             if read_grads:
                 addresses[:, _GRAD_COLUMN] = [grads[i].data_ptr() for i in idx]
             tables = chunk_tables(blocks, torch.get_num_threads(), SPLIT_MIN_ELEMENTS // BLOCK, 1)
             args = (addresses, numels, *arrays)
             if len(tables.bounds) > 2 and Threads.usable:
                 Threads.launch(
-                    functools.partial(_launch_parallel, parallel, precision, mode),
-                    functools.partial(_launch_serial, serial, precision, mode),
+                    functools.partial(_launch_parallel, parallel, formats, mode),
+                    functools.partial(_launch_serial, serial, formats, mode),
                     tables,
                     args,
                     work=int(numels.sum()),
                 )
             else:
-                serial(precision, mode, tables.chunks, *args, True)
+                serial(formats, mode, tables.chunks, *args, True)
 
 
 def _triton_fused(
@@ -305,15 +320,15 @@ def fused_kernel(device_type: str):
     return FUSED_KERNELS.get(device_type) if get_default(device_type) == "numba" else None
 
 
-def _launch_parallel(parallel, precision, mode, chunks, bounds, *args) -> None:
-    parallel(precision, mode, chunks, bounds, *args)
+def _launch_parallel(parallel, formats, mode, chunks, bounds, *args) -> None:
+    parallel(formats, mode, chunks, bounds, *args)
 
 
-def _launch_serial(serial, precision, mode, chunks, *args) -> None:
-    serial(precision, mode, chunks, *args, True)
+def _launch_serial(serial, formats, mode, chunks, *args) -> None:
+    serial(formats, mode, chunks, *args, True)
 
 
-# The moments' storage the fused CPU kernel takes (names in _numba_lowbit): the low-memory
+# A slot's storage the fused CPU kernel takes (names in _numba_lowbit): the low-memory
 # precisions by their own dtype; "fp32" (torch's format: the param's dtype, or float32) by the
 # dtype the optimizer made the state in, stored to nearest as torch's copy_ does.
 _STORAGE = {
@@ -328,26 +343,26 @@ _PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 def _row(
     spec, p: Tensor, g: Tensor, state: dict[str, Any], precision: str, aux_key, stream: int,
-    param_rounding: str,
-) -> tuple[list[int], str] | None:  # fmt: skip
-    """The fused kernel's address row for one tensor (its random stream last) and the name of
-    its moments' storage, or None if it takes the other path: contiguous CPU float32,
-    bfloat16 or float16 tensors (the grad of the param's dtype and shape), both slots stored
-    in one format, the counters on the host."""
+    param_rounding: str, stored: tuple[bool, ...],
+) -> tuple[list[int], tuple[str, ...]] | None:  # fmt: skip
+    """The fused kernel's address row for one tensor (its random stream last) and the names
+    of its slots' storage (``"ABSENT"`` for a slot not stored, and past the spec's last), or
+    None if it takes the other path: contiguous CPU float32, bfloat16 or float16 tensors (the
+    grad of the param's dtype and shape), the state holding the slots ``stored`` (the spec's
+    ``slots_used`` by the group's flags) and no other, each in a format the kernel takes, the
+    counters on the host."""
     if p.dtype not in _PARAM_DTYPES or g.dtype != p.dtype or not p.numel():
         return None
-    keys = [key for key in spec.tensor_state if key in state]
-    if len(keys) != 2:
+    held = [key for key in spec.tensor_state if key in state]
+    want = (*stored, *(False,) * TENSOR_SLOTS)[: len(spec.tensor_state)]
+    if tuple(key in state for key in spec.tensor_state) != want:
         return None
-    slots = [state[key] for key in keys]
-    storage = _STORAGE.get((precision, slots[0].dtype))
     comp = state.get(KAHAN_KEY)
     kahan = p.dtype != torch.float32 and param_rounding == "kahan"
+    slots = [state[key] for key in held]
     tensors = [p, g, *slots] + ([comp] if kahan else [])
     if (
-        storage is None
-        or slots[1].dtype != slots[0].dtype
-        or (kahan and (comp is None or comp.dtype != p.dtype))
+        (kahan and (comp is None or comp.dtype != p.dtype))
         or any(not (t.is_cpu and t.is_contiguous()) or t.is_neg() for t in tensors)
         or any(t.shape != p.shape for t in tensors[1:])
     ):
@@ -360,18 +375,39 @@ def _row(
         return None
     if aux_key and aux.dtype != torch.float32:
         return None
-    if precision == "8bit":
-        absmax = [state[key + ABSMAX_SUFFIX] for key in keys]
-        if not all(a.is_contiguous() for a in absmax):
+    storage, addresses, scales = [], [], []
+    for key in spec.tensor_state[:TENSOR_SLOTS]:
+        if key not in state:
+            storage.append("ABSENT")
+            addresses.append(g.data_ptr())  # read by no loop
+            scales.append(p.data_ptr())
+            continue
+        stored_in = slot_precision(precision, key, held)
+        name = _STORAGE.get((stored_in, state[key].dtype))
+        if name is None:
             return None
-        scales = [a.data_ptr() for a in absmax]
-    else:
-        scales = [p.data_ptr(), p.data_ptr()]
+        if key in ROUNDED_DOWN and stored_in in ("8bit", "bf16"):  # (8-bit keeps it in bf16)
+            if name != "BF16":
+                return None
+            name = "BF16_DOWN"
+        storage.append(name)
+        addresses.append(state[key].data_ptr())
+        if name == "Q8":
+            absmax = state[key + ABSMAX_SUFFIX]
+            if not absmax.is_contiguous():
+                return None
+            scales.append(absmax.data_ptr())
+        else:
+            scales.append(p.data_ptr())
+    while len(storage) < TENSOR_SLOTS:
+        storage.append("ABSENT")
+        addresses.append(g.data_ptr())
+        scales.append(p.data_ptr())
     row = [
-        p.data_ptr(), g.data_ptr(), *(s.data_ptr() for s in slots), *scales,
+        p.data_ptr(), g.data_ptr(), *addresses, *scales,
         (comp if kahan else p).data_ptr(), step.data_ptr(), aux.data_ptr(), stream,
     ]  # fmt: skip
-    return row, storage
+    return row, tuple(storage)
 
 
 def half_in_place(
@@ -393,7 +429,7 @@ def half_in_place(
             break
     else:
         return []
-    if torch.compiler.is_compiling() or not fuses(spec):  # nothing below for Dynamo to trace
+    if torch.compiler.is_compiling() or not _two_slots(spec):  # nothing below for Dynamo
         return []
     if spec.reduction_mode(cautious(group)) != NO_REDUCTION:  # the fp32 loops on copies
         return []
@@ -412,5 +448,8 @@ def half_in_place(
         and type(p) in plain
         and counts[id(p)] == 1
         and not g.is_sparse
-        and _row(spec, p, g, state, "fp32", aux_key, 0, "nearest") is not None
+        and _row(spec, p, g, state, "fp32", aux_key, 0, "nearest", _FIRST_TWO) is not None
     ]
+
+
+_FIRST_TWO = (True, True)  # the slots a half param stepped in place holds
