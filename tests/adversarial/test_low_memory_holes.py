@@ -663,3 +663,38 @@ def test_replaced_or_resized_block_scales_are_refused_before_anything_is_written
     for key, value in state.items():
         assert torch.equal(value, before[1][key]), key
     assert torch.equal(guard, torch.full((8,), 12345.0))
+
+
+@pytest.mark.parametrize("size", [0, 2])
+@pytest.mark.parametrize(
+    ("cls", "options", "key"),
+    [
+        (adamkit.Lion, {}, "step"),
+        (adamkit.SGD, {"momentum": 0.9}, "step"),
+        (adamkit.AdamW, {}, "step"),
+        (adamkit.NAdam, {}, "mu_product"),
+    ],
+    ids=["Lion", "SGD", "AdamW", "NAdam-mu_product"],
+)
+def test_a_counter_of_another_size_is_refused_fused_as_on_the_torch_ops_path(
+    cls, options, key, size
+):
+    # The fused loops read and wrote element 0 of the counter: past the end of an empty one
+    # (a crash), or silently of a longer one.
+    errors = []
+    for fused in (True, False):
+        p = torch.nn.Parameter(torch.randn(775))
+        opt = cls([p], lr=1e-2, state_precision="bf16", fused=fused, **options)
+        p.grad = torch.randn(775)
+        opt.step()
+        state = opt.state[p]
+        state[key] = torch.zeros(size, dtype=state[key].dtype)
+        before = {k: v.clone() for k, v in state.items() if k != key}
+        param = p.detach().clone()
+        with pytest.raises((ValueError, RuntimeError)) as raised:
+            opt.step()
+        errors.append(type(raised.value))
+        assert torch.equal(p.detach(), param)
+        for k, v in before.items():
+            assert torch.equal(state[k], v), k
+    assert errors[0] is errors[1]

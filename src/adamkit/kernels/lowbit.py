@@ -371,9 +371,11 @@ def _row(
     if step is None:
         return None
     aux = state[aux_key] if aux_key else step
+    # (the loops read and write element 0 of each counter: one of another size goes to the
+    # torch-ops path, which refuses it before anything is written)
     if not (step.is_cpu and step.dtype == torch.float64 and aux.is_cpu):
         return None
-    if aux_key and aux.dtype != torch.float32:
+    if step.numel() != 1 or aux.numel() != 1 or (aux_key and aux.dtype != torch.float32):
         return None
     storage, addresses, scales = [], [], []
     for key in spec.tensor_state[:TENSOR_SLOTS]:
