@@ -543,10 +543,7 @@ def {function}_main_{cell}(chunks, addresses, numels, hyper, bias, flags, totals
 def {function}_blocks_{cell}(chunks, addresses, numels, hyper, bias, flags, advance):
     if advance:
         _advance(ADVANCE, addresses, _bias(bias), {has_aux}, STEP, AUX)
-    _blocks(
-        ELEMENT, SCALARS, {sums}, {reduce}, {keep}, {kinds}, {formats}, {mode}, {half},
-        chunks, addresses, numels, hyper, bias, flags, np.zeros((0, 2)),
-    )
+    {function}_main_{cell}(chunks, addresses, numels, hyper, bias, flags, np.zeros((0, 2)))
 
 
 @_jit_parallel
@@ -606,7 +603,7 @@ def _namespace(spec: AlgorithmSpec) -> dict[str, Any]:
 
 
 # measured with an empty NUMBA_CACHE_DIR on a 2-core machine (docs/benchmarks.md)
-COMPILE_ESTIMATE = "about 4 s"
+COMPILE_ESTIMATE = "about 10-15 s"
 
 
 def cell(
