@@ -128,6 +128,16 @@ _U8 = np.empty(0, np.uint8)
 
 
 _tensor_seed = _helper(tensor_seed)  # int64 products wrap: their low 32 bits are exact
+_QUIET_NAN = np.float32(np.nan)  # 0x7FC00000
+
+
+@_inline
+def _one_nan(x):
+    """``x``, or the positive quiet NaN for any NaN. Where two NaNs meet in an operation, x86
+    returns the first operand's, and which operand is first is LLVM's choice: it differs
+    between a cell's own entry point and the copy inlined into its parallel one, so without
+    this a NaN's sign would depend on which of them ran (on numba's cache)."""
+    return x if x == x else _QUIET_NAN
 
 
 @_helper
@@ -332,6 +342,36 @@ def _block_of(views, lo, hi):
     return views[0][lo:hi], views[1][lo:hi], views[2][lo:hi], views[3][lo:hi], views[4][lo:hi]
 
 
+@_inline
+def _tensor_views(row, n):
+    """A tensor's param views and each slot's views (:func:`_slot_views`)."""
+    blocks = (n + BLOCK - 1) // BLOCK
+    return (
+        _param_views(row, n),
+        _slot_views(row, S0, A0, n, blocks),
+        _slot_views(row, S1, A1, n, blocks),
+        _slot_views(row, S2, A2, n, blocks),
+    )
+
+
+@_inline
+def _block_inputs(
+    fmt0, fmt1, fmt2, kind0, kind1, kind2, params, views0, views1, views2,
+    buffer0, buffer1, buffer2, blk, lo, hi,
+):  # fmt: skip
+    """Block ``blk`` (elements lo..hi) as the element loop reads it: its param views, each
+    slot's bfloat16 patterns and full-precision values, its 8-bit codes decoded into
+    ``buffer*``."""
+    _decode_slot(fmt0, kind0, views0, blk, lo, hi, buffer0)
+    _decode_slot(fmt1, kind1, views1, blk, lo, hi, buffer1)
+    _decode_slot(fmt2, kind2, views2, blk, lo, hi, buffer2)
+    return (
+        _block_of(params, lo, hi),
+        views0[1][lo:hi], views1[1][lo:hi], views2[1][lo:hi],
+        views0[2][lo:hi], views1[2][lo:hi], views2[2][lo:hi],
+    )  # fmt: skip
+
+
 # (A numba function of its own, so the reassociation LLVM needs to vectorize a float sum
 # applies to the sum alone, not to the element's arithmetic the terms come from.)
 @numba.njit(fastmath={"reassoc"}, error_model="numpy")
@@ -372,20 +412,14 @@ def _block_sums(
         t, first, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         n, row = numels[t], addresses[t]
         k = _row(table, t)
-        blocks = (n + BLOCK - 1) // BLOCK
-        params = _param_views(row, n)
-        views0 = _slot_views(row, S0, A0, n, blocks)
-        views1 = _slot_views(row, S1, A1, n, blocks)
-        views2 = _slot_views(row, S2, A2, n, blocks)
+        params, views0, views1, views2 = _tensor_views(row, n)
         for blk in range(first, end):
             lo = blk * BLOCK
             hi = min(lo + BLOCK, n)
-            param = _block_of(params, lo, hi)
-            bits0, bits1, bits2 = views0[1][lo:hi], views1[1][lo:hi], views2[1][lo:hi]
-            full0, full1, full2 = views0[2][lo:hi], views1[2][lo:hi], views2[2][lo:hi]
-            _decode_slot(fmt0, kind0, views0, blk, lo, hi, buffer0)
-            _decode_slot(fmt1, kind1, views1, blk, lo, hi, buffer1)
-            _decode_slot(fmt2, kind2, views2, blk, lo, hi, buffer2)
+            param, bits0, bits1, bits2, full0, full1, full2 = _block_inputs(
+                fmt0, fmt1, fmt2, kind0, kind1, kind2, params, views0, views1, views2,
+                buffer0, buffer1, buffer2, blk, lo, hi,
+            )  # fmt: skip
             count = 0
             for j in range(hi - lo):
                 if param_mode == PARAM_FLOAT32:
@@ -441,22 +475,16 @@ def _blocks(
         t, first, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         n, row, seed = numels[t], addresses[t], seeds[t]
         k = _row(table, t)
-        blocks = (n + BLOCK - 1) // BLOCK
-        params = _param_views(row, n)
-        views0 = _slot_views(row, S0, A0, n, blocks)
-        views1 = _slot_views(row, S1, A1, n, blocks)
-        views2 = _slot_views(row, S2, A2, n, blocks)
+        params, views0, views1, views2 = _tensor_views(row, n)
         for blk in range(first, end):
             lo = blk * BLOCK
             hi = min(lo + BLOCK, n)
-            param = _block_of(params, lo, hi)
-            bits0, bits1, bits2 = views0[1][lo:hi], views1[1][lo:hi], views2[1][lo:hi]
-            full0, full1, full2 = views0[2][lo:hi], views1[2][lo:hi], views2[2][lo:hi]
+            param, bits0, bits1, bits2, full0, full1, full2 = _block_inputs(
+                fmt0, fmt1, fmt2, kind0, kind1, kind2, params, views0, views1, views2,
+                buffer0, buffer1, buffer2, blk, lo, hi,
+            )  # fmt: skip
             # the draws of the block's elements, counted on from its first's
             base, param_base = random_base(seed, lo), random_base(seed ^ PARAM_STREAM, lo)
-            _decode_slot(fmt0, kind0, views0, blk, lo, hi, buffer0)
-            _decode_slot(fmt1, kind1, views1, blk, lo, hi, buffer1)
-            _decode_slot(fmt2, kind2, views2, blk, lo, hi, buffer2)
             top0 = top1 = top2 = np.uint32(0)
             bottom0 = bottom1 = bottom2 = np.uint32(0xFFFFFFFF)
             for j in range(hi - lo):
@@ -472,6 +500,7 @@ def _blocks(
                 new_p, x0, x1, x2, base_p, u, g_seen = element(p, g, s0, s1, s2, h, k, f)
                 if cautious:  # k[4]: 1/max(mean(mask), floor); k[5]: 0
                     new_p = base_p - u * (k[4] if u * g_seen > 0 else k[5])
+                new_p, x0, x1, x2 = _one_nan(new_p), _one_nan(x0), _one_nan(x1), _one_nan(x2)
                 # (the stores in this function's body: LLVM vectorizes the loop only where
                 # it sees them unconditional, which it does not through an inlined helper)
                 if param_mode == PARAM_FLOAT32:

@@ -105,6 +105,14 @@ def _bf16_round(x, noise, NEAREST: tl.constexpr):
 
 
 @triton.jit
+def _one_nan(x):
+    """``x``, or the positive quiet NaN (0x7FC00000) for any NaN: the CPU kernel stores one
+    NaN (:func:`adamkit.kernels._numba_lowbit._one_nan`), and this kernel equals it bit for
+    bit."""
+    return tl.where(x != x, float("nan"), x)
+
+
+@triton.jit
 def _random_bits(seed, index):
     """:func:`adamkit.reference.lowbit.random_bits`, modulo 2^32 in uint32 lanes."""
     x = index.to(tl.uint32) * 0x9E3779B1 + seed.to(tl.uint32)
@@ -174,6 +182,7 @@ def _lowbit_kernel(
     # F2 is False where it switches on a third slot (Adam's AMSGrad: the torch-ops path runs
     # with it); another spec's (ADOPT's decouple) reads as given.
     new_p, x0, x1, _, _, _, _ = ELEMENT(p, g, s0, s1, g, h, k, (F0, F1, F2, F3))
+    new_p, x0, x1 = _one_nan(new_p), _one_nan(x0), _one_nan(x1)
     if PARAM == 0:
         tl.store(p_ptr + offs, new_p, mask=mask)
     elif PARAM == 1:
