@@ -29,7 +29,7 @@ from adamkit.explore.compute import (
     trajectories,
 )
 from adamkit.explore.variants import EXTRAS, VARIANTS
-from adamkit.reference import ademamix, adopt, lion, schedule_free
+from adamkit.reference import adafactor, adam, ademamix, adopt, lion, schedule_free, stable_adamw
 from adamkit.viz.functions import FUNCTIONS, get
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,6 +70,7 @@ def test_run_is_the_reference_and_fast_enough():
     assert set(result["paths"]) == set(OPTIMIZERS)
     assert {"AdamW", "NAdam", "RAdam", "Adamax"} <= set(OPTIMIZERS)
     assert {"AdEMAMix", "ADOPT", "Lion", "Schedule-Free"} <= set(OPTIMIZERS)
+    assert {"StableAdamW", "Cautious Adam", "Adafactor"} <= set(OPTIMIZERS)
     adam = result["inspect"]
     # Adam's first step: m̂_1 = g_1, √v̂_1 = |g_1|, so the update is α·g/(|g|+ε).
     g = adam["m_hat"][0]
@@ -109,13 +110,15 @@ def _direction(name: str, ins: dict, s: Settings) -> np.ndarray:
         return first + s.alpha * np.array(ins["extras"][0]["data"])
     if name == "Lion":  # α·sign(c)
         return np.sign(first)
+    if name == "Cautious Adam":  # α·s·m̂/(√v̂+ε): the mask's scale s is an extra series
+        return first * np.array(ins["extras"][0]["data"])
     return first
 
 
 def test_each_optimizers_panels_are_what_moved_its_point():
     """The update panel is what was subtracted from the point; it is the effective lr times
     the first moment where the optimizer has one (AdamW's decay comes first; AdEMAMix adds
-    α·m2, Lion takes c's sign)."""
+    α·m2, Lion takes c's sign, Cautious Adam's mask scales it), else times g (Adafactor)."""
     s = Settings(function="beale", steps=40, weight_decay=0.1)
     for name in OPTIMIZERS:
         result = run(Settings(**{**s.__dict__, "inspect": name}))
@@ -126,6 +129,10 @@ def test_each_optimizers_panels_are_what_moved_its_point():
         np.testing.assert_allclose(points[1:], points[:-1] * decay - update, rtol=1e-12, atol=1e-15)
         if ins["labels"]["m_hat"] is not None:
             product = np.array(ins["effective_lr"]) * _direction(name, ins, s)
+            np.testing.assert_allclose(product, update, rtol=1e-9, atol=1e-15, err_msg=name)
+        elif name == "Adafactor":  # no first moment: its effective lr multiplies g
+            _, g = gradients(get(s.function), points[:-1])
+            product = np.array(ins["effective_lr"]) * g
             np.testing.assert_allclose(product, update, rtol=1e-9, atol=1e-15, err_msg=name)
         for key, label in ins["labels"].items():
             assert (label is None) == (ins[key][0] is None), (name, key)
@@ -142,7 +149,7 @@ _VARIANT_SETTINGS = Settings(
 
 def _reference_hyper(name: str, lr: float, s: Settings):
     """Each variant's reference hyperparameters as its docstring defines them, for the page's
-    settings: no weight decay (λ is AdamW's), Lion's own β2."""
+    settings: no weight decay (λ is AdamW's), Lion's own β2, Adafactor's ε1 the page's ε."""
     if name == "AdEMAMix":
         return ademamix, ademamix.AdEMAMixHyper(
             lr=lr, beta1=s.beta1, beta2=s.beta2, beta3=s.beta3, alpha=s.alpha, eps=s.eps,
@@ -152,6 +159,14 @@ def _reference_hyper(name: str, lr: float, s: Settings):
         return adopt, adopt.ADOPTHyper(lr=lr, beta1=s.beta1, beta2=s.beta2, eps=s.eps)
     if name == "Lion":
         return lion, lion.LionHyper(lr=lr, beta1=s.beta1, beta2=0.99)
+    if name == "StableAdamW":
+        return stable_adamw, stable_adamw.StableAdamWHyper(
+            lr=lr, beta1=s.beta1, beta2=s.beta2, eps=s.eps, weight_decay=0.0
+        )
+    if name == "Cautious Adam":
+        return adam, adam.AdamHyper(lr=lr, beta1=s.beta1, beta2=s.beta2, eps=s.eps, cautious=True)
+    if name == "Adafactor":
+        return adafactor, adafactor.AdafactorHyper(lr=lr, eps1=s.eps)
     return schedule_free, schedule_free.ScheduleFreeHyper(
         lr=lr, beta1=s.beta1, beta2=s.beta2, eps=s.eps
     )
@@ -159,7 +174,7 @@ def _reference_hyper(name: str, lr: float, s: Settings):
 
 def _stepped_directly(name: str, s: Settings):
     """The variant's reference stepped by hand from the function's start: the points, and per
-    step (param before, state before, state after, aux)."""
+    step (param before, its gradient, state before, state after, aux)."""
     function = get(s.function)
     module, hyper = _reference_hyper(name, contour(s.function)["lrs"][name], s)
     param = np.array(function.start, dtype=np.float64)
@@ -168,23 +183,30 @@ def _stepped_directly(name: str, s: Settings):
     for _ in range(s.steps):
         _, g = gradients(function, param[None])
         new, after, aux = module.step(param, g[0], state, hyper)
-        steps.append((param, state, after, aux))
+        steps.append((param, g[0], state, after, aux))
         param, state = new, after
         points.append(param)
     return hyper, np.array(points), steps
 
 
+# StableAdamW's clipping engages on Himmelblau within those steps (not on Rosenbrock).
+_VARIANT_FUNCTION = {"StableAdamW": "himmelblau"}
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_each_variants_path_and_series_are_its_reference_stepped_directly(name):
     clear_cache()
-    s = Settings(**{**_VARIANT_SETTINGS.__dict__, "inspect": name, "show": (name,)})
+    function = _VARIANT_FUNCTION.get(name, _VARIANT_SETTINGS.function)
+    overrides = {"function": function, "inspect": name, "show": (name,)}
+    s = Settings(**{**_VARIANT_SETTINGS.__dict__, **overrides})
     result = run(s)
     hyper, points, steps = _stepped_directly(name, s)
     np.testing.assert_array_equal(np.array(result["paths"][name]["points"]), points)
     ins = result["inspect"]
     extras = {e["key"]: e["data"] for e in ins["extras"]}
     auxes = [aux for *_, aux in steps]
-    after = [a for _, _, a, _ in steps]
+    after = [a for *_, a, _ in steps]
+    grads = np.array([g for _, g, *_ in steps])
 
     def same(series, expected):
         np.testing.assert_array_equal(np.array(series, dtype=float), np.array(expected))
@@ -215,6 +237,52 @@ def test_each_variants_path_and_series_are_its_reference_stepped_directly(name):
         assert ins["sqrt_v_hat"] == [None] * s.steps
         # every coordinate moves by exactly α a step
         assert set(np.abs(np.array(ins["update"])).ravel()) == {hyper.lr}
+    elif name == "StableAdamW":
+        same(ins["m_hat"], [st.m for st in after])  # its state holds m̂ and v̂
+        same(ins["sqrt_v_hat"], [np.sqrt(st.v) for st in after])
+        same(ins["effective_lr"], [a.lr / a.denom for a in auxes])
+        same(ins["update"], [a.update for a in auxes])
+        same(extras["rms"], [a.rms for a in auxes])
+        same(extras["lr_used"], [a.lr for a in auxes])
+        # rms = √mean(g²/max(v̂, ε²)), and the lr is divided by it where it passes 1
+        v = np.array([st.v for st in after])
+        rms = np.sqrt(np.mean(grads**2 / np.maximum(v, s.eps**2), axis=1))
+        np.testing.assert_allclose(extras["rms"], rms, rtol=1e-12)
+        np.testing.assert_allclose(extras["lr_used"], hyper.lr / np.maximum(1, rms), rtol=1e-12)
+        assert extras["rms"][0] == 1.0 and sum(r > 1 for r in extras["rms"]) > 5
+    elif name == "Cautious Adam":
+        same(ins["m_hat"], [a.m_hat for a in auxes])
+        same(ins["sqrt_v_hat"], [np.sqrt(a.v_hat) for a in auxes])
+        same(ins["effective_lr"], [a.effective_lr for a in auxes])
+        same(ins["update"], [a.update for a in auxes])
+        # s = mask/max(mean(mask), 1e-3), mask = [m̂·g > 0]: on two coordinates 0, 1 or 2
+        mask = np.array(ins["m_hat"]) * grads > 0
+        scale = mask / np.maximum(mask.mean(axis=1, keepdims=True), 1e-3)
+        same(extras["mask"], scale)
+        assert set(np.ravel(extras["mask"])) == {0.0, 1.0, 2.0}
+        # the update is plain Adam's from the same state, scaled by s
+        plain = adam.AdamHyper(lr=hyper.lr, beta1=s.beta1, beta2=s.beta2, eps=s.eps)
+        unmasked = [adam.step(p, g, st, plain)[2].update for p, g, st, *_ in steps]
+        same(ins["update"], np.array(unmasked) * scale)
+    elif name == "Adafactor":
+        same(ins["sqrt_v_hat"], [np.sqrt(np.maximum(a.var_estimate, s.eps**2)) for a in auxes])
+        same(ins["update"], [a.alpha / a.clip_divisor * a.update for a in auxes])
+        same(extras["rho"], [a.rho for a in auxes])
+        same(extras["alpha_t"], [a.alpha for a in auxes])
+        same(extras["clip"], [a.clip_divisor for a in auxes])
+        # V_1 = g_1² (β̂2_1 = 0); ρₜ = min(ρ, 1/√t); αₜ = max(1e-3, RMS(x, y))·ρₜ; clipping engages
+        np.testing.assert_allclose(ins["sqrt_v_hat"][0], np.abs(grads[0]), rtol=1e-15)
+        t = np.arange(1, s.steps + 1)
+        np.testing.assert_allclose(extras["rho"], np.minimum(hyper.lr, 1 / np.sqrt(t)))
+        rms = np.sqrt(np.mean(points[:-1] ** 2, axis=1))
+        np.testing.assert_allclose(
+            extras["alpha_t"], np.maximum(1e-3, rms) * extras["rho"], rtol=1e-12
+        )
+        assert sum(c > 1 for c in extras["clip"]) > 5
+        np.testing.assert_allclose(
+            np.array(ins["update"]), points[:-1] - points[1:], rtol=1e-12, atol=1e-15
+        )
+        assert ins["m_hat"] == [None] * s.steps
     else:
         same(ins["sqrt_v_hat"], [a.denom - hyper.eps for a in auxes])
         same(ins["effective_lr"], [a.lr / a.denom for a in auxes])
@@ -234,8 +302,12 @@ def test_variants_labels_lrs_and_cache_keys():
     assert labels("Lion")["sqrt_v_hat"] is None and labels("Lion")["update"] == "α·sign(c)"
     assert labels("ADOPT")["sqrt_v_hat"] == "max(√vₜ₋₁, ε)"
     assert labels("Schedule-Free")["m_hat"] is None
-    assert contour("rosenbrock")["lr_symbols"]["AdEMAMix"] == "η"
-    assert contour("rosenbrock")["lr_symbols"]["Lion"] == "α"
+    assert labels("StableAdamW")["update"] == "αₜ·m̂/(√v̂+ε)"
+    assert labels("Cautious Adam")["update"] == "α·s·m̂/(√v̂+ε)"
+    assert labels("Adafactor")["m_hat"] is None
+    assert labels("Adafactor")["sqrt_v_hat"] == "max(√V, ε)"
+    symbols = contour("rosenbrock")["lr_symbols"]
+    assert symbols["AdEMAMix"] == "η" and symbols["Lion"] == "α" and symbols["Adafactor"] == "ρ"
     for name in FUNCTIONS:  # the defaults' rule: about as close to a minimum as Adam in 500 steps
         lrs = contour(name)["lrs"]
         assert lrs["Lion"] <= lrs["Adam"], name  # sign steps of exactly α
@@ -247,6 +319,9 @@ def test_variants_labels_lrs_and_cache_keys():
             return float(np.min(np.hypot(*(minima - end).T)))
 
         for opt in VARIANTS:  # (one that moves by ~α a step cannot settle closer than α)
+            if (name, opt) == ("rosenbrock", "Adafactor"):  # its relative step stalls at 0
+                assert np.hypot(*result["paths"][opt]["points"][-1]) < 1e-2
+                continue
             assert distance(opt) <= max(2 * distance("Adam"), 3 * lrs[opt]), (name, opt)
     # Each variant's trajectory depends on its own settings only.
     clear_cache()
@@ -256,8 +331,11 @@ def test_variants_labels_lrs_and_cache_keys():
     assert trajectories(beta3)[1] == ["AdEMAMix"]
     assert trajectories(Settings(**{**beta3.__dict__, "alpha": 2.0}))[1] == ["AdEMAMix"]
     beta2 = Settings(**{**s.__dict__, "beta2": 0.99})
-    untouched = {"SGD", "Momentum", "Lion"}  # Lion's β2 is its own
+    untouched = {"SGD", "Momentum", "Lion", "Adafactor"}  # their β2 is their own
     assert trajectories(beta2)[1] == [n for n in OPTIMIZERS if n not in untouched]
+    eps = Settings(**{**s.__dict__, "eps": 1e-6})  # Adafactor's ε1 floors √V at it
+    untouched = {"SGD", "Momentum", "Lion"}
+    assert trajectories(eps)[1] == [n for n in OPTIMIZERS if n not in untouched]
     assert trajectories(Settings(**{**s.__dict__, "weight_decay": 0.5}))[1] == ["AdamW"]
     assert trajectories(Settings(**{**s.__dict__, "lrs": {"Lion": 0.02}}))[1] == ["Lion"]
 
@@ -318,6 +396,14 @@ def test_bad_settings_get_a_clear_400(server, query, message):
     assert status == 400 and message in body["error"]
     with pytest.raises(BadSetting, match=r"must|unknown"):
         Settings.from_query(dict([query.split("=")]))
+
+
+def test_a_name_with_a_space_goes_through_the_query(server):
+    query = "show=Adam,Cautious+Adam&inspect=Cautious+Adam&lr_Cautious+Adam=0.02&steps=5"
+    status, body = _get(f"{server}/api/run?{query}")
+    assert status == 200 and set(body["paths"]) == {"Adam", "Cautious Adam"}
+    assert body["paths"]["Cautious Adam"]["lr"] == 0.02
+    assert body["inspect"]["name"] == "Cautious Adam"
 
 
 def test_port_in_use_is_one_clear_line():
@@ -559,6 +645,12 @@ _VARIANT_PANELS = {
     "ADOPT": (["m", "max(√vₜ₋₁, ε)", "α", "α·m"], ["n", "(t-1)^¼"]),
     "Lion": (["c", None, "α", "α·sign(c)"], ["m"]),
     "Schedule-Free": ([None, "√v̂", "α/(√v̂+ε)", "yₜ - yₜ₊₁"], ["α·u", "c"]),
+    "StableAdamW": (["m̂", "√v̂", "αₜ/(√v̂+ε)", "αₜ·m̂/(√v̂+ε)"], ["rms", "αₜ"]),
+    "Cautious Adam": (["m̂", "√v̂", "α/(√v̂+ε)", "α·s·m̂/(√v̂+ε)"], ["s"]),
+    "Adafactor": (
+        [None, "max(√V, ε)", "αₜ/(max(1, RMS(U))·max(√V, ε))", "αₜ·U/max(1, RMS(U))"],
+        ["ρₜ", "αₜ", "max(1, RMS(U))"],
+    ),
 }
 
 
@@ -581,9 +673,10 @@ def _check_variants_panels(driver, name: str, common: list, extras: list) -> Non
     assert [p["empty"] for p in panels] == [c is None for c in common], name
     assert [p["label"] for p in extra] == extras and not any(p["empty"] for p in extra)
     assert [p["row"] for p in extra] == extras
+    scalars = {e.key for e in EXTRAS[name] if e.scalar}
     for p in extra:
         assert name in p["title"] and p["label"] in p["title"], p
-        scalar = p["key"] in ("clip", "c")
+        scalar = p["key"] in scalars
         assert p["legend"] == (["x = y"] if scalar else ["x", "y"]), p
         assert len(p["lines"]) == len(p["legend"]) and min(p["lines"]) > 100, p
     query = driver.execute_script("return Object.fromEntries(query())")
@@ -613,11 +706,14 @@ def test_page_shows_the_variants_paths_and_their_own_series(server):
         lr_label = driver.find_element("css selector", "label[for=lr_AdEMAMix]").text
         assert lr_label == "η AdEMAMix"
         assert driver.find_element("css selector", "label[for=lr_Lion]").text == "α Lion"
+        # Adafactor's lr caps its relative step size ρₜ, so it is ρ
+        assert driver.find_element("css selector", "label[for=lr_Adafactor]").text == "ρ Adafactor"
         legend = driver.execute_script(
             "const p = window.explorer.result.paths; return pathName('Schedule-Free', "
             "p['Schedule-Free']) + '|' + pathName('Adam', p.Adam)"
         )
         assert legend == "Schedule-Free (y)|Adam"  # its path is y, where g is taken
+        assert set(_VARIANT_PANELS) == set(VARIANTS)
         for name, (common, extras) in _VARIANT_PANELS.items():
             _check_variants_panels(driver, name, common, extras)
         # ADOPT's first call only fills v: no clip bound at step 1 (the panel still draws)

@@ -1,12 +1,13 @@
 """What the explorer page shows, computed by the NumPy reference.
 
 The optimizers of the Adam family, the rules it combines and its variants (AdEMAMix, ADOPT,
-Lion, Schedule-Free: :mod:`.variants`) run from one start point on a test function. Each step,
-one batched call gives the gradients: the function's own derivative, not the optimizer's math
-(:mod:`.dual`). Each optimizer's update is its reference step (:mod:`adamkit.reference`). For
-every optimizer, the per-coordinate first moment, second-moment scale, effective learning rate
-and update of every step, and a variant's own further series, come from the reference's own
-intermediates (or its state), labelled as that optimizer defines them.
+Lion, Schedule-Free, StableAdamW, Cautious Adam, Adafactor: :mod:`.variants`) run from one start
+point on a test function. Each step, one batched call gives the gradients: the function's own
+derivative, not the optimizer's math (:mod:`.dual`). Each optimizer's update is its reference
+step (:mod:`adamkit.reference`). For every optimizer, the per-coordinate first moment,
+second-moment scale, effective learning rate and update of every step, and a variant's own
+further series, come from the reference's own intermediates (or its state), labelled as that
+optimizer defines them.
 
 Each optimizer's trajectory is cached by what it depends on (function, start, its own
 hyperparameters), so moving one optimizer's α recomputes that optimizer only, and more steps
@@ -83,7 +84,7 @@ class Settings:
     start: tuple[float, float] | None = None  # None: the function's own start
     lrs: dict[str, float] = field(default_factory=dict)  # by optimizer; missing: the default
     beta1: float = 0.9  # β1 of the Adam family and its variants, Momentum's μ
-    beta2: float = 0.999  # β2 of the Adam family (not Lion's), RMSProp's averaging constant
+    beta2: float = 0.999  # β2 of the Adam family (not Lion's, Adafactor's), RMSProp's constant
     eps: float = 1e-8
     beta3: float = 0.9999  # AdEMAMix's slow EMA (its default)
     alpha: float = 5.0  # AdEMAMix's weight of the slow EMA (its default)
@@ -293,7 +294,7 @@ def _advance(function: TestFunction, jobs: list[Trajectory], steps: int) -> None
                 t.param, t.state, aux = t.module.step(param, g, before, t.hyper)
                 if t.name in variants.VARIANTS:
                     quantities, extras = variants.inspected(
-                        t.name, t.hyper, param, before, t.state, aux
+                        t.name, t.hyper, param, g, before, t.state, aux
                     )
                 else:
                     quantities, extras = _inspected(t.name, t.hyper, g, t.state, aux), []

@@ -5,9 +5,10 @@ const COLORS = {
   SGD: "#1f77b4", Momentum: "#2ca02c", RMSProp: "#ff7f0e", Adam: "#d62728",
   AdamW: "#9467bd", NAdam: "#8c564b", RAdam: "#e377c2", Adamax: "#17becf",
   AdEMAMix: "#bcbd22", ADOPT: "#393b79", Lion: "#111111", "Schedule-Free": "#e6550d",
+  StableAdamW: "#637939", "Cautious Adam": "#843c39", Adafactor: "#7b4173",
 };
-// The variants' paths are dashed: twelve colours alone are hard to tell apart on the contours.
-const DASHED = new Set(["AdEMAMix", "ADOPT", "Lion", "Schedule-Free"]);
+// The variants' paths are dashed: fifteen colours alone are hard to tell apart on the contours.
+const DASHED = new Set(["AdEMAMix", "ADOPT", "Lion", "Schedule-Free", "StableAdamW", "Cautious Adam", "Adafactor"]);
 // What each panel shows (the server's labels name it in the inspected optimizer's symbols).
 const SERIES = [
   ["m_hat", "first moment (direction and push)"],
