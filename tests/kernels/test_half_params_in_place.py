@@ -35,8 +35,13 @@ SPECS = [
     (adamkit.NAdam, {"weight_decay": 0.1, "decoupled_weight_decay": True}),
     (adamkit.RAdam, {"weight_decay": 0.1}),
     (adamkit.Adamax, {"maximize": True}),
+    # three slots, a third switched on by a flag, and the other two-slot specs
+    (adamkit.AdEMAMix, {"t_alpha": 2, "t_beta3": 2}),
+    (adamkit.Adam, {"amsgrad": True}),
+    (adamkit.RMSprop, {"centered": True, "momentum": 0.5}),
+    (adamkit.ADOPT, {}),
 ]
-SPEC_IDS = [cls.__name__ for cls, _ in SPECS]
+SPEC_IDS = [cls.__name__ + ("-amsgrad" if "amsgrad" in o else "") for cls, o in SPECS]
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -231,17 +236,27 @@ def test_non_finite_gradients_propagate_as_before():
 
 
 @pytest.mark.parametrize(
-    "case", ["foreach", "fused=False", "amsgrad", "strided", "float32 grad", "listed twice"]
-)
+    "case",
+    [
+        "foreach", "fused=False", "cautious", "strided", "float32 grad", "listed twice", "SGD",
+        "Lion", "ScheduleFreeAdamW",
+    ],
+)  # fmt: skip
 def test_what_the_fused_kernel_does_not_take_keeps_the_float32_copies(case, monkeypatch):
     p = torch.nn.Parameter(torch.randn(40, 50).bfloat16())
     options = {
         "foreach": {"foreach": True},
         "fused=False": {"fused": False},
-        "amsgrad": {"amsgrad": True},
+        "cautious": {"cautious": True},  # a pass before the update
+        "SGD": {"momentum": 0.9},  # SGD, Lion, Schedule-Free: no step counter in the state
     }.get(case, {})
     params = [p, p] if case == "listed twice" else [p]
-    opt = adamkit.AdamW(params, lr=1e-2, **options)
+    classes = {
+        "SGD": adamkit.SGD, "Lion": adamkit.Lion, "ScheduleFreeAdamW": adamkit.ScheduleFreeAdamW,
+    }  # fmt: skip
+    opt = classes.get(case, adamkit.AdamW)(params, lr=1e-2, **options)
+    if case == "ScheduleFreeAdamW":
+        opt.train()
     grad = torch.randn(40, 50)
     if case == "strided":
         p.data = torch.randn(50, 40).bfloat16().t()
@@ -251,7 +266,8 @@ def test_what_the_fused_kernel_does_not_take_keeps_the_float32_copies(case, monk
     counted = _Counted(monkeypatch)
     opt.step()
     assert counted.copies > 0 and counted.torch_ops == 0
-    assert opt.state[p]["exp_avg"].dtype == torch.bfloat16
+    key = {"SGD": "momentum_buffer", "ScheduleFreeAdamW": "z"}.get(case, "exp_avg")
+    assert opt.state[p][key].dtype == torch.bfloat16
 
 
 def test_a_group_mixing_dtypes_steps_each_on_its_path():

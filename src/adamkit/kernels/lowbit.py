@@ -187,9 +187,8 @@ def fuses(spec: AlgorithmSpec) -> bool:
 
 def _two_slots(spec: AlgorithmSpec) -> bool:
     """Whether ``spec``'s first two slots are always stored and any other only when a flag
-    switches it on: what the Triton pass and the in-place half step take (Adam, NAdam,
-    RAdam, Adamax, ADOPT, Schedule-Free, StableAdamW; a tensor with AMSGrad's max takes the
-    other path)."""
+    switches it on: what the Triton pass takes (Adam, NAdam, RAdam, Adamax, ADOPT,
+    Schedule-Free, StableAdamW; a tensor with AMSGrad's max takes the other path)."""
     always = spec.slots_used((False,) * FLAG_WIDTH)
     return fuses(spec) and always[:2] == (True, True) and not any(always[2:])
 
@@ -424,14 +423,18 @@ def half_in_place(
     rounded to nearest: the same float32 arithmetic, rounded once, as the group's fp32 kernel
     on float32 copies (:func:`adamkit.kernels.wrappers.half_in_float32`), where that kernel is
     the numba one (the group fused, or the default) and not under torch.compile. Plain
-    tensors listed once in the group, with a dense grad of their dtype."""
+    tensors listed once in the group, with a dense grad of their dtype and the slots the
+    group's flags switch on: every spec with a step counter, two or three slots (not SGD, Lion
+    or Schedule-Free, whose torch-format state has none), and no pass before the update
+    (StableAdamW, ``cautious``: the per-tensor sum is added in another order than the fp32
+    kernel's)."""
     half = wrappers.HALF_DTYPES
     for p in params:  # a plain loop: this runs every step, for every group
         if p.dtype in half:
             break
     else:
         return []
-    if torch.compiler.is_compiling() or not _two_slots(spec):  # nothing below for Dynamo
+    if torch.compiler.is_compiling() or not fuses(spec):  # nothing below for Dynamo
         return []
     if spec.reduction_mode(cautious(group)) != NO_REDUCTION:  # the fp32 loops on copies
         return []
@@ -443,6 +446,8 @@ def half_in_place(
         return []
     plain, counts = wrappers.Adapted.PLAIN_TYPES, collections.Counter(map(id, group["params"]))
     aux_key = spec.scalar_state
+    flags = padded_scalars(spec.name, torch.float32, hyper_key(spec, group)).flags
+    stored = spec.slots_used(tuple(flags[:FLAG_WIDTH]))
     return [
         i
         for i, (p, g, state) in enumerate(zip(params, grads, states, strict=True))
@@ -450,8 +455,5 @@ def half_in_place(
         and type(p) in plain
         and counts[id(p)] == 1
         and not g.is_sparse
-        and _row(spec, p, g, state, "fp32", aux_key, 0, "nearest", _FIRST_TWO) is not None
+        and _row(spec, p, g, state, "fp32", aux_key, 0, "nearest", stored) is not None
     ]
-
-
-_FIRST_TWO = (True, True)  # the slots a half param stepped in place holds
