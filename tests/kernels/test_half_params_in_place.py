@@ -270,6 +270,48 @@ def test_what_the_fused_kernel_does_not_take_keeps_the_float32_copies(case, monk
     assert opt.state[p][key].dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("cls", [adamkit.SGD, adamkit.Lion, adamkit.ScheduleFreeAdamW])
+def test_an_uncounted_spec_keeps_the_copies_after_low_memory_state(cls, monkeypatch):
+    # Low-memory state keeps a "step" for SGD, Lion and Schedule-Free; back in torch's
+    # format the copies' path leaves it as it was. Counted on in place, a later bf16 step
+    # would draw other random numbers than after the copies.
+    p = torch.nn.Parameter(torch.randn(1000).bfloat16())
+    options = {"momentum": 0.9} if cls is adamkit.SGD else {}
+    opt = cls([p], lr=1e-2, state_precision="bf16", **options)
+    if hasattr(opt, "train"):
+        opt.train()
+    for step in range(4):
+        if step == 2:
+            opt.state_precision = "fp32"
+        p.grad = torch.randn(1000).bfloat16()
+        opt.step()
+    assert opt.state[p]["step"].item() == 2
+    counted = _Counted(monkeypatch)
+    p.grad = torch.randn(1000).bfloat16()
+    opt.step()
+    assert counted.copies > 0 and opt.state[p]["step"].item() == 2
+
+
+@pytest.mark.parametrize("cls", [adamkit.SGD, adamkit.Lion])
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_a_none_slot_from_a_checkpoint_steps_as_a_float32_params_does(cls, dtype):
+    # torch.optim saves SGD's momentum_buffer as None before its first step
+    key = "momentum_buffer" if cls is adamkit.SGD else "exp_avg"
+    options = {"momentum": 0.9} if cls is adamkit.SGD else {}
+    results = []
+    for param_dtype in (dtype, torch.float32):
+        p = torch.nn.Parameter(torch.linspace(-1, 1, 100).to(param_dtype))
+        opt = cls([p], lr=1e-2, **options)
+        saved = opt.state_dict()
+        saved["state"] = {0: {key: None}}
+        opt.load_state_dict(saved)
+        p.grad = torch.linspace(1, -1, 100).to(param_dtype)
+        opt.step()
+        results.append(p.detach().float())
+    torch.testing.assert_close(results[0], results[1], atol=1e-2, rtol=1e-2)
+    assert not torch.equal(results[0], torch.linspace(-1, 1, 100).to(dtype).float())
+
+
 def test_a_group_mixing_dtypes_steps_each_on_its_path():
     half = torch.nn.Parameter(torch.randn(3000).bfloat16())
     full = torch.nn.Parameter(torch.randn(3000))

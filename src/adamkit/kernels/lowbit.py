@@ -356,6 +356,8 @@ def _row(
     want = (*stored, *(False,) * TENSOR_SLOTS)[: len(spec.tensor_state)]
     if tuple(key in state for key in spec.tensor_state) != want:
         return None
+    if any(state[key] is None for key in held):  # (a checkpoint's SGD buffer: None)
+        return None
     comp = state.get(KAHAN_KEY)
     kahan = p.dtype != torch.float32 and param_rounding == "kahan"
     slots = [state[key] for key in held]
@@ -424,8 +426,8 @@ def half_in_place(
     on float32 copies (:func:`adamkit.kernels.wrappers.half_in_float32`), where that kernel is
     the numba one (the group fused, or the default) and not under torch.compile. Plain
     tensors listed once in the group, with a dense grad of their dtype and the slots the
-    group's flags switch on: every spec with a step counter, two or three slots (not SGD, Lion
-    or Schedule-Free, whose torch-format state has none), and no pass before the update
+    group's flags switch on: every counted spec, two or three slots (not SGD, Lion or
+    Schedule-Free, whose torch-format state has no step), and no pass before the update
     (StableAdamW, ``cautious``: the per-tensor sum is added in another order than the fp32
     kernel's)."""
     half = wrappers.HALF_DTYPES
@@ -434,7 +436,9 @@ def half_in_place(
             break
     else:
         return []
-    if torch.compiler.is_compiling() or not fuses(spec):  # nothing below for Dynamo
+    # an uncounted spec's torch-format state has no step for the kernel to count and seed by
+    # (a "step" left by low-memory state is not advanced by the copies' path either)
+    if torch.compiler.is_compiling() or not (spec.counted and fuses(spec)):  # (for Dynamo)
         return []
     if spec.reduction_mode(cautious(group)) != NO_REDUCTION:  # the fp32 loops on copies
         return []
