@@ -48,6 +48,7 @@ def _bars(
             bar.set(hatch="//", edgecolor="white")
     ax.set(ylabel=ylabel)
     ax.tick_params(axis="x", labelsize=8)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")  # eleven names side by side
     ax.set_title(title, fontsize=10)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -125,16 +126,17 @@ def compute_cost(out: Path, quick: bool) -> Claim:
 def memory(out: Path, quick: bool) -> Claim:
     model = demo.make_mlp(0)
     n_params = sum(p.numel() for p in model.parameters())
-    per_param = {}
+    per_param, numbers = {}, {}
     for n in ALL:
         opt = _stepped(n, model)
-        nbytes = sum(
-            t.numel() * t.element_size()
+        slots = [
+            t
             for s in opt.state.values()
             for key, t in s.items()
             if torch.is_tensor(t) and key != "step"
-        )
-        per_param[n] = nbytes / n_params
+        ]
+        per_param[n] = sum(t.numel() * t.element_size() for t in slots) / n_params
+        numbers[n] = sum(t.numel() for t in slots)
     _bars(
         per_param,
         "optimizer state, bytes per parameter (float32)",
@@ -151,6 +153,9 @@ def memory(out: Path, quick: bool) -> Claim:
         f"{per_param['Momentum']:.1f}, RMSProp {per_param['RMSProp']:.1f}, SGD "
         f"{per_param['SGD']:.1f}; a second-order method would keep O(n²). Variants: "
         f"{listed(per_param, VARIANTS, '.1f')} (AdEMAMix's slow EMA is a third slot, Lion "
-        "keeps its momentum alone, Schedule-Free z and v).",
+        "keeps its momentum alone, Schedule-Free z and v, StableAdamW and Cautious Adam Adam's "
+        "m and v; Adafactor no first moment and a factored second one, a row and a column "
+        f"statistic per weight matrix and a full vector per bias: {numbers['Adafactor']:,} "
+        f"numbers for {n_params:,} parameters).",
         "memory.png",
     )

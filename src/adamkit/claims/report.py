@@ -30,8 +30,9 @@ img{{max-width:100%;border:1px solid #ddd}} .verdict{{font-weight:600}}
 <p>Each claim made for Adam, one small experiment, and what it measured. This was {kind},
 {seconds:.0f} s on {html.escape(machine)}. Made by <code>adamkit claims</code>.</p>
 <p>Where a claim compares optimizers, Adam's variants (AdEMAMix, ADOPT, Lion, Schedule-Free
-AdamW) are measured beside the four rules, dashed or hatched; the verdict stays the claim's
-own comparison. The per-parameter step size claim is about Adam's α/(√v̂+ε) alone.</p>
+AdamW, StableAdamW, Cautious Adam, Adafactor) are measured beside the four rules, dashed or
+hatched; the verdict stays the claim's own comparison. The per-parameter step size claim is
+about Adam's α/(√v̂+ε) alone.</p>
 {sections}
 </body></html>
 """
