@@ -72,12 +72,10 @@ LRS = {
              "quadratic": 2e-2},
     "Schedule-Free": {"rosenbrock": 1e-1, "beale": 2e-1, "himmelblau": 1e-1, "saddle": 5e-2,
                       "quadratic": 1e-1},
-    "StableAdamW": {"rosenbrock": 5e-2, "beale": 5e-2, "himmelblau": 1e-1, "saddle": 5e-2,
-                    "quadratic": 1e-1},
-    "Cautious Adam": {"rosenbrock": 5e-2, "beale": 5e-2, "himmelblau": 1e-1, "saddle": 5e-2,
-                      "quadratic": 1e-1},
-    "Adafactor": {"rosenbrock": 5e-2, "beale": 5e-2, "himmelblau": 1e-2, "saddle": 5e-2,
-                  "quadratic": 1e-1},
+    # a function not listed: Adam's α (compute.default_lrs)
+    "StableAdamW": {},
+    "Cautious Adam": {},
+    "Adafactor": {"himmelblau": 1e-2},
 }  # fmt: skip
 LION_BETA2 = 0.99  # lion-pytorch's: the decay of the momentum Lion stores
 
