@@ -698,3 +698,66 @@ def test_a_counter_of_another_size_is_refused_fused_as_on_the_torch_ops_path(
         for k, v in before.items():
             assert torch.equal(state[k], v), k
     assert errors[0] is errors[1]
+
+
+def _delete(key):
+    def edit(state):
+        del state[key]
+
+    return edit
+
+
+def _replace(key, dtype):
+    def edit(state):
+        state[key] = torch.zeros(state[key].shape, dtype=dtype)
+
+    return edit
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize(
+    ("precision", "param_dtype", "edit", "key"),
+    [
+        ("fp32", torch.bfloat16, _delete("kahan_comp"), "kahan_comp"),
+        ("bf16", torch.float16, _delete("kahan_comp"), "kahan_comp"),
+        ("8bit", torch.float32, _delete("exp_avg"), "exp_avg"),
+        ("bf16", torch.bfloat16, _delete("exp_avg_sq"), "exp_avg_sq"),
+        ("fp32", torch.bfloat16, _delete("exp_avg"), "exp_avg"),
+        ("8bit", torch.float32, _replace("exp_avg", torch.float32), "exp_avg"),
+        ("8bit", torch.float32, _replace("exp_avg_sq", torch.bfloat16), "exp_avg_sq"),
+        ("bf16", torch.float32, _replace("exp_avg", torch.float32), "exp_avg"),
+        ("fp32", torch.bfloat16, _replace("exp_avg_sq", torch.uint8), "exp_avg_sq"),
+        ("bf16", torch.bfloat16, _replace("kahan_comp", torch.int16), "kahan_comp"),
+    ],
+    ids=[
+        "kahan-deleted", "kahan-deleted-bf16-state", "8bit-m-deleted", "bf16-v-deleted",
+        "fp32-m-deleted", "8bit-m-as-float32", "8bit-v-as-bfloat16", "bf16-m-as-float32",
+        "fp32-v-as-uint8", "kahan-as-int16",
+    ],
+)  # fmt: skip
+def test_a_state_slot_deleted_or_replaced_by_hand_is_refused_before_anything_changes(
+    precision, param_dtype, edit, key, fused
+):
+    # The kernels' state is conformed to the options only when an option or a param's dtype
+    # changes. A slot deleted or replaced by hand was stepped: a missing moment read as the
+    # gradient and not stored, 8-bit codes written as numbers into a float32 tensor, and a
+    # missing Kahan compensation raised KeyError after the other params had been updated.
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(n).to(param_dtype)) for n in (4096, 300, 5000)]
+    opt = adamkit.AdamW(
+        params, lr=1e-2, state_precision=precision, param_rounding="kahan", min_8bit_size=0,
+        fused=fused,
+    )  # fmt: skip
+    _step(opt, params)
+    edit(opt.state[params[-1]])
+    before = [p.detach().clone() for p in params]
+    states = [{k: v.clone() for k, v in opt.state[p].items()} for p in params]
+    for i, p in enumerate(params):
+        p.grad = _grad(p, 7 + i)
+    with pytest.raises(RuntimeError, match=rf"'{key}'.*del optimizer.state\[p\]"):
+        opt.step()
+    for p, b, state in zip(params, before, states, strict=True):
+        assert torch.equal(p.detach(), b)
+        assert opt.state[p].keys() == state.keys()
+        for k, v in state.items():
+            assert torch.equal(opt.state[p][k], v), k

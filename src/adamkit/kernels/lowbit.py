@@ -39,7 +39,8 @@ from ..algorithms.state_formats import (
 )
 from . import _batching, wrappers
 from ._batching import SPLIT_MIN_ELEMENTS, Threads, chunk_tables
-from .lowbit_torch import check_scales, step_tensor
+from ._state_checks import check_state
+from .lowbit_torch import step_tensor
 from .registry import choose_backend, get_default, triton_opted_in
 from .spec_kernels import (
     cautious,
@@ -74,10 +75,11 @@ def step(
     lists = (params, grads, states, precisions)
     if stepped_in_rounds(step, spec, group, *lists, param_rounding, streams, fused=fused):
         return None
-    local = checked_local(spec, params, grads, states)
+    padded = padded_scalars(spec.name, torch.float32, hyper_key(spec, group))
+    stored = spec.slots_used(tuple(padded.flags[:FLAG_WIDTH]))
+    local = checked_local(spec, stored, params, grads, states, precisions, param_rounding)
     shards = local[0] is not params
     params, grads, states = local
-    padded = padded_scalars(spec.name, torch.float32, hyper_key(spec, group))
     scalars = (padded.hyper, padded.bias, padded.flags)
     rest = list(range(len(params)))
     replays: list[LowMemoryReplay] = []
@@ -126,30 +128,19 @@ def stepped_in_rounds(
     return True
 
 
-def checked_local(spec, params, grads, states):
+def checked_local(spec, stored, params, grads, states, precisions, param_rounding):
     """The local shards of DTensor params, grads and state (:func:`_local_shards`), after
-    checking that every gradient and state slot has its param's shape (before anything is
-    written)."""
+    checking that every gradient and state slot has its param's shape and the format the
+    step reads (:func:`~adamkit.kernels._state_checks.check_state`; ``stored``: the spec's
+    ``slots_used`` by the group's flags), before anything is written."""
     params, grads, states = _local_shards(params, grads, states)
     _batching.check_sizes(
         params,
         [list(grads), *([st.get(key) for st in states] for key in spec.tensor_state)],
         ("grad", *spec.tensor_state),
     )
-    _check_scales(spec, params, states)
+    check_state(spec, stored, params, states, precisions, param_rounding)
     return params, grads, states
-
-
-def _check_scales(spec, params, states) -> None:
-    """:func:`~adamkit.kernels.lowbit_torch.check_scales` of every 8-bit slot's block scales:
-    the kernels read and write one float32 per block there (a replaced or resized scales
-    tensor would be written past its end)."""
-    keys = [key + ABSMAX_SUFFIX for key in spec.tensor_state]
-    for p, state in zip(params, states, strict=True):
-        for key in keys:
-            scales = state.get(key)
-            if scales is not None:
-                check_scales(key, scales, p.numel(), p.device)
 
 
 def _rounds(params: Sequence[Tensor]) -> list[list[int]]:

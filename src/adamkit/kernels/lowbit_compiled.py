@@ -135,8 +135,12 @@ def step(
     lists = (params, grads, states, precisions)
     if stepped_in_rounds(step, spec, group, *lists, param_rounding, streams):
         return
-    params, grads, states = checked_local(spec, params, grads, states)
     scalars: dict[torch.device, GroupScalars] = {}
+    if params:  # (the flags say which slots the state holds: the same on every device)
+        scalars[params[0].device] = group_scalars(spec, group, params[0].device)
+        stored = spec.slots_used(scalars[params[0].device].flags[:FLAG_WIDTH])
+        local = checked_local(spec, stored, params, grads, states, precisions, param_rounding)
+        params, grads, states = local
     for i, p in enumerate(params):
         if p.device not in scalars:
             scalars[p.device] = group_scalars(spec, group, p.device)
