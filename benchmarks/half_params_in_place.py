@@ -21,6 +21,9 @@ CASES = [
     ("Adam amsgrad", adamkit.Adam, {"amsgrad": True}),
     ("AdEMAMix", adamkit.AdEMAMix, {}),
     ("RMSprop centered, momentum", adamkit.RMSprop, {"centered": True, "momentum": 0.9}),
+    ("SGD momentum", adamkit.SGD, {"momentum": 0.9}),
+    ("Lion", adamkit.Lion, {}),
+    ("ScheduleFreeAdamW", adamkit.ScheduleFreeAdamW, {}),
 ]
 
 
@@ -44,6 +47,8 @@ def main() -> None:
             lowbit.half_in_place = chooser
             p = torch.nn.Parameter(torch.randn(args.elements).bfloat16())
             optimizers[path] = (cls([p], lr=1e-3, **options), chooser)
+            if hasattr(optimizers[path][0], "train"):  # Schedule-Free: its train mode
+                optimizers[path][0].train()
             p.grad = torch.randn(args.elements).bfloat16()
             optimizers[path][0].step()  # state made, the loop compiled
         times: dict[str, list[float]] = {path: [] for path in optimizers}

@@ -40,8 +40,16 @@ SPECS = [
     (adamkit.Adam, {"amsgrad": True}),
     (adamkit.RMSprop, {"centered": True, "momentum": 0.5}),
     (adamkit.ADOPT, {}),
+    # uncounted: no step in their torch-format state (the kernel counts a scratch one)
+    (adamkit.SGD, {"momentum": 0.9, "dampening": 0.25, "weight_decay": 0.1}),
+    (adamkit.SGD, {"momentum": 0.9, "nesterov": True}),
+    (adamkit.Lion, {"weight_decay": 0.1}),
+    (adamkit.ScheduleFreeAdamW, {"weight_decay": 0.1, "warmup_steps": 2}),
 ]
-SPEC_IDS = [cls.__name__ + ("-amsgrad" if "amsgrad" in o else "") for cls, o in SPECS]
+SPEC_IDS = [
+    cls.__name__ + ("-amsgrad" if "amsgrad" in o else "-nesterov" if "nesterov" in o else "")
+    for cls, o in SPECS
+]
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -81,14 +89,18 @@ def _old_path():
         yield
 
 
-def _run(cls, params0, plan, old=False, **config):
+def _run(cls, params0, plan, old=False, after_first=None, **config):
     params = [torch.nn.Parameter(p.clone()) for p in params0]
     opt = cls(params, lr=1e-2, **config)
-    for grads in plan:
+    if isinstance(opt, adamkit.ScheduleFreeAdamW):
+        opt.train()
+    for i, grads in enumerate(plan):
         for p, g in zip(params, grads, strict=True):
             p.grad = g.clone()
         with _old_path() if old else contextlib.nullcontext():
             opt.step()
+        if i == 0 and after_first is not None:
+            after_first()
     return params, opt
 
 
@@ -121,7 +133,7 @@ class _Counted:
     """Counts the float32 copies of half tensors and the torch-ops steps."""
 
     def __init__(self, monkeypatch):
-        self.copies, self.torch_ops = 0, 0
+        self.reset()
         copy, step_tensor = wrappers._float32, lowbit.step_tensor
 
         def counted_copy(t):
@@ -136,6 +148,9 @@ class _Counted:
         monkeypatch.setattr(wrappers, "_float32", counted_copy)
         monkeypatch.setattr(lowbit, "step_tensor", counted_step)
 
+    def reset(self):
+        self.copies, self.torch_ops = 0, 0
+
 
 # --- nearest: today's numbers, bit for bit ---------------------------------------------------
 
@@ -145,14 +160,25 @@ class _Counted:
 def test_nearest_equals_the_float32_copies_bitwise(cls, options, dtype, monkeypatch):
     params, plan = _data(dtype, 1)
     counted = _Counted(monkeypatch)
-    ours, o_ours = _run(cls, params, plan, **options)
+    # (an uncounted spec's slots start in the copies' path: its buffer as g, or z as p)
+    ours, o_ours = _run(
+        cls, params, plan, after_first=counted.reset if _uncounted(cls) else None, **options
+    )
     assert counted.copies == 0 and counted.torch_ops == 0
     theirs, o_theirs = _run(cls, params, plan, old=True, **options)
     assert counted.copies > 0  # the oracle took the copies
     _assert_bitwise(ours, o_ours, theirs, o_theirs)
     for p in ours:  # the state stays in torch's format: the param's dtype
-        assert o_ours.state[p]["step"].item() == 3
+        assert (
+            o_ours.state[p]["step"].item() == 3
+            if o_ours.spec.counted
+            else "step" not in o_ours.state[p]
+        )
         assert all(v.dtype == dtype for k, v in o_ours.state[p].items() if k != "step" and v.dim())
+
+
+def _uncounted(cls) -> bool:
+    return not adamkit.algorithms.SPECS[cls.algorithm].counted
 
 
 def test_the_step_writes_in_place(monkeypatch):
@@ -238,8 +264,8 @@ def test_non_finite_gradients_propagate_as_before():
 @pytest.mark.parametrize(
     "case",
     [
-        "foreach", "fused=False", "cautious", "strided", "float32 grad", "listed twice", "SGD",
-        "Lion", "ScheduleFreeAdamW",
+        "foreach", "fused=False", "cautious", "strided", "float32 grad", "listed twice",
+        "SGD's first step", "Lion's first step", "ScheduleFreeAdamW's first step",
     ],
 )  # fmt: skip
 def test_what_the_fused_kernel_does_not_take_keeps_the_float32_copies(case, monkeypatch):
@@ -248,14 +274,16 @@ def test_what_the_fused_kernel_does_not_take_keeps_the_float32_copies(case, monk
         "foreach": {"foreach": True},
         "fused=False": {"fused": False},
         "cautious": {"cautious": True},  # a pass before the update
-        "SGD": {"momentum": 0.9},  # SGD, Lion, Schedule-Free: no step counter in the state
+        # SGD, Lion, Schedule-Free: their slots start in the copies' path (SGD's as g)
+        "SGD's first step": {"momentum": 0.9},
     }.get(case, {})
     params = [p, p] if case == "listed twice" else [p]
     classes = {
-        "SGD": adamkit.SGD, "Lion": adamkit.Lion, "ScheduleFreeAdamW": adamkit.ScheduleFreeAdamW,
+        "SGD's first step": adamkit.SGD, "Lion's first step": adamkit.Lion,
+        "ScheduleFreeAdamW's first step": adamkit.ScheduleFreeAdamW,
     }  # fmt: skip
     opt = classes.get(case, adamkit.AdamW)(params, lr=1e-2, **options)
-    if case == "ScheduleFreeAdamW":
+    if case == "ScheduleFreeAdamW's first step":
         opt.train()
     grad = torch.randn(40, 50)
     if case == "strided":
@@ -266,15 +294,19 @@ def test_what_the_fused_kernel_does_not_take_keeps_the_float32_copies(case, monk
     counted = _Counted(monkeypatch)
     opt.step()
     assert counted.copies > 0 and counted.torch_ops == 0
-    key = {"SGD": "momentum_buffer", "ScheduleFreeAdamW": "z"}.get(case, "exp_avg")
+    key = {"SGD's first step": "momentum_buffer", "ScheduleFreeAdamW's first step": "z"}.get(
+        case, "exp_avg"
+    )
     assert opt.state[p][key].dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("cls", [adamkit.SGD, adamkit.Lion, adamkit.ScheduleFreeAdamW])
-def test_an_uncounted_spec_keeps_the_copies_after_low_memory_state(cls, monkeypatch):
+def test_an_uncounted_specs_step_left_by_low_memory_state_is_not_advanced_in_place(
+    cls, monkeypatch
+):
     # Low-memory state keeps a "step" for SGD, Lion and Schedule-Free; back in torch's
-    # format the copies' path leaves it as it was. Counted on in place, a later bf16 step
-    # would draw other random numbers than after the copies.
+    # format the copies' path left it as it was, and so does the step in place (it counts a
+    # scratch step). Counted on, a later low-memory step would draw other random numbers.
     p = torch.nn.Parameter(torch.randn(1000).bfloat16())
     options = {"momentum": 0.9} if cls is adamkit.SGD else {}
     opt = cls([p], lr=1e-2, state_precision="bf16", **options)
@@ -289,7 +321,7 @@ def test_an_uncounted_spec_keeps_the_copies_after_low_memory_state(cls, monkeypa
     counted = _Counted(monkeypatch)
     p.grad = torch.randn(1000).bfloat16()
     opt.step()
-    assert counted.copies > 0 and opt.state[p]["step"].item() == 2
+    assert counted.copies == 0 and counted.torch_ops == 0 and opt.state[p]["step"].item() == 2
 
 
 @pytest.mark.parametrize("cls", [adamkit.SGD, adamkit.Lion])

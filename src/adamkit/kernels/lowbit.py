@@ -417,19 +417,17 @@ def half_in_place(
     on float32 copies (:func:`adamkit.kernels.wrappers.half_in_float32`), where that kernel is
     the numba one (the group fused, or the default) and not under torch.compile. Plain
     tensors listed once in the group, with a dense grad of their dtype and the slots the
-    group's flags switch on: every counted spec, two or three slots (not SGD, Lion or
-    Schedule-Free, whose torch-format state has no step), and no pass before the update
-    (StableAdamW, ``cautious``: the per-tensor sum is added in another order than the fp32
-    kernel's)."""
+    group's flags switch on (for SGD, Lion and Schedule-Free, whose torch-format state has no
+    step, the kernel counts :func:`counted_states`' scratch steps), and no pass before the
+    update (StableAdamW, ``cautious``: the per-tensor sum is added in another order than the
+    fp32 kernel's)."""
     half = wrappers.HALF_DTYPES
     for p in params:  # a plain loop: this runs every step, for every group
         if p.dtype in half:
             break
     else:
         return []
-    # an uncounted spec's torch-format state has no step for the kernel to count and seed by
-    # (a "step" left by low-memory state is not advanced by the copies' path either)
-    if torch.compiler.is_compiling() or not (spec.counted and fuses(spec)):  # (for Dynamo)
+    if torch.compiler.is_compiling() or not fuses(spec):  # (for Dynamo)
         return []
     if spec.reduction_mode(cautious(group)) != NO_REDUCTION:  # the fp32 loops on copies
         return []
@@ -443,6 +441,8 @@ def half_in_place(
     aux_key = spec.scalar_state
     flags = padded_scalars(spec.name, torch.float32, hyper_key(spec, group)).flags
     stored = spec.slots_used(tuple(flags[:FLAG_WIDTH]))
+    if not spec.counted:  # (read, not written, by _row)
+        states = [{**state, "step": _STARTED} for state in states]
     return [
         i
         for i, (p, g, state) in enumerate(zip(params, grads, states, strict=True))
@@ -452,3 +452,18 @@ def half_in_place(
         and not g.is_sparse
         and _row(spec, p, g, state, "fp32", aux_key, 0, "nearest", stored) is not None
     ]
+
+
+_STARTED = torch.ones((), dtype=torch.float64)
+
+
+def counted_states(spec: AlgorithmSpec, states: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``states`` as :func:`half_in_place`'s step reads them. An uncounted spec's torch-format
+    state (SGD, Lion, Schedule-Free) has no step: each of these shallow copies has a scratch
+    one, 1 (the half path takes only states whose slots have started, and the spec's element
+    reads a count of 1 as a start), which the kernel advances and the step then drops, as
+    the copies' path keeps no count (nor advances a "step" left by low-memory state). Nearest
+    rounding draws no random numbers, so the count seeds nothing."""
+    if spec.counted:
+        return list(states)
+    return [{**state, "step": torch.ones((), dtype=torch.float64)} for state in states]

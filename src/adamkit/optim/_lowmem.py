@@ -320,6 +320,7 @@ class LowMemoryState:
         if half:
             rest = sorted(set(range(len(params))) - set(half))
             in_place = [pick(items, half) for items in (params, grads, states)]
+            in_place[2] = lowbit.counted_states(spec, in_place[2])
             params, grads, states = (pick(items, rest) for items in (params, grads, states))
             any_sparse = any_sparse and any(g.is_sparse for g in grads)
         replay = None
