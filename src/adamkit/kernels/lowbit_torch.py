@@ -261,7 +261,7 @@ def update_and_store(
         slot_noise = torch.zeros_like(noise) if low and key in ROUNDED_DOWN else noise
         stored_in = slot_precision(precision, key, keys)
         stores.update(_stored(key, value, stored_in, state[key].dtype, slot_noise, shift))
-    stores.update(_param_stores(p, new_p, param_rounding, seed))
+    stores.update(param_stores(p, new_p, param_rounding, seed))
     for key, value in stores.items():
         (p.detach() if key == "param" else state[key]).copy_(value)
 
@@ -289,7 +289,10 @@ def _stored(
     return {key: value.to(dtype)}
 
 
-def _param_stores(p: Tensor, value: Tensor, param_rounding: str, seed: int) -> dict[str, Tensor]:
+def param_stores(p: Tensor, value: Tensor, param_rounding: str, seed: int) -> dict[str, Tensor]:
+    """What to write for param ``p`` whose new value in float32 is ``value``: {"param": ...}
+    rounded by ``param_rounding`` (stochastic rounding drawing from ``seed``'s param stream),
+    and for "kahan" on a half param {KAHAN_KEY: what the rounding lost}."""
     if p.dtype not in (torch.bfloat16, torch.float16) or param_rounding == "nearest":
         return {"param": value.to(p.dtype)}
     if param_rounding == "kahan":

@@ -23,6 +23,8 @@ class Slot(Enum):
     OPTIONAL_STEP = "a step count, where the state keeps one"
     LIKE_PARAM = "a tensor shaped like the parameter"
     LIKE_PARAM_OR_NONE = "a tensor shaped like the parameter, or None"
+    # Adafactor's Kahan compensation of a half param: made at the step where it is missing
+    OPTIONAL_LIKE_PARAM = "a tensor shaped like the parameter, where the state keeps one"
     SCALAR = "a finite number (number or 1-element tensor)"
     # Adafactor's factored second moment of a param (..., n, m): (..., n, 1) and (..., 1, m)
     ROW_FACTOR = "a tensor shaped like the parameter with its last dimension 1"
@@ -94,7 +96,8 @@ def _check_entry(entry: Any, param: Tensor, layout: dict[str, Slot], gi: int, pi
         _fail(f"{at} is {type(entry).__name__}; expected a dict")
     if not entry:
         return  # never stepped
-    missing = {k for k, slot in layout.items() if slot is not Slot.OPTIONAL_STEP} - entry.keys()
+    optional = (Slot.OPTIONAL_STEP, Slot.OPTIONAL_LIKE_PARAM)
+    missing = {k for k, slot in layout.items() if slot not in optional} - entry.keys()
     extra = entry.keys() - layout.keys()
     if missing or extra:
         _fail(
@@ -104,7 +107,7 @@ def _check_entry(entry: Any, param: Tensor, layout: dict[str, Slot], gi: int, pi
         )
     for key, slot in layout.items():
         if key not in entry:
-            continue  # an optional step
+            continue  # an optional step or compensation
         value = entry[key]
         if slot is Slot.STEP or slot is Slot.OPTIONAL_STEP:
             _check_step(value, f"{at}, key {key!r}")

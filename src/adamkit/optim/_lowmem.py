@@ -355,14 +355,7 @@ class LowMemoryState:
         )
 
     def _streams(self, group: dict[str, Any], params: list[Tensor]) -> list[int]:
-        """Each param's random stream: its position among all the optimizer's params (which a
-        checkpoint keeps, so a resumed run draws what an uninterrupted one would)."""
-        offset = 0
-        for g in self.param_groups:
-            if g is group:
-                break
-            offset += len(g["params"])
-        where = {id(p): offset + i for i, p in enumerate(group["params"])}
+        where = param_streams(self, group)
         return [where[id(p)] for p in params]
 
     def _conform_group(self, group: dict[str, Any]) -> None:
@@ -522,3 +515,15 @@ def _low_memory_zeros(
         else:
             state[key] = torch.zeros_like(p, memory_format=_CONTIGUOUS)
     return state
+
+
+def param_streams(optimizer: Any, group: Mapping[str, Any]) -> dict[int, int]:
+    """Each of ``group``'s params' random stream, by ``id``: its position among all the
+    optimizer's params (which a checkpoint keeps, so a resumed run draws what an
+    uninterrupted one would)."""
+    offset = 0
+    for g in optimizer.param_groups:
+        if g is group:
+            break
+        offset += len(g["params"])
+    return {id(p): offset + i for i, p in enumerate(group["params"])}

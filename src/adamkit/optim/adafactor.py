@@ -16,12 +16,18 @@ from torch import Tensor
 from torch.optim._adafactor import adafactor as torch_adafactor
 
 from ..algorithms import _checks as check
+from ..algorithms.state_formats import KAHAN_KEY, tensor_seed
+from ..kernels.lowbit_torch import param_stores
+from ..kernels.wrappers import HALF_DTYPES
 from ..reference import adafactor as reference
 from ._base import KernelOptimizer, new_step
 from ._checkpoint import Slot, expected_shape
+from ._lowmem import param_streams
 
 _MATRIX_LAYOUT = {"step": Slot.STEP, "row_var": Slot.ROW_FACTOR, "col_var": Slot.COL_FACTOR}
 _VECTOR_LAYOUT = {"step": Slot.STEP, "variance": Slot.LIKE_PARAM}
+_KAHAN_LAYOUT = {KAHAN_KEY: Slot.OPTIONAL_LIKE_PARAM}  # a half param's, with "kahan"
+ROUNDINGS = ("nearest", "stochastic", "kahan")
 
 
 def _torch_forloop(params: list[Tensor], grads: list[Tensor], states: list[dict], **kw: Any):
@@ -65,6 +71,13 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
             default on CPU; other devices take torch's foreach update.
         on_nonfinite: "propagate" (default), "skip" or "raise" for a step whose gradient
             holds NaN or Inf (see :class:`adamkit.Adam`).
+        param_rounding: how a bfloat16/float16 param takes its new value: "nearest"
+            (default: torch's step in the param's dtype, bit for bit), or the step computed
+            in float32 (on float32 copies of the param, its gradient and its factors, which
+            stay in the param's dtype, rounded to nearest) and the param rounded
+            "stochastic"ally (unbiased, from a random stream of the param's own that a
+            resumed run draws alike) or with "kahan" summation (the rounding error kept in
+            state ``kahan_comp`` and added back at the next step). A group may set its own.
 
     An empty param is not changed (torch's step raises ZeroDivisionError on it); its step
     count advances.
@@ -96,7 +109,10 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
         maximize: bool = False,
         fused: bool | None = None,
         on_nonfinite: str = "propagate",
+        param_rounding: str = "nearest",
     ) -> None:
+        _check_rounding(param_rounding)
+        self.__dict__["param_rounding"] = param_rounding  # (read by validate_group below)
         defaults: dict[str, Any] = dict(
             lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
             foreach=foreach, maximize=maximize,
@@ -129,10 +145,16 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
         _at_least("weight_decay", group["weight_decay"], 0.0, "weight_decay should be >= 0")
         if group.get("fused") and group.get("foreach"):
             raise ValueError("`fused` and `foreach` cannot be `True` together; set one of them")
+        _check_rounding(self._rounding(group))
+
+    def _rounding(self, group: Mapping[str, Any]) -> str:
+        return group.get("param_rounding", self.__dict__.get("param_rounding", "nearest"))
 
     def param_state_layout(self, group: dict[str, Any], param: Tensor) -> dict[str, Slot]:
-        """The state keys of ``param``: factored for two or more dimensions, as torch's."""
-        return _MATRIX_LAYOUT if param.dim() > 1 else _VECTOR_LAYOUT
+        """The state keys of ``param``: factored for two or more dimensions, as torch's; a
+        half param may keep Kahan's compensation."""
+        layout = _MATRIX_LAYOUT if param.dim() > 1 else _VECTOR_LAYOUT
+        return {**layout, **_KAHAN_LAYOUT} if param.dtype in HALF_DTYPES else layout
 
     @property
     def _step_supports_amp_scaling(self) -> bool:
@@ -190,15 +212,49 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
             params, grads, states = ([xs[i] for i in keep] for xs in (params, grads, states))
             if not params:
                 return
+        rounding = self._rounding(group)
+        rounded = [i for i, p in enumerate(params) if _conform_kahan(p, states[i], rounding)]
+        if rounded:
+            self._step_in_float32(group, rounded, params, grads, states, hyper)
+            keep = sorted(set(range(len(params))) - set(rounded))
+            params, grads, states = ([xs[i] for i in keep] for xs in (params, grads, states))
+            if not params:
+                return
+        self._dispatch(group, params, grads, states, hyper)
+
+    def _dispatch(self, group, params, grads, states, hyper) -> None:
+        """The step of ``params`` by the kernel the group asks for."""
         foreach, fused = group.get("foreach"), group.get("fused")
         explicit_torch = foreach is not None or fused is False
         if explicit_torch or torch.compiler.is_compiling() or not params[0].is_cpu:
             use_foreach = bool(foreach) or not params[0].is_cpu
             if use_foreach:  # torch's foreach resolves ε1 None by its own rule (a dtype bucket's)
-                hyper["eps1"] = eps1
+                hyper = {**hyper, "eps1": group["eps"][0]}
             _torch_kernel(params, grads, states, foreach=use_foreach, **hyper)
             return
         self._fused(params, grads, states, hyper)
+
+    def _step_in_float32(self, group, idx, params, grads, states, hyper) -> None:
+        """The half params at ``idx``, rounded "stochastic" or "kahan": the step on float32
+        copies (the factors too, stored back to nearest), then the param rounded."""
+        rounding = self._rounding(group)
+        streams = param_streams(self, group)
+        copies = []
+        for i in idx:
+            p, state = params[i], states[i]
+            p32 = p.detach().to(torch.float32)
+            if rounding == "kahan":
+                p32 += state[KAHAN_KEY].to(torch.float32)
+            factors = {k: v.to(torch.float32) for k, v in state.items() if k in _FACTORS}
+            copies.append((p32, grads[i].to(torch.float32), {**factors, "step": state["step"]}))
+        self._dispatch(group, *(list(xs) for xs in zip(*copies, strict=True)), hyper)
+        for i, (p32, _, state32) in zip(idx, copies, strict=True):
+            p, state = params[i], states[i]
+            seed = tensor_seed(float(state["step"]), p.numel(), streams[id(p)])
+            for key, value in param_stores(p, p32, rounding, seed).items():
+                (p.detach() if key == "param" else state[key]).copy_(value)
+            for key in _FACTORS & state.keys():
+                state[key].copy_(state32[key])
 
     def _fused(
         self, params: list[Tensor], grads: list[Tensor], states: list[dict], hyper: dict[str, Any]
@@ -221,6 +277,31 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
             )  # fmt: skip
         if rest:
             _torch_forloop(*(list(xs) for xs in zip(*rest, strict=True)), **hyper)
+
+
+_FACTORS = {"row_var", "col_var", "variance"}
+
+
+def _check_rounding(rounding: Any) -> None:
+    if rounding not in ROUNDINGS:
+        raise ValueError(
+            f"Invalid param_rounding: {rounding!r}; expected one of "
+            f"{', '.join(map(repr, ROUNDINGS))}"
+        )
+
+
+def _conform_kahan(p: Tensor, state: dict[str, Any], rounding: str) -> bool:
+    """Whether half param ``p`` is stepped in float32 and rounded by ``rounding``; Kahan's
+    compensation made where it is missing (a checkpoint without it: zeros), and folded
+    back into the param where the rounding is no longer "kahan"."""
+    comp = state.get(KAHAN_KEY)
+    if p.dtype not in HALF_DTYPES:
+        return False
+    if rounding == "kahan" and comp is None:
+        state[KAHAN_KEY] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+    elif rounding != "kahan" and comp is not None:
+        p.detach().add_(state.pop(KAHAN_KEY))
+    return rounding != "nearest"
 
 
 def step_eps1(group: Mapping[str, Any], params: Sequence[Tensor]) -> float | None:
