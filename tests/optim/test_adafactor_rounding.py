@@ -188,3 +188,29 @@ def test_an_unknown_rounding_is_refused_naming_what_is_accepted(value):
         opt.add_param_group(
             {"params": [torch.nn.Parameter(torch.randn(2))], "param_rounding": value}
         )
+
+
+def test_params_of_two_groups_round_with_their_own_streams():
+    values, grads = _params((40, 30), torch.bfloat16)
+    a, b = (torch.nn.Parameter(values.clone()) for _ in range(2))
+    opt = adamkit.Adafactor([{"params": [a]}, {"params": [b]}], param_rounding="stochastic")
+    a.grad, b.grad = grads[0], grads[0].clone()
+    opt.step()
+    assert not torch.equal(a, b)  # the same values, rounded with independent draws
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_rounding_half_params_leaves_the_float32_params_of_their_group_as_they_were(foreach):
+    # ε1 None resolves once for the group (its first param's dtype, or torch's foreach's
+    # dtype bucket), whether or not the half params are split off to be rounded
+    half, grads = _params((40, 30), torch.bfloat16)
+    full, full_grads = _params((20, 10), torch.float32, seed=3)
+    results = []
+    for rounding in ("nearest", "stochastic"):
+        h, f = torch.nn.Parameter(half.clone()), torch.nn.Parameter(full.clone())
+        opt = adamkit.Adafactor([h, f], foreach=foreach, param_rounding=rounding)
+        for step in range(3):
+            h.grad, f.grad = grads[step], full_grads[step]
+            opt.step()
+        results.append(f.detach())
+    assert torch.equal(results[0], results[1])

@@ -204,6 +204,7 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
         )  # fmt: skip
         if eps1 is None:  # torch's for-loop rule (step_eps1); its foreach is left to it below
             hyper["eps1"] = torch.finfo(params[0].dtype).eps
+        collected = params
         empty = [i for i, p in enumerate(params) if p.numel() == 0]
         for i in empty:  # nothing to update (torch would divide by √0); the count advances
             states[i]["step"] += 1
@@ -214,8 +215,11 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
                 return
         rounding = self._rounding(group)
         rounded = [i for i, p in enumerate(params) if _conform_kahan(p, states[i], rounding)]
-        if rounded:
-            self._step_in_float32(group, rounded, params, grads, states, hyper)
+        if rounded:  # (ε1 resolved for the whole group, as one kernel call would)
+            streams = param_streams(self, group)
+            group = {**group, "eps": (step_eps1(group, collected), eps2)}
+            hyper = {**hyper, "eps1": group["eps"][0]}
+            self._step_in_float32(group, rounded, params, grads, states, hyper, streams)
             keep = sorted(set(range(len(params))) - set(rounded))
             params, grads, states = ([xs[i] for i in keep] for xs in (params, grads, states))
             if not params:
@@ -234,11 +238,11 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
             return
         self._fused(params, grads, states, hyper)
 
-    def _step_in_float32(self, group, idx, params, grads, states, hyper) -> None:
+    def _step_in_float32(self, group, idx, params, grads, states, hyper, streams) -> None:
         """The half params at ``idx``, rounded "stochastic" or "kahan": the step on float32
-        copies (the factors too, stored back to nearest), then the param rounded."""
+        copies (the factors too, stored back to nearest), then the param rounded, drawing
+        from its random stream in ``streams``."""
         rounding = self._rounding(group)
-        streams = param_streams(self, group)
         copies = []
         for i in idx:
             p, state = params[i], states[i]
