@@ -20,10 +20,8 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.algorithms import _torch_ops
-from adamkit.algorithms._spec import recompiled
 from adamkit.algorithms.state_formats import NAN, SLOT_KINDS
-from adamkit.kernels import _numba_bits, _whole_tensor, lowbit, lowbit_torch, wrappers
+from adamkit.kernels import _numba_bits, lowbit, lowbit_torch, wrappers
 from adamkit.kernels._batching import SPLIT_MIN_ELEMENTS
 
 SIZES = (1, 255, 257, 4097, 70001, 0)  # 70001 > SPLIT_MIN_ELEMENTS: split over the threads
@@ -199,25 +197,7 @@ def test_the_step_writes_in_place(monkeypatch):
 # --- stochastic and kahan: the torch-ops path, bit for bit ------------------------------------
 
 
-def _lerp(start, end, weight, one_minus_weight):
-    diff = end - start  # as adamkit.kernels._numba_cpu._lerp: two roundings, no FMA
-    return start + weight * diff if weight < 0.5 else end - diff * one_minus_weight
-
-
-def _sqrt(x):
-    return torch.as_tensor(x).double().sqrt().float()  # correctly rounded, as LLVM's
-
-
-_NUMBA_ORDER = {**_torch_ops.OPS, "lerp": _lerp, "sqrt": _sqrt}
-
-
-@pytest.fixture
-def torch_ops_in_numba_order(monkeypatch):
-    monkeypatch.setattr(
-        _whole_tensor,
-        "_compiled",
-        lambda function: recompiled(function, _NUMBA_ORDER, helpers=lambda helper: helper),
-    )
+# (the fixture torch_ops_in_numba_order: tests/kernels/conftest.py)
 
 
 @pytest.mark.parametrize("rounding", ["stochastic", "kahan"])

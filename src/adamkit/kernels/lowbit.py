@@ -83,6 +83,7 @@ def step(
     scalars = (padded.hyper, padded.bias, padded.flags)
     rest = list(range(len(params)))
     replays: list[LowMemoryReplay] = []
+    kernels: dict[str, Any] = {}  # the fused kernel that ran, per device type
     if fused and fuses(spec):
         rest = []
         # (Triton's pass takes two-slot specs without a pass before the update)
@@ -96,6 +97,7 @@ def step(
             if kernel is None or (kernel is _triton_fused and not triton_takes):
                 rest += idx
                 continue
+            kernels[device_type] = kernel
             lists = [
                 [items[i] for i in idx] for items in (params, grads, states, precisions, streams)
             ]
@@ -105,11 +107,40 @@ def step(
                 taken = kernel(spec, *lists, scalars, param_rounding)
             rest += [idx[j] for j in taken]
     for i in sorted(rest):
+        one = ([items[i]] for items in (params, grads, states, precisions, streams))
+        kernel = kernels.get(params[i].device.type)
+        if kernel is not None and _through_contiguous_copies(kernel, spec, *one, scalars,
+                                                             param_rounding):  # fmt: skip
+            continue
         step_tensor(
             spec, params[i], grads[i], states[i], scalars,
             precision=precisions[i], param_rounding=param_rounding, stream=streams[i],
         )  # fmt: skip
     return replays[0] if replays and not rest and not shards else None
+
+
+def _through_contiguous_copies(kernel, spec, params, grads, states, *rest) -> bool:
+    """Step one tensor that the fused ``kernel`` did not take because it, its gradient or a
+    state slot is not contiguous (channels_last, a transpose, a slice): on contiguous copies
+    of those, written back; False (nothing written) if the kernel does not take the copies
+    either. The kernel reads elements, 8-bit blocks and random draws in the tensor's logical
+    order, as the torch-ops path does: the same bits, for a few more passes over the tensor
+    (the torch-ops path takes ~100x the fused step)."""
+    (p,), (g,), (state,) = params, grads, states
+    like_p = [key for key, value in state.items() if isinstance(value, Tensor)
+              and value.shape == p.shape]  # fmt: skip
+    if all(t.is_contiguous() for t in (p, g, *(state[key] for key in like_p))):
+        return False
+    p_copy, g_copy = p.detach().contiguous(), g.contiguous()
+    copies = {**state, **{key: state[key].contiguous() for key in like_p}}
+    if kernel(spec, [p_copy], [g_copy], [copies], *rest):
+        return False
+    if p_copy is not p:
+        p.detach().copy_(p_copy)
+    for key in like_p:
+        if copies[key] is not state[key]:
+            state[key].copy_(copies[key])
+    return True
 
 
 def stepped_in_rounds(

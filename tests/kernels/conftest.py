@@ -1,0 +1,34 @@
+"""Fixtures of the kernel tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adamkit.algorithms import _torch_ops
+from adamkit.algorithms._spec import recompiled
+from adamkit.kernels import _whole_tensor
+
+
+def _lerp(start, end, weight, one_minus_weight):
+    diff = end - start  # as adamkit.kernels._numba_cpu._lerp: two roundings, no FMA
+    return start + weight * diff if weight < 0.5 else end - diff * one_minus_weight
+
+
+def _sqrt(x):
+    return torch.as_tensor(x).double().sqrt().float()  # correctly rounded, as LLVM's
+
+
+_NUMBA_ORDER = {**_torch_ops.OPS, "lerp": _lerp, "sqrt": _sqrt}
+
+
+@pytest.fixture
+def torch_ops_in_numba_order(monkeypatch):
+    """The torch-ops path (lowbit_torch) evaluating lerp and √ as the numba kernel does (each
+    operation rounded once: torch's lerp is one FMA, its vectorized float32 √ can be an ulp
+    off): then the two paths give the same bits."""
+    monkeypatch.setattr(
+        _whole_tensor,
+        "_compiled",
+        lambda function: recompiled(function, _NUMBA_ORDER, helpers=lambda helper: helper),
+    )
