@@ -254,25 +254,55 @@ def split(params: Sequence[Tensor], roles: Sequence[Role]) -> Split:
     return result
 
 
-def still_in_place(t: Tensor, address: int, dtype: torch.dtype, shape: torch.Size) -> bool:
+def dense_strides(t: Tensor) -> tuple[int, ...] | None:
+    """``t``'s strides if its elements fill its memory span without gaps or overlaps with its
+    dimensions in some order (channels_last, a transpose of a contiguous tensor), else None.
+    The loops walk such a span in memory order: elementwise, tensors that share the strides
+    pair the same elements there as in logical order."""
+    expected = 1
+    dims = zip(t.stride(), t.shape, strict=True)
+    for stride, size in sorted((st, sz) for st, sz in dims if sz != 1):
+        if stride != expected:
+            return None
+        expected *= size
+    return tuple(t.stride())
+
+
+def in_layout(t: Tensor, strides: tuple[int, ...] | None) -> bool:
+    """Whether ``t`` is laid out as its param: contiguous (``strides`` None), or with the
+    param's ``strides`` (:func:`dense_strides`)."""
+    return t.is_contiguous() if strides is None else t.stride() == strides
+
+
+def still_in_place(
+    t: Tensor, address: int, dtype: torch.dtype, shape: torch.Size, strides=None
+) -> bool:
     """Whether state tensor ``t`` is where and what a split found it: at ``address``, of
-    ``dtype`` and ``shape``, contiguous. (The loops write that many bytes there: a state
-    tensor ``set_`` or ``resize_`` in place, or given new memory that the allocator put at the
-    old address, must not be written as it was.)"""
-    return t.data_ptr() == address and t.dtype is dtype and t.shape == shape and t.is_contiguous()
+    ``dtype``, ``shape`` and layout (:func:`in_layout`). (The loops write that many bytes
+    there: a state tensor ``set_`` or ``resize_`` in place, or given new memory that the
+    allocator put at the old address, must not be written as it was.)"""
+    return (
+        t.data_ptr() == address and t.dtype is dtype and t.shape == shape and in_layout(t, strides)
+    )
 
 
-def loops_take_gradient(g: Tensor, dtype: torch.dtype, shape: torch.Size, complex_: bool) -> bool:
-    """Whether the loops read gradient ``g`` of a param of ``dtype`` and ``shape`` in place (a
-    split's READ_ONLY check, for the tensors a cached step re-reads every time)."""
+def loops_take_gradient(
+    g: Tensor, dtype: torch.dtype, shape: torch.Size, complex_: bool, strides=None
+) -> bool:
+    """Whether the loops read gradient ``g`` of a param of ``dtype``, ``shape`` and layout in
+    place (a split's READ_ONLY check, for the tensors a cached step re-reads every time)."""
     return (
         g.dtype is dtype
         and g.is_cpu
         and g.shape == shape
-        and g.is_contiguous()
+        and in_layout(g, strides)
         and not g.is_neg()
         and not (complex_ and g.is_conj())
     )
+
+
+def _strides(p: Tensor) -> tuple[int, ...] | None:
+    return None if p.is_contiguous() else tuple(p.stride())
 
 
 def _role_ids(tensors: Sequence[Tensor] | None, kind: int) -> tuple[int, ...] | None:
@@ -309,7 +339,8 @@ class _Reusable:
         self.copies_of_first = [1 + r for r, (ts, _) in enumerate(roles) if ts is None]
         self.batches = [
             (
-                dtype, batch, [(params[i].dtype, params[i].shape) for i in batch.idx],
+                dtype, batch, [(params[i].dtype, params[i].shape, _strides(params[i]))
+                               for i in batch.idx],
                 [
                     [(1 + r, roles[r][0][i].dtype, roles[r][0][i].shape) for r in self.state_roles]
                     for i in batch.idx
@@ -336,7 +367,7 @@ class _Reusable:
         batches: dict[torch.dtype, _Batch] = {}
         for dtype, batch, layouts, state_layouts, has_complex, addresses in self.batches:
             grad_addresses = []
-            for i, (param_dtype, shape), row, held in zip(
+            for i, (param_dtype, shape, strides), row, held in zip(
                 batch.idx, layouts, batch.rows, state_layouts, strict=True
             ):
                 p = params[i]
@@ -345,7 +376,7 @@ class _Reusable:
                     p.data_ptr() != row[0]
                     or p.dtype is not param_dtype
                     or p.shape != shape
-                    or not p.is_contiguous()
+                    or not in_layout(p, strides)
                     or p.is_neg()
                     or (has_complex and p.is_conj())
                 ):
@@ -353,11 +384,12 @@ class _Reusable:
                 for (column, state_dtype, state_shape), (_, tensors) in zip(
                     held, state, strict=True
                 ):
-                    if not still_in_place(tensors[i], row[column], state_dtype, state_shape):
+                    t = tensors[i]
+                    if not still_in_place(t, row[column], state_dtype, state_shape, strides):
                         return None
                 if grads is not None:
                     g = grads[i]
-                    if not loops_take_gradient(g, param_dtype, shape, has_complex):
+                    if not loops_take_gradient(g, param_dtype, shape, has_complex, strides):
                         return None
                     grad_addresses.append(g.data_ptr())
             if grads is not None:
@@ -386,7 +418,11 @@ def _split(
         row = None
         try:
             # has_lazy_bits, inlined: the conjugate bit is read only for complex dtypes.
-            ok = real is not None and p.is_cpu and p.is_contiguous()
+            ok = real is not None and p.is_cpu
+            strides = None  # contiguous; else a dense layout in another order (channels_last)
+            if ok and not p.is_contiguous():
+                strides = dense_strides(p)
+                ok = strides is not None
             complex_ = ok and real[1] == 2
             ok = ok and not (p.is_neg() or (complex_ and p.is_conj()))
             n = p.numel() if ok else 0
@@ -414,7 +450,7 @@ def _split(
                             # another shape (p.data = p.data.t().contiguous()) would pair its
                             # elements with the wrong moments; check_sizes refuses it there.
                             and t.shape == shape
-                            and t.is_contiguous()
+                            and in_layout(t, strides)
                         )
                         if ok and (t.is_neg() or (complex_ and t.is_conj())):
                             ok = kind == READ_ONLY

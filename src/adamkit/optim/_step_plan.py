@@ -17,7 +17,7 @@ The next step replays it when, re-read:
   group's options ask for are those of the plan;
 * every param has a gradient, its state is the same dict holding the same tensors, and each
   param's address, dtype, shape and layout bits, each state tensor's address, dtype, shape
-  and contiguity, and each gradient's dtype, shape and layout are what the loops need (as the
+  and layout, and each gradient's dtype, shape and layout are what the loops need (as the
   kernel's own reused split checks: a freed tensor's address may come back with another
   dtype or size, and a state tensor ``set_`` in place keeps its object).
 
@@ -125,6 +125,11 @@ class StepPlan:
         self.addresses = list(map(Tensor.data_ptr, self.tensors))
         self.dtypes = list(map(_DTYPE, self.tensors))
         self.shapes = list(map(_SHAPE, self.tensors))
+        # where the loops walk a dense layout in memory order (channels_last, a transpose:
+        # _batching.dense_strides) the strides are checked, elsewhere contiguity
+        self.dense = [(i, tuple(t.stride())) for i, t in enumerate(self.tensors)
+                      if not t.is_contiguous()]  # fmt: skip
+        self.contiguous = [t for t in self.tensors if t.is_contiguous()]
         self.param_dtypes = self.dtypes[: len(self.params)]
         self.param_shapes = self.shapes[: len(self.params)]
         self.complex_at = [i for i, p in enumerate(self.params) if p.is_complex()]
@@ -206,14 +211,15 @@ class StepPlan:
         if not all(map(is_, [st.get(key) for st, key in self.lookups], self.state_tensors)):
             return None
         # each param and state tensor where and what the loops write: its address, dtype and
-        # shape (the allocator may reuse an address), dense and contiguous; no param a
-        # negative or conjugate view
+        # shape (the allocator may reuse an address), contiguous or in the dense layout it had
+        # (its strides); no param a negative or conjugate view
         tensors = self.tensors
         if (
             list(map(Tensor.data_ptr, tensors)) != self.addresses
             or list(map(_DTYPE, tensors)) != self.dtypes
             or list(map(_SHAPE, tensors)) != self.shapes
-            or not all(map(Tensor.is_contiguous, tensors))
+            or not all(map(Tensor.is_contiguous, self.contiguous if self.dense else tensors))
+            or (self.dense and any(tensors[i].stride() != st for i, st in self.dense))
             or any(map(Tensor.is_neg, params))
             or any(map(Tensor.is_conj, self.complex_params))
         ):
@@ -225,7 +231,11 @@ class StepPlan:
             or list(map(_DTYPE, grads)) != self.param_dtypes
             or list(map(_SHAPE, grads)) != self.param_shapes
             or not all(map(_IS_CPU, grads))
-            or not all(map(Tensor.is_contiguous, grads))
+            or not all(
+                map(Tensor.is_contiguous, grads)
+                if not self.dense
+                else (g.stride() == p.stride() for g, p in zip(grads, params, strict=True))
+            )
             or any(map(Tensor.is_neg, grads))
             or any(grads[i].is_conj() for i in self.complex_at)
         ):

@@ -1,9 +1,10 @@
-"""Low-memory state on channels_last params: the fused kernel on contiguous copies (the
-default) against the same param contiguous, and against the torch-ops path these params took
-before (``fused=False``); one conv weight, AdamW, interleaved rounds, one thread. Prints a table
-and writes JSON.
+"""Channels_last params: adamkit's default step (fp32 state: the loops in memory order;
+bf16/8-bit state: the fused kernel on contiguous copies) against the same param contiguous,
+against the path these params took before (``fused=False``: torch's for-loop for fp32, the
+torch-ops path for low-memory state) and against torch's fused AdamW on the channels_last
+param; one conv weight, AdamW, interleaved rounds, one thread. Prints a table, writes JSON.
 
-    python benchmarks/strided_low_memory.py [--shape 256,256,3,3] [--rounds 9] [--json PATH]
+    python benchmarks/channels_last.py [--shape 256,256,3,3] [--rounds 9] [--json PATH]
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ import torch
 import adamkit
 
 
-def _optimizer(shape, precision, layout, fused):
+def _optimizer(shape, precision, layout, fused, peer=False):
     p = torch.nn.Parameter(torch.randn(shape))
     g = torch.randn(shape)
     if layout == "channels_last":
         p.data = p.data.contiguous(memory_format=torch.channels_last)
         g = g.contiguous(memory_format=torch.channels_last)
-    opt = adamkit.AdamW([p], lr=1e-3, state_precision=precision, min_8bit_size=0, fused=fused)
+    if peer:
+        opt = torch.optim.AdamW([p], lr=1e-3, fused=True)
+    else:
+        opt = adamkit.AdamW([p], lr=1e-3, state_precision=precision, min_8bit_size=0, fused=fused)
     p.grad = g
     opt.step()  # state made, the loop compiled
     return opt
@@ -40,11 +44,12 @@ def main() -> None:
     contenders = {
         "contiguous": ("contiguous", None),
         "channels_last": ("channels_last", None),
-        "channels_last, torch ops (before)": ("channels_last", False),
+        "channels_last, fused=False (before)": ("channels_last", False),
+        "channels_last, torch fused fp32": ("channels_last", None, True),
     }
     rows = []
     print(f"{'state':6s} {'contender':36s} {'median ms':>10s} {'x contiguous':>13s}")
-    for precision in ("bf16", "8bit"):
+    for precision in ("fp32", "bf16", "8bit"):
         optimizers = {name: _optimizer(shape, precision, *how) for name, how in contenders.items()}
         times: dict[str, list[float]] = {name: [] for name in optimizers}
         for _ in range(args.rounds):
