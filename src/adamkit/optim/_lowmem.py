@@ -38,7 +38,7 @@ from ..kernels.wrappers import HALF_DTYPES, _dtensor_type, to_local
 from . import _conform
 from ._base import new_step, scalar_state
 from ._lowmem_checkpoint import checked_low_memory_state
-from ._step_plan import Parts, StepPlan
+from ._step_plan import Parts, StepPlan, stream_offset
 
 PRECISIONS = ("fp32", "bf16", "8bit")
 ROUNDINGS = ("nearest", "stochastic", "kahan")
@@ -521,9 +521,5 @@ def param_streams(optimizer: Any, group: Mapping[str, Any]) -> dict[int, int]:
     """Each of ``group``'s params' random stream, by ``id``: its position among all the
     optimizer's params (which a checkpoint keeps, so a resumed run draws what an
     uninterrupted one would)."""
-    offset = 0
-    for g in optimizer.param_groups:
-        if g is group:
-            break
-        offset += len(g["params"])
+    offset = stream_offset(optimizer, group)
     return {id(p): offset + i for i, p in enumerate(group["params"])}

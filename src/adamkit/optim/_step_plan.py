@@ -111,7 +111,7 @@ class StepPlan:
             else state_keys
             for st in states
         ]
-        self.stream_offset = _stream_offset(optimizer, group)
+        self.stream_offset = stream_offset(optimizer, group)
         # What each step re-reads, flat (one C-level pass per property over all tensors):
         # each state dict held, its size, and the tensor each key of it held.
         self.held = [st for st in states if st is not None]
@@ -199,7 +199,7 @@ class StepPlan:
         if optimizer.group_options(group) != self.options:
             return None
         if self.low_memory:  # (the fp32 plan: only while no state is low-memory)
-            if _stream_offset(optimizer, group) != self.stream_offset:
+            if stream_offset(optimizer, group) != self.stream_offset:
                 return None
         elif optimizer.__dict__.get("_low_memory_seen", True):
             return None
@@ -243,7 +243,7 @@ class StepPlan:
         return grads
 
 
-def _stream_offset(optimizer: Any, group: dict[str, Any]) -> int:
+def stream_offset(optimizer: Any, group: dict[str, Any]) -> int:
     """How many params the groups before ``group`` hold (its params' random streams count
     on from there)."""
     offset = 0
