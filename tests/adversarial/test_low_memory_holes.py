@@ -761,3 +761,109 @@ def test_a_state_slot_deleted_or_replaced_by_hand_is_refused_before_anything_cha
         assert opt.state[p].keys() == state.keys()
         for k, v in state.items():
             assert torch.equal(opt.state[p][k], v), k
+
+
+def _snapshot(opt):
+    return {
+        id(p): (p.detach().clone(), {k: v.clone() if isinstance(v, torch.Tensor) else v
+                                     for k, v in opt.state[p].items()})
+        for group in opt.param_groups for p in group["params"]
+    }  # fmt: skip
+
+
+def _assert_unchanged(opt, snapshot):
+    for group in opt.param_groups:
+        for p in group["params"]:
+            param, state = snapshot[id(p)]
+            assert torch.equal(p.detach(), param)
+            assert opt.state[p].keys() == state.keys()
+            for key, value in state.items():
+                held = opt.state[p][key]
+                assert held is value or torch.equal(held, value), key
+
+
+def _set(key, value):
+    def edit(state):
+        state[key] = value(state) if callable(value) else value
+
+    return edit
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize(
+    ("cls", "precision", "dtype", "edit", "key"),
+    [
+        (adamkit.AdamW, "bf16", torch.float32, _delete("exp_avg"), "exp_avg"),
+        (adamkit.AdamW, "8bit", torch.float32, _set("exp_avg_absmax", None), "exp_avg_absmax"),
+        (adamkit.AdamW, "fp32", torch.bfloat16,
+         _set("kahan_comp", torch.zeros(7, dtype=torch.bfloat16)), "kahan_comp"),
+        (adamkit.NAdam, "bf16", torch.float32, _delete("step"), "step"),
+        (adamkit.NAdam, "bf16", torch.float32, _delete("mu_product"), "mu_product"),
+        (adamkit.AdamW, "bf16", torch.float32,
+         _set("step", torch.zeros(2, dtype=torch.float64)), "step"),
+        (adamkit.ScheduleFreeAdamW, "bf16", torch.float32, _delete("z"), "z"),
+    ],
+    ids=["two-groups", "absmax-None", "kahan-shape", "step-deleted", "mu_product-deleted",
+         "step-of-two", "schedule-free-z-deleted"],
+)  # fmt: skip
+def test_a_state_edited_by_hand_in_a_later_group_or_param_changes_nothing_anywhere(
+    cls, precision, dtype, edit, key, fused
+):
+    # Found by a review: the check ran per group (earlier groups were stepped, Schedule-Free's
+    # count advanced), and a compensation of another shape, scales set to None and the
+    # counters slipped through it to fail after other params were updated.
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(n).to(dtype)) for n in (300, 400, 500)]
+    groups = [{"params": params[:1]}, {"params": params[1:]}]
+    opt = cls(groups, lr=1e-2, state_precision=precision, param_rounding="kahan",
+              min_8bit_size=0, fused=fused)  # fmt: skip
+    if hasattr(opt, "train"):
+        opt.train()
+    _step(opt, params)
+    edit(opt.state[params[-1]])
+    snapshot = _snapshot(opt)
+    groups_before = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    with pytest.raises(RuntimeError, match=rf"'{key}'"):
+        _step(opt, params, seed=7)
+    _assert_unchanged(opt, snapshot)
+    for group, before in zip(opt.param_groups, groups_before, strict=True):
+        assert {k: v for k, v in group.items() if k != "params"} == before
+
+
+@pytest.mark.parametrize("how", ["an option changed", "compiled"])
+def test_a_moment_deleted_by_hand_is_refused_under_compile_and_when_an_option_changes(how):
+    # Conforming the state to changed options (and, under torch.compile, at every trace) made
+    # a missing slot as zeros: right for one an option switches on (AMSGrad's max), a lost
+    # moment for one that is always there.
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(n)) for n in (300, 400)]
+    opt = adamkit.AdamW(params, lr=1e-2, state_precision="bf16")
+    step = torch.compile(opt.step) if how == "compiled" else opt.step
+    for _ in range(2):
+        for i, p in enumerate(params):
+            p.grad = _grad(p, 1 + i)
+        step()
+    del opt.state[params[1]]["exp_avg"]
+    if how == "an option changed":
+        opt.param_groups[0]["amsgrad"] = True
+    snapshot = _snapshot(opt)
+    for i, p in enumerate(params):
+        p.grad = _grad(p, 9 + i)
+    with pytest.raises(Exception, match="'exp_avg'"):  # (under compile: torch's wrapping)
+        step()
+    _assert_unchanged(opt, snapshot)
+
+
+@pytest.mark.parametrize("cls", [adamkit.SGD, adamkit.Lion, adamkit.ScheduleFreeAdamW])
+def test_stochastic_rounding_switched_on_for_an_uncounted_spec_starts_its_count(cls):
+    # The conform step counted a state as low-memory for 8-bit, bf16 or Kahan, not for
+    # stochastic rounding: the step then found no "step" (KeyError).
+    params = [torch.nn.Parameter(torch.randn(n).bfloat16()) for n in (300, 400)]
+    options = {"momentum": 0.9} if cls is adamkit.SGD else {}
+    opt = cls(params, lr=1e-2, **options)
+    if hasattr(opt, "train"):
+        opt.train()
+    _step(opt, params)
+    opt.param_rounding = "stochastic"
+    _step(opt, params, seed=5)
+    assert all(opt.state[p]["step"].item() == 2 for p in params)

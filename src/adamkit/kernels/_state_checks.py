@@ -1,7 +1,7 @@
-"""What a low-memory step checks of every state before it writes anything: each slot the
-group's options use is there in the format its precision stores it in (8-bit codes with their
-block scales, bfloat16, or torch's floating-point format), and a half param rounded "kahan"
-has its compensation.
+"""What a low-memory step checks of every state before it writes anything: its counters are
+one-element tensors, each slot the group's options use is there in the format its precision
+stores it in (8-bit codes with their block scales, bfloat16, or torch's floating-point
+format), and a half param rounded "kahan" has its compensation, shaped like it.
 
 The optimizer puts the state in those formats when an option or a param's dtype changes
 (:mod:`adamkit.optim._conform`). A slot deleted or replaced by hand since then would be read
@@ -23,7 +23,7 @@ from .lowbit_torch import check_scales
 from .wrappers import HALF_DTYPES
 
 _EXPECTED = {
-    "8bit": "uint8 codes with their block scales beside them",
+    "8bit": "uint8 codes",
     "bf16": "a bfloat16 tensor",
     "fp32": "a floating-point tensor",
 }
@@ -47,9 +47,18 @@ def check_state(
     the slots ``stored`` (the spec's ``slots_used`` by the group's flags) missing or in
     another format than its param's precision gives it, or Kahan's compensation missing."""
     used = [key for key, on in zip(spec.tensor_state, stored, strict=False) if on]
+    counters = ("step", spec.scalar_state) if spec.scalar_state else ("step",)
     for p, state, precision in zip(params, states, precisions, strict=True):
+        for key in counters:  # (the kernels read and write element 0)
+            value = state.get(key)
+            if not (isinstance(value, Tensor) and value.numel() == 1):
+                raise StateFormatError(_refusal(p, value, key, "a one-element counter tensor"))
         for key in used:
             want = slot_precision(precision, key, used)
+            scales = state.get(key + ABSMAX_SUFFIX)
+            if want == "8bit" and not isinstance(scales, Tensor):
+                expected = f"float32 block scales beside the 8-bit {key!r}"
+                raise StateFormatError(_refusal(p, scales, key + ABSMAX_SUFFIX, expected))
             if not _in_format(state, key, want):
                 raise StateFormatError(_refusal(p, state.get(key), key, _EXPECTED[want]))
         for key in spec.tensor_state:
@@ -58,10 +67,11 @@ def check_state(
                 check_scales(key + ABSMAX_SUFFIX, scales, p.numel(), p.device)
         comp = state.get(KAHAN_KEY)
         if param_rounding == "kahan" and p.dtype in HALF_DTYPES:
-            if not (isinstance(comp, Tensor) and comp.is_floating_point()):
-                raise StateFormatError(
-                    _refusal(p, comp, KAHAN_KEY, "a floating-point tensor (Kahan's compensation)")
-                )
+            if not (
+                isinstance(comp, Tensor) and comp.is_floating_point() and comp.shape == p.shape
+            ):
+                expected = "a floating-point tensor of the param's shape (Kahan's compensation)"
+                raise StateFormatError(_refusal(p, comp, KAHAN_KEY, expected))
 
 
 def _in_format(state: Mapping[str, Any], key: str, precision: str) -> bool:
@@ -69,7 +79,7 @@ def _in_format(state: Mapping[str, Any], key: str, precision: str) -> bool:
     if not isinstance(value, Tensor):
         return False
     if precision == "8bit":
-        return value.dtype == torch.uint8 and key + ABSMAX_SUFFIX in state
+        return value.dtype == torch.uint8  # (its scales: checked by the caller)
     if precision == "bf16":
         return value.dtype == torch.bfloat16
     return value.is_floating_point() or value.is_complex()
@@ -79,7 +89,7 @@ def _refusal(p: Tensor, value: Any, key: str, expected: str) -> str:
     found = (
         "missing"
         if value is None
-        else f"a {value.dtype} tensor"
+        else f"a {value.dtype} tensor of shape {tuple(value.shape)}"
         if isinstance(value, Tensor)
         else f"a {type(value).__name__}"
     )

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS, slot_precision
 from ..kernels._batching import StateSizeError, check_sizes
+from ..kernels._state_checks import StateFormatError
 from ..kernels.lowbit_torch import check_scales, dequantize, is_8bit, quantize, to_bf16
 from ..kernels.wrappers import HALF_DTYPES, dtensor_like, to_local
 from ._checkpoint import Slot
@@ -44,6 +45,31 @@ def _tensor_or_none(value: Any) -> Tensor | None:
 def kahan_needed(p: Tensor, rounding: str) -> bool:
     """Whether ``p`` keeps Kahan's compensation: a half-precision param rounded "kahan"."""
     return rounding == "kahan" and p.dtype in HALF_DTYPES
+
+
+def _low(p: Tensor, precision: str, rounding: str) -> bool:
+    """Whether ``p``'s state is low-memory (as the optimizer's ``_low_memory``): 8-bit or
+    bf16, or a half param rounded stochastically or with Kahan's compensation."""
+    return precision != "fp32" or (rounding != "nearest" and p.dtype in HALF_DTYPES)
+
+
+def check_present(
+    stated: list[tuple[Tensor, dict[str, Any]]], layout: Mapping[str, Any], startable
+) -> None:
+    """Raise :class:`~adamkit.kernels._state_checks.StateFormatError` if a stepped state lacks
+    a slot of ``layout`` that no option switches on (not in ``startable``): a moment deleted
+    by hand, which conforming would otherwise make as zeros (nothing is converted then)."""
+    for p, state in stated:
+        if "step" not in state:
+            continue  # never stepped, or an uncounted spec's torch-format state
+        for key in layout:
+            if key in SLOT_KINDS and key not in startable and state.get(key) is None:
+                raise StateFormatError(
+                    f"state {key!r} of a parameter of shape {tuple(p.shape)} is missing; its "
+                    "step reads it. Was it deleted by hand? Put it back, or drop the "
+                    "parameter's state (del optimizer.state[p]) so that it starts afresh; "
+                    "nothing was updated."
+                )
 
 
 def conform(
@@ -83,8 +109,7 @@ def needs_work(
     if "step" not in state:  # as _count_started: low-memory state of an uncounted spec
         if layout.get("step") is not Slot.OPTIONAL_STEP:  # gets a count once it has a slot
             return False
-        low = precision != "fp32" or kahan_needed(p, rounding)
-        return low and any(k in state for k in layout if k in SLOT_KINDS)
+        return _low(p, precision, rounding) and any(k in state for k in layout if k in SLOT_KINDS)
     if any(k in SLOT_KINDS and k not in layout for k in state):
         return True
     for key in layout:
@@ -120,7 +145,7 @@ def _count_started(
     stepped) are dropped, so that the state starts afresh in the right format."""
     if layout.get("step") is not Slot.OPTIONAL_STEP:
         return False
-    low = precision != "fp32" or kahan_needed(p, rounding)
+    low = _low(p, precision, rounding)
     slots = [k for k in layout if k in SLOT_KINDS]
     for key in [k for k in slots if low and k in state and state[k] is None]:
         del state[key]

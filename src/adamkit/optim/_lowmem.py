@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ..algorithms import SPECS
+from ..algorithms._spec import FLAG_WIDTH
 from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS, slot_precision
 from ..kernels import lowbit, lowbit_compiled
 from ..kernels._tensors import pick
@@ -33,7 +34,7 @@ from ..kernels.lowbit_torch import (
     dequantized_entry,
     saved_entry,
 )
-from ..kernels.spec_kernels import Replay
+from ..kernels.spec_kernels import Replay, hyper_key, padded_scalars
 from ..kernels.wrappers import HALF_DTYPES, _dtensor_type, to_local
 from . import _conform
 from ._base import new_step, scalar_state
@@ -183,6 +184,32 @@ class LowMemoryState:
         options = self.group_options(group)
         check_options(*options)
         check_group_supports(group, options[0], options[2])
+
+    def refuse_before_step(self) -> None:
+        """With several param groups, every group's low-memory state is conformed to its
+        options and checked (:func:`adamkit.kernels.lowbit.checked_local`) before any group is
+        stepped: each group's step checks its own, and a state edited by hand in a later
+        group would be refused after the earlier groups were updated. (Not under
+        torch.compile, where each group's step checks its own.)"""
+        super().refuse_before_step()  # type: ignore[misc]
+        if len(self.param_groups) < 2 or torch.compiler.is_compiling():
+            return
+        spec = SPECS[self.algorithm]
+        for group in self.param_groups:
+            if self._full_precision_only(group) and not self.__dict__["_low_memory_seen"]:
+                continue
+            self._conform_group(group)
+            state = self.state
+            stated = [p for p in group["params"] if p.grad is not None and state.get(p)
+                      and self._low_memory(p, group)]  # fmt: skip
+            if not stated:
+                continue
+            flags = padded_scalars(spec.name, torch.float32, hyper_key(spec, group)).flags
+            lowbit.checked_local(
+                spec, spec.slots_used(tuple(flags[:FLAG_WIDTH])), stated,
+                [p.grad for p in stated], [state[p] for p in stated],
+                [self.precision_of(p, group) for p in stated], self.group_options(group)[2],
+            )  # fmt: skip
 
     # --- state -------------------------------------------------------------------------
     def init_low_memory_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any] | None:
@@ -393,6 +420,10 @@ class LowMemoryState:
         stated: list[tuple[Tensor, dict[str, Any]]],
     ) -> None:
         _conform.check_shapes(stated)  # before anything changes
+        spec = SPECS[self.algorithm]
+        startable = {key for key, flag in zip(spec.tensor_state, spec.slot_flags, strict=False)
+                     if flag is not None}  # fmt: skip
+        _conform.check_present(stated, layout, startable)
         for p, entry in stated:
             self._conform_entry(p, group, entry, layout)
         self.__dict__.setdefault("_conformed", {})[id(group)] = signature
