@@ -867,3 +867,21 @@ def test_stochastic_rounding_switched_on_for_an_uncounted_spec_starts_its_count(
     opt.param_rounding = "stochastic"
     _step(opt, params, seed=5)
     assert all(opt.state[p]["step"].item() == 2 for p in params)
+
+
+def test_params_swapped_between_groups_of_other_precisions_have_their_state_converted():
+    # The groups' conform cache was keyed by options and dtypes, not by which params they
+    # hold: a param moved into a bf16 group kept its 8-bit state (refused as tampered).
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(300, 20)) for _ in range(3)]
+    opt = adamkit.AdamW(
+        [{"params": params[:2], "state_precision": "8bit", "min_8bit_size": 0},
+         {"params": params[2:], "state_precision": "bf16"}],
+    )  # fmt: skip
+    _step(opt, params)
+    first, second = opt.param_groups
+    first["params"][1], second["params"][0] = second["params"][0], first["params"][1]
+    _step(opt, params, seed=4)
+    assert opt.state[params[1]]["exp_avg"].dtype == torch.bfloat16
+    assert opt.state[params[2]]["exp_avg"].dtype == torch.uint8
+    assert all(p.isfinite().all() for p in params)

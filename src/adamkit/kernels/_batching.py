@@ -481,7 +481,32 @@ def _split(
             views = {owners[k] for k in overlapping}
             batches = _without(batches, views)
             other = sorted(other + list(views))
+    if other and spans:  # a batched param sharing memory with one the for-loop takes
+        reach = [e for e in map(_extent, (params[i] for i in other)) if e is not None]
+        views = {owners[k] for k in _overlapping(spans + reach) if k < len(spans)}
+        if views:  # both in the for-loop: torch's order (the loops ran before it)
+            batches = _without(batches, views)
+            other = sorted(other + list(views))
     return batches, other, empty
+
+
+def _extent(t: Tensor) -> tuple[int, int] | None:
+    """The memory (start, end) that strided tensor ``t`` reaches, or None (no elements, no
+    strides)."""
+    try:
+        if not t.numel():
+            return None
+        last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride(), strict=True))
+        start = t.data_ptr()
+    except RuntimeError:  # layouts without strides or storage (sparse CSR, mkldnn)
+        return None
+    return start, start + (last + 1) * t.element_size()
+
+
+def share_memory(tensors: Sequence[Tensor]) -> bool:
+    """Whether two of ``tensors`` reach the same memory (views of one storage)."""
+    extents = [e for e in map(_extent, tensors) if e is not None]
+    return len(extents) > 1 and bool(_overlapping(extents))
 
 
 _OVERLAPS = BoundedCache(64)  # by the params' memory spans, which rarely change

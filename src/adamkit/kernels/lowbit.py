@@ -75,6 +75,16 @@ def step(
     lists = (params, grads, states, precisions)
     if stepped_in_rounds(step, spec, group, *lists, param_rounding, streams, fused=fused):
         return None
+    if len(params) > 1 and _batching.share_memory(params):
+        # views of one storage: one after another, in order, as torch.optim steps them
+        padded = padded_scalars(spec.name, torch.float32, hyper_key(spec, group))
+        stored = spec.slots_used(tuple(padded.flags[:FLAG_WIDTH]))
+        checked_local(spec, stored, params, grads, states, precisions, param_rounding)
+        for one in zip(params, grads, states, precisions, streams, strict=True):
+            p, g, state, precision, stream = ([item] for item in one)
+            step(spec, group, p, g, state, precision, param_rounding=param_rounding,
+                 streams=stream, fused=fused)  # fmt: skip
+        return None
     padded = padded_scalars(spec.name, torch.float32, hyper_key(spec, group))
     stored = spec.slots_used(tuple(padded.flags[:FLAG_WIDTH]))
     local = checked_local(spec, stored, params, grads, states, precisions, param_rounding)
@@ -131,6 +141,9 @@ def _through_contiguous_copies(kernel, spec, params, grads, states, *rest) -> bo
               and value.shape == p.shape]  # fmt: skip
     if all(t.is_contiguous() for t in (p, g, *(state[key] for key in like_p))):
         return False
+    written = (p, *(state[key] for key in like_p))
+    if any(torch._debug_has_internal_overlap(t) == 1 for t in written):  # (stride 0)
+        return False  # the torch-ops path gives torch's error for an expanded param
     p_copy, g_copy = p.detach().contiguous(), g.contiguous()
     copies = {**state, **{key: state[key].contiguous() for key in like_p}}
     if kernel(spec, [p_copy], [g_copy], [copies], *rest):

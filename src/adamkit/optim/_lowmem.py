@@ -391,10 +391,12 @@ class LowMemoryState:
         Only when one of those changed since the group was last conformed: the check of every
         slot costs microseconds per param."""
         layout = self.state_layout(group)  # type: ignore[attr-defined]
-        signature = (
+        params = group["params"]
+        signature = (  # (the params' ids: one moved here from a group of other options)
             self.group_options(group),
             tuple(layout),
-            tuple(p.dtype for p in group["params"]),
+            tuple(p.dtype for p in params),
+            tuple(map(id, params)),
         )
         conformed = self.__dict__.setdefault("_conformed", {})
         if conformed.get(id(group)) == signature:
