@@ -554,3 +554,34 @@ def test_named_params_replay_and_check_their_group_alone():
     twins[0][1].param_groups[0]["lr"] = -1.0
     with pytest.raises(ValueError, match="lr"):
         twins[0][1].step()
+
+
+@pytest.mark.parametrize("state", ["fp32", "bf16", "8bit"])
+def test_groups_checked_before_the_step_replay_as_they_step(state, monkeypatch):
+    # With several groups, low-memory state is checked for every group before any steps; a
+    # group whose plan is intact is not checked again, and its replay takes what that check
+    # found (the gradients) in the same step, never at a later one.
+    gen = torch.Generator().manual_seed(11)
+    init = [torch.randn(s, generator=gen) for s in [(40, 3), (300,), (5,), (64, 8)]]
+    twins = []
+    for _ in range(2):
+        params = [torch.nn.Parameter(t.clone()) for t in init]
+        groups = [{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.0}]
+        twins.append((params, adamkit.AdamW(groups, state_precision=state, min_8bit_size=0)))
+    intact = []
+    check = adamkit.optim._step_plan.StepPlan.intact
+    monkeypatch.setattr(
+        adamkit.optim._step_plan.StepPlan, "intact",
+        lambda self, *a: intact.append(check(self, *a)) or intact[-1],
+    )  # fmt: skip
+    for step in range(8):
+        _step_both(twins, gen)
+        if step == 4:  # a skipped step (a NaN gradient) between a check and a replay
+            for opt in (twins[0][1], twins[1][1]):
+                opt.on_nonfinite = "skip"
+            twins[0][0][2].grad = twins[1][0][2].grad = torch.full((5,), float("nan"))
+            for opt in (twins[0][1], twins[1][1]):
+                opt.step()
+                opt.on_nonfinite = "propagate"
+    assert twins[0][1]._step_plans and any(intact) == (state != "fp32")
+    _assert_same(twins)

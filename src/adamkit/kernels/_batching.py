@@ -482,8 +482,11 @@ def _split(
             batches = _without(batches, views)
             other = sorted(other + list(views))
     if other and spans:  # a batched param sharing memory with one the for-loop takes
+        moved = set(other)
+        live = [k for k, i in enumerate(owners) if i not in moved]
         reach = [e for e in map(_extent, (params[i] for i in other)) if e is not None]
-        views = {owners[k] for k in _overlapping(spans + reach) if k < len(spans)}
+        hit = _overlapping([spans[k] for k in live] + reach)
+        views = {owners[live[j]] for j in hit if j < len(live)}
         if views:  # both in the for-loop: torch's order (the loops ran before it)
             batches = _without(batches, views)
             other = sorted(other + list(views))

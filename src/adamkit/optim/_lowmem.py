@@ -192,12 +192,19 @@ class LowMemoryState:
         group would be refused after the earlier groups were updated. (Not under
         torch.compile, where each group's step checks its own.)"""
         super().refuse_before_step()  # type: ignore[misc]
+        plans = self.__dict__.get("_step_plans", {})
+        for plan in plans.values():
+            plan.checked = None  # (what intact found at an earlier step that ended early)
         if len(self.param_groups) < 2 or torch.compiler.is_compiling():
             return
         spec = SPECS[self.algorithm]
         for group in self.param_groups:
             if self._full_precision_only(group) and not self.__dict__["_low_memory_seen"]:
                 continue
+            plan = plans.get(id(group))
+            if plan is not None and plan.intact(self, group):
+                continue  # its params and state are what its last step checked (the replay
+                # takes what intact found, and checks nothing twice)
             self._conform_group(group)
             state = self.state
             stated = [p for p in group["params"] if p.grad is not None and state.get(p)

@@ -138,15 +138,21 @@ class StepPlan:
         self.values: tuple[Any, ...] | None = None  # the hyperparameters last run with
         self.scalars: Any = None  # and the loops' scalar arrays for them
         self.seen: tuple[list[str], list[Any]] | None = None  # the group then (see replayed)
+        self.checked: tuple[bool, list[Tensor]] | None = None  # see intact
 
     def replayed(self, optimizer: Any, group: dict[str, Any]) -> bool:
         """Run the step again if nothing it depends on has changed (see the module); False
-        (and nothing done) otherwise."""
-        unchanged = self._group_unchanged(group)
-        try:
-            grads = self._gradients(optimizer, group, unchanged)
-        except RuntimeError:  # layouts without strides or storage (sparse CSR, mkldnn)
-            return False
+        (and nothing done) otherwise. Where :meth:`intact` found so this step, its checks
+        are not run again."""
+        checked, self.checked = self.checked, None
+        if checked is not None:
+            unchanged, grads = checked
+        else:
+            unchanged = self._group_unchanged(group)
+            try:
+                grads = self._gradients(optimizer, group, unchanged)
+            except RuntimeError:  # layouts without strides or storage (sparse CSR, mkldnn)
+                return False
         if grads is None:
             return False
         if not unchanged:
@@ -164,6 +170,23 @@ class StepPlan:
             # (every value immutable: a flag that is a tensor, say, changes in place)
             self.seen = (list(group), list(group.values())) if all_immutable(group) else None
         self.replay.run(grads, self.scalars)
+        return True
+
+    def intact(self, optimizer: Any, group: dict[str, Any]) -> bool:
+        """Whether the plan would replay (:meth:`replayed`'s checks, nothing run): the
+        group's params, options, state dicts and tensors are those its last step read. If so,
+        the replay later in the same ``step()`` takes what the checks found (the caller
+        clears :attr:`checked` at the start of each step: a step that ends before the group
+        is stepped must not leave it to the next)."""
+        self.checked = None
+        unchanged = self._group_unchanged(group)
+        try:
+            grads = self._gradients(optimizer, group, unchanged)
+        except RuntimeError:
+            return False
+        if grads is None:
+            return False
+        self.checked = (unchanged, grads)
         return True
 
     def _group_unchanged(self, group: dict[str, Any]) -> bool:
