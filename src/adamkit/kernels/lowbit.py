@@ -504,10 +504,11 @@ _STARTED = torch.ones((), dtype=torch.float64)
 def counted_states(spec: AlgorithmSpec, states: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """``states`` as :func:`half_in_place`'s step reads them. An uncounted spec's torch-format
     state (SGD, Lion, Schedule-Free) has no step: each of these shallow copies has a scratch
-    one, 1 (the half path takes only states whose slots have started, and the spec's element
-    reads a count of 1 as a start), which the kernel advances and the step then drops, as
-    the copies' path keeps no count (nor advances a "step" left by low-memory state). Nearest
-    rounding draws no random numbers, so the count seeds nothing."""
+    one, 1, which the kernel advances to 2 before the element reads it (a count of 1 there
+    would mean "the slots start now"; the half path takes only states whose slots have
+    started). The step then drops it, as the copies' path keeps no count (nor advances a
+    "step" left by low-memory state). Nearest rounding draws no random numbers, so the count
+    seeds nothing."""
     if spec.counted:
         return list(states)
     return [{**state, "step": torch.ones((), dtype=torch.float64)} for state in states]
