@@ -22,12 +22,11 @@ from ..kernels.wrappers import HALF_DTYPES
 from ..reference import adafactor as reference
 from ._base import KernelOptimizer, new_step
 from ._checkpoint import Slot, expected_shape
-from ._lowmem import param_streams
+from ._lowmem import ROUNDINGS, param_streams
 
 _MATRIX_LAYOUT = {"step": Slot.STEP, "row_var": Slot.ROW_FACTOR, "col_var": Slot.COL_FACTOR}
 _VECTOR_LAYOUT = {"step": Slot.STEP, "variance": Slot.LIKE_PARAM}
 _KAHAN_LAYOUT = {KAHAN_KEY: Slot.OPTIONAL_LIKE_PARAM}  # a half param's, with "kahan"
-ROUNDINGS = ("nearest", "stochastic", "kahan")
 
 
 def _torch_forloop(params: list[Tensor], grads: list[Tensor], states: list[dict], **kw: Any):
