@@ -198,13 +198,19 @@ class LowMemoryState:
         if len(self.param_groups) < 2 or torch.compiler.is_compiling():
             return
         spec = SPECS[self.algorithm]
+        unchecked = []
         for group in self.param_groups:
             if self._full_precision_only(group) and not self.__dict__["_low_memory_seen"]:
                 continue
             plan = plans.get(id(group))
-            if plan is not None and plan.intact(self, group):
-                continue  # its params and state are what its last step checked (the replay
-                # takes what intact found, and checks nothing twice)
+            if plan is None or not plan.intact(self, group):
+                unchecked.append(group)
+            # else its params and state are what its last step checked (the replay takes
+            # what intact found, and checks nothing twice)
+        if unchecked:  # (conforming one may convert a param another group lists, by misuse)
+            for plan in plans.values():
+                plan.checked = None
+        for group in unchecked:
             self._conform_group(group)
             state = self.state
             stated = [p for p in group["params"] if p.grad is not None and state.get(p)

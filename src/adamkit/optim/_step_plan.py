@@ -138,15 +138,16 @@ class StepPlan:
         self.values: tuple[Any, ...] | None = None  # the hyperparameters last run with
         self.scalars: Any = None  # and the loops' scalar arrays for them
         self.seen: tuple[list[str], list[Any]] | None = None  # the group then (see replayed)
-        self.checked: tuple[bool, list[Tensor]] | None = None  # see intact
+        self.checked: list[Tensor] | None = None  # the gradients intact found (see there)
 
     def replayed(self, optimizer: Any, group: dict[str, Any]) -> bool:
         """Run the step again if nothing it depends on has changed (see the module); False
         (and nothing done) otherwise. Where :meth:`intact` found so this step, its checks
         are not run again."""
         checked, self.checked = self.checked, None
-        if checked is not None:
-            unchanged, grads = checked
+        if checked is not None:  # (the group's own state, Schedule-Free's count, has moved
+            grads = checked  # since intact: whether it is unchanged is read again)
+            unchanged = self._group_unchanged(group)
         else:
             unchanged = self._group_unchanged(group)
             try:
@@ -186,7 +187,7 @@ class StepPlan:
             return False
         if grads is None:
             return False
-        self.checked = (unchanged, grads)
+        self.checked = grads
         return True
 
     def _group_unchanged(self, group: dict[str, Any]) -> bool:
