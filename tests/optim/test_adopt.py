@@ -186,3 +186,17 @@ def test_a_group_cannot_hold_the_host_clip():
     w = torch.nn.Parameter(torch.randn(3))
     with pytest.raises(ValueError, match="host_clip"):
         adamkit.ADOPT([{"params": [w], "host_clip": 1.0}])
+
+
+def test_a_custom_clip_lambda_keeps_no_conform_record_of_its_throwaway_groups():
+    # Each step with another clip_lambda steps sets of tensors through dicts that die with
+    # the step; the conform cache, keyed by their ids, grew by two a step and could take a
+    # new dict at a reused id for one already conformed (found by a review).
+    params = [torch.nn.Parameter(torch.randn(64)) for _ in range(3)]
+    opt = adamkit.ADOPT([{"params": params[:2]}, {"params": params[2:]}],
+                        state_precision="bf16", clip_lambda=lambda s: s**0.25)  # fmt: skip
+    for _ in range(30):
+        for p in params:
+            p.grad = torch.randn(64)
+        opt.step()
+    assert len(opt.__dict__["_conformed"]) <= len(opt.param_groups)

@@ -117,8 +117,9 @@ class ADOPT(SpecOptimizer):
                     call = {**group, "params": together, "host_clip": clip}
                     try:
                         super()._update_group(call, amp)
-                    finally:
+                    finally:  # (keyed by the id of a dict that dies here: another may reuse it)
                         plans.pop(id(call), None)
+                        self.__dict__.get("_conformed", {}).pop(id(call), None)
         except BaseException:
             self._restore(saved)
             raise
