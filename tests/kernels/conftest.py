@@ -32,3 +32,22 @@ def torch_ops_in_numba_order(monkeypatch):
         "_compiled",
         lambda function: recompiled(function, _NUMBA_ORDER, helpers=lambda helper: helper),
     )
+
+
+@pytest.fixture
+def stepped_views():
+    """``run(views, make, n)``: the storage of an n×n base after three steps of the optimizer
+    ``make(params)`` over params that are ``views(base)`` of it (views of one storage)."""
+
+    def run(views, make, n):
+        gen = torch.Generator().manual_seed(0)
+        base = torch.randn(n, n, generator=gen)
+        params = [torch.nn.Parameter(v) for v in views(base)]
+        opt = make(params)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        return base
+
+    return run

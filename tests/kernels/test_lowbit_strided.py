@@ -82,20 +82,19 @@ def test_strided_params_take_the_fused_kernel_with_the_torch_ops_paths_bits(
                          ids=["transpose-and-base", "slice-and-base"])  # fmt: skip
 @pytest.mark.parametrize("precision", ["bf16", "8bit"])
 def test_params_that_are_views_of_one_storage_step_in_order(
-    views, precision, torch_ops_in_numba_order
+    views, precision, torch_ops_in_numba_order, stepped_views
 ):
     # The fused kernel ran first on what it took, then the rest: the reverse of torch's order
     # for views of one storage (found by a review; it predates the copies).
-    results = []
-    for fused in (True, False):
-        gen = torch.Generator().manual_seed(0)
-        base = torch.randn(64, 64, generator=gen)
-        params = [torch.nn.Parameter(v) for v in views(base)]
-        opt = adamkit.AdamW(params, lr=0.1, weight_decay=0.5, state_precision=precision,
-                            min_8bit_size=0, fused=fused)  # fmt: skip
-        for _ in range(3):
-            for p in params:
-                p.grad = torch.randn(p.shape, generator=gen)
-            opt.step()
-        results.append(base)
+    results = [
+        stepped_views(
+            views,
+            lambda ps, fused=fused: adamkit.AdamW(
+                ps, lr=0.1, weight_decay=0.5, state_precision=precision, min_8bit_size=0,
+                fused=fused,
+            ),
+            64,
+        )
+        for fused in (True, False)
+    ]  # fmt: skip
     assert torch.equal(*results)
