@@ -75,18 +75,16 @@ def step(
     lists = (params, grads, states, precisions)
     if stepped_in_rounds(step, spec, group, *lists, param_rounding, streams, fused=fused):
         return None
+    padded = padded_scalars(spec.name, torch.float32, hyper_key(spec, group))
+    stored = stored_slots(spec, padded.flags)
     if len(params) > 1 and _batching.share_memory(params):
         # views of one storage: one after another, in order, as torch.optim steps them
-        padded = padded_scalars(spec.name, torch.float32, hyper_key(spec, group))
-        stored = spec.slots_used(tuple(padded.flags[:FLAG_WIDTH]))
         checked_local(spec, stored, params, grads, states, precisions, param_rounding)
         for one in zip(params, grads, states, precisions, streams, strict=True):
             p, g, state, precision, stream = ([item] for item in one)
             step(spec, group, p, g, state, precision, param_rounding=param_rounding,
                  streams=stream, fused=fused)  # fmt: skip
         return None
-    padded = padded_scalars(spec.name, torch.float32, hyper_key(spec, group))
-    stored = spec.slots_used(tuple(padded.flags[:FLAG_WIDTH]))
     local = checked_local(spec, stored, params, grads, states, precisions, param_rounding)
     shards = local[0] is not params
     params, grads, states = local
@@ -172,6 +170,18 @@ def stepped_in_rounds(
     return True
 
 
+def stored_slots(spec: AlgorithmSpec, flags: Sequence[bool]) -> tuple[bool, ...]:
+    """Which of ``spec``'s slots a state holds under a group's (padded) ``flags``."""
+    return spec.slots_used(tuple(flags[:FLAG_WIDTH]))
+
+
+def group_slots(spec: AlgorithmSpec, group: dict[str, Any]) -> tuple[bool, ...]:
+    """:func:`stored_slots` by ``group``'s options."""
+    return stored_slots(
+        spec, padded_scalars(spec.name, torch.float32, hyper_key(spec, group)).flags
+    )
+
+
 def checked_local(spec, stored, params, grads, states, precisions, param_rounding):
     """The local shards of DTensor params, grads and state (:func:`_local_shards`), after
     checking that every gradient and state slot has its param's shape and the format the
@@ -242,7 +252,7 @@ def _numba_fused(
 
     batches: dict[tuple[tuple[int, ...], int], tuple[list[int], list[list[int]]]] = {}
     rest = []
-    stored = spec.slots_used(tuple(scalars[2][:FLAG_WIDTH]))
+    stored = stored_slots(spec, scalars[2])
     for i, (p, g, state) in enumerate(zip(params, grads, states, strict=True)):
         taken = _row(
             spec, p, g, state, precisions[i], spec.scalar_state, streams[i], param_rounding,
@@ -483,8 +493,7 @@ def half_in_place(
         return []
     plain, counts = wrappers.Adapted.PLAIN_TYPES, collections.Counter(map(id, group["params"]))
     aux_key = spec.scalar_state
-    flags = padded_scalars(spec.name, torch.float32, hyper_key(spec, group)).flags
-    stored = spec.slots_used(tuple(flags[:FLAG_WIDTH]))
+    stored = group_slots(spec, group)
     if not spec.counted:  # (read, not written, by _row)
         states = [{**state, "step": _STARTED} for state in states]
     return [

@@ -25,7 +25,6 @@ import torch
 from torch import Tensor
 
 from ..algorithms import SPECS
-from ..algorithms._spec import FLAG_WIDTH
 from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS, slot_precision
 from ..kernels import lowbit, lowbit_compiled
 from ..kernels._tensors import pick
@@ -34,7 +33,7 @@ from ..kernels.lowbit_torch import (
     dequantized_entry,
     saved_entry,
 )
-from ..kernels.spec_kernels import Replay, hyper_key, padded_scalars
+from ..kernels.spec_kernels import Replay
 from ..kernels.wrappers import HALF_DTYPES, _dtensor_type, to_local
 from . import _conform
 from ._base import new_step, scalar_state
@@ -217,9 +216,8 @@ class LowMemoryState:
                       and self._low_memory(p, group)]  # fmt: skip
             if not stated:
                 continue
-            flags = padded_scalars(spec.name, torch.float32, hyper_key(spec, group)).flags
             lowbit.checked_local(
-                spec, spec.slots_used(tuple(flags[:FLAG_WIDTH])), stated,
+                spec, lowbit.group_slots(spec, group), stated,
                 [p.grad for p in stated], [state[p] for p in stated],
                 [self.precision_of(p, group) for p in stated], self.group_options(group)[2],
             )  # fmt: skip
