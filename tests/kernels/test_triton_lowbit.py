@@ -1,9 +1,11 @@
 """The Triton kernel for low-memory state (CUDA's fused path), run on CPU tensors under
 TRITON_INTERPRET=1: bit for bit the fused CPU kernel's params and state, the formats'
-specials included, for every fused spec and param storage."""
+specials included, for every optimizer of the shared table with each low-memory precision it
+takes (a third slot, one slot, a pass before the update) and every param storage."""
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import pytest
@@ -11,6 +13,7 @@ import torch
 
 import adamkit
 from adamkit.kernels import lowbit
+from specs import CAUTIOUS_SPECS, SPECS
 
 pytest.importorskip("triton")
 if os.environ.get("TRITON_INTERPRET") != "1":
@@ -24,7 +27,19 @@ PARAM_STORAGE = [
     (torch.bfloat16, "nearest"),
     (torch.bfloat16, "stochastic"),
     (torch.bfloat16, "kahan"),
+    (torch.float16, "nearest"),
+    (torch.float16, "stochastic"),
+    (torch.float16, "kahan"),
 ]
+ROWS = [
+    (spec, config, precision)
+    for spec in [*SPECS, *CAUTIOUS_SPECS]
+    if "state_precision" in inspect.signature(spec.ours).parameters
+    for config in spec.configs
+    if not any(isinstance(v, torch.Tensor) for v in config.values())
+    for precision in spec.low_memory
+]
+IDS = [f"{spec.name}-{i}-{precision}" for i, (spec, _, precision) in enumerate(ROWS)]
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -32,68 +47,77 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 
 
 def _run(cls, kernel, n, dtype, rounding, precision, steps=3, **options):
-    """Params and state after ``steps`` steps with ``kernel`` as the CPU fused kernel."""
+    """Params and state after ``steps`` steps with ``kernel`` as the CPU fused kernel (the
+    torch-ops path refused, so a run cannot pass on it)."""
     torch.manual_seed(n)
     x = torch.randn(n) * torch.exp2(torch.randint(-20, 20, (n,)).float())
     w = torch.nn.Parameter(x.to(dtype))
-    opt = cls([w], lr=1e-2, state_precision=precision, param_rounding=rounding,
-              min_8bit_size=0, **options)  # fmt: skip
+    options = {"lr": 1e-2, **options}
+    opt = cls([w], state_precision=precision, param_rounding=rounding, min_8bit_size=0,
+              **options)  # fmt: skip
+    if hasattr(opt, "train"):  # Schedule-Free
+        opt.train()
     for step in range(steps):
         g = torch.randn(n) * torch.exp2(torch.randint(-30, 30, (n,)).float())
         if step == 1 and n > 10:
             g[2], g[9] = float("nan"), float("inf")
         w.grad = g.to(dtype)
-        saved = lowbit.FUSED_KERNELS["cpu"]
-        lowbit.FUSED_KERNELS["cpu"] = kernel
-        try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setitem(lowbit.FUSED_KERNELS, "cpu", kernel)
+            patch.setattr(lowbit, "step_tensor", _refused)
             opt.step()
-        finally:
-            lowbit.FUSED_KERNELS["cpu"] = saved
     return w, opt.state[w]
 
 
-@pytest.mark.parametrize("dtype,rounding", PARAM_STORAGE)
-@pytest.mark.parametrize("precision", ["8bit", "bf16"])
-@pytest.mark.parametrize("n", [1, 255, 257, 4097])
-def test_triton_kernel_equals_the_fused_cpu_kernel_bitwise(n, precision, dtype, rounding):
-    got_w, got = _run(adamkit.Adam, lowbit._triton_fused, n, dtype, rounding, precision)
-    want_w, want = _run(adamkit.Adam, lowbit._numba_fused, n, dtype, rounding, precision)
+def _refused(*args, **kwargs):
+    raise AssertionError("a tensor took the torch-ops path, not the fused kernel")
+
+
+def _assert_bitwise(got_w, got, want_w, want):
     assert torch.equal(_bits(got_w), _bits(want_w))
     assert got.keys() == want.keys()
     for key in want:
         assert torch.equal(_bits(got[key]), _bits(want[key])), key
 
 
-@pytest.mark.parametrize("cls", [adamkit.AdamW, adamkit.RAdam, adamkit.Adamax])
+@pytest.mark.parametrize("dtype,rounding", PARAM_STORAGE)
 @pytest.mark.parametrize("precision", ["8bit", "bf16"])
-def test_triton_kernel_runs_each_spec_as_the_cpu_kernel(cls, precision):
-    options = {"weight_decay": 0.1}
-    got_w, got = _run(cls, lowbit._triton_fused, 3000, torch.float32, "nearest", precision,
-                      **options)  # fmt: skip
-    want_w, want = _run(cls, lowbit._numba_fused, 3000, torch.float32, "nearest", precision,
-                        **options)  # fmt: skip
-    assert torch.equal(_bits(got_w), _bits(want_w))
-    for key in want:
-        assert torch.equal(_bits(got[key]), _bits(want[key])), key
+@pytest.mark.parametrize("n", [1, 255, 257, 4097])
+def test_triton_kernel_equals_the_fused_cpu_kernel_bitwise(n, precision, dtype, rounding):
+    got = _run(adamkit.Adam, lowbit._triton_fused, n, dtype, rounding, precision)
+    _assert_bitwise(*got, *_run(adamkit.Adam, lowbit._numba_fused, n, dtype, rounding, precision))
 
 
+@pytest.mark.parametrize(("spec", "config", "precision"), ROWS, ids=IDS)
+def test_triton_kernel_runs_each_optimizer_as_the_cpu_kernel(spec, config, precision):
+    # NAdam's per-tensor scalars come from the host here, from its product rounded to
+    # float32 as the CPU kernel stores it; StableAdamW's sum and the cautious count are added
+    # in another order (rounded to float32 alike).
+    got = _run(spec.ours, lowbit._triton_fused, 300, torch.float32, "nearest", precision,
+               **config)  # fmt: skip
+    want = _run(spec.ours, lowbit._numba_fused, 300, torch.float32, "nearest", precision,
+                **config)  # fmt: skip
+    _assert_bitwise(*got, *want)
+
+
+# Three slots, one slot, a pass before the update: with each half param storage.
+HALF_ROWS = [
+    (adamkit.AdEMAMix, {}),
+    (adamkit.Adam, {"amsgrad": True, "cautious": True}),
+    (adamkit.StableAdamW, {}),
+    (adamkit.Lion, {"weight_decay": 0.1}),
+    (adamkit.RMSprop, {"centered": True, "momentum": 0.9}),
+]
+
+
+@pytest.mark.parametrize("dtype,rounding", PARAM_STORAGE[1:])
 @pytest.mark.parametrize("precision", ["8bit", "bf16"])
-def test_triton_kernel_nadam_agrees_with_the_torch_ops_path(precision):
-    # NAdam's per-tensor scalars come from the host here, as on the torch-ops path; the numba
-    # kernel computes them in its own compiled code (equal to a float32 rounding).
-    got_w, got = _run(adamkit.NAdam, lowbit._triton_fused, 3000, torch.float32, "nearest",
-                      precision)  # fmt: skip
-    want_w, want = _run(adamkit.NAdam, lowbit._numba_fused, 3000, torch.float32, "nearest",
-                        precision)  # fmt: skip
-    torch.testing.assert_close(got_w, want_w, rtol=1e-5, atol=1e-7, equal_nan=True)
-    for key, value in want.items():
-        if value.dtype == torch.uint8:
-            off = (got[key].int() - value.int()).abs()
-            assert off.le(1).all() and (off > 0).float().mean() < 0.01, key
-        else:
-            torch.testing.assert_close(
-                got[key].float(), value.float(), rtol=1e-2, atol=0, equal_nan=True
-            )
+@pytest.mark.parametrize(("cls", "config"), HALF_ROWS, ids=lambda v: getattr(v, "__name__", ""))
+def test_triton_kernel_steps_half_params_as_the_cpu_kernel(cls, config, precision, dtype,
+                                                           rounding):  # fmt: skip
+    got = _run(cls, lowbit._triton_fused, 300, dtype, rounding, precision, **config)
+    _assert_bitwise(*got, *_run(cls, lowbit._numba_fused, 300, dtype, rounding, precision,
+                                **config))  # fmt: skip
 
 
 def test_tensors_the_triton_kernel_cannot_take_go_to_the_torch_ops_path():

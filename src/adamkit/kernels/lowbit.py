@@ -8,8 +8,8 @@ bfloat16 and float16 tensors take the fused kernel (:mod:`adamkit.kernels._numba
 every spec: one pass, load → update → store per block (after a pass that only reads, for a
 spec's reduction or cautious masking), each slot's format a load/store adapter (8-bit codes,
 bf16, or torch's format: float32, or the param's dtype stored to nearest), parallel over
-blocks; CUDA tensors of a two-slot spec without a pass before the update take the same pass
-in Triton (:mod:`adamkit.kernels.triton_lowbit`) when the Triton kernels are opted in
+blocks; CUDA tensors take the same pass, cell for cell, in Triton
+(:mod:`adamkit.kernels.triton_lowbit`) when the Triton kernels are opted in
 (:func:`adamkit.kernels.registry.set_default`; until
 they have passed the parity suite on a GPU, CUDA's default is the torch ops path). The others
 take :func:`adamkit.kernels.lowbit_torch.step_tensor`. Both compute in float32 and give the
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..algorithms import AlgorithmSpec, GroupScalars
-from ..algorithms._spec import CAUTIOUS_FLAG, FLAG_WIDTH, NO_REDUCTION, TENSOR_SLOTS
+from ..algorithms._spec import FLAG_WIDTH, NO_REDUCTION, TENSOR_SLOTS
 from ..algorithms.state_formats import (
     ABSMAX_SUFFIX,
     BLOCK,
@@ -94,15 +94,12 @@ def step(
     kernels: dict[str, Any] = {}  # the fused kernel that ran, per device type
     if fused and fuses(spec):
         rest = []
-        # (Triton's pass takes two-slot specs without a pass before the update)
-        reducing = spec.reduction_mode(padded.flags[CAUTIOUS_FLAG]) != NO_REDUCTION
-        triton_takes = _two_slots(spec) and not reducing
         by_device: dict[str, list[int]] = {}
         for i, p in enumerate(params):
             by_device.setdefault(p.device.type, []).append(i)
         for device_type, idx in by_device.items():
             kernel = fused_kernel(device_type)
-            if kernel is None or (kernel is _triton_fused and not triton_takes):
+            if kernel is None:
                 rest += idx
                 continue
             kernels[device_type] = kernel
@@ -228,14 +225,6 @@ def fuses(spec: AlgorithmSpec) -> bool:
     """Whether the fused CPU kernel takes ``spec``: each of its slots has a low-memory kind
     (every spec adamkit has; a spec registered with another slot takes the torch ops)."""
     return bool(spec.tensor_state) and all(key in SLOT_KINDS for key in spec.tensor_state)
-
-
-def _two_slots(spec: AlgorithmSpec) -> bool:
-    """Whether ``spec``'s first two slots are always stored and any other only when a flag
-    switches it on: what the Triton pass takes (Adam, NAdam, RAdam, Adamax, ADOPT,
-    Schedule-Free, StableAdamW; a tensor with AMSGrad's max takes the other path)."""
-    always = spec.slots_used((False,) * FLAG_WIDTH)
-    return fuses(spec) and always[:2] == (True, True) and not any(always[2:])
 
 
 _PARAM_MODES = {"nearest": 1, "stochastic": 2, "kahan": 3}  # of a bfloat16 param; float16: +4
@@ -387,14 +376,14 @@ _PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 def _row(
     spec, p: Tensor, g: Tensor, state: dict[str, Any], precision: str, aux_key, stream: int,
-    param_rounding: str, stored: tuple[bool, ...],
+    param_rounding: str, stored: tuple[bool, ...], device: torch.device | None = None,
 ) -> tuple[list[int], tuple[str, ...]] | None:  # fmt: skip
     """The fused kernel's address row for one tensor (its random stream last) and the names
     of its slots' storage (``"ABSENT"`` for a slot not stored, and past the spec's last), or
-    None if it takes the other path: contiguous CPU float32, bfloat16 or float16 tensors (the
-    grad of the param's dtype and shape), the state holding the slots ``stored`` (the spec's
-    ``slots_used`` by the group's flags) and no other, each in a format the kernel takes, the
-    counters on the host."""
+    None if it takes the other path: contiguous float32, bfloat16 or float16 tensors on the
+    CPU (on ``device``, for the Triton kernel) (the grad of the param's dtype and shape), the
+    state holding the slots ``stored`` (the spec's ``slots_used`` by the group's flags) and no
+    other, each in a format the kernel takes, the counters on the host."""
     if p.dtype not in _PARAM_DTYPES or g.dtype != p.dtype or not p.numel():
         return None
     held = [key for key in spec.tensor_state if key in state]
@@ -404,12 +393,13 @@ def _row(
     if any(state[key] is None for key in held):  # (a checkpoint's SGD buffer: None)
         return None
     comp = state.get(KAHAN_KEY)
+    on_device = _is_cpu if device is None else (lambda t: t.device == device)
     kahan = p.dtype != torch.float32 and param_rounding == "kahan"
     slots = [state[key] for key in held]
     tensors = [p, g, *slots] + ([comp] if kahan else [])
     if (
         (kahan and (comp is None or comp.dtype != p.dtype))
-        or any(not (t.is_cpu and t.is_contiguous()) or t.is_neg() for t in tensors)
+        or any(not (on_device(t) and t.is_contiguous()) or t.is_neg() for t in tensors)
         or any(t.shape != p.shape for t in tensors[1:])
     ):
         return None
@@ -456,6 +446,10 @@ def _row(
         (comp if kahan else p).data_ptr(), step.data_ptr(), aux.data_ptr(), stream,
     ]  # fmt: skip
     return row, tuple(storage)
+
+
+def _is_cpu(t: Tensor) -> bool:
+    return t.is_cpu
 
 
 def half_in_place(

@@ -1,35 +1,45 @@
-"""The fused Triton kernel for low-memory state: any two-slot Adam-family spec, one program
-per block of 256 elements.
+"""The fused Triton kernel for low-memory state: every spec the fused CPU kernel takes, in the
+same cells (:mod:`adamkit.kernels._numba_lowbit`), one program per block of 256 elements.
 
-Each program loads its block's codes (or bfloat16 patterns) and scales, decodes them, runs
-the spec's own ``element`` in float32 (the same Triton element as the fp32 driver,
-:mod:`adamkit.kernels.triton_driver`), stores the param (float32, or bfloat16 rounded to
-nearest, stochastically or with Kahan's compensation), takes the block's new absmax with one
-reduction and encodes the moments: one pass over memory, nothing but registers in between.
-The formats are :mod:`adamkit.reference.lowbit`'s, written as integer arithmetic on the
-float32 patterns; the counters are advanced on the host (low-memory state is never
-capturable), as :func:`adamkit.kernels.lowbit_torch.step_tensor` does. Under
+Each program loads its block's param and grad (float32, or bfloat16/float16 patterns read in
+place), decodes each slot by its format (8-bit codes × the block's scale, bfloat16, or, for a
+slot the cell does not store, the grad, as in the fp32 driver), runs the spec's own
+``element`` in float32 (the same Triton element as the fp32 driver,
+:mod:`adamkit.kernels.triton_driver`), stores the param (float32, or rounded to nearest,
+stochastically or with Kahan's compensation), takes each 8-bit slot's new absmax with one
+reduction and encodes it: one pass over memory, nothing but registers in between. A cell with
+a pass before the update (the spec's ``reduction``, StableAdamW's RMS, or the count of the
+cautious mask) launches the kernel once more first, storing only each block's float64 partial
+sum. The formats are :mod:`adamkit.reference.lowbit`'s, as integer arithmetic on the float32
+patterns. Which tensors it takes, their slots' formats and their addresses are
+:func:`adamkit.kernels.lowbit._row`'s, as for the CPU kernel. The counters are advanced on the
+host (low-memory state is never capturable), as the CPU kernel advances them. Under
 ``TRITON_INTERPRET=1`` the kernel runs on CPU tensors, which is how CI tests it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
-from ..algorithms._spec import TENSOR_WIDTH
+from ..algorithms._spec import (
+    CAUTIOUS_COUNT,
+    CAUTIOUS_FLAG,
+    FLAG_WIDTH,
+    NO_REDUCTION,
+    SPEC_REDUCTION,
+    TENSOR_SLOTS,
+)
 from ..algorithms.state_formats import (
-    ABSMAX_SUFFIX,
     BLOCK,
     EXP_OFFSET,
     INF,
-    KAHAN_KEY,
     MIN_NORMAL_BITS,
     MIN_SCALE,
     NAN,
@@ -38,52 +48,92 @@ from ..algorithms.state_formats import (
     TOP,
     tensor_seed,
 )
-from .triton_driver import compiled
+from . import lowbit
+from .triton_driver import _finished, compiled
 
-_MIN_SCALE: tl.constexpr = tl.constexpr(MIN_SCALE)
-
+# A cell's literals. Each slot's format: of lowbit._row's storage names, the low-memory ones
+# (8-bit codes; bfloat16 stochastic, or toward zero for AMSGrad's running max; not stored).
+Q8, BF16, BF16_DOWN, ABSENT = 0, 1, 2, 3
+FORMATS = {"Q8": Q8, "BF16": BF16, "BF16_DOWN": BF16_DOWN, "ABSENT": ABSENT}
+SIGNED, SQUARE, UNSIGNED = 0, 1, 2
+KINDS = {"signed": SIGNED, "square": SQUARE, "unsigned": UNSIGNED}
 PARAM_FLOAT32, PARAM_NEAREST, PARAM_STOCHASTIC, PARAM_KAHAN = 0, 1, 2, 3
 _PARAM_MODES = {"nearest": PARAM_NEAREST, "stochastic": PARAM_STOCHASTIC, "kahan": PARAM_KAHAN}
+HALF_BF16, HALF_F16 = 0, 1
+_HALVES = {torch.bfloat16: HALF_BF16, torch.float16: HALF_F16}
+# The columns of lowbit._row's address row read here: p, g, the three slots (codes or
+# bfloat16 patterns), their block scales three columns on, Kahan's compensation.
+ROW_WIDTH = 12
+_P: tl.constexpr = tl.constexpr(0)
+_G: tl.constexpr = tl.constexpr(1)
+_S0: tl.constexpr = tl.constexpr(2)
+_SCALES: tl.constexpr = tl.constexpr(3)  # (a slot's scales: its column + 3)
+_KAHAN: tl.constexpr = tl.constexpr(8)
+_WIDTH: tl.constexpr = tl.constexpr(ROW_WIDTH)
+
+# (the same literals, as the jit functions read them)
+_Q8_: tl.constexpr = tl.constexpr(Q8)
+_BF16_: tl.constexpr = tl.constexpr(BF16)
+_BF16_DOWN_: tl.constexpr = tl.constexpr(BF16_DOWN)
+_ABSENT_: tl.constexpr = tl.constexpr(ABSENT)
+_SIGNED_: tl.constexpr = tl.constexpr(SIGNED)
+_SQUARE_: tl.constexpr = tl.constexpr(SQUARE)
+_F16_: tl.constexpr = tl.constexpr(HALF_F16)
+_FLOAT32_: tl.constexpr = tl.constexpr(PARAM_FLOAT32)
+_NEAREST_: tl.constexpr = tl.constexpr(PARAM_NEAREST)
+_STOCHASTIC_: tl.constexpr = tl.constexpr(PARAM_STOCHASTIC)
+_KAHAN_: tl.constexpr = tl.constexpr(PARAM_KAHAN)
+_SPEC_REDUCTION_: tl.constexpr = tl.constexpr(SPEC_REDUCTION)
+_CAUTIOUS_COUNT_: tl.constexpr = tl.constexpr(CAUTIOUS_COUNT)
+_MIN_SCALE: tl.constexpr = tl.constexpr(MIN_SCALE)
+_EXP: tl.constexpr = tl.constexpr(EXP_OFFSET)
+_MIN_NORMAL: tl.constexpr = tl.constexpr(MIN_NORMAL_BITS)
+_STREAM: tl.constexpr = tl.constexpr(PARAM_STREAM)
+_TOP_S: tl.constexpr = tl.constexpr(TOP["signed"])
+_INF_S: tl.constexpr = tl.constexpr(INF["signed"])
+_NAN_S: tl.constexpr = tl.constexpr(NAN["signed"])
+_TOP_U: tl.constexpr = tl.constexpr(TOP["unsigned"])
+_INF_U: tl.constexpr = tl.constexpr(INF["unsigned"])
+_NAN_U: tl.constexpr = tl.constexpr(NAN["unsigned"])
 
 
 @triton.jit
-def _decode(code, scale, MANTISSA: tl.constexpr, SIGNED: tl.constexpr, TOP_CODE: tl.constexpr,
-            INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr, EXP: tl.constexpr):  # fmt: skip
+def _decode(code, scale, MANTISSA: tl.constexpr, SIGNED_CODE: tl.constexpr,
+            TOP_CODE: tl.constexpr, INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr):  # fmt: skip
     c = code.to(tl.int32)
-    if SIGNED:
+    if SIGNED_CODE:
         magnitude = c & 0x7F
     else:
         magnitude = c
     m = tl.minimum(magnitude, TOP_CODE)
-    normal = ((m << (23 - MANTISSA)) + EXP).to(tl.float32, bitcast=True)
+    normal = ((m << (23 - MANTISSA)) + _EXP).to(tl.float32, bitcast=True)
     subnormal = m.to(tl.float32) * (1.0 / (1 << (14 + MANTISSA)))
     value = tl.where(m >= (1 << MANTISSA), normal, subnormal) * scale
     value = tl.where(magnitude == INF_CODE, float("inf"), value)
     value = tl.where(magnitude == NAN_CODE, float("nan"), value)
-    if SIGNED:
+    if SIGNED_CODE:
         value = tl.where((c & 0x80) != 0, -value, value)
     return value
 
 
 @triton.jit
-def _encode(y, inverse, noise, MANTISSA: tl.constexpr, SIGNED: tl.constexpr, TOP_CODE: tl.constexpr,
-            INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr, EXP: tl.constexpr,
-            MIN_NORMAL: tl.constexpr):  # fmt: skip
+def _encode(y, inverse, noise, MANTISSA: tl.constexpr, SIGNED_CODE: tl.constexpr,
+            TOP_CODE: tl.constexpr, INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr):  # fmt: skip
     y_bits = y.to(tl.int32, bitcast=True)
     magnitude_bits = y_bits & 0x7FFFFFFF
     r = magnitude_bits.to(tl.float32, bitcast=True) * inverse
     r_bits = r.to(tl.int32, bitcast=True)
     noise16 = (noise & 0xFFFF).to(tl.int32)  # 0x8000 rounds to nearest
-    normal = (r_bits - EXP + (noise16 << (7 - MANTISSA))) >> (23 - MANTISSA)
+    normal = (r_bits - _EXP + (noise16 << (7 - MANTISSA))) >> (23 - MANTISSA)
     fraction = noise16.to(tl.float32) * (1.0 / 65536.0)
     subnormal = (r * float(1 << (14 + MANTISSA)) + fraction).to(tl.int32)
-    code = tl.where(r_bits >= MIN_NORMAL, normal, subnormal)
+    code = tl.where(r_bits >= _MIN_NORMAL, normal, subnormal)
     code = tl.minimum(code, TOP_CODE)
-    if not SIGNED:  # a denominator never reads back as 0
+    if not SIGNED_CODE:  # a denominator never reads back as 0
         code = tl.where((code == 0) & (r > 0), 1, code)
     code = tl.where(magnitude_bits == 0x7F800000, INF_CODE, code)
     code = tl.where(magnitude_bits > 0x7F800000, NAN_CODE, code)
-    if SIGNED:
+    if SIGNED_CODE:
         code = tl.where(y_bits < 0, code | 0x80, code)
     return code.to(tl.uint8)
 
@@ -102,6 +152,56 @@ def _bf16_round(x, noise, NEAREST: tl.constexpr):
     else:
         added = bits + (noise & 0xFFFF)
     return tl.where(x != x, 0x7FC0, added >> 16).to(tl.uint16)
+
+
+@triton.jit
+def _f16_load(bits):
+    return bits.to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _f16_nearest(x):
+    return x.to(tl.float16).to(tl.uint16, bitcast=True)
+
+
+@triton.jit
+def _f16_stochastic(x, noise):
+    """float16 pattern of float32 ``x``, stochastically with the low 16 bits of ``noise``:
+    :func:`adamkit.kernels._numba_bits.f16_stochastic`, step for step (the neighbour above
+    with probability (x - below)/(above - below); the neighbours' gap a power of two, so the
+    comparison is scaled by 2^16/gap, exact from its pattern)."""
+    near_bits = _f16_nearest(x).to(tl.int32)
+    near = _f16_load(near_bits.to(tl.uint16))
+    up = near < x
+    negative = (near_bits & 0x8000) != 0
+    other_bits = near_bits + tl.where(up != negative, 1, -1)
+    other = _f16_load(other_bits.to(tl.uint16))
+    below = tl.where(up, near, other)
+    gap_bits = (other - near).to(tl.uint32, bitcast=True) & 0x7FFFFFFF
+    draw = (noise & 0xFFFF).to(tl.float32)
+    scale = (0x87000000 - gap_bits).to(tl.float32, bitcast=True)
+    take_above = draw + 0.5 < (x - below) * scale
+    rounded = tl.where(take_above == up, other_bits, near_bits)
+    exact = (near == x) | (gap_bits >= 0x7F800000)  # x itself, or no finite neighbour
+    return tl.where(exact, near_bits, rounded).to(tl.uint16)
+
+
+@triton.jit
+def _half_load(bits, HALF: tl.constexpr):
+    if HALF == _F16_:
+        value = _f16_load(bits)
+    else:
+        value = _bf16_load(bits)
+    return value
+
+
+@triton.jit
+def _half_nearest(x, HALF: tl.constexpr):
+    if HALF == _F16_:
+        bits = _f16_nearest(x)
+    else:
+        bits = _bf16_round(x, 0, True)
+    return bits
 
 
 @triton.jit
@@ -124,21 +224,103 @@ def _random_bits(seed, index):
 
 
 @triton.jit
+def _pointer(row, column, dtype: tl.constexpr):
+    return tl.load(row + column).to(tl.pointer_type(dtype))
+
+
+@triton.jit
+def _param_load(row, offs, mask, PARAM: tl.constexpr, HALF: tl.constexpr):
+    """The block's param and grad in float32 (a half param plus its Kahan compensation)."""
+    if PARAM == _FLOAT32_:
+        p = tl.load(_pointer(row, _P, tl.float32) + offs, mask=mask, other=0.0)
+        g = tl.load(_pointer(row, _G, tl.float32) + offs, mask=mask, other=0.0)
+    else:
+        p = _half_load(tl.load(_pointer(row, _P, tl.uint16) + offs, mask=mask, other=0), HALF)
+        g = _half_load(tl.load(_pointer(row, _G, tl.uint16) + offs, mask=mask, other=0), HALF)
+        if PARAM == _KAHAN_:
+            comp = tl.load(_pointer(row, _KAHAN, tl.uint16) + offs, mask=mask, other=0)
+            p = p + _half_load(comp, HALF)
+    return p, g
+
+
+@triton.jit
+def _param_store(row, offs, mask, x, seed, PARAM: tl.constexpr, HALF: tl.constexpr):
+    if PARAM == _FLOAT32_:
+        tl.store(_pointer(row, _P, tl.float32) + offs, x, mask=mask)
+    else:
+        p_ptr = _pointer(row, _P, tl.uint16)
+        if PARAM == _NEAREST_:
+            tl.store(p_ptr + offs, _half_nearest(x, HALF), mask=mask)
+        elif PARAM == _STOCHASTIC_:
+            noise = _random_bits(seed ^ _STREAM, offs)
+            if HALF == _F16_:
+                tl.store(p_ptr + offs, _f16_stochastic(x, noise), mask=mask)
+            else:
+                tl.store(p_ptr + offs, _bf16_round(x, noise, False), mask=mask)
+        else:
+            rounded = _half_nearest(x, HALF)
+            tl.store(p_ptr + offs, rounded, mask=mask)
+            comp = _half_nearest(x - _half_load(rounded, HALF), HALF)
+            tl.store(_pointer(row, _KAHAN, tl.uint16) + offs, comp, mask=mask)
+
+
+@triton.jit
+def _slot_load(row, column, blk, offs, mask, g, FMT: tl.constexpr, KIND: tl.constexpr):
+    """A slot's block in float32, decoded by its format (an absent slot reads ``g``)."""
+    if FMT == _ABSENT_:
+        value = g
+    elif FMT == _Q8_:
+        codes = tl.load(_pointer(row, column, tl.uint8) + offs, mask=mask, other=0)
+        scale = tl.load(_pointer(row, column + _SCALES, tl.float32) + blk)
+        if KIND == _SIGNED_:
+            value = _decode(codes, scale, 3, True, _TOP_S, _INF_S, _NAN_S)
+        else:
+            value = _decode(codes, scale, 4, False, _TOP_U, _INF_U, _NAN_U)
+            if KIND == _SQUARE_:
+                value = value * value
+    else:
+        value = _bf16_load(tl.load(_pointer(row, column, tl.uint16) + offs, mask=mask, other=0))
+    return value
+
+
+@triton.jit
+def _slot_store(row, column, blk, offs, mask, x, noise, FMT: tl.constexpr, KIND: tl.constexpr):
+    """Store a slot's block by its format: 8-bit codes with the block's new scale (√v's for
+    a square), or bfloat16 rounded stochastically with ``noise`` (toward zero: BF16_DOWN)."""
+    if FMT == _Q8_:
+        if KIND == _SQUARE_:
+            x = tl.sqrt_rn(x)  # correctly rounded, as the reference's
+        largest = tl.max(tl.where(mask & (tl.abs(x) < float("inf")), tl.abs(x), 0.0), axis=0)
+        tl.store(_pointer(row, column + _SCALES, tl.float32) + blk, largest)
+        inverse = tl.where(largest >= _MIN_SCALE, 1.0 / largest, 0.0)  # tiny: flushed
+        if KIND == _SIGNED_:
+            code = _encode(x, inverse, noise, 3, True, _TOP_S, _INF_S, _NAN_S)
+        else:
+            code = _encode(x, inverse, noise, 4, False, _TOP_U, _INF_U, _NAN_U)
+        tl.store(_pointer(row, column, tl.uint8) + offs, code, mask=mask)
+    elif FMT == _BF16_:
+        tl.store(_pointer(row, column, tl.uint16) + offs, _bf16_round(x, noise, False), mask=mask)
+    elif FMT == _BF16_DOWN_:
+        tl.store(_pointer(row, column, tl.uint16) + offs, _bf16_round(x, 0, False), mask=mask)
+
+
+@triton.jit
 def _lowbit_kernel(
-    block_tensor, block_index, numels, seeds, p_addr, g_addr, s0_addr, s1_addr, a0_addr,
-    a1_addr, comp_addr, hyper, per_tensor,
-    ELEMENT: tl.constexpr, F0: tl.constexpr, F1: tl.constexpr, F2: tl.constexpr,
-    F3: tl.constexpr,
-    Q8: tl.constexpr, PARAM: tl.constexpr, SQUARE: tl.constexpr, EXP: tl.constexpr,
-    MIN_NORMAL: tl.constexpr, TOP_S: tl.constexpr, INF_S: tl.constexpr, NAN_S: tl.constexpr,
-    TOP_U: tl.constexpr, INF_U: tl.constexpr, NAN_U: tl.constexpr, STREAM: tl.constexpr,
+    block_tensor, block_index, numels, seeds, rows, hyper, per_tensor, partial,
+    ELEMENT: tl.constexpr, REDUCTION: tl.constexpr, F0: tl.constexpr, F1: tl.constexpr,
+    F2: tl.constexpr, F3: tl.constexpr, FMT0: tl.constexpr, FMT1: tl.constexpr,
+    FMT2: tl.constexpr, KIND0: tl.constexpr, KIND1: tl.constexpr, KIND2: tl.constexpr,
+    PARAM: tl.constexpr, HALF: tl.constexpr, MODE: tl.constexpr, REDUCING: tl.constexpr,
     B: tl.constexpr,
 ):  # fmt: skip
+    """One block's update; or, with ``REDUCING``, its share of the pass before the update
+    (``MODE``: the spec's reduction or the cautious mask's count), stored in
+    ``partial[block]`` with nothing else written."""
     pid = tl.program_id(0)
     t = tl.load(block_tensor + pid)
     blk = tl.load(block_index + pid)
     n = tl.load(numels + t)
-    seed = tl.load(seeds + t)
+    row = rows + t * _WIDTH
     offs = blk * B + tl.arange(0, B)
     mask = offs < n
     h = (
@@ -150,153 +332,149 @@ def _lowbit_kernel(
         tl.load(per_tensor + 6 * t + 2), tl.load(per_tensor + 6 * t + 3),
         tl.load(per_tensor + 6 * t + 4), tl.load(per_tensor + 6 * t + 5),
     )  # fmt: skip
-    if PARAM == 0:
-        p_ptr = tl.load(p_addr + t).to(tl.pointer_type(tl.float32))
-        p = tl.load(p_ptr + offs, mask=mask, other=0.0)
-        g_ptr = tl.load(g_addr + t).to(tl.pointer_type(tl.float32))
-        g = tl.load(g_ptr + offs, mask=mask, other=0.0)
+    f = (F0, F1, F2, F3)
+    p, g = _param_load(row, offs, mask, PARAM, HALF)
+    s0 = _slot_load(row, _S0, blk, offs, mask, g, FMT0, KIND0)
+    s1 = _slot_load(row, _S0 + 1, blk, offs, mask, g, FMT1, KIND1)
+    s2 = _slot_load(row, _S0 + 2, blk, offs, mask, g, FMT2, KIND2)
+    new_p, x0, x1, x2, base, u, g_seen = ELEMENT(p, g, s0, s1, s2, h, k, f)
+    if REDUCING:
+        if MODE == _SPEC_REDUCTION_:
+            term = REDUCTION(g_seen, x0, x1, x2, h, k, f).to(tl.float64)
+        else:
+            term = tl.where(u * g_seen > 0, 1.0, 0.0).to(tl.float64)
+        tl.store(partial + pid, tl.sum(tl.where(mask, term, 0.0), axis=0))
     else:
-        p_ptr = tl.load(p_addr + t).to(tl.pointer_type(tl.uint16))
-        p = _bf16_load(tl.load(p_ptr + offs, mask=mask, other=0))
-        g_ptr = tl.load(g_addr + t).to(tl.pointer_type(tl.uint16))
-        g = _bf16_load(tl.load(g_ptr + offs, mask=mask, other=0))
-        comp_ptr = tl.load(comp_addr + t).to(tl.pointer_type(tl.uint16))
-        if PARAM == 3:
-            p = p + _bf16_load(tl.load(comp_ptr + offs, mask=mask, other=0))
-    if Q8:
-        c0_ptr = tl.load(s0_addr + t).to(tl.pointer_type(tl.uint8))
-        c1_ptr = tl.load(s1_addr + t).to(tl.pointer_type(tl.uint8))
-        a0_ptr = tl.load(a0_addr + t).to(tl.pointer_type(tl.float32))
-        a1_ptr = tl.load(a1_addr + t).to(tl.pointer_type(tl.float32))
-        s0 = _decode(tl.load(c0_ptr + offs, mask=mask, other=0), tl.load(a0_ptr + blk),
-                     3, True, TOP_S, INF_S, NAN_S, EXP)  # fmt: skip
-        s1 = _decode(tl.load(c1_ptr + offs, mask=mask, other=0), tl.load(a1_ptr + blk),
-                     4, False, TOP_U, INF_U, NAN_U, EXP)  # fmt: skip
-        if SQUARE:
-            s1 = s1 * s1
-    else:
-        h0_ptr = tl.load(s0_addr + t).to(tl.pointer_type(tl.uint16))
-        h1_ptr = tl.load(s1_addr + t).to(tl.pointer_type(tl.uint16))
-        s0 = _bf16_load(tl.load(h0_ptr + offs, mask=mask, other=0))
-        s1 = _bf16_load(tl.load(h1_ptr + offs, mask=mask, other=0))
-    # F2 is False where it switches on a third slot (Adam's AMSGrad: the torch-ops path runs
-    # with it); another spec's (ADOPT's decouple) reads as given.
-    new_p, x0, x1, _, _, _, _ = ELEMENT(p, g, s0, s1, g, h, k, (F0, F1, F2, F3))
-    new_p, x0, x1 = _one_nan(new_p), _one_nan(x0), _one_nan(x1)
-    if PARAM == 0:
-        tl.store(p_ptr + offs, new_p, mask=mask)
-    elif PARAM == 1:
-        tl.store(p_ptr + offs, _bf16_round(new_p, 0, True), mask=mask)
-    elif PARAM == 2:
-        noise = _random_bits(seed ^ STREAM, offs)
-        tl.store(p_ptr + offs, _bf16_round(new_p, noise, False), mask=mask)
-    else:
-        rounded = _bf16_round(new_p, 0, True)
-        tl.store(p_ptr + offs, rounded, mask=mask)
-        tl.store(comp_ptr + offs, _bf16_round(new_p - _bf16_load(rounded), 0, True), mask=mask)
-    if Q8:
-        if SQUARE:
-            x1 = tl.sqrt_rn(x1)  # correctly rounded, as the reference's
-        largest0 = tl.max(tl.where(mask & (tl.abs(x0) < float("inf")), tl.abs(x0), 0.0), axis=0)
-        largest1 = tl.max(tl.where(mask & (tl.abs(x1) < float("inf")), tl.abs(x1), 0.0), axis=0)
-        tl.store(a0_ptr + blk, largest0)
-        tl.store(a1_ptr + blk, largest1)
-        inverse0 = tl.where(largest0 >= _MIN_SCALE, 1.0 / largest0, 0.0)  # tiny: flushed
-        inverse1 = tl.where(largest1 >= _MIN_SCALE, 1.0 / largest1, 0.0)
-        noise = _random_bits(seed, offs)  # stochastic rounding, as bf16: m low bits, v high
-        tl.store(c0_ptr + offs, _encode(x0, inverse0, noise, 3, True, TOP_S, INF_S, NAN_S,
-                                        EXP, MIN_NORMAL), mask=mask)  # fmt: skip
-        tl.store(c1_ptr + offs, _encode(x1, inverse1, noise >> 16, 4, False, TOP_U, INF_U,
-                                        NAN_U, EXP, MIN_NORMAL), mask=mask)  # fmt: skip
-    else:
-        noise = _random_bits(seed, offs)
-        tl.store(h0_ptr + offs, _bf16_round(x0, noise, False), mask=mask)
-        tl.store(h1_ptr + offs, _bf16_round(x1, noise >> 16, False), mask=mask)
+        if MODE == _CAUTIOUS_COUNT_:  # cautious: k[4] = 1/max(mean(mask), floor), k[5] = 0
+            new_p = base - u * tl.where(u * g_seen > 0, k[4], k[5])
+        seed = tl.load(seeds + t)
+        _param_store(row, offs, mask, _one_nan(new_p), seed, PARAM, HALF)
+        noise = _random_bits(seed, offs)  # slots 0 and 2: its low 16 bits, slot 1 the high
+        _slot_store(row, _S0, blk, offs, mask, _one_nan(x0), noise, FMT0, KIND0)
+        _slot_store(row, _S0 + 1, blk, offs, mask, _one_nan(x1), noise >> 16, FMT1, KIND1)
+        _slot_store(row, _S0 + 2, blk, offs, mask, _one_nan(x2), noise, FMT2, KIND2)
 
 
-_ELEMENTS: dict[str, Any] = {}
+_COMPILED: dict[str, tuple[AlgorithmSpec, Any, Any]] = {}
 
 
-def _element(spec: AlgorithmSpec) -> Any:
-    if spec.name not in _ELEMENTS:
-        _ELEMENTS[spec.name] = compiled(spec.element)
-    return _ELEMENTS[spec.name]
+@triton.jit
+def _no_reduction(g, s0, s1, s2, h, k, f):
+    return g
 
 
-def eligible(spec: AlgorithmSpec, p: Tensor, g: Tensor, state: dict[str, Any], precision: str):
-    """Whether the kernel takes this tensor: contiguous float32/bfloat16 tensors on one
-    device, "8bit" or "bf16" state in two slots."""
-    if precision not in ("8bit", "bf16") or p.dtype not in (torch.float32, torch.bfloat16):
-        return False
-    keys = [key for key in spec.tensor_state if key in state]
-    if len(keys) != 2 or not p.numel() or g.dtype != p.dtype:
-        return False
-    tensors = [p, g, *(state[key] for key in keys)]
-    return all(t.device == p.device and t.is_contiguous() and not t.is_neg() for t in tensors)
+def _functions(spec: AlgorithmSpec) -> tuple[Any, Any]:
+    """The spec's element and reduction as Triton functions (made once per spec)."""
+    made = _COMPILED.get(spec.name)
+    if made is None or made[0] is not spec:
+        reduction = _no_reduction if spec.reduction is None else compiled(spec.reduction)
+        made = _COMPILED[spec.name] = (spec, compiled(spec.element), reduction)
+    return made[1], made[2]
 
 
 def fused(spec, params, grads, states, precisions, streams, scalars, param_rounding) -> list[int]:
-    """Run the kernel on the tensors it takes, one launch per (precision, param mode);
+    """Run the kernel on the tensors it takes (those :func:`adamkit.kernels.lowbit._row`
+    takes on their own device, with "8bit" or "bf16" state), one launch per cell and device;
     return the indices of the others."""
-    batches: dict[tuple[bool, int, torch.device], list[int]] = {}
+    stored = lowbit.stored_slots(spec, scalars[2])
+    batches: dict[tuple[Any, ...], tuple[list[int], list[list[int]]]] = {}
     rest = []
     for i, (p, g, state) in enumerate(zip(params, grads, states, strict=True)):
-        if not eligible(spec, p, g, state, precisions[i]):
+        taken = None
+        if precisions[i] in ("8bit", "bf16"):
+            taken = lowbit._row(
+                spec, p, g, state, precisions[i], spec.scalar_state, streams[i],
+                param_rounding, stored, device=p.device,
+            )  # fmt: skip
+        if taken is None or not all(name in FORMATS for name in taken[1]):
             rest.append(i)
             continue
+        row, storage = taken
         mode = PARAM_FLOAT32 if p.dtype == torch.float32 else _PARAM_MODES[param_rounding]
-        batches.setdefault((precisions[i] == "8bit", mode, p.device), []).append(i)
-    for (q8, mode, device), idx in batches.items():
-        _launch(spec, [params[i] for i in idx], [grads[i] for i in idx],
-                [states[i] for i in idx], [streams[i] for i in idx], scalars, q8, mode,
-                device)  # fmt: skip
+        cell = (tuple(FORMATS[name] for name in storage), mode, _HALVES.get(p.dtype, 0))
+        idx, rows = batches.setdefault((*cell, p.device), ([], []))
+        idx.append(i)
+        rows.append(row)
+    for (*cell, device), (idx, rows) in batches.items():
+        _launch(spec, _Cell(*cell), [params[i] for i in idx], [states[i] for i in idx],
+                rows, scalars, device)  # fmt: skip
     return rest
 
 
-def _launch(spec, params, grads, states, streams, scalars, q8: bool, mode: int, device) -> None:
-    hyper, bias, flags = scalars
-    keys = [key for key in spec.tensor_state if key in states[0]]
+class _Cell(NamedTuple):
+    formats: tuple[int, ...]
+    param: int
+    half: int
+
+
+class _Blocks(NamedTuple):
+    """What :func:`adamkit.kernels.triton_driver._finished` reads of a launch's blocks."""
+
+    block_tensor: Tensor
+    numels: Tensor
+
+
+def _counters(spec: AlgorithmSpec, params, states, rows, bias):
+    """Each tensor's counters one step on, its per-tensor scalars (a reduction's two columns
+    0 until made) and its seed, as the CPU kernel computes them: the scalar state is stored,
+    and read back, as float32."""
     aux_key = spec.scalar_state
     counters, per_tensor, seeds = [], [], []
-    for p, state, stream in zip(params, states, streams, strict=True):
+    for p, state, row in zip(params, states, rows, strict=True):
         old = float(state[aux_key]) if aux_key else 0.0
         step, aux = spec.advance(float(state["step"]), old, bias)
+        aux = float(np.float32(aux))
         counters.append((step, aux))
         k = [float(v) for v in spec.tensor_scalars(step, aux, bias)][:4]
-        per_tensor.append(k + [0.0] * (TENSOR_WIDTH - len(k)))  # (no reduction here)
-        seeds.append(tensor_seed(step, p.numel(), stream))
+        per_tensor.append(k + [0.0] * (6 - len(k)))
+        seeds.append(tensor_seed(step, p.numel(), row[-1]))  # (the row's last: its stream)
+    return counters, per_tensor, seeds
+
+
+def _launch(spec, cell: _Cell, params, states, rows, scalars, device) -> None:
+    hyper, bias, flags = scalars
+    counters, per_tensor, seeds = _counters(spec, params, states, rows, bias)
+    kinds = [KINDS[SLOT_KINDS[key]] for key in spec.tensor_state]
+    kinds += [SIGNED] * (TENSOR_SLOTS - len(kinds))
+    # a flag that switches on a slot the cell does not store reads False (lowbit._row takes
+    # no tensor whose group has the flag on and the slot absent: the CPU kernel's rule)
+    off = {flag for flag, fmt in zip(spec.slot_flags, cell.formats, strict=False) if fmt == ABSENT}
+    mode = spec.reduction_mode(bool(flags[CAUTIOUS_FLAG]))
     numels = [p.numel() for p in params]
     block_counts = [-(-n // BLOCK) for n in numels]
-
-    def table(values: Sequence[Any], dtype: torch.dtype) -> Tensor:
-        return torch.tensor(values, dtype=dtype).to(device)
-
-    def addresses(tensors: Sequence[Tensor]) -> Tensor:
-        return table([t.data_ptr() for t in tensors], torch.int64)
-
-    block_tensor = torch.repeat_interleave(
-        torch.arange(len(params), dtype=torch.int32), torch.tensor(block_counts)
-    ).to(device)
-    block_index = torch.cat([torch.arange(b, dtype=torch.int64) for b in block_counts]).to(device)
-    slots = [[state[key] for state in states] for key in keys]
-    scales = (
-        [[state[key + ABSMAX_SUFFIX] for state in states] for key in keys]
-        if q8
-        else [params, params]  # never read
+    blocks = _Blocks(
+        torch.repeat_interleave(
+            torch.arange(len(params), dtype=torch.int32), torch.tensor(block_counts)
+        ).to(device),
+        torch.tensor(numels, dtype=torch.int64).to(device),
     )
-    comps = [state.get(KAHAN_KEY, p) for p, state in zip(params, states, strict=True)]
-    _lowbit_kernel[(sum(block_counts),)](
-        block_tensor, block_index, table(numels, torch.int64), table(seeds, torch.int64),
-        addresses(params), addresses(grads), addresses(slots[0]), addresses(slots[1]),
-        addresses(scales[0]), addresses(scales[1]), addresses(comps),
-        table(hyper, torch.float32), table(per_tensor, torch.float32).contiguous(),
-        ELEMENT=_element(spec), F0=flags[0], F1=flags[1],
-        F2=flags[2] and 2 not in spec.slot_flags, F3=flags[3], Q8=q8, PARAM=mode,
-        SQUARE=SLOT_KINDS[keys[1]] == "square", EXP=EXP_OFFSET, MIN_NORMAL=MIN_NORMAL_BITS,
-        TOP_S=TOP["signed"], INF_S=INF["signed"], NAN_S=NAN["signed"], TOP_U=TOP["square"],
-        INF_U=INF["square"], NAN_U=NAN["square"], STREAM=PARAM_STREAM, B=BLOCK,
+    block_index = torch.cat([torch.arange(b, dtype=torch.int64) for b in block_counts])
+    element, reduction = _functions(spec)
+    n_blocks = sum(block_counts)
+    tables = (
+        blocks.block_tensor, block_index.to(device), blocks.numels,
+        torch.tensor(seeds, dtype=torch.int64).to(device),
+        torch.tensor(rows, dtype=torch.int64).to(device),
+        torch.tensor(hyper, dtype=torch.float32).to(device),
     )  # fmt: skip
+    constants = dict(
+        ELEMENT=element, REDUCTION=reduction,
+        **{f"F{i}": bool(flags[i]) and i not in off for i in range(FLAG_WIDTH)},
+        **{f"FMT{i}": cell.formats[i] for i in range(TENSOR_SLOTS)},
+        **{f"KIND{i}": kinds[i] for i in range(TENSOR_SLOTS)},
+        PARAM=cell.param, HALF=cell.half, MODE=mode, B=BLOCK,
+    )  # fmt: skip
+    table = torch.tensor(per_tensor, dtype=torch.float64).to(device)
+    if mode != NO_REDUCTION:  # the pass before the update: a partial sum per block
+        partial = torch.zeros(n_blocks, dtype=torch.float64, device=device)
+        _lowbit_kernel[(n_blocks,)](
+            *tables, table.to(torch.float32), partial, **constants, REDUCING=True
+        )
+        table = _finished(table, partial, blocks, mode)
+    _lowbit_kernel[(n_blocks,)](
+        *tables, table.to(torch.float32), tables[0], **constants, REDUCING=False
+    )
     for state, (step, aux) in zip(states, counters, strict=True):
         state["step"].fill_(step)
-        if aux_key:
-            state[aux_key].fill_(aux)
+        if spec.scalar_state:
+            state[spec.scalar_state].fill_(aux)
