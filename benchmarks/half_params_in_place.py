@@ -24,6 +24,8 @@ CASES = [
     ("SGD momentum", adamkit.SGD, {"momentum": 0.9}),
     ("Lion", adamkit.Lion, {}),
     ("ScheduleFreeAdamW", adamkit.ScheduleFreeAdamW, {}),
+    ("StableAdamW", adamkit.StableAdamW, {}),
+    ("AdamW cautious", adamkit.AdamW, {"cautious": True}),
 ]
 
 

@@ -43,9 +43,15 @@ SPECS = [
     (adamkit.SGD, {"momentum": 0.9, "nesterov": True}),
     (adamkit.Lion, {"weight_decay": 0.1}),
     (adamkit.ScheduleFreeAdamW, {"weight_decay": 0.1, "warmup_steps": 2}),
+    # a pass before the update
+    (adamkit.StableAdamW, {"weight_decay": 0.1}),
+    (adamkit.AdamW, {"cautious": True, "amsgrad": True}),
+    (adamkit.Lion, {"cautious": True}),
 ]
 SPEC_IDS = [
-    cls.__name__ + ("-amsgrad" if "amsgrad" in o else "-nesterov" if "nesterov" in o else "")
+    cls.__name__
+    + ("-cautious" if "cautious" in o else "")
+    + ("-amsgrad" if "amsgrad" in o else "-nesterov" if "nesterov" in o else "")
     for cls, o in SPECS
 ]
 
@@ -244,7 +250,7 @@ def test_non_finite_gradients_propagate_as_before():
 @pytest.mark.parametrize(
     "case",
     [
-        "foreach", "fused=False", "cautious", "strided", "float32 grad", "listed twice",
+        "foreach", "fused=False", "strided", "float32 grad", "listed twice",
         "SGD's first step", "Lion's first step", "ScheduleFreeAdamW's first step",
     ],
 )  # fmt: skip
@@ -253,7 +259,6 @@ def test_what_the_fused_kernel_does_not_take_keeps_the_float32_copies(case, monk
     options = {
         "foreach": {"foreach": True},
         "fused=False": {"fused": False},
-        "cautious": {"cautious": True},  # a pass before the update
         # SGD, Lion, Schedule-Free: their slots start in the copies' path (SGD's as g)
         "SGD's first step": {"momentum": 0.9},
     }.get(case, {})
