@@ -38,9 +38,7 @@ from ..algorithms._spec import (
 )
 from ..algorithms.state_formats import (
     BLOCK,
-    EXP_OFFSET,
     INF,
-    MIN_NORMAL_BITS,
     MIN_SCALE,
     NAN,
     PARAM_STREAM,
@@ -49,6 +47,19 @@ from ..algorithms.state_formats import (
     tensor_seed,
 )
 from . import lowbit
+from ._triton_formats import (
+    HALF_BF16,
+    HALF_F16,
+    bf16_load,
+    bf16_round,
+    decode,
+    encode,
+    f16_stochastic,
+    half_load,
+    half_nearest,
+    one_nan,
+    random_bits,
+)
 from .triton_driver import _finished, compiled
 
 # A cell's literals. Each slot's format: of lowbit._row's storage names, the low-memory ones
@@ -59,7 +70,6 @@ SIGNED, SQUARE, UNSIGNED = 0, 1, 2
 KINDS = {"signed": SIGNED, "square": SQUARE, "unsigned": UNSIGNED}
 PARAM_FLOAT32, PARAM_NEAREST, PARAM_STOCHASTIC, PARAM_KAHAN = 0, 1, 2, 3
 _PARAM_MODES = {"nearest": PARAM_NEAREST, "stochastic": PARAM_STOCHASTIC, "kahan": PARAM_KAHAN}
-HALF_BF16, HALF_F16 = 0, 1
 _HALVES = {torch.bfloat16: HALF_BF16, torch.float16: HALF_F16}
 # The columns of lowbit._row's address row read here: p, g, the three slots (codes or
 # bfloat16 patterns), their block scales three columns on, Kahan's compensation.
@@ -86,8 +96,6 @@ _KAHAN_: tl.constexpr = tl.constexpr(PARAM_KAHAN)
 _SPEC_REDUCTION_: tl.constexpr = tl.constexpr(SPEC_REDUCTION)
 _CAUTIOUS_COUNT_: tl.constexpr = tl.constexpr(CAUTIOUS_COUNT)
 _MIN_SCALE: tl.constexpr = tl.constexpr(MIN_SCALE)
-_EXP: tl.constexpr = tl.constexpr(EXP_OFFSET)
-_MIN_NORMAL: tl.constexpr = tl.constexpr(MIN_NORMAL_BITS)
 _STREAM: tl.constexpr = tl.constexpr(PARAM_STREAM)
 _TOP_S: tl.constexpr = tl.constexpr(TOP["signed"])
 _INF_S: tl.constexpr = tl.constexpr(INF["signed"])
@@ -95,132 +103,6 @@ _NAN_S: tl.constexpr = tl.constexpr(NAN["signed"])
 _TOP_U: tl.constexpr = tl.constexpr(TOP["unsigned"])
 _INF_U: tl.constexpr = tl.constexpr(INF["unsigned"])
 _NAN_U: tl.constexpr = tl.constexpr(NAN["unsigned"])
-
-
-@triton.jit
-def _decode(code, scale, MANTISSA: tl.constexpr, SIGNED_CODE: tl.constexpr,
-            TOP_CODE: tl.constexpr, INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr):  # fmt: skip
-    c = code.to(tl.int32)
-    if SIGNED_CODE:
-        magnitude = c & 0x7F
-    else:
-        magnitude = c
-    m = tl.minimum(magnitude, TOP_CODE)
-    normal = ((m << (23 - MANTISSA)) + _EXP).to(tl.float32, bitcast=True)
-    subnormal = m.to(tl.float32) * (1.0 / (1 << (14 + MANTISSA)))
-    value = tl.where(m >= (1 << MANTISSA), normal, subnormal) * scale
-    value = tl.where(magnitude == INF_CODE, float("inf"), value)
-    value = tl.where(magnitude == NAN_CODE, float("nan"), value)
-    if SIGNED_CODE:
-        value = tl.where((c & 0x80) != 0, -value, value)
-    return value
-
-
-@triton.jit
-def _encode(y, inverse, noise, MANTISSA: tl.constexpr, SIGNED_CODE: tl.constexpr,
-            TOP_CODE: tl.constexpr, INF_CODE: tl.constexpr, NAN_CODE: tl.constexpr):  # fmt: skip
-    y_bits = y.to(tl.int32, bitcast=True)
-    magnitude_bits = y_bits & 0x7FFFFFFF
-    r = magnitude_bits.to(tl.float32, bitcast=True) * inverse
-    r_bits = r.to(tl.int32, bitcast=True)
-    noise16 = (noise & 0xFFFF).to(tl.int32)  # 0x8000 rounds to nearest
-    normal = (r_bits - _EXP + (noise16 << (7 - MANTISSA))) >> (23 - MANTISSA)
-    fraction = noise16.to(tl.float32) * (1.0 / 65536.0)
-    subnormal = (r * float(1 << (14 + MANTISSA)) + fraction).to(tl.int32)
-    code = tl.where(r_bits >= _MIN_NORMAL, normal, subnormal)
-    code = tl.minimum(code, TOP_CODE)
-    if not SIGNED_CODE:  # a denominator never reads back as 0
-        code = tl.where((code == 0) & (r > 0), 1, code)
-    code = tl.where(magnitude_bits == 0x7F800000, INF_CODE, code)
-    code = tl.where(magnitude_bits > 0x7F800000, NAN_CODE, code)
-    if SIGNED_CODE:
-        code = tl.where(y_bits < 0, code | 0x80, code)
-    return code.to(tl.uint8)
-
-
-@triton.jit
-def _bf16_load(bits):
-    return (bits.to(tl.uint32) << 16).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _bf16_round(x, noise, NEAREST: tl.constexpr):
-    """bfloat16 pattern of float32 ``x``: nearest even, or stochastic with 16-bit ``noise``."""
-    bits = x.to(tl.uint32, bitcast=True)
-    if NEAREST:
-        added = bits + 0x7FFF + ((bits >> 16) & 1)
-    else:
-        added = bits + (noise & 0xFFFF)
-    return tl.where(x != x, 0x7FC0, added >> 16).to(tl.uint16)
-
-
-@triton.jit
-def _f16_load(bits):
-    return bits.to(tl.float16, bitcast=True).to(tl.float32)
-
-
-@triton.jit
-def _f16_nearest(x):
-    return x.to(tl.float16).to(tl.uint16, bitcast=True)
-
-
-@triton.jit
-def _f16_stochastic(x, noise):
-    """float16 pattern of float32 ``x``, stochastically with the low 16 bits of ``noise``:
-    :func:`adamkit.kernels._numba_bits.f16_stochastic`, step for step (the neighbour above
-    with probability (x - below)/(above - below); the neighbours' gap a power of two, so the
-    comparison is scaled by 2^16/gap, exact from its pattern)."""
-    near_bits = _f16_nearest(x).to(tl.int32)
-    near = _f16_load(near_bits.to(tl.uint16))
-    up = near < x
-    negative = (near_bits & 0x8000) != 0
-    other_bits = near_bits + tl.where(up != negative, 1, -1)
-    other = _f16_load(other_bits.to(tl.uint16))
-    below = tl.where(up, near, other)
-    gap_bits = (other - near).to(tl.uint32, bitcast=True) & 0x7FFFFFFF
-    draw = (noise & 0xFFFF).to(tl.float32)
-    scale = (0x87000000 - gap_bits).to(tl.float32, bitcast=True)
-    take_above = draw + 0.5 < (x - below) * scale
-    rounded = tl.where(take_above == up, other_bits, near_bits)
-    exact = (near == x) | (gap_bits >= 0x7F800000)  # x itself, or no finite neighbour
-    return tl.where(exact, near_bits, rounded).to(tl.uint16)
-
-
-@triton.jit
-def _half_load(bits, HALF: tl.constexpr):
-    if HALF == _F16_:
-        value = _f16_load(bits)
-    else:
-        value = _bf16_load(bits)
-    return value
-
-
-@triton.jit
-def _half_nearest(x, HALF: tl.constexpr):
-    if HALF == _F16_:
-        bits = _f16_nearest(x)
-    else:
-        bits = _bf16_round(x, 0, True)
-    return bits
-
-
-@triton.jit
-def _one_nan(x):
-    """``x``, or the positive quiet NaN (0x7FC00000) for any NaN: the CPU kernel stores one
-    NaN (:func:`adamkit.kernels._numba_lowbit._one_nan`), and this kernel equals it bit for
-    bit."""
-    return tl.where(x != x, float("nan"), x)
-
-
-@triton.jit
-def _random_bits(seed, index):
-    """:func:`adamkit.reference.lowbit.random_bits`, modulo 2^32 in uint32 lanes."""
-    x = index.to(tl.uint32) * 0x9E3779B1 + seed.to(tl.uint32)
-    x ^= x >> 16
-    x = x * 0x85EBCA6B
-    x ^= x >> 13
-    x = x * 0xC2B2AE35
-    return x ^ (x >> 16)
 
 
 @triton.jit
@@ -235,11 +117,11 @@ def _param_load(row, offs, mask, PARAM: tl.constexpr, HALF: tl.constexpr):
         p = tl.load(_pointer(row, _P, tl.float32) + offs, mask=mask, other=0.0)
         g = tl.load(_pointer(row, _G, tl.float32) + offs, mask=mask, other=0.0)
     else:
-        p = _half_load(tl.load(_pointer(row, _P, tl.uint16) + offs, mask=mask, other=0), HALF)
-        g = _half_load(tl.load(_pointer(row, _G, tl.uint16) + offs, mask=mask, other=0), HALF)
+        p = half_load(tl.load(_pointer(row, _P, tl.uint16) + offs, mask=mask, other=0), HALF)
+        g = half_load(tl.load(_pointer(row, _G, tl.uint16) + offs, mask=mask, other=0), HALF)
         if PARAM == _KAHAN_:
             comp = tl.load(_pointer(row, _KAHAN, tl.uint16) + offs, mask=mask, other=0)
-            p = p + _half_load(comp, HALF)
+            p = p + half_load(comp, HALF)
     return p, g
 
 
@@ -250,17 +132,17 @@ def _param_store(row, offs, mask, x, seed, PARAM: tl.constexpr, HALF: tl.constex
     else:
         p_ptr = _pointer(row, _P, tl.uint16)
         if PARAM == _NEAREST_:
-            tl.store(p_ptr + offs, _half_nearest(x, HALF), mask=mask)
+            tl.store(p_ptr + offs, half_nearest(x, HALF), mask=mask)
         elif PARAM == _STOCHASTIC_:
-            noise = _random_bits(seed ^ _STREAM, offs)
+            noise = random_bits(seed ^ _STREAM, offs)
             if HALF == _F16_:
-                tl.store(p_ptr + offs, _f16_stochastic(x, noise), mask=mask)
+                tl.store(p_ptr + offs, f16_stochastic(x, noise), mask=mask)
             else:
-                tl.store(p_ptr + offs, _bf16_round(x, noise, False), mask=mask)
+                tl.store(p_ptr + offs, bf16_round(x, noise, False), mask=mask)
         else:
-            rounded = _half_nearest(x, HALF)
+            rounded = half_nearest(x, HALF)
             tl.store(p_ptr + offs, rounded, mask=mask)
-            comp = _half_nearest(x - _half_load(rounded, HALF), HALF)
+            comp = half_nearest(x - half_load(rounded, HALF), HALF)
             tl.store(_pointer(row, _KAHAN, tl.uint16) + offs, comp, mask=mask)
 
 
@@ -273,13 +155,13 @@ def _slot_load(row, column, blk, offs, mask, g, FMT: tl.constexpr, KIND: tl.cons
         codes = tl.load(_pointer(row, column, tl.uint8) + offs, mask=mask, other=0)
         scale = tl.load(_pointer(row, column + _SCALES, tl.float32) + blk)
         if KIND == _SIGNED_:
-            value = _decode(codes, scale, 3, True, _TOP_S, _INF_S, _NAN_S)
+            value = decode(codes, scale, 3, True, _TOP_S, _INF_S, _NAN_S)
         else:
-            value = _decode(codes, scale, 4, False, _TOP_U, _INF_U, _NAN_U)
+            value = decode(codes, scale, 4, False, _TOP_U, _INF_U, _NAN_U)
             if KIND == _SQUARE_:
                 value = value * value
     else:
-        value = _bf16_load(tl.load(_pointer(row, column, tl.uint16) + offs, mask=mask, other=0))
+        value = bf16_load(tl.load(_pointer(row, column, tl.uint16) + offs, mask=mask, other=0))
     return value
 
 
@@ -294,14 +176,14 @@ def _slot_store(row, column, blk, offs, mask, x, noise, FMT: tl.constexpr, KIND:
         tl.store(_pointer(row, column + _SCALES, tl.float32) + blk, largest)
         inverse = tl.where(largest >= _MIN_SCALE, 1.0 / largest, 0.0)  # tiny: flushed
         if KIND == _SIGNED_:
-            code = _encode(x, inverse, noise, 3, True, _TOP_S, _INF_S, _NAN_S)
+            code = encode(x, inverse, noise, 3, True, _TOP_S, _INF_S, _NAN_S)
         else:
-            code = _encode(x, inverse, noise, 4, False, _TOP_U, _INF_U, _NAN_U)
+            code = encode(x, inverse, noise, 4, False, _TOP_U, _INF_U, _NAN_U)
         tl.store(_pointer(row, column, tl.uint8) + offs, code, mask=mask)
     elif FMT == _BF16_:
-        tl.store(_pointer(row, column, tl.uint16) + offs, _bf16_round(x, noise, False), mask=mask)
+        tl.store(_pointer(row, column, tl.uint16) + offs, bf16_round(x, noise, False), mask=mask)
     elif FMT == _BF16_DOWN_:
-        tl.store(_pointer(row, column, tl.uint16) + offs, _bf16_round(x, 0, False), mask=mask)
+        tl.store(_pointer(row, column, tl.uint16) + offs, bf16_round(x, 0, False), mask=mask)
 
 
 @triton.jit
@@ -348,11 +230,11 @@ def _lowbit_kernel(
         if MODE == _CAUTIOUS_COUNT_:  # cautious: k[4] = 1/max(mean(mask), floor), k[5] = 0
             new_p = base - u * tl.where(u * g_seen > 0, k[4], k[5])
         seed = tl.load(seeds + t)
-        _param_store(row, offs, mask, _one_nan(new_p), seed, PARAM, HALF)
-        noise = _random_bits(seed, offs)  # slots 0 and 2: its low 16 bits, slot 1 the high
-        _slot_store(row, _S0, blk, offs, mask, _one_nan(x0), noise, FMT0, KIND0)
-        _slot_store(row, _S0 + 1, blk, offs, mask, _one_nan(x1), noise >> 16, FMT1, KIND1)
-        _slot_store(row, _S0 + 2, blk, offs, mask, _one_nan(x2), noise, FMT2, KIND2)
+        _param_store(row, offs, mask, one_nan(new_p), seed, PARAM, HALF)
+        noise = random_bits(seed, offs)  # slots 0 and 2: its low 16 bits, slot 1 the high
+        _slot_store(row, _S0, blk, offs, mask, one_nan(x0), noise, FMT0, KIND0)
+        _slot_store(row, _S0 + 1, blk, offs, mask, one_nan(x1), noise >> 16, FMT1, KIND1)
+        _slot_store(row, _S0 + 2, blk, offs, mask, one_nan(x2), noise, FMT2, KIND2)
 
 
 _COMPILED: dict[str, tuple[AlgorithmSpec, Any, Any]] = {}
