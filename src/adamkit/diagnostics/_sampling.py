@@ -104,6 +104,9 @@ def gather_cpu(tensors: Sequence[Tensor], plan: Sample) -> Tensor | None:
         addresses.append(t.data_ptr() if n else 0)
     table = _PLANS.get((plan.sizes, plan.shares), lambda: _plan(plan.sizes, plan.shares))
     out = np.empty(sum(plan.lengths), dtype=np.float64)
+    from ..kernels import numba_import
+
+    numba_import.prepare()
     from ..kernels import _numba_cpu  # numba only once a snapshot samples CPU tensors
 
     _numba_cpu.gather_blocks(table, np.array(addresses, dtype=np.int64), LIKE[real_dtype], out)

@@ -236,6 +236,9 @@ def _numba_fused(
     """Run the fused CPU kernel on the tensors it takes, batched by (state format, param
     mode); return the indices of the others. If it took them all and ``replays`` is a list,
     append a :class:`LowMemoryReplay` of the call to it."""
+    from . import numba_import
+
+    numba_import.prepare()
     from . import _numba_lowbit  # imports numba: only when used
 
     batches: dict[tuple[tuple[int, ...], int], tuple[list[int], list[list[int]]]] = {}

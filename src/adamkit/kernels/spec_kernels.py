@@ -316,6 +316,9 @@ class Replay(NamedTuple):
 def fused_cpu(spec: AlgorithmSpec) -> Kernel:
     """The fused CPU kernel: one pass of the numba driver per dtype, for-loop for the rest.
     When the loops took every tensor, it returns a :class:`Replay` of its calls."""
+    from . import numba_import
+
+    numba_import.prepare()
     from . import _numba_driver  # imports numba: only when a fused kernel is used
 
     loops = _numba_driver.LOOPS[spec.name]

@@ -263,6 +263,9 @@ class Adafactor(KernelOptimizer, torch.optim.Adafactor):
         self, params: list[Tensor], grads: list[Tensor], states: list[dict], hyper: dict[str, Any]
     ) -> None:
         """adamkit's kernel for the tensors it takes, torch's for-loop for the rest."""
+        from ..kernels import numba_import
+
+        numba_import.prepare()
         from ..kernels import adafactor_cpu  # (imports numba: only once a fused step runs)
 
         lr = check.as_number("lr", hyper["lr"])
