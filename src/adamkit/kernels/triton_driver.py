@@ -15,6 +15,10 @@ tests it.
 
 from __future__ import annotations
 
+import ast
+import inspect
+import linecache
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,6 +42,7 @@ from . import lowbit, spec_kernels, wrappers
 from ._tensors import pick, real_view
 
 BLOCK, TL = tables.BLOCK, tables.TL  # elements per program; torch dtype -> Triton dtype
+_DIVIDE = "_adamkit_divide"  # the name an element's `/` calls (:func:`_exact_division`)
 
 
 @triton.jit
@@ -47,7 +52,19 @@ def _where(condition, if_true, if_false):
 
 @triton.jit
 def _sqrt(x):
-    return tl.sqrt(x)
+    if x.dtype == tl.float32:  # tl.sqrt is sqrt.approx.ftz.f32 on CUDA
+        root = tl.sqrt_rn(x)
+    else:
+        root = tl.sqrt(x)  # (float64: sqrt.rn.f64)
+    return root
+
+
+@triton.jit
+def _divide(a, b):
+    quotient = a / b
+    if quotient.dtype == tl.float32:  # `/` is div.full.f32 on CUDA (2 ulp)
+        quotient = tl.div_rn(a, b)
+    return quotient
 
 
 @triton.jit
@@ -73,16 +90,45 @@ def _sign(x):
 
 OPS = {
     "where": _where, "sqrt": _sqrt, "absolute": _absolute, "nan_max": _nan_max, "lerp": _lerp,
-    "sign": _sign,
+    "sign": _sign, _DIVIDE: _divide,
 }  # fmt: skip
+# Launch option of every adamkit Triton kernel: no multiply-add contraction, so each operation
+# rounds once, as on the CPU kernels and the NumPy reference (Triton 3.9 contracts by default).
+EXACT = {"enable_fp_fusion": False}
 
 
 def compiled(function: Callable[..., Any]) -> Any:
     """``function`` as a Triton function, with Triton's operations in place of
-    :mod:`adamkit.algorithms._ops`'."""
+    :mod:`adamkit.algorithms._ops`' and each ``/`` correctly rounded (:func:`_divide`)."""
     # No helpers: Triton resolves what an element calls at compile time, and the elements
     # call only these operations. The interpreter patches tl, so it must be visible.
-    return triton.jit(recompiled(function, {**OPS, "tl": tl}))
+    return triton.jit(_exact_division(recompiled(function, {**OPS, "tl": tl})))
+
+
+def _exact_division(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` rebuilt with each ``a / b`` as ``_divide(a, b)``, on its own namespace.
+    The source goes to linecache under a name of its own: Triton (compiled and interpreted)
+    reads a function's source, not its code."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    definition = tree.body[0]
+    assert isinstance(definition, ast.FunctionDef)
+    definition.decorator_list = []
+    tree = ast.fix_missing_locations(_Divisions().visit(tree))
+    source = ast.unparse(tree) + "\n"
+    filename = f"<adamkit.triton {function.__module__}.{function.__qualname__}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = function.__globals__  # (recompiled's own copy)
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace[definition.name]
+
+
+class _Divisions(ast.NodeTransformer):
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        self.generic_visit(node)
+        if not isinstance(node.op, ast.Div):
+            return node
+        call = ast.Call(ast.Name(_DIVIDE, ast.Load()), [node.left, node.right], [])
+        return ast.copy_location(call, node)
 
 
 @triton.jit
@@ -127,7 +173,7 @@ def _spec_kernel(
     p = tl.load(p_ptr + offs, mask=mask).to(C)
     g = tl.load(tl.load(g_addr + t).to(tl.pointer_type(G)) + offs, mask=mask).to(C)
     if HAS_SCALE:  # GradScaler's gradients are still scaled
-        g = g / tl.load(grad_scale).to(C)
+        g = _divide(g, tl.load(grad_scale).to(C))
     s0 = tl.load(s0_ptr + offs, mask=mask).to(C)
     s1 = tl.load(s1_ptr + offs, mask=mask).to(C)
     s2 = tl.load(s2_ptr + offs, mask=mask).to(C)
@@ -259,12 +305,12 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
                 partial = torch.zeros(plan.n_blocks, dtype=torch.float64, device=p0.device)
                 table = per_tensor.to(device=p0.device, dtype=c).contiguous()
                 _spec_kernel[(plan.n_blocks,)](
-                    *tensors, table, *amp, partial, **constants, REDUCING=True
+                    *tensors, table, *amp, partial, **constants, REDUCING=True, **EXACT
                 )
                 per_tensor = _finished(per_tensor, partial, plan, mode)
             table = per_tensor.to(device=p0.device, dtype=c).contiguous()
             _spec_kernel[(plan.n_blocks,)](
-                *tensors, table, *amp, dummy, **constants, REDUCING=False
+                *tensors, table, *amp, dummy, **constants, REDUCING=False, **EXACT
             )
 
     run.__name__ = f"{spec.name}_triton"

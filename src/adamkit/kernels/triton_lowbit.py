@@ -60,7 +60,7 @@ from ._triton_formats import (
     one_nan,
     random_bits,
 )
-from .triton_driver import _finished, compiled
+from .triton_driver import EXACT, _finished, compiled
 
 # A cell's literals. Each slot's format: of lowbit._row's storage names, the low-memory ones
 # (8-bit codes; bfloat16 stochastic, or toward zero for AMSGrad's running max; not stored).
@@ -174,7 +174,7 @@ def _slot_store(row, column, blk, offs, mask, x, noise, FMT: tl.constexpr, KIND:
             x = tl.sqrt_rn(x)  # correctly rounded, as the reference's
         largest = tl.max(tl.where(mask & (tl.abs(x) < float("inf")), tl.abs(x), 0.0), axis=0)
         tl.store(_pointer(row, column + _SCALES, tl.float32) + blk, largest)
-        inverse = tl.where(largest >= _MIN_SCALE, 1.0 / largest, 0.0)  # tiny: flushed
+        inverse = tl.where(largest >= _MIN_SCALE, tl.div_rn(1.0, largest), 0.0)  # tiny: flushed
         if KIND == _SIGNED_:
             code = encode(x, inverse, noise, 3, True, _TOP_S, _INF_S, _NAN_S)
         else:
@@ -350,11 +350,11 @@ def _launch(spec, cell: _Cell, params, states, rows, scalars, device) -> None:
     if mode != NO_REDUCTION:  # the pass before the update: a partial sum per block
         partial = torch.zeros(n_blocks, dtype=torch.float64, device=device)
         _lowbit_kernel[(n_blocks,)](
-            *tables, table.to(torch.float32), partial, **constants, REDUCING=True
+            *tables, table.to(torch.float32), partial, **constants, REDUCING=True, **EXACT
         )
         table = _finished(table, partial, blocks, mode)
     _lowbit_kernel[(n_blocks,)](
-        *tables, table.to(torch.float32), tables[0], **constants, REDUCING=False
+        *tables, table.to(torch.float32), tables[0], **constants, REDUCING=False, **EXACT
     )
     for state, (step, aux) in zip(states, counters, strict=True):
         state["step"].fill_(step)
