@@ -159,11 +159,13 @@ def test_on_cuda_the_step_matches_the_cpu_kernel(precision):
         w_cpu.grad, w_gpu.grad = g, g.cuda()
         cpu.step()
         gpu.step()
-    # Triton's float32 division on CUDA is div.full.f32 (≤ 2 ulp, triton-lang/triton#10661)
-    # and CUDA may fuse multiply-adds, so a value near a rounding boundary may store one code
-    # (8-bit) or one bfloat16 ulp away, and that element's later steps move differently.
-    # Such elements are rare; each step moves a param by at most ~lr, so by less than
-    # steps·lr differently.
+    # The Triton kernel is compiled with IEEE division and square root and no multiply-add
+    # contraction (tests/kernels/test_triton_ptx.py checks its PTX), so it should store the
+    # CPU kernel's bits; the torch-ops path (CUDA's default) runs torch's CUDA ops, which may
+    # round otherwise. Not yet run on a GPU: this allows what that would cost, a value near a
+    # rounding boundary stored one code (8-bit) or one bfloat16 ulp away, that element's
+    # later steps moving differently. Such elements are rare; each step moves a param by at
+    # most ~lr, so by less than steps·lr differently.
     diff = (w_gpu.detach().cpu() - w_cpu.detach()).abs()
     close = diff <= 1e-6 + 1e-5 * w_cpu.detach().abs()
     assert close.float().mean() > 0.99 and diff.max() <= steps * lr
