@@ -82,7 +82,10 @@ def f16_load(bits):
 
 @triton.jit
 def f16_nearest(x):
-    return x.to(tl.float16).to(tl.uint16, bitcast=True)
+    """float16 pattern of float32 ``x``, to nearest even; 0x7E00 for NaN, as the CPU kernel
+    stores the one NaN it keeps (CUDA's conversion gives 0x7FFF)."""
+    bits = x.to(tl.float16).to(tl.uint16, bitcast=True)
+    return tl.where(x != x, 0x7E00, bits).to(tl.uint16)
 
 
 @triton.jit

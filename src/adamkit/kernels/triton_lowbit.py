@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -297,25 +296,31 @@ class _Blocks(NamedTuple):
 
 
 def _counters(spec: AlgorithmSpec, params, states, rows, bias):
-    """Each tensor's counters one step on, its per-tensor scalars (a reduction's two columns
-    0 until made) and its seed, as the CPU kernel computes them: the scalar state is stored,
-    and read back, as float32."""
+    """Advance each tensor's counters one step, in place, then return each one's per-tensor
+    scalars (a reduction's two columns 0 until made) and seed from the counters as they are
+    then: the CPU kernel's order (so a counter two params share, as a hand-made checkpoint
+    may have, advances once for each), with the scalar state stored, and read back, as
+    float32."""
     aux_key = spec.scalar_state
-    counters, per_tensor, seeds = [], [], []
-    for p, state, row in zip(params, states, rows, strict=True):
+    for state in states:
         old = float(state[aux_key]) if aux_key else 0.0
         step, aux = spec.advance(float(state["step"]), old, bias)
-        aux = float(np.float32(aux))
-        counters.append((step, aux))
+        state["step"].fill_(step)
+        if aux_key:
+            state[aux_key].fill_(aux)
+    per_tensor, seeds = [], []
+    for p, state, row in zip(params, states, rows, strict=True):
+        step = float(state["step"])
+        aux = float(state[aux_key]) if aux_key else 0.0
         k = [float(v) for v in spec.tensor_scalars(step, aux, bias)][:4]
         per_tensor.append(k + [0.0] * (6 - len(k)))
         seeds.append(tensor_seed(step, p.numel(), row[-1]))  # (the row's last: its stream)
-    return counters, per_tensor, seeds
+    return per_tensor, seeds
 
 
 def _launch(spec, cell: _Cell, params, states, rows, scalars, device) -> None:
     hyper, bias, flags = scalars
-    counters, per_tensor, seeds = _counters(spec, params, states, rows, bias)
+    per_tensor, seeds = _counters(spec, params, states, rows, bias)
     kinds = [KINDS[SLOT_KINDS[key]] for key in spec.tensor_state]
     kinds += [SIGNED] * (TENSOR_SLOTS - len(kinds))
     # a flag that switches on a slot the cell does not store reads False (lowbit._row takes
@@ -356,7 +361,3 @@ def _launch(spec, cell: _Cell, params, states, rows, scalars, device) -> None:
     _lowbit_kernel[(n_blocks,)](
         *tables, table.to(torch.float32), tables[0], **constants, REDUCING=False, **EXACT
     )
-    for state, (step, aux) in zip(states, counters, strict=True):
-        state["step"].fill_(step)
-        if spec.scalar_state:
-            state[spec.scalar_state].fill_(aux)
