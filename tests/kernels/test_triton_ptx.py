@@ -27,6 +27,7 @@ def test_every_spec_compiles_to_ieee_operations_only(tmp_path):
     lines = out.stdout.splitlines()
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert len(lines) > 40 and all(line.startswith("OK ") for line in lines)
+    assert "OK totals of a reduction's partial sums" in out.stdout
     from adamkit.algorithms import SPECS
 
     for name in SPECS:  # a cell of each spec in each kernel

@@ -100,6 +100,12 @@ def cells():
         _lowbit("adam", [q8, q8], param=1, half=1),
         _driver("adam", tl.bfloat16, f32, f32, scale=True),
         _driver("adam", tl.float16, tl.float16, f32, scale=True),
+        (
+            "totals of a reduction's partial sums",
+            triton_driver._tensor_totals,
+            dict(partial="*fp64", first_block="*i64", block_counts="*i64", totals="*fp64"),
+            dict(CHUNK=triton_driver._CHUNK),
+        ),
     ]
     return made
 

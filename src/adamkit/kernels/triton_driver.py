@@ -307,7 +307,7 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
                 _spec_kernel[(plan.n_blocks,)](
                     *tensors, table, *amp, partial, **constants, REDUCING=True, **EXACT
                 )
-                per_tensor = _finished(per_tensor, partial, plan, mode)
+                per_tensor = _finished(per_tensor, partial, plan.numels, BLOCK, mode)
             table = per_tensor.to(device=p0.device, dtype=c).contiguous()
             _spec_kernel[(plan.n_blocks,)](
                 *tensors, table, *amp, dummy, **constants, REDUCING=False, **EXACT
@@ -317,13 +317,17 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
     return run
 
 
-def _finished(per_tensor: Tensor, partial: Tensor, plan: Any, mode: int) -> Tensor:
-    """The per-tensor table with a reduction's columns, from each block's partial sum: the
-    sum and count for the spec's element, or the cautious scale and a 0 (as the numba
-    driver's ``_finish``), computed where the tensors live (no host synchronisation)."""
-    totals = torch.zeros(len(per_tensor), dtype=torch.float64, device=partial.device)
-    totals.index_add_(0, plan.block_tensor.to(torch.int64), partial)
-    counts = plan.numels.to(torch.float64)
+def _finished(per_tensor: Tensor, partial: Tensor, numels: Tensor, block: int, mode: int) -> Tensor:
+    """The per-tensor table with a reduction's columns, from each block's partial sum (the
+    blocks of ``block`` elements of tensors of ``numels``, in order): the sum and count for
+    the spec's element, or the cautious scale and a 0 (as the numba driver's ``_finish``),
+    computed where the tensors live (no host synchronisation), in a fixed order."""
+    counts = numels.to(torch.float64)
+    block_counts = (numels + (block - 1)) // block
+    first_block = torch.cumsum(block_counts, 0) - block_counts
+    totals = torch.empty(len(numels), dtype=torch.float64, device=partial.device)
+    # (not index_add_: its atomics on CUDA add in another order each run)
+    _tensor_totals[(len(numels),)](partial, first_block, block_counts, totals, CHUNK=_CHUNK)
     per_tensor = per_tensor.to(partial.device).clone()
     if mode == SPEC_REDUCTION:
         per_tensor[:, 4], per_tensor[:, 5] = totals, counts
@@ -332,6 +336,22 @@ def _finished(per_tensor: Tensor, partial: Tensor, plan: Any, mode: int) -> Tens
         per_tensor[:, 4] = torch.where(counts > 0, 1.0 / mean.clamp(min=MASK_FLOOR), 1.0)
         per_tensor[:, 5] = 0.0
     return per_tensor
+
+
+_CHUNK = 256  # blocks a program adds at once
+
+
+@triton.jit
+def _tensor_totals(partial, first_block, block_counts, totals, CHUNK: tl.constexpr):
+    """``totals[t]``: the sum of tensor t's blocks' partial sums, in the same order each run."""
+    t = tl.program_id(0)
+    first = tl.load(first_block + t)
+    count = tl.load(block_counts + t)
+    lanes = tl.zeros((CHUNK,), dtype=tl.float64)
+    for start in range(0, count, CHUNK):
+        offs = start + tl.arange(0, CHUNK)
+        lanes += tl.load(partial + first + offs, mask=offs < count, other=0.0)
+    tl.store(totals + t, tl.sum(lanes, axis=0))
 
 
 def _group_scalars(spec: AlgorithmSpec, group: dict[str, Any], dtype: torch.dtype):

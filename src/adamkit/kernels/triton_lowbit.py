@@ -24,7 +24,6 @@ from typing import Any, NamedTuple
 import torch
 import triton
 import triton.language as tl
-from torch import Tensor
 
 from ..algorithms import AlgorithmSpec
 from ..algorithms._spec import (
@@ -288,13 +287,6 @@ class _Cell(NamedTuple):
     half: int
 
 
-class _Blocks(NamedTuple):
-    """What :func:`adamkit.kernels.triton_driver._finished` reads of a launch's blocks."""
-
-    block_tensor: Tensor
-    numels: Tensor
-
-
 def _counters(spec: AlgorithmSpec, params, states, rows, bias):
     """Advance each tensor's counters one step, in place, then return each one's per-tensor
     scalars (a reduction's two columns 0 until made) and seed from the counters as they are
@@ -329,17 +321,15 @@ def _launch(spec, cell: _Cell, params, states, rows, scalars, device) -> None:
     mode = spec.reduction_mode(bool(flags[CAUTIOUS_FLAG]))
     numels = [p.numel() for p in params]
     block_counts = [-(-n // BLOCK) for n in numels]
-    blocks = _Blocks(
-        torch.repeat_interleave(
-            torch.arange(len(params), dtype=torch.int32), torch.tensor(block_counts)
-        ).to(device),
-        torch.tensor(numels, dtype=torch.int64).to(device),
-    )
+    block_tensor = torch.repeat_interleave(
+        torch.arange(len(params), dtype=torch.int32), torch.tensor(block_counts)
+    ).to(device)
+    numel_table = torch.tensor(numels, dtype=torch.int64).to(device)
     block_index = torch.cat([torch.arange(b, dtype=torch.int64) for b in block_counts])
     element, reduction = _functions(spec)
     n_blocks = sum(block_counts)
     tables = (
-        blocks.block_tensor, block_index.to(device), blocks.numels,
+        block_tensor, block_index.to(device), numel_table,
         torch.tensor(seeds, dtype=torch.int64).to(device),
         torch.tensor(rows, dtype=torch.int64).to(device),
         torch.tensor(hyper, dtype=torch.float32).to(device),
@@ -357,7 +347,7 @@ def _launch(spec, cell: _Cell, params, states, rows, scalars, device) -> None:
         _lowbit_kernel[(n_blocks,)](
             *tables, table.to(torch.float32), partial, **constants, REDUCING=True, **EXACT
         )
-        table = _finished(table, partial, blocks, mode)
+        table = _finished(table, partial, numel_table, BLOCK, mode)
     _lowbit_kernel[(n_blocks,)](
         *tables, table.to(torch.float32), tables[0], **constants, REDUCING=False, **EXACT
     )
