@@ -113,10 +113,14 @@ HALF_ROWS = [
 
 
 @pytest.mark.parametrize("dtype,rounding", PARAM_STORAGE[1:])
-@pytest.mark.parametrize("precision", ["8bit", "bf16"])
+@pytest.mark.parametrize("precision", ["8bit", "bf16", "fp32"])
 @pytest.mark.parametrize(("cls", "config"), HALF_ROWS, ids=lambda v: getattr(v, "__name__", ""))
 def test_triton_kernel_steps_half_params_as_the_cpu_kernel(cls, config, precision, dtype,
                                                            rounding):  # fmt: skip
+    # "fp32": torch's format (float32 state, or the param's dtype) of a half param rounded
+    # stochastically or with Kahan's compensation; rounded to nearest, the fp32 kernels take it
+    if precision == "fp32" and rounding == "nearest":
+        pytest.skip("the fp32 kernels' cell, not the low-memory kernel's")
     got = _run(cls, lowbit._triton_fused, 300, dtype, rounding, precision, **config)
     _assert_bitwise(*got, *_run(cls, lowbit._numba_fused, 300, dtype, rounding, precision,
                                 **config))  # fmt: skip

@@ -98,6 +98,8 @@ def cells():
     made += [
         _lowbit("adam", [q8, bf16, down], param=3, half=0),
         _lowbit("adam", [q8, q8], param=1, half=1),
+        _lowbit("ademamix", [triton_lowbit.FP16_NEAREST] * 3, param=3, half=1),
+        _lowbit("adam", [triton_lowbit.FP32, triton_lowbit.BF16_NEAREST], param=2, half=0),
         _driver("adam", tl.bfloat16, f32, f32, scale=True),
         _driver("adam", tl.float16, tl.float16, f32, scale=True),
         (

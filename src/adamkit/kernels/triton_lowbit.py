@@ -60,10 +60,16 @@ from ._triton_formats import (
 )
 from .triton_driver import EXACT, _finished, compiled
 
-# A cell's literals. Each slot's format: of lowbit._row's storage names, the low-memory ones
-# (8-bit codes; bfloat16 stochastic, or toward zero for AMSGrad's running max; not stored).
+# A cell's literals. Each slot's format, by lowbit._row's storage names: the low-memory ones
+# (8-bit codes; bfloat16 stochastic, or toward zero for AMSGrad's running max; not stored)
 Q8, BF16, BF16_DOWN, ABSENT = 0, 1, 2, 3
-FORMATS = {"Q8": Q8, "BF16": BF16, "BF16_DOWN": BF16_DOWN, "ABSENT": ABSENT}
+# ... and torch's format, the "fp32" precision of a half param rounded stochastically or with
+# Kahan's compensation: float32, or the param's half dtype stored to nearest.
+FP32, BF16_NEAREST, FP16_NEAREST = 4, 5, 6
+FORMATS = {
+    "Q8": Q8, "BF16": BF16, "BF16_DOWN": BF16_DOWN, "ABSENT": ABSENT, "FP32": FP32,
+    "BF16_NEAREST": BF16_NEAREST, "FP16_NEAREST": FP16_NEAREST,
+}  # fmt: skip
 SIGNED, SQUARE, UNSIGNED = 0, 1, 2
 KINDS = {"signed": SIGNED, "square": SQUARE, "unsigned": UNSIGNED}
 PARAM_FLOAT32, PARAM_NEAREST, PARAM_STOCHASTIC, PARAM_KAHAN = 0, 1, 2, 3
@@ -84,6 +90,9 @@ _Q8_: tl.constexpr = tl.constexpr(Q8)
 _BF16_: tl.constexpr = tl.constexpr(BF16)
 _BF16_DOWN_: tl.constexpr = tl.constexpr(BF16_DOWN)
 _ABSENT_: tl.constexpr = tl.constexpr(ABSENT)
+_FP32_: tl.constexpr = tl.constexpr(FP32)
+_BF16_NEAREST_: tl.constexpr = tl.constexpr(BF16_NEAREST)
+_FP16_NEAREST_: tl.constexpr = tl.constexpr(FP16_NEAREST)
 _SIGNED_: tl.constexpr = tl.constexpr(SIGNED)
 _SQUARE_: tl.constexpr = tl.constexpr(SQUARE)
 _F16_: tl.constexpr = tl.constexpr(HALF_F16)
@@ -158,7 +167,12 @@ def _slot_load(row, column, blk, offs, mask, g, FMT: tl.constexpr, KIND: tl.cons
             value = decode(codes, scale, 4, False, _TOP_U, _INF_U, _NAN_U)
             if KIND == _SQUARE_:
                 value = value * value
-    else:
+    elif FMT == _FP32_:
+        value = tl.load(_pointer(row, column, tl.float32) + offs, mask=mask, other=0.0)
+    elif FMT == _FP16_NEAREST_:
+        bits = tl.load(_pointer(row, column, tl.uint16) + offs, mask=mask, other=0)
+        value = half_load(bits, _F16_)
+    else:  # bfloat16 patterns
         value = bf16_load(tl.load(_pointer(row, column, tl.uint16) + offs, mask=mask, other=0))
     return value
 
@@ -166,7 +180,8 @@ def _slot_load(row, column, blk, offs, mask, g, FMT: tl.constexpr, KIND: tl.cons
 @triton.jit
 def _slot_store(row, column, blk, offs, mask, x, noise, FMT: tl.constexpr, KIND: tl.constexpr):
     """Store a slot's block by its format: 8-bit codes with the block's new scale (√v's for
-    a square), or bfloat16 rounded stochastically with ``noise`` (toward zero: BF16_DOWN)."""
+    a square), bfloat16 rounded stochastically with ``noise`` (toward zero: BF16_DOWN), or
+    torch's format (float32; bfloat16, float16 to nearest)."""
     if FMT == _Q8_:
         if KIND == _SQUARE_:
             x = tl.sqrt_rn(x)  # correctly rounded, as the reference's
@@ -182,6 +197,12 @@ def _slot_store(row, column, blk, offs, mask, x, noise, FMT: tl.constexpr, KIND:
         tl.store(_pointer(row, column, tl.uint16) + offs, bf16_round(x, noise, False), mask=mask)
     elif FMT == _BF16_DOWN_:
         tl.store(_pointer(row, column, tl.uint16) + offs, bf16_round(x, 0, False), mask=mask)
+    elif FMT == _FP32_:
+        tl.store(_pointer(row, column, tl.float32) + offs, x, mask=mask)
+    elif FMT == _BF16_NEAREST_:
+        tl.store(_pointer(row, column, tl.uint16) + offs, bf16_round(x, 0, True), mask=mask)
+    elif FMT == _FP16_NEAREST_:
+        tl.store(_pointer(row, column, tl.uint16) + offs, half_nearest(x, _F16_), mask=mask)
 
 
 @triton.jit
@@ -254,19 +275,17 @@ def _functions(spec: AlgorithmSpec) -> tuple[Any, Any]:
 
 def fused(spec, params, grads, states, precisions, streams, scalars, param_rounding) -> list[int]:
     """Run the kernel on the tensors it takes (those :func:`adamkit.kernels.lowbit._row`
-    takes on their own device, with "8bit" or "bf16" state), one launch per cell and device;
+    takes on their own device: the CPU kernel's cells), one launch per cell and device;
     return the indices of the others."""
     stored = lowbit.stored_slots(spec, scalars[2])
     batches: dict[tuple[Any, ...], tuple[list[int], list[list[int]]]] = {}
     rest = []
     for i, (p, g, state) in enumerate(zip(params, grads, states, strict=True)):
-        taken = None
-        if precisions[i] in ("8bit", "bf16"):
-            taken = lowbit._row(
-                spec, p, g, state, precisions[i], spec.scalar_state, streams[i],
-                param_rounding, stored, device=p.device,
-            )  # fmt: skip
-        if taken is None or not all(name in FORMATS for name in taken[1]):
+        taken = lowbit._row(
+            spec, p, g, state, precisions[i], spec.scalar_state, streams[i], param_rounding,
+            stored, device=p.device,
+        )  # fmt: skip
+        if taken is None:
             rest.append(i)
             continue
         row, storage = taken
