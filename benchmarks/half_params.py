@@ -41,7 +41,7 @@ import torch
 
 import adamkit
 from adamkit.bench import _peak_rss_reset, _rss_kb, interleaved
-from adamkit.kernels import lowbit
+from adamkit.kernels import half_params, lowbit
 
 LR, WEIGHT_DECAY = 1e-3, 1e-2
 
@@ -62,14 +62,14 @@ def _before(make: Callable) -> Callable:
         step = opt.step
 
         def old_step():
-            in_place, storage = lowbit.half_in_place, dict(lowbit._STORAGE)
-            lowbit.half_in_place = lambda *args: []  # nearest: the float32 copies
+            in_place, storage = half_params.half_in_place, dict(lowbit._STORAGE)
+            half_params.half_in_place = lambda *args: []  # nearest: the float32 copies
             for key in [k for k in lowbit._STORAGE if k[0] == "fp32"]:
                 del lowbit._STORAGE[key]  # stochastic, kahan: the torch-ops path
             try:
                 step()
             finally:
-                lowbit.half_in_place = in_place
+                half_params.half_in_place = in_place
                 lowbit._STORAGE.update(storage)
 
         opt.step = old_step

@@ -14,7 +14,7 @@ import time
 import torch
 
 import adamkit
-from adamkit.kernels import lowbit
+from adamkit.kernels import half_params
 
 CASES = [
     ("AdamW", adamkit.AdamW, {}),
@@ -30,7 +30,7 @@ CASES = [
 
 
 def _copies(*args):
-    return []  # lowbit.half_in_place taking nothing: every half param goes to the copies
+    return []  # half_params.half_in_place taking nothing: every half param goes to the copies
 
 
 def main() -> None:
@@ -40,13 +40,13 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    in_place = lowbit.half_in_place
+    in_place = half_params.half_in_place
     rows = []
     print(f"{'algorithm':28s} {'in place ms':>12s} {'copies ms':>10s} {'speed-up':>9s}")
     for name, cls, options in CASES:
         optimizers = {}
         for path, chooser in (("in place", in_place), ("copies", _copies)):
-            lowbit.half_in_place = chooser
+            half_params.half_in_place = chooser
             p = torch.nn.Parameter(torch.randn(args.elements).bfloat16())
             optimizers[path] = (cls([p], lr=1e-3, **options), chooser)
             if hasattr(optimizers[path][0], "train"):  # Schedule-Free: its train mode
@@ -56,11 +56,11 @@ def main() -> None:
         times: dict[str, list[float]] = {path: [] for path in optimizers}
         for _ in range(args.rounds):
             for path, (opt, chooser) in optimizers.items():
-                lowbit.half_in_place = chooser
+                half_params.half_in_place = chooser
                 start = time.perf_counter()
                 opt.step()
                 times[path].append(time.perf_counter() - start)
-        lowbit.half_in_place = in_place
+        half_params.half_in_place = in_place
         median = {path: sorted(t)[len(t) // 2] * 1e3 for path, t in times.items()}
         ratio = median["copies"] / median["in place"]
         print(f"{name:28s} {median['in place']:12.2f} {median['copies']:10.2f} {ratio:8.2f}x")

@@ -21,7 +21,7 @@ import torch
 
 import adamkit
 from adamkit.algorithms.state_formats import NAN, SLOT_KINDS
-from adamkit.kernels import _numba_bits, lowbit, lowbit_torch, wrappers
+from adamkit.kernels import _numba_bits, half_params, lowbit, lowbit_torch, wrappers
 from adamkit.kernels._batching import SPLIT_MIN_ELEMENTS
 
 SIZES = (1, 255, 257, 4097, 70001, 0)  # 70001 > SPLIT_MIN_ELEMENTS: split over the threads
@@ -86,7 +86,7 @@ def _old_path():
     """Steps inside take the path before: the float32 copies for nearest, the torch-ops path
     for stochastic and kahan with torch-format state."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(lowbit, "half_in_place", lambda *args: [])
+        patch.setattr(half_params, "half_in_place", lambda *args: [])
         patch.setattr(
             lowbit, "_STORAGE", {k: v for k, v in lowbit._STORAGE.items() if k[0] != "fp32"}
         )

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import lowbit, spec_kernels
+from adamkit.kernels import lowbit_replay, spec_kernels
 
 
 def _twins(cls, **options):
@@ -154,7 +154,7 @@ def test_a_change_between_steps_steps_as_the_full_path(change, state):
 def test_the_plan_is_what_runs_once_kept(monkeypatch, state):
     (params, opt), _ = _twins(adamkit.Adam, **LOW_MEMORY[state])
     runs = []
-    replay = lowbit.LowMemoryReplay if state != "fp32" else spec_kernels.Replay
+    replay = lowbit_replay.LowMemoryReplay if state != "fp32" else spec_kernels.Replay
     original = replay.run
     monkeypatch.setattr(
         replay, "run", lambda self, *a, **k: runs.append(1) or original(self, *a, **k)

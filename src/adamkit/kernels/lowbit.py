@@ -1,33 +1,32 @@
-"""The low-memory state step: the fused numba kernel where it applies, torch ops elsewhere.
+"""The low-memory state step: the fused kernel where it applies, torch ops elsewhere.
 
 ``step(spec, group, params, grads, states, precisions, ...)`` updates params whose state is
 in a low-memory precision ("8bit", "bf16", or "fp32" with a stochastic or Kahan-rounded half
 param; see :mod:`adamkit.optim._lowmem`), and the half params with torch-format state that
-:func:`half_in_place` picks (precision "fp32", rounded to nearest). Contiguous CPU float32,
-bfloat16 and float16 tensors take the fused kernel (:mod:`adamkit.kernels._numba_lowbit`), for
-every spec: one pass, load → update → store per block (after a pass that only reads, for a
-spec's reduction or cautious masking), each slot's format a load/store adapter (8-bit codes,
-bf16, or torch's format: float32, or the param's dtype stored to nearest), parallel over
-blocks; CUDA tensors take the same pass, cell for cell, in Triton
-(:mod:`adamkit.kernels.triton_lowbit`) when the Triton kernels are opted in
-(:func:`adamkit.kernels.registry.set_default`; until
-they have passed the parity suite on a GPU, CUDA's default is the torch ops path). The others
-take :func:`adamkit.kernels.lowbit_torch.step_tensor`. Both compute in float32 and give the
-same codes (the formats are integer arithmetic on float32 patterns).
+:func:`adamkit.kernels.half_params.half_in_place` picks (precision "fp32", rounded to
+nearest). Contiguous CPU float32, bfloat16 and float16 tensors take the fused kernel
+(:mod:`adamkit.kernels._numba_lowbit`; its calls kept to replay,
+:mod:`adamkit.kernels.lowbit_replay`), for every spec: one pass, load → update → store per
+block (after a pass that only reads, for a spec's reduction or cautious masking), each slot's
+format a load/store adapter (8-bit codes, bf16, or torch's format: float32, or the param's
+dtype stored to nearest), parallel over blocks. CUDA tensors take the same pass, cell for
+cell, in Triton (:mod:`adamkit.kernels.triton_lowbit`) when the Triton kernels are opted in
+(:func:`adamkit.kernels.registry.set_default`; until they have passed the parity suite on a
+GPU, CUDA's default is the torch ops path). The others take
+:func:`adamkit.kernels.lowbit_torch.step_tensor`. All compute in float32 and give the same
+codes (the formats are integer arithmetic on float32 patterns).
 """
 
 from __future__ import annotations
 
-import collections
-import functools
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..algorithms import AlgorithmSpec, GroupScalars
+from ..algorithms import AlgorithmSpec
 from ..algorithms._spec import FLAG_WIDTH, TENSOR_SLOTS
 from ..algorithms.state_formats import (
     ABSMAX_SUFFIX,
@@ -38,18 +37,11 @@ from ..algorithms.state_formats import (
     slot_precision,
 )
 from . import _batching, wrappers
-from ._batching import SPLIT_MIN_ELEMENTS, Threads, chunk_tables
 from ._state_checks import check_state
+from .lowbit_replay import Batch, LowMemoryReplay
 from .lowbit_torch import step_tensor
-from .registry import choose_backend, get_default, triton_opted_in
-from .spec_kernels import (
-    hyper_key,
-    loop_arrays,
-    new_loop_arrays,
-    padded_scalars,
-    plain_hyper_key,
-    scalar_arrays,
-)
+from .registry import get_default, triton_opted_in
+from .spec_kernels import hyper_key, padded_scalars
 
 
 def step(
@@ -262,7 +254,7 @@ def _numba_fused(
     for (formats, mode), (idx, rows) in batches.items():
         numels = [params[i].numel() for i in idx]
         made.append(
-            _Batch(formats, mode, idx, np.array(numels, dtype=np.int64),
+            Batch(formats, mode, idx, np.array(numels, dtype=np.int64),
                    np.array(rows, dtype=np.int64), tuple(-(-n // BLOCK) for n in numels))
         )  # fmt: skip
     replay = LowMemoryReplay(spec, _numba_lowbit.LOOPS[spec.name], tuple(made))
@@ -270,66 +262,6 @@ def _numba_fused(
     if replays is not None and not rest:
         replays.append(replay)
     return rest
-
-
-class _Batch(NamedTuple):
-    """The fused CPU kernel's tensors of one (slot formats, param mode): their positions in
-    the call, element counts and address rows (:data:`_GRAD_COLUMN` their gradients')."""
-
-    formats: tuple[int, ...]
-    mode: int
-    idx: list[int]
-    numels: np.ndarray
-    addresses: np.ndarray
-    blocks: tuple[int, ...]  # per tensor
-
-
-_GRAD_COLUMN = 1  # in an address row (_numba_lowbit.G)
-
-
-class LowMemoryReplay(NamedTuple):
-    """A fused low-memory CPU step's loop calls, to run again on the same tensors with new
-    gradients (:mod:`adamkit.optim._step_plan` decides when)."""
-
-    spec: AlgorithmSpec
-    loops: tuple[Any, Any]
-    batches: tuple[_Batch, ...]
-
-    def scalars(
-        self, group: dict[str, Any], plain: tuple[Any, ...] | None = None
-    ) -> tuple[Any, ...] | None:
-        """The loops' scalar arrays for the group's hyperparameters as they are now.
-        ``plain``: as :meth:`adamkit.kernels.spec_kernels.Replay.scalars`."""
-        if plain is None:
-            return loop_arrays(self.spec.name, torch.float32, hyper_key(self.spec, group))
-        key = plain_hyper_key(self.spec, group, plain)
-        return new_loop_arrays(self.spec.name, torch.float32, key)
-
-    @staticmethod
-    def arrays(scalars: tuple[Any, Any, Any]) -> tuple[Any, ...]:
-        return scalar_arrays(GroupScalars(*scalars), torch.float32)
-
-    def run(
-        self, grads: Sequence[Tensor], arrays: tuple[Any, ...], read_grads: bool = True
-    ) -> None:
-        """Step with ``grads`` (checked by the caller) and :meth:`scalars`: each batch in one
-        call, parallel over blocks where there is enough work."""
-        serial, parallel = self.loops
-        for formats, mode, idx, numels, addresses, blocks in self.batches:
-            if read_grads:
-                addresses[:, _GRAD_COLUMN] = [grads[i].data_ptr() for i in idx]
-            tables = chunk_tables(blocks, torch.get_num_threads(), SPLIT_MIN_ELEMENTS // BLOCK, 1)
-            args = (addresses, numels, *arrays)
-            if len(tables.bounds) > 2 and Threads.usable:
-                Threads.launch(
-                    functools.partial(_launch_parallel, parallel, formats, mode),
-                    functools.partial(_launch_serial, serial, formats, mode),
-                    tables,
-                    args,
-                    work=int(numels.sum()),
-                )
-            else:
-                serial(formats, mode, tables.chunks, *args, True)
 
 
 def _triton_fused(
@@ -353,14 +285,6 @@ def fused_kernel(device_type: str):
     if triton_opted_in(device_type):
         return _triton_fused
     return FUSED_KERNELS.get(device_type) if get_default(device_type) == "numba" else None
-
-
-def _launch_parallel(parallel, formats, mode, chunks, bounds, *args) -> None:
-    parallel(formats, mode, chunks, bounds, *args)
-
-
-def _launch_serial(serial, formats, mode, chunks, *args) -> None:
-    serial(formats, mode, chunks, *args, True)
 
 
 # A slot's storage the fused CPU kernel takes (names in _numba_lowbit): the low-memory
@@ -452,68 +376,3 @@ def _row(
 
 def _is_cpu(t: Tensor) -> bool:
     return t.is_cpu
-
-
-def half_in_place(
-    spec: AlgorithmSpec,
-    group: dict[str, Any],
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    states: Sequence[dict[str, Any]],
-) -> list[int]:
-    """The indices of the float16/bfloat16 ``params`` of ``group`` whose torch-format state
-    ("fp32": the moments in the param's dtype, or float32) the fused CPU kernel steps in place,
-    rounded to nearest: the same float32 arithmetic, rounded once, as the group's fp32 kernel
-    on float32 copies (:func:`adamkit.kernels.wrappers.half_in_float32`), where that kernel is
-    the numba one (the group fused, or the default) and not under torch.compile. Plain
-    tensors listed once in the group, with a dense grad of their dtype and the slots the
-    group's flags switch on (for SGD, Lion and Schedule-Free, whose torch-format state has no
-    step, the kernel counts :func:`counted_states`' scratch steps). A pass before the update
-    (StableAdamW's, ``cautious``'s) adds each tensor's terms in float64 in another order than
-    the fp32 kernel: the same float32 scalar unless the float64 sums differ across a float32
-    rounding boundary (the tests' tensors, up to 70001 elements split over threads, give the
-    copies' bits)."""
-    half = wrappers.HALF_DTYPES
-    for p in params:  # a plain loop: this runs every step, for every group
-        if p.dtype in half:
-            break
-    else:
-        return []
-    if torch.compiler.is_compiling() or not fuses(spec):  # (for Dynamo)
-        return []
-    backend = choose_backend(
-        foreach=group.get("foreach"), fused=group.get("fused"),
-        differentiable=bool(group.get("differentiable")), capturable=bool(group.get("capturable")),
-    )  # fmt: skip
-    if backend != "fused" or fused_kernel("cpu") is not _numba_fused:
-        return []
-    plain, counts = wrappers.Adapted.PLAIN_TYPES, collections.Counter(map(id, group["params"]))
-    aux_key = spec.scalar_state
-    stored = group_slots(spec, group)
-    if not spec.counted:  # (read, not written, by _row)
-        states = [{**state, "step": _STARTED} for state in states]
-    return [
-        i
-        for i, (p, g, state) in enumerate(zip(params, grads, states, strict=True))
-        if p.dtype in half
-        and type(p) in plain
-        and counts[id(p)] == 1
-        and not g.is_sparse
-        and _row(spec, p, g, state, "fp32", aux_key, 0, "nearest", stored) is not None
-    ]
-
-
-_STARTED = torch.ones((), dtype=torch.float64)
-
-
-def counted_states(spec: AlgorithmSpec, states: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``states`` as :func:`half_in_place`'s step reads them. An uncounted spec's torch-format
-    state (SGD, Lion, Schedule-Free) has no step: each of these shallow copies has a scratch
-    one, 1, which the kernel advances to 2 before the element reads it (a count of 1 there
-    would mean "the slots start now"; the half path takes only states whose slots have
-    started). The step then drops it, as the copies' path keeps no count (nor advances a
-    "step" left by low-memory state). Nearest rounding draws no random numbers, so the count
-    seeds nothing."""
-    if spec.counted:
-        return list(states)
-    return [{**state, "step": torch.ones((), dtype=torch.float64)} for state in states]

@@ -26,8 +26,9 @@ from torch import Tensor
 
 from ..algorithms import SPECS
 from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS, slot_precision
-from ..kernels import lowbit, lowbit_compiled
+from ..kernels import half_params, lowbit, lowbit_compiled
 from ..kernels._tensors import pick
+from ..kernels.lowbit_replay import LowMemoryReplay
 from ..kernels.lowbit_torch import (
     blocks,
     dequantized_entry,
@@ -322,7 +323,7 @@ class LowMemoryState:
         ):
             keys = self.step_state_keys(group)  # type: ignore[attr-defined]
             return StepPlan(self, group, kept, keys, replay)
-        if not low_idx or type(low_replay) is not lowbit.LowMemoryReplay:
+        if not low_idx or type(low_replay) is not LowMemoryReplay:
             return None  # (fp32 state beside low-memory state elsewhere: not planned)
         parts = ((low_replay, low_idx),) + (((replay, rest_idx),) if rest_idx else ())
         return StepPlan(self, group, kept, None, Parts(parts))
@@ -350,15 +351,15 @@ class LowMemoryState:
         amp: dict[str, Tensor],
     ) -> Replay | None:
         """Step the params whose state is torch's format. The float16/bfloat16 ones that the
-        fused CPU kernel takes (:func:`adamkit.kernels.lowbit.half_in_place`) are stepped in
+        fused CPU kernel takes (:func:`adamkit.kernels.half_params.half_in_place`) are stepped in
         place by it, as the fp32 kernel would step float32 copies of them, after the others
         (whose checks have then passed); not under GradScaler's in-kernel unscaling."""
         spec = SPECS[self.algorithm]
-        half = [] if amp else lowbit.half_in_place(spec, group, params, grads, states)
+        half = [] if amp else half_params.half_in_place(spec, group, params, grads, states)
         if half:
             rest = sorted(set(range(len(params))) - set(half))
             in_place = [pick(items, half) for items in (params, grads, states)]
-            in_place[2] = lowbit.counted_states(spec, in_place[2])
+            in_place[2] = half_params.counted_states(spec, in_place[2])
             params, grads, states = (pick(items, rest) for items in (params, grads, states))
             any_sparse = any_sparse and any(g.is_sparse for g in grads)
         replay = None
