@@ -23,7 +23,7 @@ import torch
 import adamkit
 from adamkit.algorithms import SPECS
 from adamkit.bench import interleaved, mean_seconds, workload_shapes
-from adamkit.kernels import _batching, _numba_driver
+from adamkit.kernels import _batching, _numba_driver, _threads
 from adamkit.kernels._tensors import LIKE
 from adamkit.kernels.spec_kernels import hyper_key, loop_arrays
 
@@ -53,7 +53,7 @@ def _floor_step(params: list[torch.nn.Parameter], opt: adamkit.Adam):
     def step() -> None:
         addresses[:, 1] = [p.grad.data_ptr() for p in params]
         addresses[:, 4] = addresses[:, 1]  # the unused slot reads the gradient
-        _batching.run_loops(serial, parallel, numels, addresses, like, hyper, bias, flags, True)
+        _threads.run_loops(serial, parallel, numels, addresses, like, hyper, bias, flags, True)
 
     return step
 

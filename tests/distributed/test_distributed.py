@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 import adamkit
-from adamkit.kernels import _batching
+from adamkit.kernels import _threads
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch without distributed")
 
@@ -55,7 +55,7 @@ def _warm_kernel_cache() -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # with a long tensor, the parallel loop compiles too
     try:
-        for n in (4, _batching.SPLIT_MIN_ELEMENTS):
+        for n in (4, _threads.SPLIT_MIN_ELEMENTS):
             w = torch.zeros(n, requires_grad=True)
             w.grad = torch.ones(n)
             adamkit.Adam([w]).step()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adamkit.algorithms import SPEC_BUILT, SPECS, sgd
-from adamkit.kernels import _batching, registry, spec_kernels
+from adamkit.kernels import _threads, registry, spec_kernels
 
 if registry.triton_available():  # on CPU tensors under TRITON_INTERPRET=1 (conftest)
     from adamkit.kernels import triton_driver
@@ -21,7 +21,7 @@ def _tensors(step_dtype: torch.dtype):
     a large count."""
     gen = torch.Generator().manual_seed(5)
     params = [
-        torch.randn(_batching.SPLIT_MIN_ELEMENTS + 9, generator=gen),
+        torch.randn(_threads.SPLIT_MIN_ELEMENTS + 9, generator=gen),
         torch.randn(0),
         torch.randn(6, 4, generator=gen).t(),
         torch.randn(33, generator=gen),

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import _batching, spec_kernels
+from adamkit.kernels import _threads, spec_kernels
 from harness import (
     assert_all_close_to_scale,
     grad_plan,
@@ -25,7 +25,7 @@ def _params_with_a_large_one(dtype):
     gen = torch.Generator().manual_seed(17)
     params = make_params(dtype, gen)
     # Odd-sized and long enough to be split across threads.
-    params.append(torch.randn(_batching.SPLIT_MIN_ELEMENTS + 3, generator=gen).to(dtype))
+    params.append(torch.randn(_threads.SPLIT_MIN_ELEMENTS + 3, generator=gen).to(dtype))
     return params
 
 
@@ -172,7 +172,7 @@ def _fused_flag(spec):
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_chunk_tables_cover_every_element_once_in_balanced_shares(workers):
     numels = (5, 300_000, 1, 70_001, 0, 200_000)
-    tables = _batching.chunk_tables(numels, workers)
+    tables = _threads.chunk_tables(numels, workers)
     assert len(tables.bounds) == workers + 1
     per_worker = [tables.table(k) for k in range(workers)]
     covered = [np.zeros(n, dtype=np.int64) for n in numels]
@@ -185,7 +185,7 @@ def test_chunk_tables_cover_every_element_once_in_balanced_shares(workers):
 
 
 def test_small_groups_stay_on_one_thread():
-    tables = _batching.chunk_tables((1000, 2000), 2)
+    tables = _threads.chunk_tables((1000, 2000), 2)
     assert tables.bounds.tolist() == [0, 2]
 
 
@@ -231,16 +231,16 @@ def _fused_adam_result(numels, monkeypatch, *, parallel: bool):
         return real(serial, lambda *a: calls.append(1) or parallel_loop(*a), *args)
 
     monkeypatch.setattr(spec_kernels, "run_loops", counted)
-    monkeypatch.setattr(_batching.Threads, "usable", parallel)
+    monkeypatch.setattr(_threads.Threads, "usable", parallel)
     # not after a slow launch on a busy machine (tests/kernels/test_threads_contention.py)
-    monkeypatch.setattr(_batching.Threads, "contended_until", 0.0)
+    monkeypatch.setattr(_threads.Threads, "contended_until", 0.0)
     fused_adam(params, grads, m, v, vmax, steps)
     return [params, m, v, vmax], len(calls)
 
 
 def test_parallel_loop_runs_long_groups_and_equals_the_serial_loop(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    numels = (_batching.SPLIT_MIN_ELEMENTS + 5, 3, 1000)
+    numels = (_threads.SPLIT_MIN_ELEMENTS + 5, 3, 1000)
     parallel, launches = _fused_adam_result(numels, monkeypatch, parallel=True)
     serial, no_launches = _fused_adam_result(numels, monkeypatch, parallel=False)
     assert (launches, no_launches) == (1, 0)
@@ -250,7 +250,7 @@ def test_parallel_loop_runs_long_groups_and_equals_the_serial_loop(monkeypatch):
 
 
 def test_a_child_forked_after_a_parallel_launch_runs_the_serial_loop():
-    numels = (_batching.SPLIT_MIN_ELEMENTS * 2 + 1,)
+    numels = (_threads.SPLIT_MIN_ELEMENTS * 2 + 1,)
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -258,14 +258,14 @@ def test_a_child_forked_after_a_parallel_launch_runs_the_serial_loop():
         fused_adam(expected, grads, m, v, vmax, steps)  # launches here
     finally:
         torch.set_num_threads(torch_threads)
-    if not _batching.Threads.launched:
+    if not _threads.Threads.launched:
         pytest.skip("numba's parallel loop was not launched (one thread or workqueue layer)")
     pid = os.fork()
     if pid == 0:  # child: a launch here would abort the process under GNU OpenMP
         signal.alarm(60)  # a hung child fails the test instead of stalling it
         ok = False
         try:
-            ok = not _batching.Threads.usable
+            ok = not _threads.Threads.usable
             params, grads, (m, v, vmax), steps = _adam_tensors(numels)
             fused_adam(params, grads, m, v, vmax, steps)
             # NumPy, not torch: torch's own OpenMP ops can hang in a forked child.

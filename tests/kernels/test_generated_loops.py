@@ -19,7 +19,7 @@ from adamkit.algorithms import SPECS, AlgorithmSpec, GroupScalars, Hyperparamete
 from adamkit.algorithms._ops import where
 from adamkit.algorithms._spec import rounded
 from adamkit.kernels import _numba_codegen, _numba_driver, _numba_lowbit, lowbit, spec_kernels
-from adamkit.kernels._batching import SPLIT_MIN_ELEMENTS
+from adamkit.kernels._threads import SPLIT_MIN_ELEMENTS
 
 
 # A toy spec, heavy-ball SGD with the buffer only when momentum > 0 (flag 0), written here and

@@ -22,7 +22,7 @@ import torch
 import adamkit
 from adamkit.algorithms.state_formats import NAN, SLOT_KINDS
 from adamkit.kernels import _numba_bits, half_params, lowbit, lowbit_torch, wrappers
-from adamkit.kernels._batching import SPLIT_MIN_ELEMENTS
+from adamkit.kernels._threads import SPLIT_MIN_ELEMENTS
 
 SIZES = (1, 255, 257, 4097, 70001, 0)  # 70001 > SPLIT_MIN_ELEMENTS: split over the threads
 assert SIZES[4] > SPLIT_MIN_ELEMENTS

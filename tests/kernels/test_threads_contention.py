@@ -1,19 +1,19 @@
 """A parallel launch that waited for a busy core makes small groups run serially for a while
-(kernels._batching.Threads): the decision, with a fake clock (no timing is asserted)."""
+(kernels._threads.Threads): the decision, with a fake clock (no timing is asserted)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from adamkit.kernels import _batching
-from adamkit.kernels._batching import ChunkTables, Threads
+from adamkit.kernels import _threads
+from adamkit.kernels._threads import ChunkTables, Threads
 
 
 @pytest.fixture
 def clock(monkeypatch):
     now = [100.0]
-    monkeypatch.setattr(_batching.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(_threads.time, "monotonic", lambda: now[0])
     monkeypatch.setattr(Threads, "launched", True)
     monkeypatch.setattr(Threads, "usable", True)
     monkeypatch.setattr(Threads, "contended_until", 0.0)

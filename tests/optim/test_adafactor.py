@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import _batching, adafactor_cpu
+from adamkit.kernels import _threads, adafactor_cpu
 from adamkit.reference import adafactor as ref
 
 SHAPES = [(7, 5), (3, 4, 6), (11,), (), (1, 1), (2, 1, 9), (33, 17), (1,), (5, 1)]
@@ -200,8 +200,8 @@ def test_threads_give_the_serial_result(monkeypatch):
     """Big tensors split their rows between threads (per-thread column sums added in a fixed
     order): the result is the reference's, as the one-thread result is."""
     calls = _counting_fused_steps(monkeypatch)
-    monkeypatch.setattr(_batching.Threads, "SMALL_WORK", 0)
-    monkeypatch.setattr(_batching.Threads, "contended_until", 0.0)
+    monkeypatch.setattr(_threads.Threads, "SMALL_WORK", 0)
+    monkeypatch.setattr(_threads.Threads, "contended_until", 0.0)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -213,7 +213,7 @@ def test_threads_give_the_serial_result(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert len(calls) == 9
-    if not _batching.Threads.usable:
+    if not _threads.Threads.usable:
         pytest.skip("numba's threading layer runs one thread here")
     hyper = ref.AdafactorHyper(weight_decay=0.1, eps1=float(np.finfo(np.float64).eps))
     for i, p0 in enumerate(params0):

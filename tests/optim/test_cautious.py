@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import _batching, registry
+from adamkit.kernels import _threads, registry
 from adamkit.optim._base import _adapted_kernel
 from harness import grad_plan, reference_close, run_optimizer, run_reference, timm_module
 from specs import CAUTIOUS_SPECS, make_params
@@ -76,16 +76,16 @@ def test_the_mask_changes_the_step(spec):
 def test_threads_partial_sums_give_the_serial_result(spec, monkeypatch):
     """Tensors split across threads (the parallel loops' pass before the update adds each
     thread's partial counts) step as the for-loop kernel steps them."""
-    monkeypatch.setattr(_batching.Threads, "SMALL_WORK", 0)  # every launch parallel
-    monkeypatch.setattr(_batching.Threads, "contended_until", 0.0)
+    monkeypatch.setattr(_threads.Threads, "SMALL_WORK", 0)  # every launch parallel
+    monkeypatch.setattr(_threads.Threads, "contended_until", 0.0)
     parallel = []
-    launch = _batching.Threads.launch.__func__
+    launch = _threads.Threads.launch.__func__
 
     def counted(cls, parallel_loop, serial, tables, args, work=0):
         parallel.append(len(tables.bounds) > 2 and cls.usable)
         launch(cls, parallel_loop, serial, tables, args, work)
 
-    monkeypatch.setattr(_batching.Threads, "launch", classmethod(counted))
+    monkeypatch.setattr(_threads.Threads, "launch", classmethod(counted))
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

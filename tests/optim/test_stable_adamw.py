@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.kernels import _batching
+from adamkit.kernels import _threads
 from adamkit.reference import stable_adamw as ref
 
 
@@ -40,8 +40,8 @@ def test_the_clip_acts_and_matches_the_reference():
 
 
 def test_threads_partial_sums_give_the_serial_result(monkeypatch):
-    monkeypatch.setattr(_batching.Threads, "SMALL_WORK", 0)  # every launch parallel
-    monkeypatch.setattr(_batching.Threads, "contended_until", 0.0)
+    monkeypatch.setattr(_threads.Threads, "SMALL_WORK", 0)  # every launch parallel
+    monkeypatch.setattr(_threads.Threads, "contended_until", 0.0)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -56,7 +56,7 @@ def test_threads_partial_sums_give_the_serial_result(monkeypatch):
         loop = _run(lambda ps: adamkit.StableAdamW(ps, lr=0.01, foreach=False), params0, grads)
     finally:
         torch.set_num_threads(threads)
-    if not _batching.Threads.usable:
+    if not _threads.Threads.usable:
         pytest.skip("numba's threading layer runs one thread here")
     for a, b in zip(fused, loop, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

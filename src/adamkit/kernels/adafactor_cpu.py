@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._batching import ChunkTables, Threads
 from ._numba_cpu import _lerp, _nan_max  # torch's lerp; a max that keeps NaN (clamp_min)
+from ._threads import ChunkTables, Threads
 
 # Sums may be reassociated (so that LLVM vectorizes them): their order is not part of the
 # algorithm. No other fast-math flag: NaN and Inf behave as in torch.

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..algorithms import AlgorithmSpec, GroupScalars
 from ..algorithms.state_formats import BLOCK
-from ._batching import SPLIT_MIN_ELEMENTS, Threads, chunk_tables
+from ._threads import SPLIT_MIN_ELEMENTS, Threads, chunk_tables
 from .spec_kernels import hyper_key, loop_arrays, new_loop_arrays, plain_hyper_key, scalar_arrays
 
 

@@ -35,15 +35,12 @@ from ._batching import (
     FLOAT32_SCALAR,
     LIKE_PARAM,
     READ_ONLY,
-    ChunkTables,
     check_sizes,
-    chunk_tables,
     flag_array,
-    launch_loops,
-    run_loops,
     split,
 )
 from ._tensors import LIKE, NUMPY_DTYPES, add_one, pick, step_arithmetic_dtype
+from ._threads import ChunkTables, chunk_tables, launch_loops, run_loops
 
 Kernel = Callable[..., None]
 
