@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -733,3 +734,18 @@ def _cautious(spec: Spec) -> Spec:
 # The optimizers that take ``cautious`` (timm's masking), each configuration with it on: what
 # tests/optim/test_cautious.py and the low-memory table run (their peers do not mask).
 CAUTIOUS_SPECS = [_cautious(spec) for spec in SPECS if spec.ours.spec.cautious]
+
+# Every optimizer of the table with low-memory state (cautious rows too), in each configuration
+# that holds no tensor and each low-memory precision it takes: what the fused low-memory
+# kernels are run on (tests/kernels/test_lowbit_every_spec.py, test_triton_lowbit.py).
+LOW_MEMORY_ROWS = [
+    (spec, config, precision)
+    for spec in [*SPECS, *CAUTIOUS_SPECS]
+    if "state_precision" in inspect.signature(spec.ours).parameters
+    for config in spec.configs
+    if not any(isinstance(v, torch.Tensor) for v in config.values())
+    for precision in spec.low_memory
+]
+LOW_MEMORY_IDS = [
+    f"{s.name}-{i}-{precision}" for i, (s, _, precision) in enumerate(LOW_MEMORY_ROWS)
+]

@@ -13,24 +13,14 @@ cannot pass by both runs taking it.
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import pytest
 import torch
 
 from adamkit.kernels import lowbit
-from specs import CAUTIOUS_SPECS, SPECS
+from specs import CAUTIOUS_SPECS, LOW_MEMORY_IDS, LOW_MEMORY_ROWS, SPECS
 
-ROWS = [
-    (spec, config, precision)
-    for spec in [*SPECS, *CAUTIOUS_SPECS]
-    if "state_precision" in inspect.signature(spec.ours).parameters
-    for config in spec.configs
-    if not any(isinstance(v, torch.Tensor) for v in config.values())
-    for precision in spec.low_memory
-]
-IDS = [f"{spec.name}-{i}-{precision}" for i, (spec, _, precision) in enumerate(ROWS)]
+ROWS, IDS = LOW_MEMORY_ROWS, LOW_MEMORY_IDS
 
 
 def _forbid_torch_ops(monkeypatch):

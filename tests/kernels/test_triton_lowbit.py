@@ -5,7 +5,6 @@ takes (a third slot, one slot, a pass before the update) and every param storage
 
 from __future__ import annotations
 
-import inspect
 import os
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 
 import adamkit
 from adamkit.kernels import lowbit
-from specs import CAUTIOUS_SPECS, SPECS
+from specs import LOW_MEMORY_IDS, LOW_MEMORY_ROWS
 
 pytest.importorskip("triton")
 if os.environ.get("TRITON_INTERPRET") != "1":
@@ -31,15 +30,7 @@ PARAM_STORAGE = [
     (torch.float16, "stochastic"),
     (torch.float16, "kahan"),
 ]
-ROWS = [
-    (spec, config, precision)
-    for spec in [*SPECS, *CAUTIOUS_SPECS]
-    if "state_precision" in inspect.signature(spec.ours).parameters
-    for config in spec.configs
-    if not any(isinstance(v, torch.Tensor) for v in config.values())
-    for precision in spec.low_memory
-]
-IDS = [f"{spec.name}-{i}-{precision}" for i, (spec, _, precision) in enumerate(ROWS)]
+ROWS, IDS = LOW_MEMORY_ROWS, LOW_MEMORY_IDS
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
