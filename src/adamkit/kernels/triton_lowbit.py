@@ -2,8 +2,9 @@
 same cells (:mod:`adamkit.kernels._numba_lowbit`), one program per block of 256 elements.
 
 Each program loads its block's param and grad (float32, or bfloat16/float16 patterns read in
-place), decodes each slot by its format (8-bit codes × the block's scale, bfloat16, or, for a
-slot the cell does not store, the grad, as in the fp32 driver), runs the spec's own
+place), decodes each slot by its format (8-bit codes × the block's scale, bfloat16, torch's
+format for the "fp32" precision, or, for a slot the cell does not store, the grad, as in the
+fp32 driver), runs the spec's own
 ``element`` in float32 (the same Triton element as the fp32 driver,
 :mod:`adamkit.kernels.triton_driver`), stores the param (float32, or rounded to nearest,
 stochastically or with Kahan's compensation), takes each 8-bit slot's new absmax with one
