@@ -25,91 +25,30 @@ import torch
 from torch import Tensor
 
 from ..algorithms import SPECS
-from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, SLOT_KINDS, slot_precision
+from ..algorithms.state_formats import ABSMAX_SUFFIX, KAHAN_KEY, slot_precision
 from ..kernels import half_params, lowbit, lowbit_compiled
 from ..kernels._tensors import pick
 from ..kernels.lowbit_replay import LowMemoryReplay
 from ..kernels.lowbit_torch import (
     blocks,
-    dequantized_entry,
-    saved_entry,
 )
 from ..kernels.spec_kernels import Replay
-from ..kernels.wrappers import HALF_DTYPES, _dtensor_type, to_local
+from ..kernels.wrappers import HALF_DTYPES, to_local
 from . import _conform
 from ._base import new_step, scalar_state
-from ._lowmem_checkpoint import checked_low_memory_state
+from ._lowmem_checkpoint import LowMemoryCheckpoint
+from ._lowmem_options import (
+    _checked_option,
+    _precision,
+    check_group_supports,
+    check_options,
+)
 from ._step_plan import Parts, StepPlan, stream_offset
 
-PRECISIONS = ("fp32", "bf16", "8bit")
-ROUNDINGS = ("nearest", "stochastic", "kahan")
-_LOW_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _CONTIGUOUS = torch.contiguous_format
 
 
-def check_options(state_precision: Any, min_8bit_size: Any, param_rounding: Any) -> None:
-    """Raise ValueError naming the argument, its value and what is accepted."""
-    if state_precision not in PRECISIONS:
-        raise ValueError(
-            f"Invalid state_precision: {state_precision!r}; expected one of "
-            f"{', '.join(map(repr, PRECISIONS))}"
-        )
-    if isinstance(min_8bit_size, bool) or not isinstance(min_8bit_size, int) or min_8bit_size < 0:
-        raise ValueError(
-            f"Invalid min_8bit_size: {min_8bit_size!r}; expected an int >= 0 (the smallest "
-            "parameter, in elements, whose state is 8-bit)"
-        )
-    if param_rounding not in ROUNDINGS:
-        raise ValueError(
-            f"Invalid param_rounding: {param_rounding!r}; expected one of "
-            f"{', '.join(map(repr, ROUNDINGS))}"
-        )
-
-
-def check_group_supports(group: Mapping[str, Any], state_precision: str, rounding: str) -> None:
-    """Options low-memory state does not combine with, refused when they are asked for."""
-    if state_precision == "fp32" and rounding == "nearest":
-        return
-    for flag in ("differentiable", "capturable"):
-        if group.get(flag):
-            raise ValueError(
-                f"{flag}=True needs state_precision='fp32' and param_rounding='nearest' "
-                f"(got {state_precision!r}, {rounding!r}): low-memory state is updated by "
-                "its own kernels, which keep no autograd history and count steps on the host"
-            )
-
-
-def _precision(p: Tensor, state_precision: str, min_8bit_size: int) -> str:
-    if state_precision == "fp32" or p.dtype not in _LOW_DTYPES:
-        return "fp32"
-    if state_precision == "8bit" and p.numel() < min_8bit_size:
-        return "fp32"
-    return state_precision
-
-
-_OPTION_NAMES = ("state_precision", "min_8bit_size", "param_rounding")
-
-
-def _checked_option(name: str) -> property:
-    """An optimizer-wide option as an attribute whose new value is checked when it is set."""
-
-    def get(self: Any) -> Any:
-        try:
-            return self.__dict__[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def set_(self: Any, value: Any) -> None:
-        d = self.__dict__
-        check_options(**{**{key: d[key] for key in _OPTION_NAMES}, name: value})
-        for group in self.param_groups:  # as if the group had the new value, unless its own
-            self.validate_group(group if name in group else {**group, name: value})
-        d[name] = value
-
-    return property(get, set_, doc=f"The optimizer-wide ``{name}`` (a group may override it).")
-
-
-class LowMemoryState:
+class LowMemoryState(LowMemoryCheckpoint):
     """Mixin for KernelOptimizer subclasses of the Adam family (before it in the MRO).
 
     The three options are optimizer-wide attributes (checked when set) that a param group may
@@ -475,65 +414,6 @@ class LowMemoryState:
         return super()._step_supports_amp_scaling  # type: ignore[misc]
 
     # --- checkpoints -----------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """torch's state_dict, low-memory state as it is stored, except the 8-bit state of
-        DTensor params (FSDP2): its block scales belong to the rank's local shard, so it is
-        saved as float32 DTensors sharded like the param, which torch.distributed.checkpoint
-        lays out (and reshards) as any other state; loading encodes it again."""
-        sd = super().state_dict()  # type: ignore[misc]
-        dtensor = _dtensor_type()
-        state = sd["state"]
-        for pid, entry in state.items():
-            if not any(key.endswith(ABSMAX_SUFFIX) for key in entry):
-                continue
-            if dtensor is not None and any(isinstance(v, dtensor) for v in entry.values()):
-                state[pid] = dequantized_entry(entry)
-            else:  # a new dict: torch's state_dict shares the optimizer's own
-                state[pid] = saved_entry(entry)
-        return sd
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state_dict in any precision (adamkit's or torch.optim's): it is checked as
-        torch's format, loaded, then each parameter's state is put in this optimizer's
-        precision. An entry already in that precision is taken as it is (a same-mode round
-        trip is bitwise); a torch fp32 entry is quantized; an 8-bit or bf16 one loaded into
-        an fp32 optimizer is dequantized."""
-        if not (isinstance(state_dict, Mapping) and {"state", "param_groups"} <= state_dict.keys()):
-            super().load_state_dict(state_dict)  # type: ignore[misc]  # its error names it
-            return
-        saved, full = checked_low_memory_state(self, state_dict)
-        # torch's loader takes the param groups from the checkpoint: a group's own
-        # low-memory options (adamkit's alone) stay when the checkpoint has none.
-        own = [{k: g[k] for k in _OPTION_NAMES if k in g} for g in self.param_groups]
-        super().load_state_dict({**state_dict, "state": full})  # type: ignore[misc]
-        for group, options in zip(self.param_groups, own, strict=True):
-            for key, value in options.items():
-                group.setdefault(key, value)
-        self.__dict__["_conformed"] = {}
-        for saved_group, group in zip(state_dict["param_groups"], self.param_groups, strict=True):
-            for pid, p in zip(saved_group["params"], group["params"], strict=True):
-                entry = self.state.get(p)
-                if entry and pid in saved:
-                    self._reformat(p, group, entry, saved[pid])
-                    if _conform.holds_low_memory(entry):
-                        self.__dict__["_low_memory_seen"] = True
-
-    def _reformat(
-        self, p: Tensor, group: dict[str, Any], entry: dict[str, Any], saved: Mapping[str, Any]
-    ) -> None:
-        """After torch's loader put ``p``'s checkpoint entry in ``entry`` as float tensors:
-        its low-memory tensors back as saved (checked), then the entry conformed to this
-        optimizer's options, so a same-format round trip is bitwise and any other is a
-        conversion by value."""
-        for key in [key for key in entry if key in SLOT_KINDS]:
-            original, scales = saved.get(key), saved.get(key + ABSMAX_SUFFIX)
-            if scales is not None:
-                entry[key], entry[key + ABSMAX_SUFFIX] = original.to(p.device), scales.to(p.device)
-            elif isinstance(original, Tensor) and original.dtype == torch.bfloat16:
-                entry[key] = original.to(p.device)
-        if isinstance(saved.get(KAHAN_KEY), Tensor):
-            entry[KAHAN_KEY] = saved[KAHAN_KEY].to(p.device)
-        self._conform_entry(p, group, entry, self.state_layout(group))  # type: ignore[attr-defined]
 
 
 def _low_memory_zeros(

@@ -13,11 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..algorithms.state_formats import ABSMAX_SUFFIX, CODES_SUFFIX, KAHAN_KEY, SLOT_KINDS
-from ..kernels.lowbit_torch import canonical_entry, dequantized_entry
+from ..kernels.lowbit_torch import canonical_entry, dequantized_entry, saved_entry
+from ..kernels.wrappers import _dtensor_type
+from . import _conform
 from ._checkpoint import StateDictError
+from ._lowmem_options import _OPTION_NAMES
 
 
 def dequantized_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,3 +110,72 @@ def _check_low_memory_fields(entry: Mapping[str, Any], p: Tensor) -> None:
                 f"{key!r} (Kahan's compensation) has dtype {value.dtype} or non-finite "
                 f"values; expected a finite floating-point tensor of shape {shape}"
             )
+
+
+class LowMemoryCheckpoint:
+    """The state_dict and load_state_dict of :class:`adamkit.optim._lowmem.LowMemoryState`:
+    low-memory state saved as it is stored, and a checkpoint of any precision loaded into this
+    optimizer's (``_conform_entry`` and ``state_layout`` are the optimizer's)."""
+
+    param_groups: list[dict[str, Any]]
+    state: Any
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state_dict, low-memory state as it is stored, except the 8-bit state of
+        DTensor params (FSDP2): its block scales belong to the rank's local shard, so it is
+        saved as float32 DTensors sharded like the param, which torch.distributed.checkpoint
+        lays out (and reshards) as any other state; loading encodes it again."""
+        sd = super().state_dict()  # type: ignore[misc]
+        dtensor = _dtensor_type()
+        state = sd["state"]
+        for pid, entry in state.items():
+            if not any(key.endswith(ABSMAX_SUFFIX) for key in entry):
+                continue
+            if dtensor is not None and any(isinstance(v, dtensor) for v in entry.values()):
+                state[pid] = dequantized_entry(entry)
+            else:  # a new dict: torch's state_dict shares the optimizer's own
+                state[pid] = saved_entry(entry)
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state_dict in any precision (adamkit's or torch.optim's): it is checked as
+        torch's format, loaded, then each parameter's state is put in this optimizer's
+        precision. An entry already in that precision is taken as it is (a same-mode round
+        trip is bitwise); a torch fp32 entry is quantized; an 8-bit or bf16 one loaded into
+        an fp32 optimizer is dequantized."""
+        if not (isinstance(state_dict, Mapping) and {"state", "param_groups"} <= state_dict.keys()):
+            super().load_state_dict(state_dict)  # type: ignore[misc]  # its error names it
+            return
+        saved, full = checked_low_memory_state(self, state_dict)
+        # torch's loader takes the param groups from the checkpoint: a group's own
+        # low-memory options (adamkit's alone) stay when the checkpoint has none.
+        own = [{k: g[k] for k in _OPTION_NAMES if k in g} for g in self.param_groups]
+        super().load_state_dict({**state_dict, "state": full})  # type: ignore[misc]
+        for group, options in zip(self.param_groups, own, strict=True):
+            for key, value in options.items():
+                group.setdefault(key, value)
+        self.__dict__["_conformed"] = {}
+        for saved_group, group in zip(state_dict["param_groups"], self.param_groups, strict=True):
+            for pid, p in zip(saved_group["params"], group["params"], strict=True):
+                entry = self.state.get(p)
+                if entry and pid in saved:
+                    self._reformat(p, group, entry, saved[pid])
+                    if _conform.holds_low_memory(entry):
+                        self.__dict__["_low_memory_seen"] = True
+
+    def _reformat(
+        self, p: Tensor, group: dict[str, Any], entry: dict[str, Any], saved: Mapping[str, Any]
+    ) -> None:
+        """After torch's loader put ``p``'s checkpoint entry in ``entry`` as float tensors:
+        its low-memory tensors back as saved (checked), then the entry conformed to this
+        optimizer's options, so a same-format round trip is bitwise and any other is a
+        conversion by value."""
+        for key in [key for key in entry if key in SLOT_KINDS]:
+            original, scales = saved.get(key), saved.get(key + ABSMAX_SUFFIX)
+            if scales is not None:
+                entry[key], entry[key + ABSMAX_SUFFIX] = original.to(p.device), scales.to(p.device)
+            elif isinstance(original, Tensor) and original.dtype == torch.bfloat16:
+                entry[key] = original.to(p.device)
+        if isinstance(saved.get(KAHAN_KEY), Tensor):
+            entry[KAHAN_KEY] = saved[KAHAN_KEY].to(p.device)
+        self._conform_entry(p, group, entry, self.state_layout(group))  # type: ignore[attr-defined]

@@ -22,7 +22,8 @@ from ..kernels.wrappers import HALF_DTYPES
 from ..reference import adafactor as reference
 from ._base import KernelOptimizer, new_step
 from ._checkpoint import Slot, expected_shape
-from ._lowmem import ROUNDINGS, param_streams
+from ._lowmem import param_streams
+from ._lowmem_options import ROUNDINGS
 
 _MATRIX_LAYOUT = {"step": Slot.STEP, "row_var": Slot.ROW_FACTOR, "col_var": Slot.COL_FACTOR}
 _VECTOR_LAYOUT = {"step": Slot.STEP, "variance": Slot.LIKE_PARAM}
