@@ -885,3 +885,30 @@ def test_params_swapped_between_groups_of_other_precisions_have_their_state_conv
     assert opt.state[params[1]]["exp_avg"].dtype == torch.bfloat16
     assert opt.state[params[2]]["exp_avg"].dtype == torch.uint8
     assert all(p.isfinite().all() for p in params)
+
+
+@pytest.mark.parametrize(
+    "precision,dtype,rounding",
+    [("8bit", torch.float32, "nearest"), ("bf16", torch.float32, "nearest"),
+     ("fp32", torch.bfloat16, "stochastic")],
+)  # fmt: skip
+@pytest.mark.parametrize("groups", [1, 2])
+def test_an_expanded_param_is_refused_before_anything_is_written(precision, dtype, rounding,
+                                                                 groups):  # fmt: skip
+    # Hole: the low-memory step wrote the other params and the expanded one's moments, then
+    # failed writing it (the fp32 path refused it first). With two groups, at its first step
+    # (no state yet for the pre-step check to read), the first group was stepped.
+    other = _param(300, dtype=dtype)
+    expanded = torch.nn.Parameter(torch.randn(1).to(dtype).expand(300))
+    params = [{"params": [other]}, {"params": [expanded]}] if groups == 2 else [other, expanded]
+    opt = adamkit.AdamW(params, lr=0.1, state_precision=precision, min_8bit_size=0,
+                        param_rounding=rounding)  # fmt: skip
+    for steps in (1, 2):  # a first step, then one with its state made
+        other.grad, expanded.grad = _grad(other), _grad(expanded.detach().clone())
+        before = other.detach().clone()
+        with pytest.raises(RuntimeError, match="share memory"):
+            opt.step()
+        assert torch.equal(other.detach(), before)
+        for state in (opt.state.get(other, {}), opt.state.get(expanded, {})):
+            for key, value in state.items():
+                assert not value.float().count_nonzero(), (steps, key)  # made, not written

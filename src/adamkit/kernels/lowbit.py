@@ -175,6 +175,7 @@ def checked_local(spec, stored, params, grads, states, precisions, param_roundin
     checking that every gradient and state slot has its param's shape and the format the
     step reads (:func:`~adamkit.kernels._state_checks.check_state`; ``stored``: the spec's
     ``slots_used`` by the group's flags), before anything is written."""
+    refuse_overlapping(params)
     params, grads, states = _local_shards(params, grads, states)
     _batching.check_sizes(
         params,
@@ -183,6 +184,20 @@ def checked_local(spec, stored, params, grads, states, precisions, param_roundin
     )
     check_state(spec, stored, params, states, precisions, param_rounding)
     return params, grads, states
+
+
+def refuse_overlapping(params: Sequence[Tensor]) -> None:
+    """Raise RuntimeError, before anything is written, for a param whose elements share
+    memory (made by ``expand()``): no step can write it element by element (torch.optim raises
+    the same, after writing its moments)."""
+    for p in params:
+        if not p.is_contiguous() and torch._debug_has_internal_overlap(p) == 1:
+            raise RuntimeError(
+                "unsupported operation: a parameter of shape "
+                f"{tuple(p.shape)} and strides {p.stride()} has elements that share memory "
+                "(made by expand()?), which a step cannot write one by one; clone() it "
+                "into a parameter of its own. Nothing was updated."
+            )
 
 
 def _rounds(params: Sequence[Tensor]) -> list[list[int]]:

@@ -151,6 +151,8 @@ class LowMemoryState(LowMemoryCheckpoint):
                 plan.checked = None
         for group in unchecked:
             self._conform_group(group)
+            # (a param stepped for the first time has no state to check yet)
+            lowbit.refuse_overlapping([p for p in group["params"] if p.grad is not None])
             state = self.state
             stated = [p for p in group["params"] if p.grad is not None and state.get(p)
                       and self._low_memory(p, group)]  # fmt: skip
