@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import itertools
 import linecache
 import textwrap
 from collections.abc import Callable, Sequence
@@ -106,29 +107,51 @@ def compiled(function: Callable[..., Any]) -> Any:
 
 
 def _exact_division(function: Callable[..., Any]) -> Callable[..., Any]:
-    """``function`` rebuilt with each ``a / b`` as ``_divide(a, b)``, on its own namespace.
-    The source goes to linecache under a name of its own: Triton (compiled and interpreted)
-    reads a function's source, not its code."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    """``function`` rebuilt with each ``a / b`` (and ``a /= b``) as ``_divide(a, b)``, on its
+    own namespace; a division of two number literals stays (Triton folds it). The source goes
+    to linecache under a name of its own, one per rebuild: Triton (compiled and interpreted)
+    reads a function's source, not its code, the interpreter only at the first call. A function
+    without source (made by exec, typed at a prompt) is returned as it is: the interpreter runs
+    it, and compiled Triton could not have (it needs the source)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+    except (OSError, TypeError):
+        return function
+    tree = ast.parse(source)
     definition = tree.body[0]
     assert isinstance(definition, ast.FunctionDef)
     definition.decorator_list = []
     tree = ast.fix_missing_locations(_Divisions().visit(tree))
     source = ast.unparse(tree) + "\n"
-    filename = f"<adamkit.triton {function.__module__}.{function.__qualname__}>"
+    filename = f"<adamkit.triton {function.__module__}.{function.__qualname__} {next(_REBUILDS)}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace = function.__globals__  # (recompiled's own copy)
     exec(compile(source, filename, "exec"), namespace)
     return namespace[definition.name]
 
 
+_REBUILDS = itertools.count()
+
+
 class _Divisions(ast.NodeTransformer):
     def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
         self.generic_visit(node)
-        if not isinstance(node.op, ast.Div):
+        if not isinstance(node.op, ast.Div) or _literals(node.left, node.right):
             return node
         call = ast.Call(ast.Name(_DIVIDE, ast.Load()), [node.left, node.right], [])
         return ast.copy_location(call, node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST:
+        self.generic_visit(node)
+        if not isinstance(node.op, ast.Div) or not isinstance(node.target, ast.Name):
+            return node
+        read = ast.Name(node.target.id, ast.Load())
+        call = ast.Call(ast.Name(_DIVIDE, ast.Load()), [read, node.value], [])
+        return ast.copy_location(ast.Assign([node.target], call), node)
+
+
+def _literals(*nodes: ast.AST) -> bool:
+    return all(isinstance(n, ast.Constant) and isinstance(n.value, int | float) for n in nodes)
 
 
 @triton.jit
@@ -327,7 +350,9 @@ def _finished(per_tensor: Tensor, partial: Tensor, numels: Tensor, block: int, m
     first_block = torch.cumsum(block_counts, 0) - block_counts
     totals = torch.empty(len(numels), dtype=torch.float64, device=partial.device)
     # (not index_add_: its atomics on CUDA add in another order each run)
-    _tensor_totals[(len(numels),)](partial, first_block, block_counts, totals, CHUNK=_CHUNK)
+    _tensor_totals[(len(numels),)](
+        partial, first_block, block_counts, totals, CHUNK=_CHUNK, **EXACT
+    )
     per_tensor = per_tensor.to(partial.device).clone()
     if mode == SPEC_REDUCTION:
         per_tensor[:, 4], per_tensor[:, 5] = totals, counts
