@@ -31,10 +31,10 @@ def half_in_place(
     tensors listed once in the group, with a dense grad of their dtype and the slots the
     group's flags switch on (for SGD, Lion and Schedule-Free, whose torch-format state has no
     step, the kernel counts :func:`counted_states`' scratch steps). A pass before the update
-    (StableAdamW's, ``cautious``'s) adds each tensor's terms in float64 in another order than
-    the fp32 kernel: the same float32 scalar unless the float64 sums differ across a float32
-    rounding boundary (the tests' tensors, up to 70001 elements split over threads, give the
-    copies' bits)."""
+    (StableAdamW's, ``cautious``'s) is the spec's here; the cautious count equals the copies'
+    (an integer), StableAdamW's sum can differ from theirs in a rare tensor-step: the fp32
+    numba driver's pass reassociates the element's own arithmetic (its sum is compiled with
+    the element inlined under fastmath reassoc), a known bug of that driver (docs/low-memory.md)."""
     half = wrappers.HALF_DTYPES
     for p in params:  # a plain loop: this runs every step, for every group
         if p.dtype in half:
