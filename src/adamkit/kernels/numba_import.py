@@ -2,13 +2,15 @@
 
 numba's first compile or cache load in a process imports its NumPy registry
 (``numba.np.arraymath``), which checks at import whether BLAS is available by importing
-``scipy.linalg``: 0.1-0.5 s of a fresh process's first fused step, for a check adamkit's
+``scipy.linalg``: 0.07-0.2 s of a fresh process's first fused step, for a check adamkit's
 kernels never need (they call no BLAS). :func:`prepare`, called before adamkit first imports
 its numba kernels, imports that registry with ``scipy.linalg`` hidden, then sets numba's flag
 to whether ``scipy.linalg`` is installed (found, not imported): numba code that uses
 ``np.dot`` later in the process sees what it would have seen, and imports SciPy then, when it
-needs it. (Hidden from every thread for the ~50 ms of that import: a thread importing
-``scipy.linalg`` for the first time at that moment would get an ImportError.)
+needs it. (numba's own check also imports ``scipy.linalg.cython_blas``: where that alone
+fails, numba's float ``np.correlate`` raises instead of using its own loop. ``scipy.linalg``
+is hidden from every thread for the ~50 ms of that import: a thread importing it for the
+first time at that moment would get an ImportError.)
 """
 
 from __future__ import annotations
