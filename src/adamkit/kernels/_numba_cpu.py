@@ -29,6 +29,20 @@ from numba.np.numpy_support import as_dtype
 _OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True}
 _jit = numba.njit(**_OPTIONS)
 _jit_parallel = numba.njit(parallel=True, **_OPTIONS)
+
+
+# A reduction pass's float sum, a block of terms at a time: a numba function of its own, the
+# only one compiled with reassociation. A float sum vectorizes only if LLVM may reorder it (a
+# sum's order is not part of any spec); with the element inlined into it, LLVM would reorder
+# the element's own arithmetic too (k2*g*g as k2*(g*g)), and the terms would not be the spec's.
+@numba.njit(fastmath={"reassoc"}, **_OPTIONS)
+def _block_total(terms):
+    total = 0.0
+    for j in range(terms.size):
+        total += terms[j]
+    return total
+
+
 _inline = numba.njit(inline="always", **_OPTIONS)
 
 

@@ -14,10 +14,12 @@ each in a file of its own for numba's cache. :data:`LOOPS` maps a spec's name to
 ``(serial, parallel)`` loops, which pick the cell from the ``flags`` they are called with.
 
 A cell with a pass before the update (the spec's ``reduction``, or the count of the cautious
-mask; see :mod:`adamkit.algorithms._spec`) is generated apart: the pass sums each chunk in a
-function of its own (an integer count, or a float sum LLVM may reassociate: both vectorize),
-the threads' partial sums are added in a fixed order between two parallel regions, and the
-update then reads each tensor's sum and count as ``k[4]``, ``k[5]``.
+mask; see :mod:`adamkit.algorithms._spec`) is generated apart: the pass computes each
+chunk's terms by the spec's arithmetic, unreassociated, and adds them up (an integer count, or
+the float terms summed by 256-element blocks in :func:`_numba_cpu._block_total`, the one
+function allowed to reassociate: both vectorize), the threads' partial sums are added in a
+fixed order between two parallel regions, and the update then reads each tensor's sum and
+count as ``k[4]``, ``k[5]``.
 """
 
 from __future__ import annotations
@@ -37,15 +39,22 @@ from ..algorithms._spec import (
     NO_REDUCTION,
     recompiled,
 )
+from ..algorithms.state_formats import BLOCK
 from . import _numba_cache, _numba_codegen
-from ._numba_cpu import _OPTIONS, _float64_cell, _lerp, _nan_max, _pointer, _sign, _view
+from ._numba_cpu import (
+    _OPTIONS,
+    _block_total,
+    _float64_cell,
+    _lerp,
+    _nan_max,
+    _pointer,
+    _sign,
+    _view,
+)
 
 _numba_cache.install()
 _jit = numba.njit(**_OPTIONS)
 _jit_parallel = numba.njit(parallel=True, **_OPTIONS)
-# A reduction pass's chunk sums: the float sum may be reassociated (so LLVM vectorizes it; a
-# sum's order is not part of any spec), and nothing of it is stored.
-_jit_sum = numba.njit(fastmath={"reassoc"}, **_OPTIONS)
 _inline = numba.njit(inline="always", error_model="numpy")
 
 
@@ -139,19 +148,29 @@ def _elements(element, p, g, s0, s1, s2, h, k, f, store0, store1, store2, cautio
 
 
 @_inline
-def _reduced(element, reduction, p, g, s0, s1, s2, h, k, f, cautious):
-    """The sum over a chunk of the spec's reduction term, or the count of the cautious
-    mask (an integer sum: exact in any order, so LLVM vectorizes it) (read only: the
-    element's results are not stored)."""
-    total = 0.0
-    count = 0
-    for i in range(p.size):
-        _, a, b, c, _, u, g_seen = element(p[i], g[i], s0[i], s1[i], s2[i], h, k, f)
-        if cautious:
+def _reduced(element, reduction, p, g, s0, s1, s2, h, k, f, cautious, lo, total):
+    """``total`` plus a chunk's sum of the spec's reduction term, or of the cautious mask's
+    count (an integer sum: exact in any order, so LLVM vectorizes it) (read only: the
+    element's results are not stored). The chunk starts at element ``lo`` of its tensor; the
+    terms are summed by the tensor's blocks of ``BLOCK``, each by :func:`_block_total`, and
+    added to ``total`` one after another, as the low-memory kernel does."""
+    if cautious:
+        count = 0
+        for i in range(p.size):
+            _, _, _, _, _, u, g_seen = element(p[i], g[i], s0[i], s1[i], s2[i], h, k, f)
             count += u * g_seen > 0
-        else:
-            total += reduction(g_seen, a, b, c, h, k, f)
-    return float(count) if cautious else total
+        return total + count
+    terms = np.empty(min(p.size, BLOCK), p.dtype)
+    start = 0
+    while start < p.size:
+        end = min(start + BLOCK - (lo + start) % BLOCK, p.size)
+        for j in range(end - start):
+            i = start + j
+            _, a, b, c, _, _, g_seen = element(p[i], g[i], s0[i], s1[i], s2[i], h, k, f)
+            terms[j] = reduction(g_seen, a, b, c, h, k, f)
+        total += _block_total(terms[: end - start])
+        start = end
+    return total
 
 
 @_inline
@@ -161,10 +180,10 @@ def _reduce(chunk_sum, chunks, addresses, like, h, table, f, totals):
     for c in range(chunks.shape[0]):
         t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
         row = addresses[t]
-        totals[t, 0] += chunk_sum(
+        totals[t, 0] = chunk_sum(
             _view(row[0], lo, hi, like), _view(row[1], lo, hi, like),
             _view(row[2], lo, hi, like), _view(row[3], lo, hi, like),
-            _view(row[4], lo, hi, like), h, _row(table, t), f,
+            _view(row[4], lo, hi, like), h, _row(table, t), f, lo, totals[t, 0],
         )  # fmt: skip
         totals[t, 1] += hi - lo
 
@@ -325,9 +344,9 @@ _REDUCING_CELL_SOURCE = """\
 # sources sha256 {digest}
 
 
-@_jit_sum
-def {function}_sum_{cell}(p, g, s0, s1, s2, h, k, f):
-    return _reduced(ELEMENT, REDUCTION, p, g, s0, s1, s2, h, k, f, {cautious})
+@_jit
+def {function}_sum_{cell}(p, g, s0, s1, s2, h, k, f, lo, total):
+    return _reduced(ELEMENT, REDUCTION, p, g, s0, s1, s2, h, k, f, {cautious}, lo, total)
 
 
 @_jit
@@ -409,7 +428,7 @@ def cell(
     )  # fmt: skip
     namespace = {
         "_jit": _jit, "_jit_parallel": _jit_parallel, "_chunks": _chunks, "np": np,
-        "_chunks_reducing": _chunks_reducing, "_parallel": _parallel, "_jit_sum": _jit_sum,
+        "_chunks_reducing": _chunks_reducing, "_parallel": _parallel,
         "_reduced": _reduced,
         "_parallel_totals": _parallel_totals, "_partial_sums": _partial_sums,
         "_advance_all": _advance_all, "STEP": STEP, "AUX": AUX,

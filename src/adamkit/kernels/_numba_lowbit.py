@@ -80,7 +80,7 @@ from ._numba_bits import (
     random_base,
     random_bits_after,
 )
-from ._numba_cpu import _OPTIONS, _float64_cell, _view
+from ._numba_cpu import _OPTIONS, _block_total, _float64_cell, _view
 from ._numba_driver import (
     _advance,
     _finish,
@@ -370,16 +370,6 @@ def _block_inputs(
         views0[1][lo:hi], views1[1][lo:hi], views2[1][lo:hi],
         views0[2][lo:hi], views1[2][lo:hi], views2[2][lo:hi],
     )  # fmt: skip
-
-
-# (A numba function of its own, so the reassociation LLVM needs to vectorize a float sum
-# applies to the sum alone, not to the element's arithmetic the terms come from.)
-@numba.njit(fastmath={"reassoc"}, error_model="numpy")
-def _block_total(terms):
-    total = 0.0
-    for j in range(terms.size):
-        total += terms[j]
-    return total
 
 
 @_inline

@@ -31,10 +31,9 @@ def half_in_place(
     tensors listed once in the group, with a dense grad of their dtype and the slots the
     group's flags switch on (for SGD, Lion and Schedule-Free, whose torch-format state has no
     step, the kernel counts :func:`counted_states`' scratch steps). A pass before the update
-    (StableAdamW's, ``cautious``'s) is the spec's here; the cautious count equals the copies'
-    (an integer), StableAdamW's sum can differ from theirs in a rare tensor-step: the fp32
-    numba driver's pass reassociates the element's own arithmetic (its sum is compiled with
-    the element inlined under fastmath reassoc), a known bug of that driver (docs/low-memory.md)."""
+    (StableAdamW's, ``cautious``'s) is the copies' too: the cautious count is an integer, and
+    StableAdamW's terms are added in the same 256-element blocks by both kernels (a tensor
+    the fp32 kernel splits over the threads adds its blocks in another grouping)."""
     half = wrappers.HALF_DTYPES
     for p in params:  # a plain loop: this runs every step, for every group
         if p.dtype in half:
