@@ -121,6 +121,9 @@ def mean_seconds(inner: int) -> Callable[[Step], float]:
 
 
 def _memory_limit_step(params, grads, states):
+    from .kernels import numba_import
+
+    numba_import.prepare()  # (before numba's first load, as every fused kernel's import)
     from .kernels import _numba_cpu
 
     for p, g, (m, v) in zip(params, grads, states, strict=True):
