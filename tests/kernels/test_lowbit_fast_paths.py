@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 
 from adamkit.algorithms.state_formats import TOP
-from adamkit.kernels import _numba_lowbit as kernel
-from adamkit.kernels._numba_bits import DECODE_UNIT, random_base, random_bits, random_bits_after
+from adamkit.kernels import _numba_formats as kernel
+from adamkit.kernels._numba_bits import (
+    DECODE_UNIT,
+    magnitude_bits,
+    random_base,
+    random_bits,
+    random_bits_after,
+)
 from adamkit.reference import lowbit
 
 KINDS = {"signed": kernel.SIGNED, "square": kernel.SQUARE, "unsigned": kernel.UNSIGNED}
@@ -50,7 +56,7 @@ def _block_decisions(values):
     normal-only path (the kernel's own helpers, as it runs them)."""
     top, bottom = np.uint32(0), np.uint32(0xFFFFFFFF)
     for j in range(values.size):
-        size = kernel.magnitude_bits(values[j])
+        size = magnitude_bits(values[j])
         top, bottom = max(top, size), min(bottom, size)
     scale = kernel._block_scale(values, top)
     inverse = kernel._inverse(scale)

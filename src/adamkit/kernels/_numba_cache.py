@@ -2,7 +2,7 @@
 
 numba keys a cached function to its own file's timestamp. The spec loops in
 :mod:`adamkit.kernels._numba_driver` are compiled from code in other files too (each
-algorithm's element in :mod:`adamkit.algorithms`, the shared helpers in ``_numba_cpu``): an
+algorithm's element in :mod:`adamkit.algorithms`, the other ``_numba_*`` modules): an
 edit there would leave a stale compiled loop in the cache. Functions of the modules named
 here, and of the entry points generated from them (:mod:`adamkit.kernels._numba_codegen`,
 whose files are named by a hash of the same sources), get a stamp that hashes all those files

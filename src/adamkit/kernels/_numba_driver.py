@@ -1,11 +1,12 @@
 """One numba driver for every algorithm spec: the fused CPU loop, written once.
 
-Each spec's ``element`` (see :mod:`adamkit.algorithms._spec`) is recompiled here with numba's
-versions of its operations and inlined into a generic chunk loop, the same shape as the
-hand-written loops of :mod:`adamkit.kernels._numba_cpu`: one pass over p, g and the state,
-vectorized by LLVM, per-tensor scalars computed in the call from each tensor's counters, and
-a parallel form that runs one chunk table per thread. Measured on a 1M-element float32 NAdam
-step: as fast as the hand-written Adam loop (the element inlines to the same code shape).
+Each spec's ``element`` (see :mod:`adamkit.algorithms._spec`), recompiled with numba's versions
+of its operations (:mod:`adamkit.kernels._numba_spec`), is inlined into a generic chunk loop,
+the same shape as the hand-written loops of :mod:`adamkit.kernels._numba_cpu`: one pass over
+p, g and the state, vectorized by LLVM, per-tensor scalars computed in the call from each
+tensor's counters, and a parallel form that runs one chunk table per thread. Measured on a
+1M-element float32 NAdam step: as fast as the hand-written Adam loop (the element inlines to
+the same code shape).
 
 Adding an algorithm needs nothing here: the entry points of each spec and *cell* (which of
 the three slots it stores, from the spec's ``slot_flags`` and the group's flags: compile-time
@@ -14,17 +15,15 @@ each in a file of its own for numba's cache. :data:`LOOPS` maps a spec's name to
 ``(serial, parallel)`` loops, which pick the cell from the ``flags`` they are called with.
 
 A cell with a pass before the update (the spec's ``reduction``, or the count of the cautious
-mask; see :mod:`adamkit.algorithms._spec`) is generated apart: the pass computes each
-chunk's terms by the spec's arithmetic, unreassociated, and adds them up (an integer count, or
-the float terms summed by 256-element blocks in :func:`_numba_cpu._block_total`, the one
-function allowed to reassociate: both vectorize), the threads' partial sums are added in a
-fixed order between two parallel regions, and the update then reads each tensor's sum and
-count as ``k[4]``, ``k[5]``.
+mask; see :mod:`adamkit.algorithms._spec`) is generated apart: the pass
+(:mod:`adamkit.kernels._numba_reduce`, shared with the low-memory kernel), the threads' partial
+sums added in a fixed order between two parallel regions, then the update, which reads each
+tensor's sum and count as ``k[4]``, ``k[5]``. The spec's functions compiled with numba's
+operations, and the counters and tables the loops read, are :mod:`adamkit.kernels._numba_spec`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -32,25 +31,11 @@ import numba
 import numpy as np
 
 from ..algorithms import SPECS, AlgorithmSpec
-from ..algorithms._spec import (
-    CAUTIOUS_COUNT,
-    CAUTIOUS_FLAG,
-    MASK_FLOOR,
-    NO_REDUCTION,
-    recompiled,
-)
-from ..algorithms.state_formats import BLOCK
+from ..algorithms._spec import CAUTIOUS_COUNT, CAUTIOUS_FLAG, NO_REDUCTION
 from . import _numba_cache, _numba_codegen
-from ._numba_cpu import (
-    _OPTIONS,
-    _block_total,
-    _float64_cell,
-    _lerp,
-    _nan_max,
-    _pointer,
-    _sign,
-    _view,
-)
+from ._numba_cpu import _OPTIONS, _view
+from ._numba_reduce import _finish, _parallel_totals, _partial_sums, _reduce, _reduced
+from ._numba_spec import _advance, _row, _scalars, _tensor_table, spec_functions
 
 _numba_cache.install()
 _jit = numba.njit(**_OPTIONS)
@@ -58,75 +43,10 @@ _jit_parallel = numba.njit(parallel=True, **_OPTIONS)
 _inline = numba.njit(inline="always", error_model="numpy")
 
 
-@_inline
-def _where(condition, if_true, if_false):
-    return if_true if condition else if_false
-
-
-@_inline
-def _to_float32(x):
-    return np.float32(x)
-
-
-OPS = {
-    "where": _where,
-    "sqrt": math.sqrt,
-    "absolute": abs,
-    "nan_max": _nan_max,
-    "lerp": _lerp,
-    "sign": _sign,
-    "to_float32": _to_float32,
-}
-
-
-def compiled(function):
-    """``function`` with numba's operations in place of :mod:`adamkit.algorithms._ops`',
-    inlined wherever it is called (its module's helper functions too)."""
-    return _inline(recompiled(function, OPS, helpers=_inline))
-
-
-_FLOAT32_LIKE = np.empty(0, np.float32)
-
 # Address rows: p, g, three state slots (a slot a spec does not have holds the grad's address,
 # memory the loop reads and never stores), the float64 step counter, and the float32 scalar
 # state (NAdam's mu_product; the step counter's address where a spec has none).
 STEP, AUX = 5, 6
-
-
-@_inline
-def _float32_cell(address):
-    return numba.carray(_pointer(address, _FLOAT32_LIKE), (1,))
-
-
-@_inline
-def _advance(advance, addresses, b, has_aux, step_column, aux_column):
-    """Each tensor's counters one step on (their addresses in the two columns given: the
-    low-memory kernel's rows have more columns before them)."""
-    for t in range(addresses.shape[0]):
-        step = _float64_cell(addresses[t, step_column])
-        aux = _float32_cell(addresses[t, aux_column])
-        new_step, new_aux = advance(step[0], aux[0], b)
-        if has_aux:
-            aux[0] = new_aux
-        step[0] = new_step
-
-
-@_inline
-def _tensor_table(tensor_scalars, addresses, b, like, step_column, aux_column):
-    """Each tensor's scalars from its counters, rounded to ``like``'s dtype (one row each;
-    columns 4 and 5, a reduction's, start at 0)."""
-    n = addresses.shape[0]
-    table = np.zeros((n, 6), like.dtype)
-    for t in range(n):
-        step = _float64_cell(addresses[t, step_column])[0]
-        k = tensor_scalars(step, _float32_cell(addresses[t, aux_column])[0], b)
-        table[t, 0], table[t, 1], table[t, 2], table[t, 3] = k[0], k[1], k[2], k[3]
-    return table
-
-
-@_inline
-def _row(table, t):
-    return (table[t, 0], table[t, 1], table[t, 2], table[t, 3], table[t, 4], table[t, 5])
 
 
 @_inline
@@ -145,67 +65,6 @@ def _elements(element, p, g, s0, s1, s2, h, k, f, store0, store1, store2, cautio
             s1[i] = b
         if store2:
             s2[i] = c
-
-
-@_inline
-def _reduced(element, reduction, p, g, s0, s1, s2, h, k, f, cautious, lo, total):
-    """``total`` plus a chunk's sum of the spec's reduction term, or of the cautious mask's
-    count (an integer sum: exact in any order, so LLVM vectorizes it) (read only: the
-    element's results are not stored). The chunk starts at element ``lo`` of its tensor; the
-    terms are summed by the tensor's blocks of ``BLOCK``, each by :func:`_block_total`, and
-    added to ``total`` one after another, as the low-memory kernel does."""
-    if cautious:
-        count = 0
-        for i in range(p.size):
-            _, _, _, _, _, u, g_seen = element(p[i], g[i], s0[i], s1[i], s2[i], h, k, f)
-            count += u * g_seen > 0
-        return total + count
-    terms = np.empty(min(p.size, BLOCK), p.dtype)
-    start = 0
-    while start < p.size:
-        end = min(start + BLOCK - (lo + start) % BLOCK, p.size)
-        for j in range(end - start):
-            i = start + j
-            _, a, b, c, _, _, g_seen = element(p[i], g[i], s0[i], s1[i], s2[i], h, k, f)
-            terms[j] = reduction(g_seen, a, b, c, h, k, f)
-        total += _block_total(terms[: end - start])
-        start = end
-    return total
-
-
-@_inline
-def _reduce(chunk_sum, chunks, addresses, like, h, table, f, totals):
-    """Add each chunk's reduction (``chunk_sum``: the cell's :func:`_reduced`) and element
-    count to its tensor's row of ``totals``."""
-    for c in range(chunks.shape[0]):
-        t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-        row = addresses[t]
-        totals[t, 0] = chunk_sum(
-            _view(row[0], lo, hi, like), _view(row[1], lo, hi, like),
-            _view(row[2], lo, hi, like), _view(row[3], lo, hi, like),
-            _view(row[4], lo, hi, like), h, _row(table, t), f, lo, totals[t, 0],
-        )  # fmt: skip
-        totals[t, 1] += hi - lo
-
-
-@_inline
-def _finish(table, totals, cautious):
-    """The reduction's columns of the tensor table: the sum and the count for the spec's
-    element, or the cautious scale 1/max(mean(mask), floor) and a 0 for the driver."""
-    for t in range(table.shape[0]):
-        total, n = totals[t, 0], totals[t, 1]
-        if not cautious:
-            table[t, 4], table[t, 5] = total, n
-        else:
-            table[t, 4] = 1.0 / max(total / n, MASK_FLOOR) if n > 0 else 1.0
-            table[t, 5] = 0.0
-
-
-@_inline
-def _scalars(hyper, flags):
-    h = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5], hyper[6], hyper[7])
-    f = (flags[0] != 0, flags[1] != 0, flags[2] != 0, flags[3] != 0)
-    return h, f
 
 
 @_inline
@@ -256,39 +115,6 @@ def _chunks_reducing(
         _reduce(chunk_sum, chunks, addresses, like, h, table, f, totals)
     _finish(table, totals, cautious)
     _update(element, store0, store1, store2, cautious, chunks, addresses, like, h, table, f)
-
-
-@_inline
-def _partial_sums(chunk_sum, chunks, bounds, addresses, like, h, table, f, partial):
-    """The pass before the update, thread k adding table k's sums into ``partial[k]``."""
-    for k in numba.prange(bounds.size - 1):
-        _reduce(
-            chunk_sum, chunks[bounds[k] : bounds[k + 1]], addresses, like, h, table, f,
-            partial[k],
-        )  # fmt: skip
-
-
-@_inline
-def _parallel_totals(
-    partial_sums, tensor_scalars, chunks, bounds, addresses, data, like, step_column,
-    aux_column, hyper, bias, flags,
-):  # fmt: skip
-    """Each tensor's (sum, count) from the pass before the update (the threads' partial
-    sums, added in a fixed order). ``data``: what the loops take after the addresses (the
-    data's ``like``, or the low-memory kernel's element counts); the table's dtype is
-    ``like``'s, its counters in the columns given."""
-    b = (bias[0], bias[1], bias[2], bias[3], bias[4], bias[5], bias[6], bias[7])
-    h, f = _scalars(hyper, flags)
-    table = _tensor_table(tensor_scalars, addresses, b, like, step_column, aux_column)
-    n = addresses.shape[0]
-    partial = np.zeros((bounds.size - 1, n, 2))
-    partial_sums(chunks, bounds, addresses, data, h, table, f, partial)
-    totals = np.zeros((n, 2))
-    for k in range(partial.shape[0]):
-        for t in range(n):
-            totals[t, 0] += partial[k, t, 0]
-            totals[t, 1] += partial[k, t, 1]
-    return totals
 
 
 @_inline
@@ -389,21 +215,6 @@ def {function}_parallel_{cell}(chunks, bounds, addresses, like, hyper, bias, fla
     )
     {function}_update_{cell}(chunks, bounds, addresses, like, hyper, bias, flags, totals)
 """
-_COMPILED: dict[tuple[Callable[..., Any], ...], tuple[Any, ...]] = {}
-
-
-@_inline
-def _no_reduction(g, s0, s1, s2, h, k, f):
-    return g
-
-
-def spec_functions(spec: AlgorithmSpec) -> dict[str, Any]:
-    """The spec's ``element``, ``advance``, ``tensor_scalars`` and ``reduction`` compiled with
-    numba's operations (once per function), under the names the generated entry points use."""
-    key = (spec.element, spec.advance, spec.tensor_scalars, spec.reduction)
-    if key not in _COMPILED:
-        _COMPILED[key] = tuple(_no_reduction if f is None else compiled(f) for f in key)
-    return dict(zip(("ELEMENT", "ADVANCE", "SCALARS", "REDUCTION"), _COMPILED[key], strict=True))
 
 
 # measured with an empty NUMBA_CACHE_DIR on a 2-core machine (docs/benchmarks.md)

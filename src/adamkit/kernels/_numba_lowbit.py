@@ -32,7 +32,6 @@ compiled the first time a run needs it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -47,85 +46,49 @@ from ..algorithms._spec import (
     NO_REDUCTION,
     TENSOR_SLOTS,
 )
-from ..algorithms.state_formats import (
-    BLOCK,
-    MIN_NORMAL_BITS,
-    MIN_SCALE,
-    PARAM_STREAM,
-    SLOT_KINDS,
-    tensor_seed,
-)
+from ..algorithms.state_formats import BLOCK, PARAM_STREAM, SLOT_KINDS, tensor_seed
 from . import _numba_cache, _numba_codegen
-from ._numba_bits import (
-    DECODE_UNIT,
-    TOP_SIGNED,
-    TOP_UNSIGNED,
-    bf16_load,
-    bf16_nearest,
-    bf16_stochastic_low,
-    decoded_finite_signed,
-    decoded_finite_unsigned,
-    decoded_signed,
-    decoded_unsigned,
-    encoded_normal_signed,
-    encoded_normal_unsigned,
-    encoded_signed,
-    encoded_unsigned,
-    f16_load,
-    f16_nearest,
-    f16_stochastic,
-    finite_magnitude_bits,
-    float_of,
-    magnitude_bits,
-    random_base,
-    random_bits_after,
+from ._numba_bits import magnitude_bits, random_base, random_bits_after
+from ._numba_cpu import _OPTIONS, _float64_cell
+from ._numba_formats import (
+    _F32,
+    _FORMAT_NAMES,
+    _HALF_BF16,
+    _HALF_F16,
+    ABSENT,
+    AUX,
+    BF16,
+    BF16_DOWN,
+    KIND_CODES,
+    PARAM_F16,
+    PARAM_FLOAT32,
+    PARAM_KAHAN,
+    PARAM_NEAREST,
+    PARAM_STOCHASTIC,
+    Q8,
+    SIGNED,
+    STEP,
+    STREAM,
+    _block_inputs,
+    _encode_block,
+    _half_load,
+    _half_nearest,
+    _half_stochastic,
+    _kept,
+    _slot_in,
+    _slot_out,
+    _slot_scale,
+    _stored,
+    _tensor_views,
 )
-from ._numba_cpu import _OPTIONS, _block_total, _float64_cell, _view
-from ._numba_driver import (
-    _advance,
-    _finish,
-    _parallel_totals,
-    _row,
-    _scalars,
-    _tensor_table,
-    spec_functions,
-)
+from ._numba_reduce import _block_sums, _finish, _parallel_totals
+from ._numba_spec import _advance, _row, _scalars, _tensor_table, spec_functions
 
 _numba_cache.install()
 _jit = numba.njit(**_OPTIONS)
 _jit_parallel = numba.njit(parallel=True, **_OPTIONS)
 _inline = numba.njit(inline="always", error_model="numpy")
-# Small helpers are compiled once each and inlined by LLVM, not numba: numba's own inlining of
-# them into every specialisation made the loops take minutes to compile.
-_helper = numba.njit(error_model="numpy")
-
-# Literals of a cell: each slot's format (a load/store adapter: 8-bit codes, bfloat16 with
-# stochastic rounding or rounded toward zero, the low-memory precisions; or the tensor's own
-# dtype stored to nearest, the "fp32" precision: float32, bfloat16 or float16 state; ABSENT: a
-# slot the cell does not store, whose element input is the grad, as in the fp32 driver), the
-# param's storage and rounding (a float16 param's mode is a bfloat16 one plus PARAM_F16), each
-# slot's kind, and the pass before the update (the spec's reduction_mode).
-Q8, BF16, FP32, BF16_NEAREST, FP16_NEAREST, BF16_DOWN, ABSENT = range(7)
-PARAM_FLOAT32, PARAM_NEAREST, PARAM_STOCHASTIC, PARAM_KAHAN, PARAM_F16 = 0, 1, 2, 3, 4
-SIGNED, SQUARE, UNSIGNED = 0, 1, 2
-KIND_CODES = {"signed": SIGNED, "square": SQUARE, "unsigned": UNSIGNED}
-_FORMAT_NAMES = {
-    Q8: "q8", BF16: "bf16", FP32: "fp32", BF16_NEAREST: "bf16n", FP16_NEAREST: "fp16n",
-    BF16_DOWN: "bf16d", ABSENT: "no",
-}  # fmt: skip
-_HALF_BF16, _HALF_F16 = 0, 1
-
-# Address rows: p, g, s0, s1, s2 (codes, bfloat16/float16 patterns or float32; an absent
-# slot's is the grad's), the slots' block scales (float32; the param's address but with 8-bit
-# codes), Kahan's compensation (the param's address without it), the float64 step counter,
-# the float32 scalar state (the step's address without one); then not an address: the
-# tensor's random stream (tensor_seed).
-P, G, S0, S1, S2, A0, A1, A2, KAHAN, STEP, AUX, STREAM = range(12)
-
-_F32 = np.empty(0, np.float32)
-_U16 = np.empty(0, np.uint16)
-_U8 = np.empty(0, np.uint8)
-
+_helper = numba.njit(error_model="numpy")  # inlined by LLVM, not numba (_numba_formats)
 
 _tensor_seed = _helper(tensor_seed)  # int64 products wrap: their low 32 bits are exact
 _QUIET_NAN = np.float32(np.nan)  # 0x7FC00000
@@ -140,297 +103,9 @@ def _one_nan(x):
     return x if x == x else _QUIET_NAN
 
 
-@_helper
-def _decoded(code, scale, kind):
-    if kind == SIGNED:
-        return decoded_signed(code, scale)
-    value = decoded_unsigned(code, scale)
-    return value * value if kind == SQUARE else value
-
-
-@_helper
-def _stored(x, kind):
-    """What a slot's block buffer holds: √v for SQUARE (the element's own √v, which LLVM
-    then computes once), else the value; a block's scale is its largest finite magnitude."""
-    return np.float32(math.sqrt(x)) if kind == SQUARE else x
-
-
-@_helper
-def _encoded(stored, inverse, noise, kind):
-    if kind == SIGNED:
-        return encoded_signed(stored, inverse, noise)
-    return encoded_unsigned(stored, inverse, noise)
-
-
-@_helper
-def _decoded_finite(code, scaled, kind):
-    if kind == SIGNED:
-        return decoded_finite_signed(code, scaled)
-    value = decoded_finite_unsigned(code, scaled)
-    return value * value if kind == SQUARE else value
-
-
-@_helper
-def _encoded_normal(stored, inverse, noise, kind):
-    if kind == SIGNED:
-        return encoded_normal_signed(stored, inverse, noise)
-    return encoded_normal_unsigned(stored, inverse, noise)
-
-
-@_helper
-def _inverse(scale):
-    # a block below float32's smallest normal flushes to 0: its 1/scale would be Inf
-    return np.float32(1) / scale if scale >= np.float32(MIN_SCALE) else np.float32(0)
-
-
-# --- one block's 8-bit slots. Most blocks hold only numbers whose codes are normal, and take
-# the closed forms; a block with a special code or value, or with a value whose code is
-# subnormal, takes the exact codec (the same bits either way: tests/kernels).
-@_inline
-def _decode_block(codes, scale, kind, out):
-    """``out[j]``: the value of ``codes[j]`` in a block of ``scale``."""
-    largest = 0
-    for j in range(codes.size):  # the largest magnitude code: a number, or not
-        largest = max(largest, codes[j] & 0x7F if kind == SIGNED else codes[j])
-    scaled = scale * np.float32(DECODE_UNIT)  # (a scale is >= 0, unless state was edited)
-    finite = np.float32(0) <= scaled and scaled < np.inf
-    if largest <= (TOP_SIGNED if kind == SIGNED else TOP_UNSIGNED) and finite:
-        for j in range(codes.size):
-            out[j] = _decoded_finite(codes[j], scaled, kind)
-    else:
-        for j in range(codes.size):
-            out[j] = _decoded(codes[j], scale, kind)
-
-
-@_helper
-def _block_scale(values, top):
-    """The largest finite magnitude of ``values`` whose largest magnitude pattern is ``top``
-    (a NaN's above +Inf's): ``top`` itself unless the block holds a NaN or ±Inf."""
-    if top < np.uint32(0x7F800000):
-        return float_of(top)
-    largest = np.uint32(0)
-    for j in range(values.size):
-        largest = max(largest, finite_magnitude_bits(values[j]))
-    return float_of(largest)
-
-
-@_helper
-def _all_normal(top, bottom, inverse):
-    """Whether every magnitude of a block (patterns between ``bottom`` and ``top``) is
-    finite and at least 2^-14 of the block's scale once times ``inverse`` (a product
-    monotonic in the magnitude: the smallest one's decides)."""
-    smallest = float_of(bottom) * inverse
-    return top < np.uint32(0x7F800000) and smallest >= float_of(np.uint32(MIN_NORMAL_BITS))
-
-
-@_inline
-def _encode_block(
-    fmt0, fmt1, fmt2, kind0, kind1, kind2, values0, values1, values2, codes0, codes1, codes2,
-    inverse0, inverse1, inverse2, normal, base, count,
-):  # fmt: skip
-    """The codes of a block's 8-bit slots, rounded stochastically as bf16 is (slots 0 and 2
-    with the low 16 bits of an element's draw, slot 1 the high)."""
-    if normal:
-        for j in range(count):
-            noise = random_bits_after(base, j)
-            if fmt0 == Q8:
-                codes0[j] = _encoded_normal(values0[j], inverse0, noise, kind0)
-            if fmt1 == Q8:
-                codes1[j] = _encoded_normal(values1[j], inverse1, noise >> np.uint32(16), kind1)
-            if fmt2 == Q8:
-                codes2[j] = _encoded_normal(values2[j], inverse2, noise, kind2)
-    else:
-        for j in range(count):
-            noise = random_bits_after(base, j)
-            if fmt0 == Q8:
-                codes0[j] = _encoded(values0[j], inverse0, noise, kind0)
-            if fmt1 == Q8:
-                codes1[j] = _encoded(values1[j], inverse1, noise >> np.uint32(16), kind1)
-            if fmt2 == Q8:
-                codes2[j] = _encoded(values2[j], inverse2, noise, kind2)
-
-
-# A half-precision pattern (a param, its grad, Kahan's compensation, a moment) loaded and
-# stored: ``half`` (a literal) says bfloat16 or float16.
-@_helper
-def _half_load(bits, half):
-    return f16_load(bits) if half == _HALF_F16 else bf16_load(bits)
-
-
-@_helper
-def _half_nearest(x, half):
-    return f16_nearest(x) if half == _HALF_F16 else bf16_nearest(x)
-
-
-@_helper
-def _half_stochastic(x, noise, half):
-    return f16_stochastic(x, noise) if half == _HALF_F16 else bf16_stochastic_low(x, noise)
-
-
-# --- one slot, by its format (a literal): views of its memory, its block decoded into the
-# block buffer (8-bit codes), an element loaded and stored.
-@_inline
-def _slot_views(row, column, scales_column, n, blocks):
-    address = row[column]
-    return (
-        _view(address, 0, n, _U8), _view(address, 0, n, _U16), _view(address, 0, n, _F32),
-        _view(row[scales_column], 0, blocks, _F32),
-    )  # fmt: skip
-
-
-@_inline
-def _decode_slot(fmt, kind, views, blk, lo, hi, buffer):
-    if fmt == Q8:
-        _decode_block(views[0][lo:hi], views[3][blk], kind, buffer)
-
-
-@_inline
-def _slot_in(fmt, buffer, bits, full, g, j):
-    if fmt == Q8:
-        return buffer[j]
-    if fmt == FP32:
-        return full[j]
-    if fmt == FP16_NEAREST:
-        return f16_load(bits[j])
-    if fmt == ABSENT:
-        return g
-    return bf16_load(bits[j])
-
-
-@_inline
-def _slot_out(fmt, x, noise, bits, full, j):
-    """Store ``x`` in a slot of a format other than 8-bit codes (an 8-bit slot's value goes
-    to the block buffer, stored in :func:`_blocks` itself: see there)."""
-    if fmt == BF16:
-        bits[j] = bf16_stochastic_low(x, noise)
-    elif fmt == BF16_DOWN:
-        bits[j] = bf16_stochastic_low(x, np.uint32(0))
-    elif fmt == FP32:
-        full[j] = x
-    elif fmt == FP16_NEAREST:
-        bits[j] = f16_nearest(x)
-    elif fmt == BF16_NEAREST:
-        bits[j] = bf16_nearest(x)
-
-
-@_inline
-def _slot_scale(fmt, top, bottom, buffer, count, views, blk):
-    """An 8-bit slot's new block scale, stored: (1/scale, whether every code is normal)."""
-    if fmt == Q8:
-        scale = _block_scale(buffer[:count], top)
-        views[3][blk] = scale
-        inverse = _inverse(scale)
-        return inverse, _all_normal(top, bottom, inverse)
-    return np.float32(0), True
-
-
-# --- the param and its grad: float32, or bfloat16/float16 patterns (``half``), with Kahan's
-# compensation beside a half param (views: p and g as float32, p and g as patterns, the
-# compensation)
-@_inline
-def _param_views(row, n):
-    return (
-        _view(row[P], 0, n, _F32), _view(row[G], 0, n, _F32), _view(row[P], 0, n, _U16),
-        _view(row[G], 0, n, _U16), _view(row[KAHAN], 0, n, _U16),
-    )  # fmt: skip
-
-
-@_inline
-def _block_of(views, lo, hi):
-    """The views of elements lo..hi, indexed from 0: an index numba knows is >= 0 needs no
-    wraparound check, and only then does LLVM vectorize the loop (20x here)."""
-    return views[0][lo:hi], views[1][lo:hi], views[2][lo:hi], views[3][lo:hi], views[4][lo:hi]
-
-
-@_inline
-def _tensor_views(row, n):
-    """A tensor's param views and each slot's views (:func:`_slot_views`)."""
-    blocks = (n + BLOCK - 1) // BLOCK
-    return (
-        _param_views(row, n),
-        _slot_views(row, S0, A0, n, blocks),
-        _slot_views(row, S1, A1, n, blocks),
-        _slot_views(row, S2, A2, n, blocks),
-    )
-
-
-@_inline
-def _block_inputs(
-    fmt0, fmt1, fmt2, kind0, kind1, kind2, params, views0, views1, views2,
-    buffer0, buffer1, buffer2, blk, lo, hi,
-):  # fmt: skip
-    """Block ``blk`` (elements lo..hi) as the element loop reads it: its param views, each
-    slot's bfloat16 patterns and full-precision values, its 8-bit codes decoded into
-    ``buffer*``."""
-    _decode_slot(fmt0, kind0, views0, blk, lo, hi, buffer0)
-    _decode_slot(fmt1, kind1, views1, blk, lo, hi, buffer1)
-    _decode_slot(fmt2, kind2, views2, blk, lo, hi, buffer2)
-    return (
-        _block_of(params, lo, hi),
-        views0[1][lo:hi], views1[1][lo:hi], views2[1][lo:hi],
-        views0[2][lo:hi], views1[2][lo:hi], views2[2][lo:hi],
-    )  # fmt: skip
-
-
 @_inline
 def _bias(bias):
     return (bias[0], bias[1], bias[2], bias[3], bias[4], bias[5], bias[6], bias[7])
-
-
-@_inline
-def _kept(keep, f):
-    """The flags ``f`` as the element reads them: a flag that switches on a slot the cell
-    does not store (AMSGrad's, without its max) reads False, a literal (so its branch of the
-    element is compiled out; the group's flag is False then too: :func:`lowbit._row`)."""
-    return (keep[0] and f[0], keep[1] and f[1], keep[2] and f[2], keep[3] and f[3])
-
-
-@_inline
-def _block_sums(
-    element, reduction, cautious, keep, kind0, kind1, kind2, fmt0, fmt1, fmt2, param_mode,
-    half, chunks, addresses, numels, h, table, f, totals,
-):  # fmt: skip
-    """The pass before the update over chunk rows (tensor, first block, end block): each
-    tensor's sum of the spec's reduction term, or (``cautious``) the count of its mask, and
-    its element count, added to its row of ``totals``. Nothing is stored."""
-    f = _kept(keep, f)
-    buffer0 = np.empty(BLOCK, np.float32)
-    buffer1 = np.empty(BLOCK, np.float32)
-    buffer2 = np.empty(BLOCK, np.float32)
-    terms = np.empty(BLOCK, np.float32)
-    for c in range(chunks.shape[0]):
-        t, first, end = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-        n, row = numels[t], addresses[t]
-        k = _row(table, t)
-        params, views0, views1, views2 = _tensor_views(row, n)
-        for blk in range(first, end):
-            lo = blk * BLOCK
-            hi = min(lo + BLOCK, n)
-            param, bits0, bits1, bits2, full0, full1, full2 = _block_inputs(
-                fmt0, fmt1, fmt2, kind0, kind1, kind2, params, views0, views1, views2,
-                buffer0, buffer1, buffer2, blk, lo, hi,
-            )  # fmt: skip
-            count = 0
-            for j in range(hi - lo):
-                if param_mode == PARAM_FLOAT32:
-                    p, g = param[0][j], param[1][j]
-                else:
-                    p, g = _half_load(param[2][j], half), _half_load(param[3][j], half)
-                    if param_mode == PARAM_KAHAN:
-                        p = p + _half_load(param[4][j], half)
-                s0 = _slot_in(fmt0, buffer0, bits0, full0, g, j)
-                s1 = _slot_in(fmt1, buffer1, bits1, full1, g, j)
-                s2 = _slot_in(fmt2, buffer2, bits2, full2, g, j)
-                _, a, b, c2, _, u, g_seen = element(p, g, s0, s1, s2, h, k, f)
-                if cautious:
-                    count += u * g_seen > 0
-                else:
-                    terms[j] = reduction(g_seen, a, b, c2, h, k, f)
-            if cautious:
-                totals[t, 0] += count
-            else:
-                totals[t, 0] += _block_total(terms[: hi - lo])
-            totals[t, 1] += hi - lo
 
 
 @_inline

@@ -234,7 +234,7 @@ def fuses(spec: AlgorithmSpec) -> bool:
 
 
 _PARAM_MODES = {"nearest": 1, "stochastic": 2, "kahan": 3}  # of a bfloat16 param; float16: +4
-_HALF_MODE = {torch.bfloat16: 0, torch.float16: 4}  # (_numba_lowbit.PARAM_F16)
+_HALF_MODE = {torch.bfloat16: 0, torch.float16: 4}  # (_numba_formats.PARAM_F16)
 
 
 def _numba_fused(
@@ -246,7 +246,7 @@ def _numba_fused(
     from . import numba_import
 
     numba_import.prepare()
-    from . import _numba_lowbit  # imports numba: only when used
+    from . import _numba_formats, _numba_lowbit  # imports numba: only when used
 
     batches: dict[tuple[tuple[int, ...], int], tuple[list[int], list[list[int]]]] = {}
     rest = []
@@ -260,7 +260,7 @@ def _numba_fused(
             rest.append(i)
             continue
         row, storage = taken
-        formats = tuple(getattr(_numba_lowbit, name) for name in storage)
+        formats = tuple(getattr(_numba_formats, name) for name in storage)
         mode = 0 if p.dtype == torch.float32 else _PARAM_MODES[param_rounding] + _HALF_MODE[p.dtype]
         idx, rows = batches.setdefault((formats, mode), ([], []))
         idx.append(i)
@@ -302,7 +302,7 @@ def fused_kernel(device_type: str):
     return FUSED_KERNELS.get(device_type) if get_default(device_type) == "numba" else None
 
 
-# A slot's storage the fused CPU kernel takes (names in _numba_lowbit): the low-memory
+# A slot's storage the fused CPU kernel takes (names in _numba_formats): the low-memory
 # precisions by their own dtype; "fp32" (torch's format: the param's dtype, or float32) by the
 # dtype the optimizer made the state in, stored to nearest as torch's copy_ does.
 _STORAGE = {

@@ -31,7 +31,7 @@ class Batch(NamedTuple):
     blocks: tuple[int, ...]  # per tensor
 
 
-_GRAD_COLUMN = 1  # in an address row (_numba_lowbit.G)
+_GRAD_COLUMN = 1  # in an address row (_numba_formats.G)
 
 
 class LowMemoryReplay(NamedTuple):
