@@ -146,6 +146,49 @@ def test_a_counter_two_params_share_advances_once_for_each():
         _assert_bitwise(a, o_got.state[a], b, o_want.state[b])
 
 
+class _FailingUpdate:
+    """The kernel, whose update launch fails (the pass before it runs)."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def __getitem__(self, grid):
+        def launch(*args, REDUCING, **kwargs):
+            if not REDUCING:
+                raise RuntimeError("the update's launch failed")
+            return self.kernel[grid](*args, REDUCING=REDUCING, **kwargs)
+
+        return launch
+
+
+@pytest.mark.parametrize("cls,options", [
+    (adamkit.NAdam, {}),  # a step counter and NAdam's product
+    (adamkit.StableAdamW, {"lr": 1e-2}),  # a pass before the update, which runs
+])  # fmt: skip
+def test_a_failed_launch_leaves_the_counters_params_and_state_as_they_were(cls, options):
+    """Counters are advanced on the host before the launch: a launch that fails puts them
+    back, so the step can be taken again (nothing else was written)."""
+    from adamkit.kernels import triton_lowbit
+
+    w = torch.nn.Parameter(torch.randn(300))
+    opt = cls([w], state_precision="8bit", min_8bit_size=0, **options)
+    w.grad = torch.randn(300)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(lowbit.FUSED_KERNELS, "cpu", lowbit._triton_fused)
+        patch.setattr(lowbit, "step_tensor", _refused)
+        opt.step()
+        w.grad = torch.randn(300)
+        before = (w.detach().clone(), {k: v.clone() for k, v in opt.state[w].items()})
+        patch.setattr(triton_lowbit, "_lowbit_kernel", _FailingUpdate(triton_lowbit._lowbit_kernel))
+        with pytest.raises(RuntimeError, match="the update's launch failed"):
+            opt.step()
+    assert torch.equal(w.detach(), before[0])
+    assert opt.state[w].keys() == before[1].keys()
+    for key, value in before[1].items():
+        assert torch.equal(opt.state[w][key], value), key
+    assert opt.state[w]["step"].item() == 1
+
+
 def test_tensors_the_triton_kernel_cannot_take_go_to_the_torch_ops_path():
     a = torch.nn.Parameter(torch.randn(300))
     b = torch.nn.Parameter(torch.randn(40, 30).t())  # not contiguous

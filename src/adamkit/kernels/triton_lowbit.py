@@ -14,7 +14,8 @@ cautious mask) launches the kernel once more first, storing only each block's fl
 sum. The formats are :mod:`adamkit.reference.lowbit`'s, as integer arithmetic on the float32
 patterns. Which tensors it takes, their slots' formats and their addresses are
 :func:`adamkit.kernels.lowbit._row`'s, as for the CPU kernel. The counters are advanced on the
-host (low-memory state is never capturable), as the CPU kernel advances them. Under
+host (low-memory state is never capturable), as the CPU kernel advances them, and put back
+where a launch fails. Under
 ``TRITON_INTERPRET=1`` the kernel runs on CPU tensors, which is how CI tests it.
 """
 
@@ -331,6 +332,21 @@ def _counters(spec: AlgorithmSpec, params, states, rows, bias):
 
 
 def _launch(spec, cell: _Cell, params, states, rows, scalars, device) -> None:
+    """One cell's launches on ``device``; a launch that fails (a kernel that does not
+    compile, say) leaves the cell's counters as they were, with its params and slots."""
+    keys = ("step", spec.scalar_state) if spec.scalar_state else ("step",)
+    # (all taken before any advances: a counter two params share is put back as it was)
+    before = [[state[key].clone() for key in keys] for state in states]
+    try:
+        _run_cell(spec, cell, params, states, rows, scalars, device)
+    except BaseException:
+        for state, values in zip(states, before, strict=True):
+            for key, value in zip(keys, values, strict=True):
+                state[key].copy_(value)
+        raise
+
+
+def _run_cell(spec, cell: _Cell, params, states, rows, scalars, device) -> None:
     hyper, bias, flags = scalars
     per_tensor, seeds = _counters(spec, params, states, rows, bias)
     kinds = [KINDS[SLOT_KINDS[key]] for key in spec.tensor_state]
