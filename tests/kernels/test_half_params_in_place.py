@@ -185,7 +185,6 @@ def _uncounted(cls) -> bool:
     return not adamkit.algorithms.SPECS[cls.algorithm].counted
 
 
-
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 def test_stable_adamws_rms_is_the_copies_in_many_runs(dtype, monkeypatch):
     """StableAdamW's per-tensor sum: the same terms (the spec's arithmetic, not reassociated:
@@ -199,6 +198,7 @@ def test_stable_adamws_rms_is_the_copies_in_many_runs(dtype, monkeypatch):
         theirs, o_theirs = _run(adamkit.StableAdamW, params, plan, old=True, weight_decay=0.1)
         _assert_bitwise(ours, o_ours, theirs, o_theirs)
     assert counted.copies > 0 and counted.torch_ops == 0
+
 
 def test_the_step_writes_in_place(monkeypatch):
     counted = _Counted(monkeypatch)
