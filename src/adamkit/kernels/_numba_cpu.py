@@ -14,8 +14,9 @@ How the loops are built, measured here (2 cores):
 * Scalars arrive in the arrays' dtype, so float32 data is computed in float32 (8 lanes wide).
 * ``error_model="numpy"``: division by zero gives Inf/NaN as IEEE and torch do (the default
   "python" model checks every division, which also stops vectorization).
-* No fastmath: NaN and Inf propagate exactly as in the for-loop kernel. ``nogil`` lets other
-  Python threads run meanwhile; ``cache=True`` keeps compiled loops on disk.
+* No fastmath: NaN and Inf propagate exactly as in the for-loop kernel (but in
+  :func:`_block_total`, a float sum allowed to reassociate, so that it vectorizes). ``nogil``
+  lets other Python threads run meanwhile; ``cache=True`` keeps compiled loops on disk.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ _jit_parallel = numba.njit(parallel=True, **_OPTIONS)
 
 
 # A reduction pass's float sum, a block of terms at a time: a numba function of its own, the
-# only one compiled with reassociation. A float sum vectorizes only if LLVM may reorder it (a
-# sum's order is not part of any spec); with the element inlined into it, LLVM would reorder
-# the element's own arithmetic too (k2*g*g as k2*(g*g)), and the terms would not be the spec's.
+# only one of the spec kernels compiled with reassociation. A float sum vectorizes only if
+# LLVM may reorder it (a sum's order is not part of any spec); with the element inlined into
+# it, LLVM would reorder the element's own arithmetic too (k2*g*g as k2*(g*g)), and the terms
+# would not be the spec's.
 @numba.njit(fastmath={"reassoc"}, **_OPTIONS)
 def _block_total(terms):
     total = 0.0

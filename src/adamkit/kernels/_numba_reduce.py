@@ -49,11 +49,13 @@ def _reduced(element, reduction, p, g, s0, s1, s2, h, k, f, cautious, lo, total)
     start = 0
     while start < p.size:
         end = min(start + BLOCK - (lo + start) % BLOCK, p.size)
-        for j in range(end - start):
-            i = start + j
-            _, a, b, c, _, _, g_seen = element(p[i], g[i], s0[i], s1[i], s2[i], h, k, f)
+        # the block's views indexed from 0: an index numba knows is >= 0 needs no wraparound
+        # check, and only then does LLVM load without gathers (the pass ran 1.6-2.2x slower)
+        pb, gb, b0, b1, b2 = p[start:end], g[start:end], s0[start:end], s1[start:end], s2[start:end]
+        for j in range(pb.size):
+            _, a, b, c, _, _, g_seen = element(pb[j], gb[j], b0[j], b1[j], b2[j], h, k, f)
             terms[j] = reduction(g_seen, a, b, c, h, k, f)
-        total += _block_total(terms[: end - start])
+        total += _block_total(terms[: pb.size])
         start = end
     return total
 

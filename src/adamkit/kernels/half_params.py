@@ -33,7 +33,7 @@ def half_in_place(
     step, the kernel counts :func:`counted_states`' scratch steps). A pass before the update
     (StableAdamW's, ``cautious``'s) is the copies' too: the cautious count is an integer, and
     StableAdamW's terms are added in the same 256-element blocks by both kernels (a tensor
-    the fp32 kernel splits over the threads adds its blocks in another grouping)."""
+    either kernel splits over the threads adds its blocks in another grouping)."""
     half = wrappers.HALF_DTYPES
     for p in params:  # a plain loop: this runs every step, for every group
         if p.dtype in half:
