@@ -167,7 +167,8 @@ class _FailingUpdate:
 ])  # fmt: skip
 def test_a_failed_launch_leaves_the_counters_params_and_state_as_they_were(cls, options):
     """Counters are advanced on the host before the launch: a launch that fails puts them
-    back, so the step can be taken again (nothing else was written)."""
+    back, so the step can be taken again (nothing else was written: one cell here; with
+    several, those launched before the failing one stay stepped, see triton_lowbit._launch)."""
     from adamkit.kernels import triton_lowbit
 
     w = torch.nn.Parameter(torch.randn(300))

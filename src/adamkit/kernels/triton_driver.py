@@ -343,7 +343,7 @@ def kernel(spec: AlgorithmSpec) -> Callable[..., None]:
 def _finished(per_tensor: Tensor, partial: Tensor, numels: Tensor, block: int, mode: int) -> Tensor:
     """The per-tensor table with a reduction's columns, from each block's partial sum (the
     blocks of ``block`` elements of tensors of ``numels``, in order): the sum and count for
-    the spec's element, or the cautious scale and a 0 (as the numba driver's ``_finish``),
+    the spec's element, or the cautious scale and a 0 (as ``_numba_reduce._finish``),
     computed where the tensors live (no host synchronisation), in a fixed order."""
     counts = numels.to(torch.float64)
     block_counts = (numels + (block - 1)) // block

@@ -333,7 +333,9 @@ def _counters(spec: AlgorithmSpec, params, states, rows, bias):
 
 def _launch(spec, cell: _Cell, params, states, rows, scalars, device) -> None:
     """One cell's launches on ``device``; a launch that fails (a kernel that does not
-    compile, say) leaves the cell's counters as they were, with its params and slots."""
+    compile, say) leaves the cell's counters as they were, with its params and slots. (Only
+    this cell's: a group whose params make several cells, float32 beside bfloat16 say, keeps
+    the steps of the cells launched before the failing one, counters included.)"""
     keys = ("step", spec.scalar_state) if spec.scalar_state else ("step",)
     # (all taken before any advances: a counter two params share is put back as it was)
     before = [[state[key].clone() for key in keys] for state in states]
