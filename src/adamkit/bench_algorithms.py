@@ -77,7 +77,7 @@ def steps(
     if algorithm in TWO_STATE_SLOTS:
         states = [(torch.zeros(s), torch.zeros(s)) for s in shapes]
         plain = [t.clone() for t in init]
-        out["memory-limit"] = lambda: _memory_limit_step(plain, grads, states)
+        out["memory-limit"] = _memory_limit_step(plain, grads, states)
     for name, make in _makers(algorithm, peers).items():
         params = [torch.nn.Parameter(t.clone()) for t in init]
         for p, g in zip(params, grads, strict=True):
